@@ -1,0 +1,10 @@
+using System.CommandLine;
+using Supercluster.Cli;
+using Supercluster.Cli.Commands;
+
+// Thin CLI: each verb lives in Commands/<Verb>Command.cs and calls into the Supercluster library.
+var root = new RootCommand("Supercluster: prepare data, train GPT models on CPU/GPU/clusters, sample, serve and plan runs.");
+root.Options.Add(GlobalOptions.LibTorch);
+root.Options.Add(GlobalOptions.Verbose);
+root.Subcommands.Add(EnvCommand.Create());
+return CliRunner.Run(root, args);

@@ -1,0 +1,40 @@
+using System.CommandLine;
+using Supercluster.Checkpointing;
+using Supercluster.Data;
+using Supercluster.Runtime;
+using Supercluster.Training;
+
+namespace Supercluster.Cli.Commands;
+
+/// <summary><c>eval</c>: validation loss and perplexity of a checkpoint on prepared data.</summary>
+public static class EvalCommand
+{
+    public static Command Create()
+    {
+        var checkpoint = new Option<string>("--checkpoint") { Description = "Checkpoint directory, or a run directory", Required = true };
+        var data = new Option<string>("--data") { Description = "Directory written by prepare", Required = true };
+        var split = new Option<string>("--split") { Description = "val or train", DefaultValueFactory = _ => "val" };
+        var tokens = new Option<long>("--eval-tokens") { DefaultValueFactory = _ => 1 << 20 };
+        var batch = new Option<int>("--batch-size") { DefaultValueFactory = _ => 8 };
+        var device = new Option<string>("--device") { DefaultValueFactory = _ => "auto" };
+
+        var cmd = new Command("eval", "Validation loss and perplexity of a checkpoint");
+        foreach (var o in new Option[] { checkpoint, data, split, tokens, batch, device }) cmd.Options.Add(o);
+        cmd.SetAction(parse =>
+        {
+            CliRunner.LoadTorch(parse);
+            var dev = DeviceSelect.Resolve(parse.GetValue(device)!);
+            var (model, tokName, dir) = ModelCheckpoint.LoadForInference(parse.GetValue(checkpoint)!, dev);
+            using var _ = model;
+            var meta = DatasetMeta.Load(parse.GetValue(data)!);
+            if (meta.Tokenizer != tokName || meta.VocabSize != model.Config.VocabSize)
+                throw new BadInputException($"--data {parse.GetValue(data)}: tokenizer {meta.Tokenizer} (vocab {meta.VocabSize}) does not match the checkpoint's {tokName} (vocab {model.Config.VocabSize})");
+            int b = parse.GetValue(batch), t = model.Config.SeqLen;
+            using var loader = new TokenDataLoader(parse.GetValue(data)!, parse.GetValue(split)!, b, t);
+            double loss = Evaluator.Loss(model, loader, b, t, parse.GetValue(tokens), dev);
+            Console.WriteLine($"{dir}: {parse.GetValue(split)} loss {loss:F4}, perplexity {Math.Exp(loss):F2}");
+            return 0;
+        });
+        return cmd;
+    }
+}

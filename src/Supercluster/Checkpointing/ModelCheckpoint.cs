@@ -1,0 +1,88 @@
+using System.Text.Json;
+using Supercluster.Model;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Supercluster.Checkpointing;
+
+/// <summary>
+/// Files of one checkpoint directory: <c>config.json</c> (the architecture), <c>model.safetensors</c> (weights under
+/// Hugging Face names and layouts), and for training <c>optimizer.safetensors</c> and <c>state.json</c>.
+/// </summary>
+public static class ModelCheckpoint
+{
+    public const string ConfigFile = "config.json", ModelFile = "model.safetensors", OptimizerFile = "optimizer.safetensors", StateFile = "state.json";
+
+    public static void WriteModel(string dir, CausalLM model, string tokenizer)
+    {
+        File.WriteAllText(Path.Combine(dir, ConfigFile), model.Config.ToJson());
+        var hf = model.HfNames;
+        var tensors = model.named_parameters().Select(p =>
+        {
+            var (name, transposed) = hf[p.name];
+            return (name, transposed ? p.parameter.t() : (Tensor)p.parameter);
+        });
+        SafeTensors.Write(Path.Combine(dir, ModelFile), tensors,
+            new Dictionary<string, string> { ["format"] = "pt", ["supercluster.family"] = model.Config.Family.ToString().ToLowerInvariant(), ["supercluster.tokenizer"] = tokenizer });
+    }
+
+    /// <summary>Copies weights from a safetensors file in Hugging Face layout (with or without a "transformer." prefix) into the model.</summary>
+    public static void LoadWeights(CausalLM model, string path)
+    {
+        var (tensors, _) = SafeTensors.Read(path);
+        try
+        {
+            var byName = tensors.ToDictionary(kv => kv.Key.StartsWith("transformer.") ? kv.Key["transformer.".Length..] : kv.Key, kv => kv.Value);
+            using var _ = no_grad();
+            foreach (var (name, p) in model.named_parameters())
+            {
+                var (hfName, transposed) = model.HfNames[name];
+                if (!byName.TryGetValue(hfName, out var src))
+                    throw new BadInputException($"{path}: tensor '{hfName}' is missing (expected a {model.Config.Family} checkpoint with n_layer={model.Config.NLayer})");
+                var s = transposed ? src.t() : src;
+                if (!s.shape.SequenceEqual(p.shape))
+                    throw new BadInputException($"{path}: tensor '{hfName}' has shape [{string.Join(", ", src.shape)}], the model config needs [{string.Join(", ", (transposed ? p.t() : p).shape)}]");
+                p.copy_(s);
+            }
+        }
+        finally
+        {
+            foreach (var t in tensors.Values) t.Dispose();
+        }
+    }
+
+    public static ModelConfig ReadConfig(string dir)
+    {
+        string path = Path.Combine(dir, ConfigFile);
+        if (!File.Exists(path)) throw new BadInputException($"{path}: missing (not a Supercluster checkpoint?)");
+        return ModelConfig.FromJson(File.ReadAllText(path), path);
+    }
+
+    public static TrainingState ReadState(string dir)
+    {
+        string path = Path.Combine(dir, StateFile);
+        if (!File.Exists(path)) throw new BadInputException($"{path}: missing (a model-only checkpoint cannot resume training)");
+        try { return JsonSerializer.Deserialize<TrainingState>(File.ReadAllText(path), ModelConfig.Json) ?? throw new BadInputException($"{path}: empty"); }
+        catch (JsonException e) { throw new BadInputException($"{path}: invalid training state: {e.Message}"); }
+    }
+
+    public static void WriteState(string dir, TrainingState state) =>
+        File.WriteAllText(Path.Combine(dir, StateFile), JsonSerializer.Serialize(state, ModelConfig.Json));
+
+    /// <summary>Loads a checkpoint (or a run's newest) for inference: the model on <paramref name="device"/> in eval mode, and its tokenizer name.</summary>
+    public static (CausalLM Model, string Tokenizer, string Dir) LoadForInference(string path, Device device)
+    {
+        string dir = CheckpointStore.Resolve(path, Console.Error.WriteLine);
+        var config = ReadConfig(dir);
+        var model = CausalLM.Create(config, seed: 0);
+        LoadWeights(model, Path.Combine(dir, ModelFile));
+        model.to(device);
+        model.eval();
+        string tokenizer = File.Exists(Path.Combine(dir, StateFile)) ? ReadState(dir).Tokenizer
+            : SafeTensors.Read(Path.Combine(dir, ModelFile)).Metadata.GetValueOrDefault("supercluster.tokenizer", "gpt2");
+        return (model, tokenizer, dir);
+    }
+}
+
+/// <summary>What besides weights and optimizer moments a run needs to continue exactly.</summary>
+public sealed record TrainingState(long Step, string Tokenizer, Data.DataLoaderState Data, string RngState, long OptimizerSteps, long TokensSeen);

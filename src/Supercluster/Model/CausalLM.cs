@@ -1,0 +1,73 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Supercluster.Model;
+
+/// <summary>
+/// A decoder-only language model: token ids [B, T] → logits [B, T, vocab].
+/// Families implement <see cref="Forward"/>; training, checkpointing and parallelism work on this surface only.
+/// </summary>
+public abstract class CausalLM : nn.Module<Tensor, Tensor>
+{
+    protected CausalLM(string name, ModelConfig config) : base(name) => Config = config;
+
+    public ModelConfig Config { get; }
+
+    /// <summary>dtype of matmul inputs (bf16 = autocast-like mixed precision); parameters stay fp32.</summary>
+    public ScalarType ComputeDtype { get => Precision.Compute; set => Precision.Compute = value; }
+
+    /// <summary>Shared with the layers (a plain object: a Module field would register the model as its own child).</summary>
+    protected internal Precision Precision { get; } = new();
+
+    /// <summary>Logits [B, T, vocab] for ids [B, T]; with a cache, ids continue the cached sequence.</summary>
+    public abstract Tensor Forward(Tensor idx, KvCache? cache);
+
+    /// <summary>Final hidden states [B, T, n_embd] after the last norm (embeddings for search).</summary>
+    public abstract Tensor Hidden(Tensor idx);
+
+    public override Tensor forward(Tensor idx) => Forward(idx, null);
+
+    /// <summary>Parameter names in Hugging Face's layout for this family, and whether the stored matrix is transposed.</summary>
+    public abstract IReadOnlyDictionary<string, (string HfName, bool Transposed)> HfNames { get; }
+
+    /// <summary>Builds the model for a config with its family's initialisation, seeded for reproducibility.</summary>
+    public static CausalLM Create(ModelConfig config, long seed)
+    {
+        config.Validate();
+        torch.manual_seed(seed);
+        return config.Family switch
+        {
+            ModelFamily.Gpt2 => new Gpt2(config),
+            ModelFamily.Llama => new Llama(config),
+            _ => throw new ArgumentOutOfRangeException(nameof(config)),
+        };
+    }
+
+    /// <summary>
+    /// Causal attention of q [B, H, Tq, hd] over k, v [B, H, Tk, hd] where the queries are the last Tq of Tk positions.
+    /// </summary>
+    internal static Tensor Attend(Tensor q, Tensor k, Tensor v)
+    {
+        long tq = q.shape[2], tk = k.shape[2];
+        if (tq == tk) return nn.functional.scaled_dot_product_attention(q, k, v, is_casual: true);
+        if (tq == 1) return nn.functional.scaled_dot_product_attention(q, k, v);
+        // Prefix already cached: query i sits at position tk - tq + i and sees keys ≤ that position.
+        using var mask = ones(tq, tk, dtype: ScalarType.Bool, device: q.device).tril(tk - tq);
+        return nn.functional.scaled_dot_product_attention(q, k, v, attn_mask: mask);
+    }
+}
+
+/// <summary>Mixed precision without autocast: matmul inputs cast to the compute dtype, gradients flow back to fp32 parameters through the casts.</summary>
+public sealed class Precision
+{
+    public ScalarType Compute { get; set; } = ScalarType.Float32;
+
+    /// <summary>y = x·Wᵀ + b in the compute dtype (fp64 inputs, used by gradient checks, stay fp64).</summary>
+    public Tensor Linear(Tensor x, TorchSharp.Modules.Linear layer) => Linear(x, layer.weight!, layer.bias);
+
+    public Tensor Linear(Tensor x, Tensor weight, Tensor? bias = null)
+    {
+        if (Compute == ScalarType.Float32 || x.dtype == ScalarType.Float64) return nn.functional.linear(x, weight, bias);
+        return nn.functional.linear(x.to(Compute), weight.to(Compute), bias?.to(Compute));
+    }
+}

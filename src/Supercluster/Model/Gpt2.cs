@@ -1,0 +1,148 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+using static TorchSharp.torch.nn;
+
+namespace Supercluster.Model;
+
+// GPT-2 (Radford et al. 2019) as in nanoGPT's model.py: learned positions, pre-LayerNorm blocks,
+// GELU(tanh) MLP, weight-tied output head. Module names follow Hugging Face's GPT-2 so checkpoints map 1:1.
+
+/// <summary>Multi-head causal self-attention: one fused q/k/v projection, flash/SDPA attention, output projection.</summary>
+public sealed class CausalSelfAttention : Module<Tensor, Tensor>
+{
+    readonly Precision _p;
+    readonly int _nHead;
+    public readonly Linear c_attn, c_proj;
+
+    public CausalSelfAttention(Precision precision, ModelConfig c) : base(nameof(CausalSelfAttention))
+    {
+        _p = precision;
+        _nHead = c.NHead;
+        c_attn = Linear(c.NEmbd, 3 * c.NEmbd);
+        c_proj = Linear(c.NEmbd, c.NEmbd);
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor x) => Forward(x, null, 0);
+
+    public Tensor Forward(Tensor x, KvCache? cache, int layer)
+    {
+        long b = x.shape[0], t = x.shape[1], d = x.shape[2], hd = d / _nHead;
+        var qkv = _p.Linear(x, c_attn).split(d, dim: 2);                  // 3 × [B, T, d]
+        var q = qkv[0].view(b, t, _nHead, hd).transpose(1, 2);                 // [B, H, T, hd]
+        var k = qkv[1].view(b, t, _nHead, hd).transpose(1, 2);
+        var v = qkv[2].view(b, t, _nHead, hd).transpose(1, 2);
+        if (cache is not null) (k, v) = cache.Append(layer, k, v);             // [B, H, T_past + T, hd]
+        var y = CausalLM.Attend(q, k, v);                                // [B, H, T, hd]
+        y = y.transpose(1, 2).contiguous().view(b, t, d);                      // re-assemble heads
+        return _p.Linear(y, c_proj);
+    }
+}
+
+/// <summary>Position-wise feed-forward: d → 4d → d with GELU (tanh approximation, as GPT-2 used).</summary>
+public sealed class Mlp : Module<Tensor, Tensor>
+{
+    readonly Precision _p;
+    public readonly Linear c_fc, c_proj;
+
+    public Mlp(Precision precision, ModelConfig c) : base(nameof(Mlp))
+    {
+        _p = precision;
+        c_fc = Linear(c.NEmbd, c.FfnHidden);
+        c_proj = Linear(c.FfnHidden, c.NEmbd);
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor x) =>
+        _p.Linear(functional.gelu(_p.Linear(x, c_fc), TorchSharp.Modules.GELU.Approximate.tanh), c_proj);
+}
+
+/// <summary>Pre-norm residual block: x + attn(ln(x)), then x + mlp(ln(x)).</summary>
+public sealed class Block : Module<Tensor, Tensor>
+{
+    public readonly LayerNorm ln_1, ln_2;
+    public readonly CausalSelfAttention attn;
+    public readonly Mlp mlp;
+
+    public Block(Precision precision, ModelConfig c) : base(nameof(Block))
+    {
+        ln_1 = LayerNorm(c.NEmbd, c.NormEps);
+        attn = new CausalSelfAttention(precision, c);
+        ln_2 = LayerNorm(c.NEmbd, c.NormEps);
+        mlp = new Mlp(precision, c);
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor x) => Forward(x, null, 0);
+
+    public Tensor Forward(Tensor x, KvCache? cache, int layer)
+    {
+        x = x + attn.Forward(ln_1.forward(x), cache, layer);
+        return x + mlp.forward(ln_2.forward(x));
+    }
+}
+
+/// <summary>The GPT-2 language model.</summary>
+public sealed class Gpt2 : CausalLM
+{
+    public readonly Embedding wte, wpe;
+    public readonly ModuleList<Block> h;
+    public readonly LayerNorm ln_f;
+
+    public Gpt2(ModelConfig c) : base(nameof(Gpt2), c)
+    {
+        wte = Embedding(c.VocabSize, c.NEmbd);   // also the output head (weight tying)
+        wpe = Embedding(c.SeqLen, c.NEmbd);
+        h = new ModuleList<Block>(Enumerable.Range(0, c.NLayer).Select(_ => new Block(Precision, c)).ToArray());
+        ln_f = LayerNorm(c.NEmbd, c.NormEps);
+        RegisterComponents();
+        Initialise();
+    }
+
+    /// <summary>GPT-2 init: N(0, 0.02) weights, zero biases, residual projections scaled by 1/√(2·n_layer).</summary>
+    void Initialise()
+    {
+        using var _ = no_grad();
+        double residualStd = 0.02 / Math.Sqrt(2 * Config.NLayer);
+        foreach (var (name, p) in named_parameters())
+        {
+            if (name.EndsWith(".bias")) p.zero_();
+            else if (name.Contains("ln_")) p.fill_(1.0);
+            else if (name.EndsWith("c_proj.weight")) init.normal_(p, 0, residualStd);
+            else init.normal_(p, 0, 0.02);
+        }
+    }
+
+    public override Tensor Forward(Tensor idx, KvCache? cache)
+    {
+        var x = Embed(idx, cache);
+        for (int i = 0; i < h.Count; i++) x = h[i].Forward(x, cache, i);
+        cache?.Advance(idx.shape[1]);
+        x = ln_f.forward(x);
+        return Head(x);                                                        // [B, T, vocab]
+    }
+
+    public override Tensor Hidden(Tensor idx)
+    {
+        var x = Embed(idx, null);
+        for (int i = 0; i < h.Count; i++) x = h[i].Forward(x, null, i);
+        return ln_f.forward(x);
+    }
+
+    Tensor Embed(Tensor idx, KvCache? cache)
+    {
+        long t = idx.shape[1], start = cache?.Length ?? 0;
+        if (start + t > Config.SeqLen)
+            throw new BadInputException($"sequence of {start + t} tokens exceeds the model context {Config.SeqLen}");
+        using var pos = arange(start, start + t, dtype: ScalarType.Int64, device: idx.device);
+        return wte.forward(idx) + wpe.forward(pos);                           // [B, T, d]
+    }
+
+    Tensor Head(Tensor x) => Precision.Linear(x, wte.weight!);
+
+    public override IReadOnlyDictionary<string, (string HfName, bool Transposed)> HfNames =>
+        named_parameters().ToDictionary(p => p.name, p => (p.name,
+            // HF stores these as Conv1D weights, [in, out]: the transpose of nn.Linear's [out, in].
+            p.name.EndsWith(".weight") && (p.name.Contains(".c_attn.") || p.name.Contains(".c_proj.") || p.name.Contains(".c_fc."))));
+}

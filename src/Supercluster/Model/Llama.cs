@@ -1,0 +1,180 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+using static TorchSharp.torch.nn;
+
+namespace Supercluster.Model;
+
+// Llama (Touvron et al. 2023): RMSNorm, rotary position embeddings (Su et al. 2021), SwiGLU MLP (Shazeer 2020),
+// grouped-query attention (Ainslie et al. 2023), no biases, untied output head. Names follow Hugging Face's Llama.
+
+/// <summary>x / rms(x) · g (Zhang &amp; Sennrich 2019), computed in fp32.</summary>
+public sealed class RmsNorm : Module<Tensor, Tensor>
+{
+    readonly double _eps;
+    public readonly Parameter weight;
+
+    public RmsNorm(long dim, double eps) : base(nameof(RmsNorm))
+    {
+        _eps = eps;
+        weight = Parameter(ones(dim));
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor x)
+    {
+        var xf = x.to(weight.dtype);
+        return xf * rsqrt(xf.pow(2).mean([-1L], keepdim: true) + _eps) * weight;
+    }
+}
+
+/// <summary>Rotary embeddings: rotates pairs (x[i], x[i + hd/2]) of q and k by position-dependent angles.</summary>
+public static class Rotary
+{
+    /// <summary>x [B, H, T, hd] at positions start..start+T (angles computed per call: T·hd/2 values, cheap next to the matmuls).</summary>
+    public static Tensor Apply(Tensor x, long start, double theta)
+    {
+        long t = x.shape[2], hd = x.shape[3], half = hd / 2;
+        using var scope = NewDisposeScope();
+        var invFreq = pow(theta, -arange(0, hd, 2, dtype: ScalarType.Float64, device: x.device) / hd);           // [hd/2]
+        var angles = outer(arange(start, start + t, dtype: ScalarType.Float64, device: x.device), invFreq);      // [T, hd/2]
+        var full = cat([angles, angles], dim: 1);                                                                // [T, hd]
+        var rotated = cat([-x.narrow(3, half, half), x.narrow(3, 0, half)], dim: 3);                             // rotate_half
+        return (x * full.cos().to(x.dtype) + rotated * full.sin().to(x.dtype)).MoveToOuterDisposeScope();
+    }
+}
+
+/// <summary>Grouped-query causal attention: n_kv_head key/value heads shared by n_head/n_kv_head query heads each.</summary>
+public sealed class LlamaAttention : Module<Tensor, Tensor>
+{
+    readonly Precision _p;
+    readonly int _nHead, _nKv, _hd;
+    readonly double _theta;
+    public readonly Linear q_proj, k_proj, v_proj, o_proj;
+
+    public LlamaAttention(Precision precision, ModelConfig c) : base(nameof(LlamaAttention))
+    {
+        _p = precision;
+        _nHead = c.NHead;
+        _nKv = c.NKvHead;
+        _hd = c.HeadDim;
+        _theta = c.RopeTheta;
+        q_proj = Linear(c.NEmbd, c.NHead * c.HeadDim, hasBias: false);
+        k_proj = Linear(c.NEmbd, c.NKvHead * c.HeadDim, hasBias: false);
+        v_proj = Linear(c.NEmbd, c.NKvHead * c.HeadDim, hasBias: false);
+        o_proj = Linear(c.NHead * c.HeadDim, c.NEmbd, hasBias: false);
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor x) => Forward(x, null, 0);
+
+    public Tensor Forward(Tensor x, KvCache? cache, int layer)
+    {
+        long b = x.shape[0], t = x.shape[1], hd = _hd, start = cache?.Length ?? 0;
+        var q = _p.Linear(x, q_proj).view(b, t, _nHead, hd).transpose(1, 2);     // [B, H, T, hd]
+        var k = _p.Linear(x, k_proj).view(b, t, _nKv, hd).transpose(1, 2);       // [B, H_kv, T, hd]
+        var v = _p.Linear(x, v_proj).view(b, t, _nKv, hd).transpose(1, 2);
+        q = Rotary.Apply(q, start, _theta);
+        k = Rotary.Apply(k, start, _theta);
+        if (cache is not null) (k, v) = cache.Append(layer, k, v);                   // [B, H_kv, T_all, hd]
+        if (_nKv != _nHead)
+        {
+            k = k.repeat_interleave(_nHead / _nKv, dim: 1);                          // [B, H, T_all, hd]
+            v = v.repeat_interleave(_nHead / _nKv, dim: 1);
+        }
+        var y = CausalLM.Attend(q, k, v).transpose(1, 2).contiguous().view(b, t, _nHead * hd);
+        return _p.Linear(y, o_proj);
+    }
+}
+
+/// <summary>SwiGLU feed-forward: down(silu(gate(x)) · up(x)).</summary>
+public sealed class SwiGlu : Module<Tensor, Tensor>
+{
+    readonly Precision _p;
+    public readonly Linear gate_proj, up_proj, down_proj;
+
+    public SwiGlu(Precision precision, ModelConfig c) : base(nameof(SwiGlu))
+    {
+        _p = precision;
+        gate_proj = Linear(c.NEmbd, c.FfnHidden, hasBias: false);
+        up_proj = Linear(c.NEmbd, c.FfnHidden, hasBias: false);
+        down_proj = Linear(c.FfnHidden, c.NEmbd, hasBias: false);
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor x) =>
+        _p.Linear(functional.silu(_p.Linear(x, gate_proj)) * _p.Linear(x, up_proj), down_proj);
+}
+
+/// <summary>Pre-RMSNorm residual block.</summary>
+public sealed class LlamaBlock : Module<Tensor, Tensor>
+{
+    public readonly RmsNorm input_layernorm, post_attention_layernorm;
+    public readonly LlamaAttention self_attn;
+    public readonly SwiGlu mlp;
+
+    public LlamaBlock(Precision precision, ModelConfig c) : base(nameof(LlamaBlock))
+    {
+        input_layernorm = new RmsNorm(c.NEmbd, c.NormEps);
+        self_attn = new LlamaAttention(precision, c);
+        post_attention_layernorm = new RmsNorm(c.NEmbd, c.NormEps);
+        mlp = new SwiGlu(precision, c);
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor x) => Forward(x, null, 0);
+
+    public Tensor Forward(Tensor x, KvCache? cache, int layer)
+    {
+        x = x + self_attn.Forward(input_layernorm.forward(x), cache, layer);
+        return x + mlp.forward(post_attention_layernorm.forward(x));
+    }
+}
+
+/// <summary>The Llama language model.</summary>
+public sealed class Llama : CausalLM
+{
+    public readonly Embedding embed_tokens;
+    public readonly ModuleList<LlamaBlock> layers;
+    public readonly RmsNorm norm;
+    public readonly Linear lm_head;
+
+    public Llama(ModelConfig c) : base(nameof(Llama), c)
+    {
+        embed_tokens = Embedding(c.VocabSize, c.NEmbd);
+        layers = new ModuleList<LlamaBlock>(Enumerable.Range(0, c.NLayer).Select(_ => new LlamaBlock(Precision, c)).ToArray());
+        norm = new RmsNorm(c.NEmbd, c.NormEps);
+        lm_head = nn.Linear(c.NEmbd, c.VocabSize, hasBias: false);
+        RegisterComponents();
+        using var _ = no_grad();
+        double residualStd = 0.02 / Math.Sqrt(2 * c.NLayer);
+        foreach (var (name, p) in named_parameters())
+        {
+            if (name.EndsWith("norm.weight") || name.EndsWith("layernorm.weight")) p.fill_(1.0);
+            else if (name.EndsWith("o_proj.weight") || name.EndsWith("down_proj.weight")) init.normal_(p, 0, residualStd);
+            else init.normal_(p, 0, 0.02);
+        }
+    }
+
+    public override Tensor Forward(Tensor idx, KvCache? cache)
+    {
+        var x = Trunk(idx, cache);
+        cache?.Advance(idx.shape[1]);
+        return Precision.Linear(x, lm_head);                                                  // [B, T, vocab]
+    }
+
+    public override Tensor Hidden(Tensor idx) => Trunk(idx, null);
+
+    Tensor Trunk(Tensor idx, KvCache? cache)
+    {
+        long start = cache?.Length ?? 0;
+        if (start + idx.shape[1] > Config.SeqLen)
+            throw new BadInputException($"sequence of {start + idx.shape[1]} tokens exceeds the model context {Config.SeqLen}");
+        var x = embed_tokens.forward(idx);                                          // [B, T, d]
+        for (int i = 0; i < layers.Count; i++) x = layers[i].Forward(x, cache, i);
+        return norm.forward(x);
+    }
+
+    public override IReadOnlyDictionary<string, (string HfName, bool Transposed)> HfNames =>
+        named_parameters().ToDictionary(p => p.name, p => (p.name == "lm_head.weight" ? p.name : "model." + p.name, false));
+}

@@ -1,0 +1,96 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+
+namespace Supercluster.Model;
+
+/// <summary>Architecture families: GPT-2 (Radford et al. 2019) and Llama (Touvron et al. 2023).</summary>
+public enum ModelFamily { Gpt2, Llama }
+
+/// <summary>
+/// A model's architecture as data (stored in config.json of runs and checkpoints).
+/// <c>NKvHead</c> &lt; <c>NHead</c> is grouped-query attention (Llama only).
+/// </summary>
+public sealed record ModelConfig
+{
+    [JsonConverter(typeof(JsonStringEnumConverter<ModelFamily>))]
+    public ModelFamily Family { get; init; } = ModelFamily.Gpt2;
+    public int VocabSize { get; init; } = 50257;
+    public int SeqLen { get; init; } = 1024;   // context length (GPT-2's n_ctx / block_size)
+    public int NLayer { get; init; } = 12;
+    public int NHead { get; init; } = 12;
+    public int NKvHead { get; init; } = 12;
+    public int NEmbd { get; init; } = 768;
+    public int FfnHidden { get; init; } = 3072;
+    public double RopeTheta { get; init; } = 10000;
+    public double NormEps { get; init; } = 1e-5;
+
+    public int HeadDim => NEmbd / NHead;
+
+    /// <summary>Throws <see cref="BadInputException"/> naming the first field that is out of range.</summary>
+    public ModelConfig Validate(string where = "model config")
+    {
+        void Positive(string field, long v) { if (v <= 0) throw new BadInputException($"{where}: {field} = {v}, expected a positive integer"); }
+        Positive("vocab_size", VocabSize); Positive("seq_len", SeqLen); Positive("n_layer", NLayer);
+        Positive("n_head", NHead); Positive("n_kv_head", NKvHead); Positive("n_embd", NEmbd); Positive("ffn_hidden", FfnHidden);
+        if (NEmbd % NHead != 0) throw new BadInputException($"{where}: n_embd = {NEmbd} is not divisible by n_head = {NHead}");
+        if (NHead % NKvHead != 0) throw new BadInputException($"{where}: n_head = {NHead} is not divisible by n_kv_head = {NKvHead}");
+        if (Family == ModelFamily.Gpt2 && NKvHead != NHead) throw new BadInputException($"{where}: gpt2 family needs n_kv_head = n_head ({NHead}), got {NKvHead}");
+        if (Family == ModelFamily.Llama && HeadDim % 2 != 0) throw new BadInputException($"{where}: rotary embeddings need an even head dimension, got {HeadDim}");
+        if (NormEps <= 0 || RopeTheta <= 0) throw new BadInputException($"{where}: norm_eps and rope_theta must be positive");
+        return this;
+    }
+
+    /// <summary>Trainable parameters, counted from the shapes (tied GPT-2 head counted once).</summary>
+    public long ParameterCount()
+    {
+        long d = NEmbd, f = FfnHidden, v = VocabSize, kv = (long)NKvHead * HeadDim;
+        if (Family == ModelFamily.Gpt2)
+        {
+            long block = 2 * d + (d * 3 * d + 3 * d) + (d * d + d) + 2 * d + (d * f + f) + (f * d + d);
+            return v * d + (long)SeqLen * d + NLayer * block + 2 * d;
+        }
+        long attn = d * d + 2 * d * kv + d * d;
+        long llamaBlock = d + attn + d + 3 * d * f;
+        return v * d + NLayer * llamaBlock + d + v * d;
+    }
+
+    /// <summary>Parameters that multiply activations (excludes position embeddings, norms; includes the output head once).</summary>
+    public long NonEmbeddingParameterCount() =>
+        ParameterCount() - (Family == ModelFamily.Gpt2 ? (long)SeqLen * NEmbd : (long)VocabSize * NEmbd);
+
+    /// <summary>
+    /// Training FLOPs per token (PaLM, Chowdhery et al. 2022, App. B; nanoGPT's estimate_mfu): 6·N for the
+    /// matmuls of forward and backward (N counts the output head, not lookup-only position/token tables)
+    /// plus 12·L·d·T for attention scores and weighted values.
+    /// </summary>
+    public double FlopsPerToken(int seqLen)
+    {
+        double n = Family == ModelFamily.Gpt2
+            ? ParameterCount() - (double)SeqLen * NEmbd            // wpe is a lookup; wte is used as the head matmul
+            : ParameterCount() - (double)VocabSize * NEmbd;        // embed_tokens is a lookup; lm_head is a matmul
+        return 6 * n + 12.0 * NLayer * NEmbd * seqLen;
+    }
+
+    public static readonly JsonSerializerOptions Json = new()
+    {
+        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
+        WriteIndented = true,
+        UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow,
+    };
+
+    public string ToJson() => JsonSerializer.Serialize(this, Json);
+
+    /// <summary>Reads and validates a config; errors name the file.</summary>
+    public static ModelConfig FromJson(string json, string where)
+    {
+        try
+        {
+            var c = JsonSerializer.Deserialize<ModelConfig>(json, Json) ?? throw new BadInputException($"{where}: empty model config");
+            return c.Validate(where);
+        }
+        catch (JsonException e)
+        {
+            throw new BadInputException($"{where}: invalid model config: {e.Message}");
+        }
+    }
+}

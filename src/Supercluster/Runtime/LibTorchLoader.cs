@@ -37,11 +37,8 @@ public static class LibTorchLoader
                 return Report = new LoadReport("(TorchSharp default)", "(TorchSharp default)", false, false, "TorchSharp");
             }
 
-            string source = libtorchDir is not null ? "--libtorch" : Environment.GetEnvironmentVariable(EnvVar) is { Length: > 0 } ? EnvVar : "package";
-            libtorchDir ??= Environment.GetEnvironmentVariable(EnvVar) is { Length: > 0 } env ? env : null;
-            string dir = libtorchDir is null ? FindPackagedNativeDir("libtorch.so") : Path.GetFullPath(libtorchDir);
-            if (!File.Exists(Path.Combine(dir, "libtorch.so")))
-                throw new BadInputException($"{source}: '{dir}' has no libtorch.so (expected a libtorch 'lib' folder such as <python>/site-packages/torch/lib)");
+            string source = Source(libtorchDir);
+            string dir = ResolveLibTorchDir(libtorchDir);
 
             // Load libtorch first: libLibTorchSharp's NEEDED entries (libtorch.so, libc10.so, libtorch_cpu.so)
             // then bind to these by soname instead of to any copy beside the shim.
@@ -71,6 +68,19 @@ public static class LibTorchLoader
             verbose?.Invoke($"libtorch loaded from {dir}{(cuda ? " (with CUDA)" : "")}");
             return Report = new LoadReport(dir, shim, patched, cuda, source);
         }
+    }
+
+    static string Source(string? explicitDir) =>
+        explicitDir is not null ? "--libtorch" : Environment.GetEnvironmentVariable(EnvVar) is { Length: > 0 } ? EnvVar : "package";
+
+    /// <summary>The libtorch folder to use: <paramref name="explicitDir"/>, else $SUPERCLUSTER_LIBTORCH, else the CPU package's.</summary>
+    public static string ResolveLibTorchDir(string? explicitDir)
+    {
+        string? chosen = explicitDir ?? (Environment.GetEnvironmentVariable(EnvVar) is { Length: > 0 } env ? env : null);
+        string dir = chosen is null ? FindPackagedNativeDir("libtorch.so") : Path.GetFullPath(chosen);
+        if (!File.Exists(Path.Combine(dir, "libtorch.so")))
+            throw new BadInputException($"{Source(explicitDir)}: '{dir}' has no libtorch.so (expected a libtorch 'lib' folder such as <python>/site-packages/torch/lib)");
+        return dir;
     }
 
     /// <summary>Where the NuGet packages' native files sit for this app: runtimes/linux-x64/native in a build, the app folder when published.</summary>

@@ -109,7 +109,7 @@ public class ModelTests
     {
         var config = ModelPresets.Get(preset) with { VocabSize = 257, SeqLen = 32 };
         using var model = CausalLM.Create(config, seed: 4);
-        using var opt = new Training.AdamW(model.named_parameters().Select(p => (p.name, p.parameter)), weightDecay: 0);
+        using var opt = new Supercluster.Training.AdamW(model.named_parameters().Select(p => (p.name, p.parameter)), weightDecay: 0);
         var idx = randint(0, 257, [4, 33], generator: new Generator(9));
         float loss = float.NaN;
         for (int step = 0; step < 300 && !(loss < 0.05f); step++)

@@ -86,7 +86,7 @@ public static class Sampler
         tensor(ids.Select(i => (long)i).ToArray(), device: device).unsqueeze(0); // [1, T]
 
     /// <summary>Greedy, or temperature / top-k / nucleus (Holtzman et al. 2020) sampling from logits [V].</summary>
-    static int Pick(Tensor logits, SamplingOptions o, Generator gen)
+    public static int Pick(Tensor logits, SamplingOptions o, Generator gen)
     {
         if (o.Temperature == 0) return (int)logits.argmax().item<long>();
         logits = logits / o.Temperature;

@@ -34,7 +34,9 @@ public sealed class CausalSelfAttention : Module<Tensor, Tensor>
         var k = qkv[1].view(b, t, _nHead, hd).transpose(1, 2);
         var v = qkv[2].view(b, t, _nHead, hd).transpose(1, 2);
         if (cache is not null) (k, v) = cache.Append(layer, k, v);             // [B, H, T_past + T, hd]
-        var y = CausalLM.Attend(q, k, v);                                // [B, H, T, hd]
+        var y = cache?.AttentionMask is { } mask                               // batched cache: rows at different positions
+            ? nn.functional.scaled_dot_product_attention(q, k, v, attn_mask: mask)
+            : CausalLM.Attend(q, k, v);                                        // [B, H, T, hd]
         y = y.transpose(1, 2).contiguous().view(b, t, d);                      // re-assemble heads
         return _p.Linear(y, c_proj);
     }
@@ -135,6 +137,7 @@ public sealed class Gpt2 : CausalLM
         long t = idx.shape[1], start = cache?.Length ?? 0;
         if (start + t > Config.SeqLen)
             throw new BadInputException($"sequence of {start + t} tokens exceeds the model context {Config.SeqLen}");
+        if (cache?.RowPositions(t) is { } rows) return wte.forward(idx) + wpe.forward(rows); // batched cache: [B, T] positions
         using var pos = arange(start, start + t, dtype: ScalarType.Int64, device: idx.device);
         return wte.forward(idx) + wpe.forward(pos);                           // [B, T, d]
     }

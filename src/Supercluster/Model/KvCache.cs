@@ -7,9 +7,9 @@ namespace Supercluster.Model;
 /// Keys and values of every layer for the tokens seen so far, preallocated to the context length,
 /// so each decode step attends over the cache instead of recomputing the prefix.
 /// </summary>
-public sealed class KvCache : IDisposable
+public class KvCache : IDisposable
 {
-    readonly Tensor[] _k, _v; // per layer [B, n_kv_head, seq_len, head_dim]
+    protected readonly Tensor[] _k, _v; // per layer [B, n_kv_head, seq_len, head_dim]
 
     public KvCache(ModelConfig c, long batch, Device device, ScalarType dtype)
     {
@@ -28,7 +28,7 @@ public sealed class KvCache : IDisposable
     public long Capacity { get; }
 
     /// <summary>Writes this step's k, v [B, H_kv, T_new, hd] for <paramref name="layer"/>; returns all keys/values so far.</summary>
-    public (Tensor K, Tensor V) Append(int layer, Tensor k, Tensor v)
+    public virtual (Tensor K, Tensor V) Append(int layer, Tensor k, Tensor v)
     {
         long t = k.shape[2];
         if (Length + t > Capacity) throw new InvalidOperationException($"KV cache full: {Length} + {t} > context {Capacity}");
@@ -41,9 +41,16 @@ public sealed class KvCache : IDisposable
     }
 
     /// <summary>Called once per forward after every layer appended.</summary>
-    public void Advance(long tokens) => Length += tokens;
+    public virtual void Advance(long tokens) => Length += tokens;
 
-    public void Dispose()
+    // Batched decoding (Inference/BatchKvCache) overrides these two: every row at its own position.
+    /// <summary>Positions [B, T] of the next <paramref name="t"/> tokens per row, or null when all rows start at <see cref="Length"/>.</summary>
+    public virtual Tensor? RowPositions(long t) => null;
+
+    /// <summary>Boolean attention mask [B, 1, T, T_keys] for the keys <see cref="Append"/> returns, or null for plain causal attention.</summary>
+    public virtual Tensor? AttentionMask => null;
+
+    public virtual void Dispose()
     {
         foreach (var t in _k) t.Dispose();
         foreach (var t in _v) t.Dispose();

@@ -42,6 +42,18 @@ public static class Rotary
         var rotated = cat([-x.narrow(3, half, half), x.narrow(3, 0, half)], dim: 3);                             // rotate_half
         return (x * full.cos().to(x.dtype) + rotated * full.sin().to(x.dtype)).MoveToOuterDisposeScope();
     }
+
+    /// <summary>x [B, H, T, hd] with per-row positions [B, T] (batched decoding: each row continues its own sequence).</summary>
+    public static Tensor Apply(Tensor x, Tensor positions, double theta)
+    {
+        long hd = x.shape[3], half = hd / 2;
+        using var scope = NewDisposeScope();
+        var invFreq = pow(theta, -arange(0, hd, 2, dtype: ScalarType.Float64, device: x.device) / hd);           // [hd/2]
+        var angles = positions.to(ScalarType.Float64).unsqueeze(-1) * invFreq;                                   // [B, T, hd/2]
+        var full = cat([angles, angles], dim: 2).unsqueeze(1);                                                   // [B, 1, T, hd]
+        var rotated = cat([-x.narrow(3, half, half), x.narrow(3, 0, half)], dim: 3);
+        return (x * full.cos().to(x.dtype) + rotated * full.sin().to(x.dtype)).MoveToOuterDisposeScope();
+    }
 }
 
 /// <summary>Grouped-query causal attention: n_kv_head key/value heads shared by n_head/n_kv_head query heads each.</summary>
@@ -74,15 +86,24 @@ public sealed class LlamaAttention : Module<Tensor, Tensor>
         var q = _p.Linear(x, q_proj).view(b, t, _nHead, hd).transpose(1, 2);     // [B, H, T, hd]
         var k = _p.Linear(x, k_proj).view(b, t, _nKv, hd).transpose(1, 2);       // [B, H_kv, T, hd]
         var v = _p.Linear(x, v_proj).view(b, t, _nKv, hd).transpose(1, 2);
-        q = Rotary.Apply(q, start, _theta);
-        k = Rotary.Apply(k, start, _theta);
+        if (cache?.RowPositions(t) is { } rows)                                        // batched cache: rows at their own positions
+        {
+            q = Rotary.Apply(q, rows, _theta);
+            k = Rotary.Apply(k, rows, _theta);
+        }
+        else
+        {
+            q = Rotary.Apply(q, start, _theta);
+            k = Rotary.Apply(k, start, _theta);
+        }
         if (cache is not null) (k, v) = cache.Append(layer, k, v);                   // [B, H_kv, T_all, hd]
         if (_nKv != _nHead)
         {
             k = k.repeat_interleave(_nHead / _nKv, dim: 1);                          // [B, H, T_all, hd]
             v = v.repeat_interleave(_nHead / _nKv, dim: 1);
         }
-        var y = CausalLM.Attend(q, k, v).transpose(1, 2).contiguous().view(b, t, _nHead * hd);
+        var att = cache?.AttentionMask is { } mask ? nn.functional.scaled_dot_product_attention(q, k, v, attn_mask: mask) : CausalLM.Attend(q, k, v);
+        var y = att.transpose(1, 2).contiguous().view(b, t, _nHead * hd);
         return _p.Linear(y, o_proj);
     }
 }

@@ -1,0 +1,222 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using Supercluster.Model;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Supercluster.Inference;
+
+/// <summary>Thrown when the scheduler's queue is full (the server answers 429).</summary>
+public sealed class SchedulerBusyException(string message) : Exception(message);
+
+/// <summary>
+/// Continuous batching: one thread owns the model and, per iteration, prefills newly admitted sequences (one at a
+/// time, each into its own cache slot) and then runs ONE batched decode forward over all active sequences.
+/// Sequences join and leave between steps; a cancelled sequence (client gone, stop string seen) frees its slot at
+/// the next step. One-at-a-time and batched generation use the same code path (a single client is a batch of one).
+/// </summary>
+public sealed class BatchScheduler : IDisposable
+{
+    readonly CausalLM _model;
+    readonly Device _device;
+    readonly BatchKvCache _cache;
+    readonly ConcurrentQueue<GenerationHandle> _pending = new();
+    readonly List<GenerationHandle> _active = [];
+    readonly SemaphoreSlim _wake = new(0);
+    readonly Thread _thread;
+    readonly CancellationTokenSource _stop = new();
+    long _tokensGenerated, _steps;
+    int _pendingCount;
+
+    public BatchScheduler(CausalLM model, Device device, int maxBatch = 32, int maxQueue = 64)
+    {
+        if (maxBatch < 1) throw new BadInputException($"max batch = {maxBatch}, expected ≥ 1");
+        _model = model;
+        _device = device;
+        MaxBatch = maxBatch;
+        MaxQueue = maxQueue;
+        model.eval();
+        _cache = new BatchKvCache(model.Config, maxBatch, device, model.parameters().First().dtype);
+        _thread = new Thread(Loop) { IsBackground = true, Name = "supercluster-scheduler" };
+        _thread.Start();
+    }
+
+    public int MaxBatch { get; }
+    public int MaxQueue { get; }
+    public ModelConfig Config => _model.Config;
+    /// <summary>Requests waiting for a slot.</summary>
+    public int QueueDepth => Volatile.Read(ref _pendingCount);
+    /// <summary>Sequences being decoded.</summary>
+    public int Active { get; private set; }
+    public long TokensGenerated => Interlocked.Read(ref _tokensGenerated);
+    public long DecodeSteps => Interlocked.Read(ref _steps);
+    /// <summary>Called on the scheduler thread after each token (for metrics).</summary>
+    public event Action<int>? TokensEmitted;
+
+    /// <summary>Queues a sequence; read its tokens from the handle. Throws <see cref="SchedulerBusyException"/> when the queue is full.</summary>
+    public GenerationHandle Submit(IReadOnlyList<int> prompt, SamplingOptions options, CancellationToken cancel = default)
+    {
+        options.Validate();
+        if (prompt.Count == 0) throw new BadInputException("prompt is empty: give at least one token");
+        if (prompt.Count > Config.SeqLen) throw new BadInputException($"prompt of {prompt.Count} tokens exceeds the model context {Config.SeqLen}");
+        if (Interlocked.Increment(ref _pendingCount) > MaxQueue)
+        {
+            Interlocked.Decrement(ref _pendingCount);
+            throw new SchedulerBusyException($"too many requests: {MaxQueue} already waiting for one of {MaxBatch} batch slots");
+        }
+        var h = new GenerationHandle(prompt.ToArray(), options, cancel);
+        _pending.Enqueue(h);
+        _wake.Release();
+        return h;
+    }
+
+    void Loop()
+    {
+        using var _ = no_grad();
+        while (!_stop.IsCancellationRequested)
+        {
+            if (_active.Count == 0 && _pending.IsEmpty)
+            {
+                try { _wake.Wait(_stop.Token); } catch (OperationCanceledException) { break; }
+                continue;
+            }
+            try
+            {
+                Admit();
+                DropCancelled();
+                if (_active.Count > 0) DecodeStep();
+            }
+            catch (Exception e)
+            {
+                // A failing step fails the sequences in it, never the server.
+                foreach (var h in _active.ToArray()) Finish(h, "error", e);
+            }
+            Active = _active.Count;
+        }
+        foreach (var h in _active.ToArray()) Finish(h, "error", new OperationCanceledException("server stopping"));
+        while (_pending.TryDequeue(out var p)) p.Complete("error", new OperationCanceledException("server stopping"));
+    }
+
+    void Admit()
+    {
+        while (_cache.FreeSlots > 0 && _pending.TryDequeue(out var h))
+        {
+            Interlocked.Decrement(ref _pendingCount);
+            if (h.Cancel.IsCancellationRequested) { h.Complete("cancelled", null); continue; }
+            if (h.Options.MaxNewTokens == 0) { h.Complete("length", null); continue; }
+            h.Slot = _cache.Rent();
+            _active.Add(h);
+            h.Generator = new Generator((ulong)h.Options.Seed, _device);
+            try
+            {
+                using var scope = NewDisposeScope();
+                _cache.Begin([h.Slot], h.Prompt.Length);
+                var ids = tensor(h.Prompt.Select(i => (long)i).ToArray(), device: _device).unsqueeze(0);
+                var logits = _model.Forward(ids, _cache);                                    // [1, T, V]
+                Emit(h, Sampler.Pick(logits[0, -1].to(ScalarType.Float32), h.Options, h.Generator));
+            }
+            catch (Exception e) { Finish(h, "error", e); }
+            finally { _cache.End(); }
+        }
+    }
+
+    void DropCancelled()
+    {
+        foreach (var h in _active.ToArray())
+            if (h.Cancel.IsCancellationRequested) Finish(h, "cancelled", null);
+    }
+
+    void DecodeStep()
+    {
+        var batch = _active.ToArray();
+        using var scope = NewDisposeScope();
+        _cache.Begin(batch.Select(h => h.Slot).ToArray(), 1);
+        try
+        {
+            var ids = tensor(batch.Select(h => (long)h.Last).ToArray(), device: _device).unsqueeze(1);   // [B, 1]
+            var logits = _model.Forward(ids, _cache).select(1, 0).to(ScalarType.Float32);                // [B, V]
+            long[]? greedy = batch.Any(h => h.Options.Temperature == 0) ? logits.argmax(1).cpu().data<long>().ToArray() : null;
+            Interlocked.Increment(ref _steps);
+            for (int i = 0; i < batch.Length; i++)
+            {
+                var h = batch[i];
+                int next = h.Options.Temperature == 0 ? (int)greedy![i] : Sampler.Pick(logits[i], h.Options, h.Generator!);
+                Emit(h, next);
+            }
+        }
+        finally { _cache.End(); }
+    }
+
+    void Emit(GenerationHandle h, int token)
+    {
+        h.Add(token);
+        Interlocked.Increment(ref _tokensGenerated);
+        TokensEmitted?.Invoke(1);
+        if (token == h.Options.StopToken) Finish(h, "stop", null);
+        else if (h.Generated >= h.Options.MaxNewTokens || _cache.LengthOf(h.Slot) >= Config.SeqLen) Finish(h, "length", null);
+    }
+
+    void Finish(GenerationHandle h, string reason, Exception? error)
+    {
+        if (_active.Remove(h)) _cache.Release(h.Slot);
+        h.Generator?.Dispose();
+        h.Complete(reason, error);
+    }
+
+    public void Dispose()
+    {
+        _stop.Cancel();
+        _thread.Join(TimeSpan.FromSeconds(10));
+        _cache.Dispose();
+    }
+}
+
+/// <summary>One sequence in the scheduler: its new tokens arrive on <see cref="Tokens"/>; <see cref="FinishReason"/> is set before the channel completes.</summary>
+public sealed class GenerationHandle
+{
+    readonly System.Threading.Channels.Channel<int> _tokens = System.Threading.Channels.Channel.CreateUnbounded<int>(new() { SingleReader = true, SingleWriter = true });
+
+    internal GenerationHandle(int[] prompt, SamplingOptions options, CancellationToken cancel)
+    {
+        Prompt = prompt;
+        Options = options;
+        Cancel = cancel;
+        Started = Stopwatch.GetTimestamp();
+    }
+
+    public int[] Prompt { get; }
+    public SamplingOptions Options { get; }
+    public CancellationToken Cancel { get; }
+    public long Started { get; }
+    public System.Threading.Channels.ChannelReader<int> Tokens => _tokens.Reader;
+    /// <summary>stop (stop token), length (max tokens or context), cancelled, or error.</summary>
+    public string? FinishReason { get; private set; }
+    public Exception? Error { get; private set; }
+    public int Generated { get; private set; }
+    internal int Slot = -1;
+    internal int Last;
+    internal Generator? Generator;
+
+    internal void Add(int token)
+    {
+        Last = token;
+        Generated++;
+        _tokens.Writer.TryWrite(token);
+    }
+
+    internal void Complete(string reason, Exception? error)
+    {
+        if (FinishReason is not null) return;
+        FinishReason = reason;
+        Error = error;
+        _tokens.Writer.TryComplete(error is null || reason == "cancelled" ? null : error);
+    }
+
+    /// <summary>All new tokens (for non-streaming callers).</summary>
+    public async Task<List<int>> ReadAllAsync(CancellationToken ct = default)
+    {
+        var list = new List<int>();
+        await foreach (var t in Tokens.ReadAllAsync(ct)) list.Add(t);
+        return list;
+    }
+}

@@ -1,0 +1,118 @@
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Supercluster.Checkpointing;
+
+namespace Supercluster.Server.Dashboard;
+
+/// <summary>
+/// Reads training runs for the dashboard: every directory under the root (or the root itself) with a
+/// <c>config.json</c> or <c>metrics.jsonl</c>. Status: <b>finished</b> when the last train step reached
+/// <c>options.steps</c>, <b>running</b> when metrics.jsonl changed in the last <see cref="StaleAfter"/>,
+/// else <b>failed</b> (stopped before its last step). Metrics are read incrementally from a byte offset.
+/// </summary>
+public sealed class RunScanner(string root)
+{
+    public static TimeSpan StaleAfter { get; set; } = TimeSpan.FromSeconds(120);
+    public const int MaxRecordsPerRead = 20000;
+
+    public string Root { get; } = Path.GetFullPath(root);
+
+    public IEnumerable<string> RunDirs()
+    {
+        if (!Directory.Exists(Root)) yield break;
+        if (IsRun(Root)) yield return Root;
+        foreach (var d in Directory.GetDirectories(Root).Order(StringComparer.Ordinal))
+            if (IsRun(d)) yield return d;
+    }
+
+    static bool IsRun(string d) => File.Exists(Path.Combine(d, "config.json")) || File.Exists(Path.Combine(d, "metrics.jsonl"));
+
+    /// <summary>The run called <paramref name="name"/> (its path relative to the root; "." is the root), or null.</summary>
+    public string? Find(string name) => RunDirs().FirstOrDefault(d => NameOf(d) == name);
+
+    public string NameOf(string dir) => Path.GetRelativePath(Root, dir);
+
+    public JsonObject Summary(string dir)
+    {
+        var records = ReadFrom(dir, 0, out _, int.MaxValue);
+        var trains = records.Where(r => (string?)r["type"] == "train").ToList();
+        var evals = records.Where(r => (string?)r["type"] == "eval").ToList();
+        var config = ReadConfig(dir);
+        long? steps = config?["options"]?["steps"]?.GetValue<long>();
+        long lastStep = trains.Count > 0 ? trains[^1]["step"]!.GetValue<long>() : 0;
+        var metricsFile = Path.Combine(dir, "metrics.jsonl");
+        var changed = File.Exists(metricsFile) ? File.GetLastWriteTimeUtc(metricsFile) : Directory.GetLastWriteTimeUtc(dir);
+        string status = steps is { } s && lastStep >= s ? "finished"
+            : DateTime.UtcNow - changed < StaleAfter ? "running"
+            : "failed";
+        var checkpoints = new JsonArray();
+        foreach (var (step, cdir) in new CheckpointStore(dir).Complete())
+        {
+            var eval = evals.LastOrDefault(e => e["step"]!.GetValue<long>() <= step);
+            checkpoints.Add(new JsonObject
+            {
+                ["step"] = step, ["dir"] = Path.GetRelativePath(Root, cdir),
+                ["val_loss"] = eval?["val_loss"]?.DeepClone(), ["val_loss_step"] = eval?["step"]?.DeepClone(),
+            });
+        }
+        return new JsonObject
+        {
+            ["name"] = NameOf(dir), ["status"] = status, ["step"] = lastStep, ["steps"] = steps,
+            ["loss"] = trains.Count > 0 ? trains[^1]["loss"]?.DeepClone() : null,
+            ["val_loss"] = evals.Count > 0 ? evals[^1]["val_loss"]?.DeepClone() : null,
+            ["updated"] = changed.ToString("O"),
+            ["config"] = config, ["checkpoints"] = checkpoints,
+        };
+    }
+
+    static JsonNode? ReadConfig(string dir)
+    {
+        var f = Path.Combine(dir, "config.json");
+        if (!File.Exists(f)) return null;
+        try { return JsonNode.Parse(File.ReadAllText(f)); }
+        catch (Exception e) when (e is JsonException or IOException) { return new JsonObject { ["error"] = $"unreadable config.json: {e.Message}" }; }
+    }
+
+    /// <summary>
+    /// Complete lines of metrics.jsonl from byte <paramref name="offset"/> on; <paramref name="next"/> is where the
+    /// next read starts (a partly written last line is left for then). Unparseable lines are skipped.
+    /// </summary>
+    public List<JsonObject> ReadFrom(string dir, long offset, out long next, int max = MaxRecordsPerRead)
+    {
+        var list = new List<JsonObject>();
+        next = offset;
+        var f = Path.Combine(dir, "metrics.jsonl");
+        if (!File.Exists(f)) return list;
+        using var fs = new FileStream(f, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
+        if (offset > fs.Length) offset = 0; // file was rewritten (resume truncates): start over
+        fs.Position = offset;
+        next = offset;
+        var buffer = new byte[1 << 16];
+        var line = new MemoryStream();
+        int n;
+        while (list.Count < max && (n = fs.Read(buffer, 0, buffer.Length)) > 0)
+        {
+            int start = 0;
+            for (int i = 0; i < n && list.Count < max; i++)
+            {
+                if (buffer[i] != (byte)'\n') continue;
+                line.Write(buffer, start, i - start);
+                next += line.Length + 1;
+                Parse(line.ToArray(), list);
+                line.SetLength(0);
+                start = i + 1;
+            }
+            if (list.Count >= max) break;
+            line.Write(buffer, start, n - start);
+        }
+        return list;
+    }
+
+    static void Parse(byte[] line, List<JsonObject> list)
+    {
+        if (line.Length == 0) return;
+        try { if (JsonNode.Parse(Encoding.UTF8.GetString(line)) is JsonObject o) list.Add(o); }
+        catch (JsonException) { }
+    }
+}

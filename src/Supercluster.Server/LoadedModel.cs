@@ -1,0 +1,73 @@
+using System.Text;
+using Supercluster.Checkpointing;
+using Supercluster.Inference;
+using Supercluster.Model;
+using Supercluster.Runtime;
+using Supercluster.Tokenization;
+using TorchSharp;
+
+namespace Supercluster.Server;
+
+/// <summary>The model, its tokenizer, the batching scheduler and the embedder: loaded once per server.</summary>
+public sealed class LoadedModel : IDisposable
+{
+    LoadedModel(string name, CausalLM model, TextTokenizer tokenizer, BatchScheduler scheduler, Embedder embedder, string dir)
+    {
+        Name = name; Model = model; Tokenizer = tokenizer; Scheduler = scheduler; Embedder = embedder; Dir = dir;
+    }
+
+    public string Name { get; }
+    public CausalLM Model { get; }
+    public TextTokenizer Tokenizer { get; }
+    public BatchScheduler Scheduler { get; }
+    public Embedder Embedder { get; }
+    public string Dir { get; }
+    public int Context => Model.Config.SeqLen;
+
+    public static LoadedModel Load(ServerOptions o)
+    {
+        var device = DeviceSelect.Resolve(o.Device);
+        var (model, tokName, dir) = ModelCheckpoint.LoadForInference(o.Checkpoint!, device);
+        var tok = Tokenizers.Create(tokName);
+        string name = o.ModelName ?? DefaultName(dir);
+        return new LoadedModel(name, model, tok, new BatchScheduler(model, device, o.MaxBatch, o.MaxQueue), new Embedder(model, device), dir);
+    }
+
+    /// <summary>"RUN/step_0000100" for a checkpoint in a run, else the directory's name.</summary>
+    static string DefaultName(string dir)
+    {
+        var full = Path.GetFullPath(dir).TrimEnd('/');
+        var leaf = Path.GetFileName(full);
+        var parent = Path.GetDirectoryName(full);
+        if (leaf.StartsWith("step_") && parent is not null && Path.GetFileName(parent) == "checkpoints")
+            return $"{Path.GetFileName(Path.GetDirectoryName(parent))}/{leaf}";
+        return leaf;
+    }
+
+    public void Dispose()
+    {
+        Scheduler.Dispose();
+        Model.Dispose();
+    }
+}
+
+/// <summary>Incremental UTF-8 decoding of tokens: a token may end inside a multi-byte character.</summary>
+public sealed class TokenTextDecoder(TextTokenizer tokenizer)
+{
+    readonly Decoder _decoder = new UTF8Encoding(false).GetDecoder();
+    readonly char[] _buf = new char[4096];
+
+    public string Add(int token)
+    {
+        var bytes = tokenizer.TokenBytes(token);
+        if (bytes.Length > 1024) return tokenizer.Decode([token]);
+        int n = _decoder.GetChars(bytes, 0, bytes.Length, _buf, 0, flush: false);
+        return new string(_buf, 0, n);
+    }
+
+    public string Flush()
+    {
+        int n = _decoder.GetChars([], 0, 0, _buf, 0, flush: true);
+        return new string(_buf, 0, n);
+    }
+}

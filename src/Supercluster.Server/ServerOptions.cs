@@ -1,0 +1,32 @@
+namespace Supercluster.Server;
+
+/// <summary>What <see cref="SuperclusterServer"/> serves and its limits.</summary>
+public sealed record ServerOptions
+{
+    /// <summary>Checkpoint (or run) directory; null = dashboard only (no /v1 generation endpoints).</summary>
+    public string? Checkpoint { get; init; }
+    /// <summary>Index file from <c>supercluster index</c>; enables <c>POST /v1/search</c>.</summary>
+    public string? Index { get; init; }
+    /// <summary>Directory whose subdirectories are training runs (dashboard); null = none.</summary>
+    public string? RunsDir { get; init; }
+    public string Host { get; init; } = "127.0.0.1";
+    /// <summary>0 = any free port (tests).</summary>
+    public int Port { get; init; } = 8080;
+    /// <summary>File with one API key per line; when set, /v1 needs <c>Authorization: Bearer KEY</c>.</summary>
+    public string? ApiKeyFile { get; init; }
+    public string Device { get; init; } = "auto";
+    /// <summary>Sequences decoded together in one batched forward.</summary>
+    public int MaxBatch { get; init; } = 32;
+    /// <summary>Sequences waiting for a batch slot before new ones get 429.</summary>
+    public int MaxQueue { get; init; } = 64;
+    /// <summary>Generation/embedding requests in flight before new ones get 429.</summary>
+    public int MaxConcurrentRequests { get; init; } = 96;
+    public long MaxRequestBytes { get; init; } = 1 << 20;
+    /// <summary>A generation stops after this long (finish_reason "length").</summary>
+    public TimeSpan GenerationTimeLimit { get; init; } = TimeSpan.FromSeconds(120);
+    /// <summary>Upper bound for max_tokens (also limited by the context: prompt + max_tokens ≤ context).</summary>
+    public int MaxTokensLimit { get; init; } = 4096;
+    public int MaxChoices { get; init; } = 8;
+    /// <summary>Name in /v1/models (default: derived from the checkpoint path).</summary>
+    public string? ModelName { get; init; }
+}

@@ -1,0 +1,33 @@
+using Supercluster.Search;
+using Supercluster.Server.Dashboard;
+using Supercluster.Server.OpenAi;
+
+namespace Supercluster.Server;
+
+/// <summary>What the endpoints share: options, the model (if any), the index (if any), runs, metrics, API keys.</summary>
+public sealed class ServerState(ServerOptions options, LoadedModel? model, VectorIndex? index, RunScanner? runs, IReadOnlySet<string> apiKeys)
+{
+    int _inFlight;
+
+    public ServerOptions Options { get; } = options;
+    public LoadedModel? Model { get; } = model;
+    public VectorIndex? Index { get; } = index;
+    public RunScanner? Runs { get; } = runs;
+    public IReadOnlySet<string> ApiKeys { get; } = apiKeys;
+    public ServerMetrics Metrics { get; } = new();
+
+    public LoadedModel RequireModel() =>
+        Model ?? throw new ApiException(503, "no model loaded: start the server with --checkpoint PATH", "server_error", code: "no_model");
+
+    /// <summary>Counts a generation/embedding request in; false (→ 429) when the limit is reached.</summary>
+    public bool TryEnter()
+    {
+        int n = Interlocked.Increment(ref _inFlight);
+        Metrics.InFlight(n);
+        if (n <= Options.MaxConcurrentRequests) return true;
+        Leave();
+        return false;
+    }
+
+    public void Leave() => Metrics.InFlight(Interlocked.Decrement(ref _inFlight));
+}

@@ -1,0 +1,38 @@
+using System.CommandLine;
+using Supercluster.Server;
+
+namespace Supercluster.Cli.Commands;
+
+/// <summary><c>serve</c>: OpenAI-compatible API (batched generation), search and the dashboard from one process.</summary>
+public static class ServeCommand
+{
+    public static Command Create()
+    {
+        var checkpoint = new Option<string>("--checkpoint") { Description = "Checkpoint directory, or a run directory (its newest checkpoint)", Required = true };
+        var host = new Option<string>("--host") { Description = "Address to listen on", DefaultValueFactory = _ => "127.0.0.1" };
+        var port = new Option<int>("--port") { Description = "Port (0 = any free one)", DefaultValueFactory = _ => 8080 };
+        var keys = new Option<string?>("--api-key-file") { Description = "File with one API key per line; /v1 then needs 'Authorization: Bearer KEY'" };
+        var index = new Option<string?>("--index") { Description = "Index from 'supercluster index': enables POST /v1/search" };
+        var runs = new Option<string?>("--runs") { Description = "Directory of training runs for the dashboard" };
+        var device = new Option<string>("--device") { Description = "auto, cpu or cuda[:N]", DefaultValueFactory = _ => "auto" };
+        var maxBatch = new Option<int>("--max-batch") { Description = "Sequences decoded together per step", DefaultValueFactory = _ => 32 };
+        var maxQueue = new Option<int>("--max-queue") { Description = "Sequences waiting for a slot before requests get 429", DefaultValueFactory = _ => 64 };
+        var name = new Option<string?>("--model-name") { Description = "Model id in /v1/models (default: from the checkpoint path)" };
+
+        var cmd = new Command("serve", "Serve a model: OpenAI-compatible API, search, metrics and the dashboard");
+        foreach (var o in new Option[] { checkpoint, host, port, keys, index, runs, device, maxBatch, maxQueue, name }) cmd.Options.Add(o);
+        cmd.SetAction(async (parse, ct) =>
+        {
+            CliRunner.LoadTorch(parse);
+            var options = new ServerOptions
+            {
+                Checkpoint = parse.GetValue(checkpoint), Host = parse.GetValue(host)!, Port = parse.GetValue(port), ApiKeyFile = parse.GetValue(keys),
+                Index = parse.GetValue(index), RunsDir = parse.GetValue(runs), Device = parse.GetValue(device)!,
+                MaxBatch = parse.GetValue(maxBatch), MaxQueue = parse.GetValue(maxQueue), ModelName = parse.GetValue(name),
+            };
+            if (options.MaxBatch < 1 || options.MaxQueue < 0) throw new BadInputException("--max-batch must be ≥ 1 and --max-queue ≥ 0");
+            return await DashboardCommand.RunUntilStopped(options, ct);
+        });
+        return cmd;
+    }
+}

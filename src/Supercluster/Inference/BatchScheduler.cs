@@ -50,6 +50,8 @@ public sealed class BatchScheduler : IDisposable
     public int Active { get; private set; }
     public long TokensGenerated => Interlocked.Read(ref _tokensGenerated);
     public long DecodeSteps => Interlocked.Read(ref _steps);
+    /// <summary>Pause after each decode step (tests and demos: makes a tiny model as slow as a big one). Default none.</summary>
+    public TimeSpan StepDelay { get; set; }
     /// <summary>Called on the scheduler thread after each token (for metrics).</summary>
     public event Action<int>? TokensEmitted;
 
@@ -145,6 +147,7 @@ public sealed class BatchScheduler : IDisposable
             }
         }
         finally { _cache.End(); }
+        if (StepDelay > TimeSpan.Zero) Thread.Sleep(StepDelay);
     }
 
     void Emit(GenerationHandle h, int token)

@@ -26,7 +26,7 @@ public sealed class BatchScheduler : IDisposable
     readonly Thread _thread;
     readonly CancellationTokenSource _stop = new();
     long _tokensGenerated, _steps;
-    int _pendingCount;
+    int _pendingCount, _activeCount;
 
     public BatchScheduler(CausalLM model, Device device, int maxBatch = 32, int maxQueue = 64)
     {
@@ -47,7 +47,7 @@ public sealed class BatchScheduler : IDisposable
     /// <summary>Requests waiting for a slot.</summary>
     public int QueueDepth => Volatile.Read(ref _pendingCount);
     /// <summary>Sequences being decoded.</summary>
-    public int Active { get; private set; }
+    public int Active => Volatile.Read(ref _activeCount);
     public long TokensGenerated => Interlocked.Read(ref _tokensGenerated);
     public long DecodeSteps => Interlocked.Read(ref _steps);
     /// <summary>Pause after each decode step (tests and demos: makes a tiny model as slow as a big one). Default none.</summary>
@@ -93,7 +93,6 @@ public sealed class BatchScheduler : IDisposable
                 // A failing step fails the sequences in it, never the server.
                 foreach (var h in _active.ToArray()) Finish(h, "error", e);
             }
-            Active = _active.Count;
         }
         foreach (var h in _active.ToArray()) Finish(h, "error", new OperationCanceledException("server stopping"));
         while (_pending.TryDequeue(out var p)) p.Complete("error", new OperationCanceledException("server stopping"));
@@ -108,6 +107,7 @@ public sealed class BatchScheduler : IDisposable
             if (h.Options.MaxNewTokens == 0) { h.Complete("length", null); continue; }
             h.Slot = _cache.Rent();
             _active.Add(h);
+            Volatile.Write(ref _activeCount, _active.Count);
             h.Generator = new Generator((ulong)h.Options.Seed, _device);
             try
             {
@@ -162,6 +162,7 @@ public sealed class BatchScheduler : IDisposable
     void Finish(GenerationHandle h, string reason, Exception? error)
     {
         if (_active.Remove(h)) _cache.Release(h.Slot);
+        Volatile.Write(ref _activeCount, _active.Count);
         h.Generator?.Dispose();
         h.Complete(reason, error);
     }

@@ -17,7 +17,7 @@ public sealed class BatchKvCache : KvCache
     readonly Device _device;
     int[] _rows = [];
     long _t, _keys;
-    Tensor? _rowIndex, _positions, _mask;
+    Tensor? _rowIndex, _positions, _mask, _writeAt;
 
     public BatchKvCache(ModelConfig c, int slots, Device device, ScalarType dtype) : base(c, slots, device, dtype)
     {
@@ -58,13 +58,14 @@ public sealed class BatchKvCache : KvCache
         _mask = (keys.view(1, 1, 1, -1) <= pos.view(_rows.Length, 1, t, 1)).DetachFromDisposeScope(); // [B, 1, T, K]
         _positions = pos.DetachFromDisposeScope();
         _rowIndex = tensor(_rows.Select(s => (long)s).ToArray(), device: _device).DetachFromDisposeScope();
+        _writeAt = starts.DetachFromDisposeScope();                                                  // [B] position of the next token
     }
 
     /// <summary>Drops the per-forward tensors (also done by the next <see cref="Begin"/>).</summary>
     public void End()
     {
-        _rowIndex?.Dispose(); _positions?.Dispose(); _mask?.Dispose();
-        _rowIndex = _positions = _mask = null;
+        _rowIndex?.Dispose(); _positions?.Dispose(); _mask?.Dispose(); _writeAt?.Dispose();
+        _rowIndex = _positions = _mask = _writeAt = null;
     }
 
     public override Tensor? RowPositions(long t) =>
@@ -77,7 +78,15 @@ public sealed class BatchKvCache : KvCache
         if (_rowIndex is null) throw new InvalidOperationException("BatchKvCache.Begin must precede the forward");
         using (no_grad())
         {
-            for (int i = 0; i < _rows.Length; i++)
+            if (_t == 1)
+            {
+                // Decode step: one scatter per tensor writes every row's new key/value at its own position.
+                using var kv = k.squeeze(2);                                                   // [B, H, hd]
+                using var vv = v.squeeze(2);
+                _k[layer].index_put_(kv, TensorIndex.Tensor(_rowIndex), TensorIndex.Colon, TensorIndex.Tensor(_writeAt!));
+                _v[layer].index_put_(vv, TensorIndex.Tensor(_rowIndex), TensorIndex.Colon, TensorIndex.Tensor(_writeAt!));
+            }
+            else for (int i = 0; i < _rows.Length; i++)
             {
                 int s = _rows[i];
                 using var kd = _k[layer][s].narrow(1, _len[s], _t);

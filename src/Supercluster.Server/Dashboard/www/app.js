@@ -98,6 +98,7 @@ function drawCharts() {
 function plot(id, data, lines) {
   const el = $("#chart-" + id);
   el.dataset.points = String(data[0].length);
+  el.querySelector("h3").dataset.empty = data[0].length ? "" : id === "mfu" ? " (no data: MFU is null on CPU)" : " (no data yet)";
   if (state.charts[id]) { state.charts[id].setData(data); return; }
   const opts = {
     width: Math.max(300, el.clientWidth - 16), height: 220,

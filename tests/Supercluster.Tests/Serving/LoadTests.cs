@@ -71,9 +71,11 @@ public class LoadTests(ServingFixture f, ITestOutputHelper output)
         proc.Refresh();
         long ws1 = proc.WorkingSet64;
         var sorted = latencies.Order().ToArray();
-        output.WriteLine($"{ok} requests, {errors} errors, {tokens} tokens in {elapsed.TotalSeconds:F1} s = {tokens / elapsed.TotalSeconds:F0} tokens/s; " +
+        var summary = ($"{ok} requests, {errors} errors, {tokens} tokens in {elapsed.TotalSeconds:F1} s = {tokens / elapsed.TotalSeconds:F0} tokens/s; " +
                          $"latency p50 {sorted[sorted.Length / 2]:F0} ms p99 {sorted[(int)(sorted.Length * 0.99)]:F0} ms; " +
                          $"working set {ws0 >> 20} → {ws1 >> 20} MiB, managed {managed0 >> 20} → {managed1 >> 20} MiB");
+        output.WriteLine(summary);
+        Console.WriteLine("[load test] " + summary);
         Assert.True(errors == 0, $"{errors} errors, first: {firstError}");
         Assert.True(ok >= Clients, $"only {ok} requests completed");
         Assert.True(elapsed < Duration + TimeSpan.FromSeconds(15), $"load test overran: {elapsed}");

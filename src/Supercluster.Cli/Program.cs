@@ -7,6 +7,7 @@ var root = new RootCommand("Supercluster: prepare data, train GPT models on CPU/
 root.Options.Add(GlobalOptions.LibTorch);
 root.Options.Add(GlobalOptions.Verbose);
 root.Subcommands.Add(EnvCommand.Create());
+root.Subcommands.Add(PrepareCommand.Create());
 root.Subcommands.Add(TrainCommand.Create());
 root.Subcommands.Add(SampleCommand.Create());
 root.Subcommands.Add(EvalCommand.Create());

@@ -1,0 +1,72 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+
+namespace Supercluster.Data;
+
+/// <summary>One shard file (relative to the data folder) and its token count.</summary>
+public sealed record ShardInfo(
+    [property: JsonPropertyName("file")] string File,
+    [property: JsonPropertyName("tokens")] long Tokens);
+
+/// <summary>
+/// <c>meta.json</c> of a prepared data folder: which tokenizer made the shards and what each split holds.
+/// Written last by <see cref="Preparer"/>, so its presence means the folder is complete.
+/// </summary>
+public sealed record DatasetMeta(
+    [property: JsonPropertyName("tokenizer")] string Tokenizer,
+    [property: JsonPropertyName("vocab_size")] int VocabSize,
+    [property: JsonPropertyName("eot")] int EotToken,
+    [property: JsonPropertyName("train_tokens")] long TrainTokens,
+    [property: JsonPropertyName("val_tokens")] long ValTokens)
+{
+    public const string FileName = "meta.json";
+
+    /// <summary>Bytes per token in the shards (2 = llm.c version 1, 4 = version 2).</summary>
+    [JsonPropertyName("token_width")] public int TokenWidth { get; init; } = 2;
+    [JsonPropertyName("train_documents")] public long TrainDocuments { get; init; }
+    [JsonPropertyName("val_documents")] public long ValDocuments { get; init; }
+    [JsonPropertyName("train_shards")] public IReadOnlyList<ShardInfo> TrainShards { get; init; } = [];
+    [JsonPropertyName("val_shards")] public IReadOnlyList<ShardInfo> ValShards { get; init; } = [];
+    /// <summary>Where the text came from (input paths or sample name), for humans.</summary>
+    [JsonPropertyName("source")] public string? Source { get; init; }
+
+    /// <summary>Shards of <c>train</c> or <c>val</c>.</summary>
+    public IReadOnlyList<ShardInfo> Shards(string split) => split switch
+    {
+        "train" => TrainShards,
+        "val" => ValShards,
+        _ => throw new BadInputException($"unknown split '{split}'; expected train or val"),
+    };
+
+    static readonly JsonSerializerOptions Json = new() { WriteIndented = true };
+
+    /// <summary>Reads <c>dataDir/meta.json</c>; a missing folder or file is bad input.</summary>
+    public static DatasetMeta Load(string dataDir)
+    {
+        if (!Directory.Exists(dataDir)) throw new BadInputException($"data folder {dataDir} does not exist; create it with `supercluster prepare`");
+        var path = Path.Combine(dataDir, FileName);
+        if (!System.IO.File.Exists(path)) throw new BadInputException($"{path} is missing; {dataDir} is not a prepared data folder (run `supercluster prepare`)");
+        try
+        {
+            return JsonSerializer.Deserialize<DatasetMeta>(System.IO.File.ReadAllText(path), Json)
+                ?? throw new BadInputException($"{path} is empty");
+        }
+        catch (JsonException e)
+        {
+            throw new BadInputException($"{path} is not valid dataset metadata ({e.Message.Split('.')[0]})");
+        }
+    }
+
+    /// <summary>Writes <c>dataDir/meta.json</c> via a temp file and rename.</summary>
+    public void Save(string dataDir)
+    {
+        var path = Path.Combine(dataDir, FileName);
+        var temp = path + ".tmp";
+        using (var f = new FileStream(temp, FileMode.Create, FileAccess.Write))
+        {
+            JsonSerializer.Serialize(f, this, Json);
+            f.Flush(flushToDisk: true);
+        }
+        System.IO.File.Move(temp, path, overwrite: true);
+    }
+}

@@ -120,8 +120,6 @@ public sealed class Trainer
             var eta = TimeSpan.FromSeconds((_o.Steps - done) * clock.Elapsed.TotalSeconds / (done - startStep));
             progress.Update($"step {done}/{_o.Steps} | loss {loss:F4} | lr {lr:0.00e+0} | norm {norm:F2} | {tokPerSec:N0} tok/s{(mfu is { } m ? $" | MFU {m:P1}" : "")} | ETA {ProgressLine.Format(eta)}",
                 force: done == _o.Steps);
-            fault?.MaybeFire("kill", 0, done, _o.OutDir, _log);
-            fault?.MaybeFire("hang", 0, done, _o.OutDir, _log);
 
             bool last = done == _o.Steps;
             if (val is not null && ((_o.EvalEvery > 0 && done % _o.EvalEvery == 0) || last))
@@ -143,6 +141,9 @@ public sealed class Trainer
                 lastCheckpoint = SaveCheckpoint(store, done, tokensSeen, model, opt, train, tokenizer.Name, fault);
                 store.Prune(_o.KeepCheckpoints);
             }
+            // Step-end faults fire after this step's checkpoint, so a restart resumes from it.
+            fault?.MaybeFire("kill", 0, done, _o.OutDir, _log);
+            fault?.MaybeFire("hang", 0, done, _o.OutDir, _log);
         }
         progress.Done();
         return new TrainResult(_o.OutDir, _o.Steps, lastLoss, lastVal, tokPerSec, lastCheckpoint ?? store.Latest());

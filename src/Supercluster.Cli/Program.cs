@@ -7,4 +7,5 @@ var root = new RootCommand("Supercluster: prepare data, train GPT models on CPU/
 root.Options.Add(GlobalOptions.LibTorch);
 root.Options.Add(GlobalOptions.Verbose);
 root.Subcommands.Add(EnvCommand.Create());
+root.Subcommands.Add(PlanCommand.Create());
 return CliRunner.Run(root, args);

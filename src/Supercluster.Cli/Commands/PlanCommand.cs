@@ -87,7 +87,7 @@ public static class PlanCommand
                 string svgPath = parse.GetValue(Svg)!;
                 File.WriteAllText(svgPath, SvgChart.Render($"{inputs.Model.Name} on {inputs.Cluster.Gpu.Name}: {inputs.Run.Tokens:G3} tokens", "GPUs (log scale)",
                 [
-                    new("Wall-clock days", "days", "#1f77b4", points.Where(p => p.Best is not null).Select(p => ((double)p.Gpus, p.Best!.WallClockDays)).ToList()),
+                    new("Wall-clock time", "days", "#1f77b4", points.Where(p => p.Best is not null).Select(p => ((double)p.Gpus, p.Best!.WallClockDays)).ToList()),
                     new("MFU", "%", "#d62728", points.Where(p => p.Best is not null).Select(p => ((double)p.Gpus, p.Best!.Mfu * 100)).ToList()),
                     new("Goodput", "%", "#2ca02c", points.Where(p => p.Best is not null).Select(p => ((double)p.Gpus, p.Best!.Reliability.Goodput * 100)).ToList()),
                 ]));

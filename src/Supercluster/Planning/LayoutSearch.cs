@@ -4,7 +4,7 @@ namespace Supercluster.Planning;
 public sealed record SearchResult(PlanResult? Best, IReadOnlyList<PlanResult> Top, int Legal, int Fitting, PlanResult? SmallestFootprint, string? Reason);
 
 /// <summary>
-/// Enumerates legal layouts for the cluster and ranks those that fit in memory by predicted wall-clock time (step time ÷ goodput).
+/// Enumerates legal layouts for the cluster and ranks those that fit in memory by predicted wall-clock time (step time ÷ goodput); ties go to the lower ZeRO stage, then the smaller footprint.
 /// TP ranges over powers of two within a node (Narayanan et al. 2021: keep tensor parallelism on NVLink); PP over divisors of the
 /// layer count (× interleaving 1, 2, 4); CP over 1..16; EP over divisors of the expert count; micro-batch 1, 2, 4; ZeRO 0–3;
 /// recomputation none/selective/full. DP is the largest size that fits in the remaining GPUs and divides the global batch,
@@ -28,7 +28,7 @@ public static class LayoutSearch
             if (smallest is null || r.Memory.TotalBytes < smallest.Memory.TotalBytes) smallest = r;
             if (r.Fits && double.IsFinite(r.WallClockDays)) candidates.Add(r);
         }
-        var top = candidates.OrderBy(r => r.WallClockDays).ThenBy(r => r.Memory.TotalBytes).Take(keep).ToList();
+        var top = candidates.OrderBy(r => r.WallClockDays).ThenBy(r => r.Parallelism.Zero).ThenBy(r => r.Memory.TotalBytes).Take(keep).ToList();
         string? reason = null;
         if (legal == 0)
             reason = $"no legal layout of {m.Name} on {c.Gpus} GPUs: the global batch of {run.BatchSequences} sequences, {m.Layers} layers and {m.Heads} heads admit no TP·PP·CP·DP split";

@@ -26,8 +26,9 @@ public static class ModelCatalog
         // Megatron-LM 1T: Narayanan et al. 2021, Table 1 (128 layers, d=25600, 160 heads, vocab 51200, seq 2048).
         new(new("megatron-1t", 128, 25600, 160, 160, 102400, 51200, DefaultSeqLen: 2048), "Narayanan et al. 2021 (Megatron-LM), Table 1"),
         // GPT-4-class dense stand-in (our choice, not a published shape): GPT-4 is reported to be a ~1.8T-parameter MoE;
-        // we plan the harder dense case with the same total size: 112 layers, d=36864 (288 heads of 128), ffn 4d.
-        new(new("gpt4-class-1.8t", 112, 36864, 288, 288, 147456, 100352, DefaultSeqLen: 8192), "Supercluster stand-in: dense model with GPT-4's reported ~1.8T total parameters"),
+        // we plan the harder dense case with the same total size and its reported 120 layers: d=35840 (280 heads of 128), ffn 4d,
+        // cl100k vocabulary: 12·L·d² + 2·V·d ≈ 1.85T parameters.
+        new(new("gpt4-class-1.8t", 120, 35840, 280, 280, 143360, 100352, DefaultSeqLen: 8192), "Supercluster stand-in: dense model with GPT-4's reported ~1.8T parameters and 120 layers"),
     ];
 
     public static ModelSpec Get(string name) =>

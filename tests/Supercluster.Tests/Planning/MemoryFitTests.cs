@@ -20,16 +20,15 @@ public class MemoryFitTests
     }
 
     [Fact]
-    public void NoLegalLayoutSaysWhy()
+    public void SearchFallsBackToFewerGpusWhenNothingElseDivides()
     {
-        // A batch of 3 sequences on 8 GPUs with an 8-layer-divisible... the model has 12 heads and 12 layers, the batch is prime 3:
-        // gpt2-124m on 2 GPUs needs TP 2 or PP 2 or DP 2 or CP 2; all are legal, so instead make the batch and everything odd:
-        // 7 heads/layers/batch on 2 GPUs: TP 2 ∤ 7 heads, PP 2 ∤ 7 layers, DP 2 ∤ 7 sequences, CP 2 ∤ 7 tokens — only 1 GPU used,
-        // which is still legal. So a legal layout always exists when GPUs ≥ 1; assert the search then uses 1 GPU.
+        // 7 heads, 7 layers, 7 sequences of 7 tokens on 2 GPUs: TP 2 ∤ 7 heads, PP 2 ∤ 7 layers, DP 2 ∤ 7 sequences, CP 2 ∤ 7 tokens,
+        // so the only legal layouts use 1 GPU and leave the other idle.
         var m = new ModelSpec("odd", 7, 7 * 64, 7, 7, 4 * 7 * 64, 1000, DefaultSeqLen: 7);
         var result = LayoutSearch.Search(PlanTestData.Inputs(m, "H100-SXM", 2, new ParallelLayout(), batchSequences: 7));
         Assert.NotNull(result.Best);
         Assert.Equal(1, result.Best!.GpusUsed);
+        Assert.Equal(2, result.Best.GpusAvailable);
     }
 
     [Fact]

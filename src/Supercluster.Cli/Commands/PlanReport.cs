@@ -51,7 +51,7 @@ static class PlanReport
         w.WriteLine($"  wall-clock days            {N(r.WallClockDays, "F1")}   ({N(r.DaysPerTrillionTokens, "F2")} days per trillion tokens)");
         w.WriteLine($"  GPU-hours                  {N(r.EnergyCost.GpuHours, "G4")}");
         w.WriteLine($"  interruptions              {N(rel.InterruptionsPerDay, "F2")} per day, one every {N(rel.MtbfHours, "F2")} h; {N(rel.ExpectedInterruptions, "F0")} expected in the run");
-        w.WriteLine($"  checkpoint                 {Gb(rel.CheckpointBytes)} written in {N(rel.CheckpointWriteSeconds, "F1")} s; every {N(rel.CheckpointIntervalHours * 60, "F0")} min (Young/Daly)");
+        w.WriteLine($"  checkpoint                 {Gb(rel.CheckpointBytes)} written in {N(rel.CheckpointWriteSeconds, "F1")} s; every {N(rel.CheckpointIntervalHours * 60, "F1")} min (Young/Daly)");
         w.WriteLine($"  goodput                    {Pct(rel.Goodput)}");
         w.WriteLine();
         var e = r.EnergyCost;

@@ -139,3 +139,33 @@ public class FormulaTests
         Assert.Equal(20_480 + 1_253.376, e.TotalCostUsd, 6);
     }
 }
+
+public class StepTimeHandComputedTests
+{
+    [Fact]
+    public void TensorParallelAllReducesOfOneSequence()
+    {
+        // GPT-3, TP 8 on one H100 node, one sequence of 2048, selective recompute (2 passes): 96 layers × 4 all-reduces of
+        // s·h·2 B = 2048·12288·2 = 50,331,648 B. NVLink 450 GB/s × 0.8 = 360e9 B/s, 3 µs per hop:
+        // 2·7/8·50,331,648/360e9 = 2.44668e-4 s + 14·3e-6 = 4.2e-5 s → 2.86668e-4 s; × 384 = 0.110080 s.
+        var m = ModelCatalog.Get("gpt3-175b");
+        var inputs = PlanTestData.Inputs(m, "H100-SXM", 8, new ParallelLayout(Tp: 8, Pp: 1, Dp: 1), batchSequences: 1);
+        var step = StepTimeModel.Estimate(m, inputs.Run, inputs.Layout, inputs.Cluster, inputs.Overlap);
+        Assert.Equal(0.110080, step.TensorParallel, 5);
+        Assert.Equal(0, step.DataParallel);
+        Assert.Equal(0, step.Bubble);
+    }
+
+    [Fact]
+    public void ComputeTimeIsHardwareFlopsOverSustainedPeak()
+    {
+        // GPT-2 124M, 1 GPU, 8 sequences of 1024, no recompute: tokens 8192 × (6·N + 12·L·s·h + 6·h·V) FLOPs
+        // at 989e12 × 0.62 FLOP/s. N = 12·(4·768² + 2·768·3072) = 84,934,656; 6N = 509,607,936;
+        // 12·12·1024·768 = 113,246,208; 6·768·50257 = 231,584,256; sum 854,438,400 FLOPs/token;
+        // × 8192 = 6.99956e12 FLOPs / 6.1318e14 = 0.0114152 s.
+        var m = ModelCatalog.Get("gpt2-124m");
+        var inputs = PlanTestData.Inputs(m, "H100-SXM", 1, new ParallelLayout(Tp: 1, Recompute: Recompute.None), batchSequences: 8);
+        var step = StepTimeModel.Estimate(m, inputs.Run, inputs.Layout, inputs.Cluster, inputs.Overlap);
+        Assert.Equal(0.0114152, step.Compute, 6);
+    }
+}

@@ -11,5 +11,6 @@ root.Subcommands.Add(PrepareCommand.Create());
 root.Subcommands.Add(TrainCommand.Create());
 root.Subcommands.Add(SampleCommand.Create());
 root.Subcommands.Add(EvalCommand.Create());
+root.Subcommands.Add(LaunchCommand.Create());
 root.Subcommands.Add(PlanCommand.Create());
 return CliRunner.Run(root, args);

@@ -11,6 +11,8 @@ root.Subcommands.Add(PrepareCommand.Create());
 root.Subcommands.Add(TrainCommand.Create());
 root.Subcommands.Add(SampleCommand.Create());
 root.Subcommands.Add(EvalCommand.Create());
+root.Subcommands.Add(LaunchCommand.Create());
+root.Subcommands.Add(PlanCommand.Create());
 root.Subcommands.Add(ServeCommand.Create());
 root.Subcommands.Add(IndexCommand.Create());
 root.Subcommands.Add(SearchCommand.Create());

@@ -23,11 +23,3 @@ public static class TorchSetup
         Family = ModelFamily.Llama, VocabSize = vocab, SeqLen = ctx, NLayer = 2, NHead = 4, NKvHead = 2, NEmbd = 16, FfnHidden = 24,
     };
 }
-
-/// <summary>A fresh temporary directory, deleted afterwards.</summary>
-public sealed class TempDir : IDisposable
-{
-    public string Path { get; } = Directory.CreateTempSubdirectory("supercluster-test-").FullName;
-    public string this[string name] => System.IO.Path.Combine(Path, name);
-    public void Dispose() { try { Directory.Delete(Path, recursive: true); } catch (IOException) { } }
-}

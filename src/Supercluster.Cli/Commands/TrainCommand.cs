@@ -33,10 +33,12 @@ public static class TrainCommand
         var keep = new Option<int>("--keep-checkpoints") { Description = "Keep the newest K checkpoints", DefaultValueFactory = _ => 3 };
         var resume = new Option<string?>("--resume") { Description = "auto (newest complete checkpoint in --out, if any) or a checkpoint path" };
         var initFrom = new Option<string?>("--init-from") { Description = "Start a gpt2 model from Hugging Face GPT-2 weights (model.safetensors)" };
+        var backend = new Option<string>("--backend") { Description = "Collectives: auto (NCCL on GPUs, else MPI; none for one rank), mpi or nccl", DefaultValueFactory = _ => "auto" };
+        var zero = new Option<int>("--zero") { Description = "1: shard optimizer state across ranks (ZeRO-1)", DefaultValueFactory = _ => 0 };
         var fault = new Option<string?>("--fault") { Description = "Fault injection: kill:rank=R:step=S, hang:rank=R:step=S, crash-in-checkpoint:step=S" };
 
         var cmd = new Command("train", "Train a GPT on prepared token shards");
-        foreach (var o in new Option[] { data, outDir, model, nLayer, nHead, nEmbd, seqLen, batch, totalBatch, steps, lr, warmup, minLr, wd, clip, device, dtype, seed, evalEvery, evalTokens, sampleEvery, ckptEvery, keep, resume, initFrom, fault })
+        foreach (var o in new Option[] { data, outDir, model, nLayer, nHead, nEmbd, seqLen, batch, totalBatch, steps, lr, warmup, minLr, wd, clip, device, dtype, seed, evalEvery, evalTokens, sampleEvery, ckptEvery, keep, resume, initFrom, fault, backend, zero })
             cmd.Options.Add(o);
         cmd.SetAction(parse =>
         {
@@ -50,9 +52,10 @@ public static class TrainCommand
                 GradClip = parse.GetValue(clip), Device = parse.GetValue(device)!, Dtype = parse.GetValue(dtype)!, Seed = parse.GetValue(seed),
                 EvalEvery = parse.GetValue(evalEvery), EvalTokens = parse.GetValue(evalTokens), SampleEvery = parse.GetValue(sampleEvery),
                 CheckpointEvery = parse.GetValue(ckptEvery), KeepCheckpoints = parse.GetValue(keep), Resume = parse.GetValue(resume),
-                InitFrom = parse.GetValue(initFrom), Fault = parse.GetValue(fault),
+                InitFrom = parse.GetValue(initFrom), Fault = parse.GetValue(fault), Backend = parse.GetValue(backend)!, Zero = parse.GetValue(zero),
             };
             var r = new Trainer(options, Console.Out).Run();
+            if (Distributed.LaunchEnvironment.Detect().Rank != 0) return 0;
             Console.WriteLine($"done: {r.Steps} steps, final loss {r.FinalLoss:F4}{(r.FinalValLoss is { } v ? $", val loss {v:F4}" : "")}, {r.TokensPerSecond:N0} tokens/s");
             Console.WriteLine($"run: {Path.GetFullPath(r.RunDir)} (metrics.jsonl, config.json); checkpoint: {r.LastCheckpoint}");
             return 0;

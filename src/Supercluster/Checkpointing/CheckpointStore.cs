@@ -23,17 +23,29 @@ public sealed partial class CheckpointStore(string runDir)
     /// <param name="beforeManifest">Called after the files and before the manifest (fault injection hooks in here).</param>
     public string Save(long step, Action<string> writeFiles, Action? beforeManifest = null)
     {
-        Directory.CreateDirectory(Root);
-        string final = Path.Combine(Root, DirName(step));
-        string tmp = Path.Combine(Root, $".tmp-{DirName(step)}-{Environment.ProcessId}");
-        if (Directory.Exists(tmp)) Directory.Delete(tmp, recursive: true);
-        Directory.CreateDirectory(tmp);
-
+        string tmp = BeginWrite(step);
         writeFiles(tmp);
         beforeManifest?.Invoke();
+        return Commit(step, tmp);
+    }
+
+    /// <summary>Creates the (empty) temporary directory for <paramref name="step"/>; several ranks may then write into it.</summary>
+    public string BeginWrite(long step)
+    {
+        Directory.CreateDirectory(Root);
+        string tmp = Path.Combine(Root, $".tmp-{DirName(step)}");
+        if (Directory.Exists(tmp)) Directory.Delete(tmp, recursive: true); // left by a crash
+        Directory.CreateDirectory(tmp);
+        return tmp;
+    }
+
+    /// <summary>Fsyncs every file, writes the manifest last, and renames the directory into place.</summary>
+    public string Commit(long step, string tmp)
+    {
+        string final = Path.Combine(Root, DirName(step));
         var files = Directory.GetFiles(tmp).Select(Path.GetFileName).Order(StringComparer.Ordinal).ToList();
-        var manifest = new Manifest(step, files.ToDictionary(f => f!, f => new FileEntry(new FileInfo(Path.Combine(tmp, f!)).Length, Sha256(Path.Combine(tmp, f!)))));
         foreach (var f in files) FsyncFile(Path.Combine(tmp, f!));
+        var manifest = new Manifest(step, files.ToDictionary(f => f!, f => new FileEntry(new FileInfo(Path.Combine(tmp, f!)).Length, Sha256(Path.Combine(tmp, f!)))));
         string manifestPath = Path.Combine(tmp, ManifestFile);
         File.WriteAllText(manifestPath, JsonSerializer.Serialize(manifest, JsonOptions));
         FsyncFile(manifestPath);
@@ -41,7 +53,8 @@ public sealed partial class CheckpointStore(string runDir)
         if (Directory.Exists(final))
         {
             // Same step written again (e.g. a re-run after resume): move the old one aside, then drop it.
-            string old = final + $".old-{Environment.ProcessId}";
+            string old = final + ".old";
+            if (Directory.Exists(old)) Directory.Delete(old, recursive: true);
             Directory.Move(final, old);
             Directory.Move(tmp, final);
             Directory.Delete(old, recursive: true);
@@ -79,8 +92,7 @@ public sealed partial class CheckpointStore(string runDir)
     {
         if (!Directory.Exists(Root)) return;
         foreach (var (_, dir) in Complete().Skip(keep).ToList()) Directory.Delete(dir, recursive: true);
-        foreach (var d in Directory.GetDirectories(Root, ".tmp-*"))
-            if (!d.EndsWith($"-{Environment.ProcessId}")) Directory.Delete(d, recursive: true);
+        foreach (var d in Directory.GetDirectories(Root, ".tmp-*")) Directory.Delete(d, recursive: true);
     }
 
     /// <summary>Null if <paramref name="dir"/> holds a manifest whose files all exist with matching size and SHA-256; else what is wrong.</summary>

@@ -85,4 +85,9 @@ public static class ModelCheckpoint
 }
 
 /// <summary>What besides weights and optimizer moments a run needs to continue exactly.</summary>
-public sealed record TrainingState(long Step, string Tokenizer, Data.DataLoaderState Data, string RngState, long OptimizerSteps, long TokensSeen);
+public sealed record TrainingState(long Step, string Tokenizer, Data.DataLoaderState Data, string RngState, long OptimizerSteps, long TokensSeen)
+{
+    /// <summary>Ranks that wrote the checkpoint (it resumes on any number).</summary>
+    public int WorldSize { get; init; } = 1;
+    public int Zero { get; init; }
+}

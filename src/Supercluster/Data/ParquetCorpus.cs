@@ -28,14 +28,14 @@ public static class ParquetCorpus
                 var fields = reader.Schema.GetDataFields();
                 var text = fields.FirstOrDefault(f => f.Path.ToString() == textField) ?? fields.FirstOrDefault(f => f.Name == textField)
                     ?? throw new BadInputException($"{path}: no text column '{textField}' (columns: {string.Join(", ", fields.Select(f => f.Path.ToString()).Take(10))}); pass --text-field");
-                if (text.ClrType != typeof(string) || text.IsArray)
+                if (!IsText(text.ClrType) || text.IsArray)
                     throw new BadInputException($"{path}: column '{textField}' holds {text.ClrType.Name}, expected strings");
                 var metaFields = fields.Where(f => f != text && !f.IsArray && IsScalar(f.ClrType)).ToArray();
                 for (int g = 0; g < reader.RowGroupCount; g++)
                 {
                     using var group = reader.OpenRowGroupReader(g);
                     int rows = checked((int)group.RowCount);
-                    var texts = new string[rows];
+                    var texts = new string?[rows];
                     group.ReadAsync(text, texts.AsMemory()).GetAwaiter().GetResult();
                     var meta = metaFields.Select(f => (f.Name, Values: ReadColumn(group, f, rows))).ToArray();
                     for (int r = 0; r < rows; r++)
@@ -44,7 +44,7 @@ public static class ParquetCorpus
                         Dictionary<string, string>? m = null;
                         foreach (var (name, values) in meta)
                             if (values[r] is { } v) (m ??= new())[name] = v;
-                        yield return new Document(texts[r], m);
+                        yield return new Document(texts[r]!, m);
                     }
                 }
             }
@@ -55,14 +55,17 @@ public static class ParquetCorpus
         }
     }
 
-    static bool IsScalar(Type t) => t == typeof(string) || t == typeof(int) || t == typeof(long) || t == typeof(short)
+    /// <summary>Parquet.Net 6 reports UTF-8 columns as ReadOnlyMemory rather than string; both read as strings.</summary>
+    static bool IsText(Type t) => t == typeof(string) || t == typeof(ReadOnlyMemory<char>) || t == typeof(ReadOnlyMemory<byte>);
+
+    static bool IsScalar(Type t) => IsText(t) || t == typeof(int) || t == typeof(long) || t == typeof(short)
         || t == typeof(double) || t == typeof(float) || t == typeof(bool);
 
     static string?[] ReadColumn(ParquetRowGroupReader group, DataField field, int rows)
     {
-        if (field.ClrType == typeof(string))
+        if (IsText(field.ClrType))
         {
-            var s = new string[rows];
+            var s = new string?[rows];
             group.ReadAsync(field, s.AsMemory()).GetAwaiter().GetResult();
             return s;
         }

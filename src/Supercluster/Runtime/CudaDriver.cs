@@ -33,7 +33,16 @@ public static class CudaDriver
         catch (EntryPointNotFoundException) { return []; }
     }
 
+    /// <summary>Makes device <paramref name="index"/>'s primary context current on this thread (what cudaSetDevice does), for NCCL.</summary>
+    public static void MakeCurrent(int index)
+    {
+        if (cuInit(0) != 0 || cuDeviceGet(out int dev, index) != 0 || cuDevicePrimaryCtxRetain(out var ctx, dev) != 0 || cuCtxSetCurrent(ctx) != 0)
+            throw new InvalidOperationException($"cannot bind CUDA device {index}");
+    }
+
     const string Lib = "libcuda.so.1";
+    [DllImport(Lib)] static extern int cuDevicePrimaryCtxRetain(out IntPtr ctx, int dev);
+    [DllImport(Lib)] static extern int cuCtxSetCurrent(IntPtr ctx);
     [DllImport(Lib)] static extern int cuInit(uint flags);
     [DllImport(Lib)] static extern int cuDeviceGetCount(out int count);
     [DllImport(Lib)] static extern int cuDeviceGet(out int device, int ordinal);

@@ -62,6 +62,7 @@ public static class LibTorchLoader
                 handle = Dlopen(shim);
             }
 
+            _tensorData = NativeLibrary.GetExport(handle, "THSTensor_data");
             NativeLibrary.SetDllImportResolver(typeof(torch).Assembly,
                 (name, _, _) => name == "LibTorchSharp" ? handle : IntPtr.Zero);
             MarkTorchSharpBackendLoaded();
@@ -81,6 +82,15 @@ public static class LibTorchLoader
         if (!File.Exists(Path.Combine(dir, "libtorch.so")))
             throw new BadInputException($"{Source(explicitDir)}: '{dir}' has no libtorch.so (expected a libtorch 'lib' folder such as <python>/site-packages/torch/lib)");
         return dir;
+    }
+
+    static IntPtr _tensorData;
+
+    /// <summary>Address of a tensor's first element (host or device memory), for handing buffers to MPI/NCCL. TorchSharp 0.107 has no public data_ptr.</summary>
+    public static unsafe IntPtr DataPtr(torch.Tensor t)
+    {
+        if (_tensorData == IntPtr.Zero) throw new InvalidOperationException("libtorch not loaded");
+        return ((delegate* unmanaged<IntPtr, IntPtr>)_tensorData)(t.Handle);
     }
 
     /// <summary>Where the NuGet packages' native files sit for this app: runtimes/linux-x64/native in a build, the app folder when published.</summary>

@@ -28,11 +28,11 @@ public static class NpmAssets
     /// <summary>
     /// Returns the folder of <paramref name="name"/>@<paramref name="version"/> (the tarball's <c>package/</c> folder),
     /// downloading it on first use. The cache entry appears atomically (unpacked in a temp folder, then renamed), so an
-    /// interrupted download never leaves a half-filled package behind.
+    /// interrupted download never leaves a half-filled package behind. <paramref name="cacheRoot"/> defaults to <see cref="CacheRoot"/>.
     /// </summary>
-    public static string GetPackage(string name, string version, Action<string>? log = null)
+    public static string GetPackage(string name, string version, string? cacheRoot = null, Action<string>? log = null)
     {
-        var npmRoot = Path.Combine(CacheRoot(), "npm");
+        var npmRoot = Path.Combine(cacheRoot ?? CacheRoot(), "npm");
         var final = Path.Combine(npmRoot, $"{name}@{version}"); // scoped names (@scope/pkg) nest one folder deeper
         if (Directory.Exists(final)) return final;
         lock (Gate)

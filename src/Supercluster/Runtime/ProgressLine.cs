@@ -23,7 +23,7 @@ public sealed class ProgressLine(TextWriter? writer = null, TimeSpan? logEvery =
     {
         var now = _clock.Elapsed;
         var gap = _terminal ? TimeSpan.FromMilliseconds(200) : _logEvery;
-        if (!force && now - _last < gap) return;
+        if (!force && _last != TimeSpan.MinValue && now - _last < gap) return; // MinValue: nothing shown yet (and MinValue arithmetic overflows)
         _last = now;
         if (_terminal)
         {

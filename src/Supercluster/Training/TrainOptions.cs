@@ -32,6 +32,10 @@ public sealed record TrainOptions
     public string? Resume { get; init; }
     public string? InitFrom { get; init; }
     public string? Fault { get; init; }
+    /// <summary>Collectives: auto (single process alone, NCCL on GPUs, else MPI), mpi or nccl.</summary>
+    public string Backend { get; init; } = "auto";
+    /// <summary>0: replicated optimizer state; 1: ZeRO-1, optimizer state sharded across ranks.</summary>
+    public int Zero { get; init; } = 0;
 
     public void Validate()
     {
@@ -50,6 +54,7 @@ public sealed record TrainOptions
         if (EvalTokens <= 0) throw new BadInputException($"--eval-tokens = {EvalTokens}, expected a positive number");
         if (KeepCheckpoints <= 0) throw new BadInputException($"--keep-checkpoints = {KeepCheckpoints}, expected ≥ 1");
         if (!Directory.Exists(DataDir)) throw new BadInputException($"--data: directory '{DataDir}' does not exist (run prepare first)");
+        if (Zero is not (0 or 1)) throw new BadInputException($"--zero = {Zero}, expected 0 or 1");
         FaultPlan.Parse(Fault);
     }
 }

@@ -3,6 +3,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using Supercluster.Checkpointing;
 using Supercluster.Data;
+using Supercluster.Distributed;
 using Supercluster.Inference;
 using Supercluster.Model;
 using Supercluster.Runtime;
@@ -15,8 +16,9 @@ namespace Supercluster.Training;
 public sealed record TrainResult(string RunDir, int Steps, double FinalLoss, double? FinalValLoss, double TokensPerSecond, string? LastCheckpoint);
 
 /// <summary>
-/// The training loop: AdamW, warmup + cosine schedule, gradient accumulation and clipping, periodic eval, samples
-/// and checkpoints, exact resume. Parallelism and checkpoint formats live outside; this composes them.
+/// The training loop: warmup + cosine schedule, gradient accumulation, data-parallel averaging and AdamW (through
+/// <see cref="DataParallel"/>), periodic eval, samples and checkpoints, exact resume. One rank or many: the model
+/// never knows; logs and metrics come from rank 0.
 /// </summary>
 public sealed class Trainer
 {
@@ -32,8 +34,16 @@ public sealed class Trainer
 
     public TrainResult Run()
     {
+        var env = LaunchEnvironment.Detect();
         var device = DeviceSelect.Resolve(_o.Device);
+        if (device.type == DeviceType.CUDA && env.WorldSize > 1) device = new Device(DeviceType.CUDA, env.LocalRank);
         var dtype = DeviceSelect.Dtype(_o.Dtype);
+        if (device.type == DeviceType.CPU && Environment.GetEnvironmentVariable("OMPI_COMM_WORLD_LOCAL_SIZE") is { } ls && int.TryParse(ls, out int local) && local > 1)
+            torch.set_num_threads(Math.Max(1, Environment.ProcessorCount / local)); // ranks on one node share its cores
+        using var comm = Communicators.Create(_o.Backend, device.type == DeviceType.CUDA, env);
+        bool lead = comm.Rank == 0;
+        var log = lead ? _log : TextWriter.Null;
+
         var meta = DatasetMeta.Load(_o.DataDir);
         var config = BuildConfig(meta);
         int seqLen = _o.SeqLen ?? config.SeqLen;
@@ -41,17 +51,18 @@ public sealed class Trainer
             throw new BadInputException($"--seq-len {seqLen} exceeds the model context {config.SeqLen} of '{_o.Model}'");
 
         long tokensPerMicro = (long)_o.BatchSize * seqLen;
-        long total = _o.TotalBatchTokens ?? tokensPerMicro;
-        if (total % tokensPerMicro != 0)
-            throw new BadInputException($"--total-batch-tokens {total} is not a multiple of batch-size × seq-len = {_o.BatchSize} × {seqLen} = {tokensPerMicro}");
-        int accum = (int)(total / tokensPerMicro);
+        long perStepAllRanks = tokensPerMicro * comm.WorldSize;
+        long total = _o.TotalBatchTokens ?? perStepAllRanks;
+        if (total % perStepAllRanks != 0)
+            throw new BadInputException($"--total-batch-tokens {total} is not a multiple of batch-size × seq-len × world size = {_o.BatchSize} × {seqLen} × {comm.WorldSize} = {perStepAllRanks}");
+        int accum = (int)(total / perStepAllRanks);
 
         Directory.CreateDirectory(_o.OutDir);
         var store = new CheckpointStore(_o.OutDir);
-        string? resumeDir = FindResume(store);
+        string? resumeDir = FindResume(store, log);
 
-        using var train = new TokenDataLoader(_o.DataDir, "train", _o.BatchSize, seqLen, seed: _o.Seed);
-        using var val = meta.ValTokens > 0 ? new TokenDataLoader(_o.DataDir, "val", _o.BatchSize, seqLen, seed: _o.Seed) : null;
+        using var train = new TokenDataLoader(_o.DataDir, "train", _o.BatchSize, seqLen, comm.Rank, comm.WorldSize, _o.Seed);
+        using var val = meta.ValTokens > 0 && lead ? new TokenDataLoader(_o.DataDir, "val", _o.BatchSize, seqLen, seed: _o.Seed) : null;
         var tokenizer = Tokenizers.Create(meta.Tokenizer);
 
         using var model = CausalLM.Create(config, _o.Seed);
@@ -59,22 +70,30 @@ public sealed class Trainer
         model.to(device);
         model.ComputeDtype = dtype;
         model.train();
-        using var opt = new AdamW(model.named_parameters().Select(p => (p.name, p.parameter)), weightDecay: _o.WeightDecay);
+        using var dp = new DataParallel(model.named_parameters().Select(p => (p.name, p.parameter)), comm, _o.Zero, _o.WeightDecay);
 
         long startStep = 0, tokensSeen = 0;
-        if (resumeDir is not null) (startStep, tokensSeen) = Restore(resumeDir, model, opt, train, config);
-        File.WriteAllText(Path.Combine(_o.OutDir, "config.json"), JsonSerializer.Serialize(new { options = _o, model = config, dataset = meta, gradient_accumulation = accum, seq_len = seqLen }, ModelConfig.Json));
+        if (resumeDir is not null) (startStep, tokensSeen) = Restore(resumeDir, model, dp, train, config);
+        if (lead)
+            File.WriteAllText(Path.Combine(_o.OutDir, "config.json"), JsonSerializer.Serialize(new
+            {
+                options = _o, model = config, dataset = meta, gradient_accumulation = accum, seq_len = seqLen, world_size = comm.WorldSize, backend = comm.Backend,
+            }, ModelConfig.Json));
 
         var schedule = new LrSchedule(_o.Lr, _o.Warmup ?? Math.Min(100, _o.Steps / 10), _o.Steps, _o.MinLrRatio);
         var fault = FaultPlan.Parse(_o.Fault);
         double flopsPerToken = config.FlopsPerToken(seqLen);
         double? peak = DeviceSelect.PeakFlops(device, dtype);
-        _log.WriteLine($"model {_o.Model}: {config.ParameterCount():N0} parameters, {config.NLayer} layers, d={config.NEmbd}, context {config.SeqLen}, vocab {config.VocabSize}; {device.type} {_o.Dtype}");
-        _log.WriteLine($"batch: {_o.BatchSize} × {seqLen} tokens × {accum} accumulation = {total:N0} tokens/step; {_o.Steps} steps; lr {_o.Lr} (warmup {schedule.WarmupSteps}, cosine to {_o.Lr * _o.MinLrRatio:G3})");
-        if (resumeDir is not null) _log.WriteLine($"resumed from {resumeDir} at step {startStep}");
+        var mem = dp.MemoryPerRank();
+        log.WriteLine($"model {_o.Model}: {config.ParameterCount():N0} parameters, {config.NLayer} layers, d={config.NEmbd}, context {config.SeqLen}, vocab {config.VocabSize}; {device.type} {_o.Dtype}");
+        log.WriteLine($"ranks: {comm.WorldSize} ({comm.Backend}{(comm.WorldSize > 1 ? $", launched by {env.Launcher}" : "")}){(_o.Zero == 1 ? ", ZeRO-1" : "")}; per rank: parameters {Mb(mem.Parameters)}, gradients {Mb(mem.Gradients)}, optimizer state {Mb(mem.Optimizer)}");
+        log.WriteLine($"global batch = {_o.BatchSize} sequences × {seqLen} tokens × {accum} accumulation × {comm.WorldSize} ranks = {total:N0} tokens/step; {_o.Steps} steps; lr {_o.Lr} (warmup {schedule.WarmupSteps}, cosine to {_o.Lr * _o.MinLrRatio:G3})");
+        if (resumeDir is not null) log.WriteLine($"resumed from {resumeDir} at step {startStep}");
 
-        using var metrics = new MetricsLog(Path.Combine(_o.OutDir, "metrics.jsonl"), startStep);
-        var progress = new ProgressLine();
+        using var metrics = lead ? new MetricsLog(Path.Combine(_o.OutDir, "metrics.jsonl"), startStep) : null;
+        var heartbeat = Heartbeat.FromEnvironment(comm.Rank);
+        heartbeat?.Beat(startStep);
+        var progress = new ProgressLine(lead ? null : TextWriter.Null);
         var x = new long[tokensPerMicro];
         var y = new long[tokensPerMicro];
         var clock = Stopwatch.StartNew();
@@ -87,10 +106,10 @@ public sealed class Trainer
         {
             var stepClock = Stopwatch.StartNew();
             double lr = schedule.At((int)step);
-            float loss, norm;
+            double loss, norm, commSeconds;
             using (var scope = NewDisposeScope())
             {
-                opt.ZeroGrad();
+                dp.ZeroGrad(model.parameters());
                 var lossSum = zeros(1, device: device);
                 for (int micro = 0; micro < accum; micro++)
                 {
@@ -99,53 +118,67 @@ public sealed class Trainer
                     l.backward();
                     lossSum.add_(l.detach());
                 }
-                norm = (float)(_o.GradClip > 0
-                    ? nn.utils.clip_grad_norm_(model.parameters(), _o.GradClip)
-                    : GradNorm(model));
-                opt.Step(lr);
-                loss = lossSum.item<float>(); // the one host sync per step, for the log
+                norm = dp.Step(lr, _o.GradClip, out commSeconds);
+                if (comm.WorldSize > 1) comm.AllReduceSum(lossSum);
+                loss = lossSum.item<float>() / comm.WorldSize; // the one host sync per step, for the log
             }
             long done = step + 1;
             tokensSeen += total;
             tokensThisRun += total;
             double dt = stepClock.Elapsed.TotalSeconds;
+            var (rankStepMs, rankCommMs) = PerRankTimes(comm, dt, commSeconds);
+            heartbeat?.Beat(done);
             tokPerSec = tokensThisRun / clock.Elapsed.TotalSeconds;
-            double? mfu = peak is { } p ? flopsPerToken * total / dt / p : null;
+            double? mfu = peak is { } p ? flopsPerToken * total / comm.WorldSize / dt / p : null;
             lastLoss = loss;
-            metrics.Write(new JsonObject
+            metrics?.Write(new JsonObject
             {
                 ["type"] = "train", ["step"] = done, ["loss"] = loss, ["lr"] = lr, ["grad_norm"] = norm, ["tokens"] = tokensSeen,
                 ["tokens_per_s"] = Math.Round(total / dt, 1), ["step_ms"] = Math.Round(dt * 1000, 2), ["mfu"] = mfu, ["time_s"] = Math.Round(clock.Elapsed.TotalSeconds, 3),
+                ["rank_step_ms"] = rankStepMs, ["rank_comm_ms"] = rankCommMs,
             });
             var eta = TimeSpan.FromSeconds((_o.Steps - done) * clock.Elapsed.TotalSeconds / (done - startStep));
-            progress.Update($"step {done}/{_o.Steps} | loss {loss:F4} | lr {lr:0.00e+0} | norm {norm:F2} | {tokPerSec:N0} tok/s{(mfu is { } m ? $" | MFU {m:P1}" : "")} | ETA {ProgressLine.Format(eta)}",
+            progress.Update($"step {done}/{_o.Steps} | loss {loss:F4} | lr {lr:0.00e+0} | norm {norm:F2} | {tokPerSec:N0} tok/s{(mfu is { } m ? $" | MFU {m:P1}" : "")}{(comm.WorldSize > 1 ? $" | comm {commSeconds * 1000:F0} ms" : "")} | ETA {ProgressLine.Format(eta)}",
                 force: done == _o.Steps);
-            fault?.MaybeFire("kill", 0, done, _o.OutDir, _log);
-            fault?.MaybeFire("hang", 0, done, _o.OutDir, _log);
 
             bool last = done == _o.Steps;
             if (val is not null && ((_o.EvalEvery > 0 && done % _o.EvalEvery == 0) || last))
             {
                 lastVal = Evaluator.Loss(model, val, _o.BatchSize, seqLen, _o.EvalTokens, device);
-                metrics.Write(new JsonObject { ["type"] = "eval", ["step"] = done, ["val_loss"] = lastVal, ["time_s"] = Math.Round(clock.Elapsed.TotalSeconds, 3) });
+                metrics?.Write(new JsonObject { ["type"] = "eval", ["step"] = done, ["val_loss"] = lastVal, ["time_s"] = Math.Round(clock.Elapsed.TotalSeconds, 3) });
                 progress.Done();
-                _log.WriteLine($"step {done}: val loss {lastVal:F4}");
+                log.WriteLine($"step {done}: val loss {lastVal:F4}");
             }
-            if (_o.SampleEvery > 0 && (done % _o.SampleEvery == 0 || last))
+            if (lead && _o.SampleEvery > 0 && (done % _o.SampleEvery == 0 || last))
             {
                 string text = SampleText(model, tokenizer, device, done);
-                metrics.Write(new JsonObject { ["type"] = "sample", ["step"] = done, ["text"] = text });
+                metrics?.Write(new JsonObject { ["type"] = "sample", ["step"] = done, ["text"] = text });
                 progress.Done();
-                _log.WriteLine($"step {done} sample: {text.ReplaceLineEndings(" ")}");
+                log.WriteLine($"step {done} sample: {text.ReplaceLineEndings(" ")}");
             }
             if ((_o.CheckpointEvery > 0 && done % _o.CheckpointEvery == 0) || last)
-            {
-                lastCheckpoint = SaveCheckpoint(store, done, tokensSeen, model, opt, train, tokenizer.Name, fault);
-                store.Prune(_o.KeepCheckpoints);
-            }
+                lastCheckpoint = SaveCheckpoint(store, comm, done, tokensSeen, model, dp, train, tokenizer.Name, fault);
+            // Step-end faults fire after this step's checkpoint, so a restart resumes from it.
+            fault?.MaybeFire("kill", comm.Rank, done, _o.OutDir, _log);
+            fault?.MaybeFire("hang", comm.Rank, done, _o.OutDir, _log);
         }
         progress.Done();
+        comm.Barrier();
         return new TrainResult(_o.OutDir, _o.Steps, lastLoss, lastVal, tokPerSec, lastCheckpoint ?? store.Latest());
+    }
+
+    static string Mb(long bytes) => $"{bytes / 1e6:F1} MB";
+
+    /// <summary>Every rank's step and communication time (ms), gathered so a straggler shows up in rank 0's metrics.</summary>
+    static (JsonArray? Step, JsonArray? Comm) PerRankTimes(ICommunicator comm, double stepSeconds, double commSeconds)
+    {
+        if (comm.WorldSize == 1) return (null, null);
+        using var mine = tensor(new[] { stepSeconds * 1000, commSeconds * 1000 });
+        using var all = zeros(2 * comm.WorldSize, dtype: ScalarType.Float64);
+        comm.AllGather(mine, all);
+        var v = all.data<double>().ToArray();
+        return (new JsonArray(Enumerable.Range(0, comm.WorldSize).Select(r => (JsonNode?)Math.Round(v[2 * r], 2)).ToArray()),
+                new JsonArray(Enumerable.Range(0, comm.WorldSize).Select(r => (JsonNode?)Math.Round(v[2 * r + 1], 2)).ToArray()));
     }
 
     ModelConfig BuildConfig(DatasetMeta meta)
@@ -163,7 +196,7 @@ public sealed class Trainer
         return c.Validate($"--model {_o.Model}");
     }
 
-    string? FindResume(CheckpointStore store)
+    string? FindResume(CheckpointStore store, TextWriter log)
     {
         if (_o.Resume is null)
         {
@@ -171,20 +204,20 @@ public sealed class Trainer
                 throw new BadInputException($"--out {_o.OutDir}: already has checkpoints ({existing}); pass --resume auto to continue it or choose another --out");
             return null;
         }
-        if (_o.Resume == "auto") return store.Latest(w => _log.WriteLine(w));
-        return CheckpointStore.Resolve(_o.Resume, w => _log.WriteLine(w));
+        if (_o.Resume == "auto") return store.Latest(w => log.WriteLine(w));
+        return CheckpointStore.Resolve(_o.Resume, w => log.WriteLine(w));
     }
 
-    (long Step, long Tokens) Restore(string dir, CausalLM model, AdamW opt, TokenDataLoader train, ModelConfig config)
+    (long Step, long Tokens) Restore(string dir, CausalLM model, DataParallel dp, TokenDataLoader train, ModelConfig config)
     {
         var saved = ModelCheckpoint.ReadConfig(dir);
         if (saved != config)
             throw new BadInputException($"{Path.Combine(dir, ModelCheckpoint.ConfigFile)}: checkpoint model config ({Describe(saved)}) does not match the requested model ({Describe(config)})");
         var state = ModelCheckpoint.ReadState(dir);
         ModelCheckpoint.LoadWeights(model, Path.Combine(dir, ModelCheckpoint.ModelFile));
-        var (optState, _) = SafeTensors.Read(Path.Combine(dir, ModelCheckpoint.OptimizerFile));
-        try { opt.LoadState(optState.ToDictionary(kv => kv.Key, kv => kv.Value.to(model.parameters().First().device)), state.OptimizerSteps, dir); }
-        finally { foreach (var t in optState.Values) t.Dispose(); }
+        dp.LoadOptimizer(dir);
+        if (dp.OptimizerSteps != state.OptimizerSteps)
+            throw new BadInputException($"{dir}: optimizer state is at step {dp.OptimizerSteps}, state.json says {state.OptimizerSteps}");
         train.Restore(state.Data);
         using var rng = tensor(Convert.FromBase64String(state.RngState), dtype: ScalarType.Byte);
         torch.random.set_rng_state(rng);
@@ -193,20 +226,26 @@ public sealed class Trainer
 
     static string Describe(ModelConfig c) => $"{c.Family.ToString().ToLowerInvariant()} n_layer={c.NLayer} n_head={c.NHead} n_embd={c.NEmbd} vocab={c.VocabSize} context={c.SeqLen}";
 
-    string SaveCheckpoint(CheckpointStore store, long step, long tokens, CausalLM model, AdamW opt, TokenDataLoader train, string tokenizer, FaultPlan? fault) =>
-        store.Save(step, dir =>
-        {
-            ModelCheckpoint.WriteModel(dir, model, tokenizer);
-            SafeTensors.Write(Path.Combine(dir, ModelCheckpoint.OptimizerFile), opt.State());
-            using var rng = torch.random.get_rng_state();
-            ModelCheckpoint.WriteState(dir, new TrainingState(step, tokenizer, train.State, Convert.ToBase64String(rng.bytes), opt.StepCount, tokens));
-        }, beforeManifest: () => fault?.MaybeFire("crash-in-checkpoint", 0, step, _o.OutDir, _log));
-
-    static double GradNorm(CausalLM model)
+    /// <summary>Rank 0 opens the temporary directory, every rank writes its optimizer shard, rank 0 writes the rest and commits.</summary>
+    string? SaveCheckpoint(CheckpointStore store, ICommunicator comm, long step, long tokens, CausalLM model, DataParallel dp, TokenDataLoader train, string tokenizer, FaultPlan? fault)
     {
-        using var _ = NewDisposeScope();
-        var sq = model.parameters().Where(p => p.grad is not null).Select(p => p.grad!.pow(2).sum()).ToList();
-        return sq.Count == 0 ? 0 : stack(sq).sum().sqrt().item<float>();
+        string tmp = Path.Combine(store.Root, $".tmp-{CheckpointStore.DirName(step)}");
+        if (comm.Rank == 0) tmp = store.BeginWrite(step);
+        comm.Barrier();
+        dp.SaveOptimizer(tmp);
+        string? final = null;
+        comm.Barrier();
+        if (comm.Rank == 0)
+        {
+            ModelCheckpoint.WriteModel(tmp, model, tokenizer);
+            using var rng = torch.random.get_rng_state();
+            ModelCheckpoint.WriteState(tmp, new TrainingState(step, tokenizer, train.State, Convert.ToBase64String(rng.bytes), dp.OptimizerSteps, tokens) { WorldSize = comm.WorldSize, Zero = _o.Zero });
+            fault?.MaybeFire("crash-in-checkpoint", 0, step, _o.OutDir, _log);
+            final = store.Commit(step, tmp);
+            store.Prune(_o.KeepCheckpoints);
+        }
+        comm.Barrier();
+        return final;
     }
 
     string SampleText(CausalLM model, TextTokenizer tokenizer, Device device, long step)

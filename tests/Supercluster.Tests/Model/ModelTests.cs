@@ -109,16 +109,16 @@ public class ModelTests
     {
         var config = ModelPresets.Get(preset) with { VocabSize = 257, SeqLen = 32 };
         using var model = CausalLM.Create(config, seed: 4);
-        using var opt = new Supercluster.Training.AdamW(model.named_parameters().Select(p => (p.name, p.parameter)), weightDecay: 0);
+        using var dp = new Supercluster.Distributed.DataParallel(model.named_parameters().Select(p => (p.name, p.parameter)), new Supercluster.Distributed.SingleProcess(), 0, weightDecay: 0);
         var idx = randint(0, 257, [4, 33], generator: new Generator(9));
         float loss = float.NaN;
         for (int step = 0; step < 300 && !(loss < 0.05f); step++)
         {
             using var scope = NewDisposeScope();
-            opt.ZeroGrad();
+            dp.ZeroGrad(model.parameters());
             var l = nn.functional.cross_entropy(model.forward(idx[.., ..^1]).view(-1, 257), idx[.., 1..].reshape(-1));
             l.backward();
-            opt.Step(3e-3);
+            dp.Step(3e-3, gradClip: 0, out _);
             loss = l.item<float>();
         }
         Assert.True(loss < 0.1f, $"loss after overfitting one batch: {loss}");

@@ -7,7 +7,6 @@ using Supercluster.Model;
 using Supercluster.Search;
 using Supercluster.Server;
 using Supercluster.Tokenization;
-using Supercluster.Training;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -64,7 +63,7 @@ public sealed class ServingFixture : IAsyncLifetime
         var config = Config;
         using var model = CausalLM.Create(config, seed: 7);
         model.train();
-        using var opt = new AdamW(model.named_parameters().Select(p => (p.name, p.parameter)));
+        using var opt = optim.AdamW(model.parameters(), lr: 3e-3); // libtorch's own: independent of the trainer's optimizer
         var bytes = Encoding.UTF8.GetBytes(Corpus).Select(b => (long)b).ToArray();
         var rng = new Random(1);
         var metrics = new StringBuilder();
@@ -80,9 +79,9 @@ public sealed class ServingFixture : IAsyncLifetime
             }
             var logits = model.forward(tensor(x).view(8, t));
             var loss = nn.functional.cross_entropy(logits.view(-1, config.VocabSize), tensor(y));
-            opt.ZeroGrad();
+            opt.zero_grad();
             loss.backward();
-            opt.Step(3e-3);
+            opt.step();
             metrics.AppendLine(new JsonObject
             {
                 ["type"] = "train", ["step"] = step, ["loss"] = loss.item<float>(), ["lr"] = 3e-3, ["grad_norm"] = 1.0, ["tokens"] = step * 8 * t,

@@ -1,0 +1,204 @@
+using System.CommandLine;
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using Supercluster.Planning;
+
+namespace Supercluster.Cli.Commands;
+
+/// <summary><c>plan</c>: predict a training run on N GPUs (time, MFU, memory, failures, energy, cost). Pure computation, no libtorch.</summary>
+public static class PlanCommand
+{
+    // Model
+    static readonly Option<string> Model = new("--model") { Description = $"Model preset: {string.Join(", ", ModelCatalog.All.Select(e => e.Spec.Name))} (sources in docs/planning.md)", DefaultValueFactory = _ => "gpt3-175b" };
+    static readonly Option<int?> Layers = new("--layers") { Description = "Override: transformer layers" };
+    static readonly Option<int?> Hidden = new("--hidden") { Description = "Override: model width h" };
+    static readonly Option<int?> Heads = new("--heads") { Description = "Override: attention heads" };
+    static readonly Option<int?> KvHeads = new("--kv-heads") { Description = "Override: key/value heads (grouped-query attention)" };
+    static readonly Option<int?> Ffn = new("--ffn") { Description = "Override: MLP width" };
+    static readonly Option<int?> Vocab = new("--vocab") { Description = "Override: vocabulary size" };
+    static readonly Option<int?> Experts = new("--experts") { Description = "Override: experts per MoE layer (1 = dense)" };
+    static readonly Option<int?> ActiveExperts = new("--active-experts") { Description = "Override: experts each token uses (top-k)" };
+    static readonly Option<int?> Seq = new("--seq") { Description = "Sequence length (default: the preset's context)" };
+    static readonly Option<double> Tokens = new("--tokens") { Description = "Training tokens", DefaultValueFactory = _ => 1e12 };
+    static readonly Option<long?> Batch = new("--batch") { Description = "Global batch in sequences (overrides --batch-tokens)" };
+    static readonly Option<long> BatchTokens = new("--batch-tokens") { Description = "Global batch in tokens (Llama 3 405B: 16M)", DefaultValueFactory = _ => 16L << 20 };
+    static readonly Option<string> PrecisionOpt = new("--precision") { Description = "bf16, fp16 or fp8 (peak used for time and MFU)", DefaultValueFactory = _ => "bf16" };
+    // Hardware
+    static readonly Option<string> Gpu = new("--gpu") { Description = $"GPU: {string.Join(", ", GpuCatalog.All.Select(g => g.Name))} (NVIDIA data sheets)", DefaultValueFactory = _ => "H100-SXM" };
+    static readonly Option<int> Gpus = new("--gpus") { Description = "GPUs available", DefaultValueFactory = _ => 1024 };
+    static readonly Option<int> GpusPerNode = new("--gpus-per-node") { Description = "GPUs per node (HGX/DGX: 8)", DefaultValueFactory = _ => 8 };
+    static readonly Option<double?> GpuTflops = new("--gpu-tflops") { Description = "Override: dense peak TFLOP/s at --precision" };
+    static readonly Option<double?> GpuMemory = new("--gpu-memory-gb") { Description = "Override: GPU memory in GB" };
+    static readonly Option<double?> GpuTdp = new("--gpu-tdp-w") { Description = "Override: GPU power in W" };
+    static readonly Option<double> IntraGBs = new("--intra-gbs") { Description = "Intra-node GB/s per GPU per direction (0 = the GPU's NVLink)", DefaultValueFactory = _ => 0 };
+    static readonly Option<double> IntraLatency = new("--intra-latency-us") { Description = "Intra-node latency per hop, µs", DefaultValueFactory = _ => 3 };
+    static readonly Option<double> InterGbps = new("--inter-gbps") { Description = "Inter-node RDMA Gb/s per GPU (ConnectX-7: 400)", DefaultValueFactory = _ => 400 };
+    static readonly Option<double> InterLatency = new("--inter-latency-us") { Description = "Inter-node latency per hop, µs", DefaultValueFactory = _ => 10 };
+    static readonly Option<double> ComputeEff = new("--compute-efficiency") { Description = "Achievable fraction of peak for the matmuls (calibrated, docs/planning.md)", DefaultValueFactory = _ => 0.62 };
+    static readonly Option<double> NvlinkEff = new("--nvlink-efficiency") { Description = "Achievable fraction of NVLink line rate (nccl-tests)", DefaultValueFactory = _ => 0.8 };
+    static readonly Option<double> NetEff = new("--net-efficiency") { Description = "Achievable fraction of RDMA line rate", DefaultValueFactory = _ => 0.9 };
+    // Parallelism
+    static readonly Option<int> Tp = new("--tp") { Description = "Tensor parallel size", DefaultValueFactory = _ => 8 };
+    static readonly Option<int> Pp = new("--pp") { Description = "Pipeline parallel size", DefaultValueFactory = _ => 1 };
+    static readonly Option<int?> Dp = new("--dp") { Description = "Data parallel size (default: GPUs ÷ (TP·PP·CP))" };
+    static readonly Option<int> Cp = new("--cp") { Description = "Context parallel size", DefaultValueFactory = _ => 1 };
+    static readonly Option<int> Ep = new("--ep") { Description = "Expert parallel size (within data parallelism)", DefaultValueFactory = _ => 1 };
+    static readonly Option<int> MicroBatch = new("--micro-batch") { Description = "Sequences per micro-batch", DefaultValueFactory = _ => 1 };
+    static readonly Option<int> Interleave = new("--interleave") { Description = "Virtual pipeline stages per GPU (interleaved 1F1B)", DefaultValueFactory = _ => 1 };
+    static readonly Option<int> Zero = new("--zero") { Description = "ZeRO stage 0-3 (Rajbhandari et al. 2020)", DefaultValueFactory = _ => 1 };
+    static readonly Option<string> RecomputeOpt = new("--recompute") { Description = "none, selective or full (Korthikanti et al. 2022)", DefaultValueFactory = _ => "selective" };
+    static readonly Option<bool> SearchOpt = new("--search") { Description = "Enumerate legal layouts, rank by predicted time among those that fit" };
+    static readonly Option<int> Top = new("--top") { Description = "Layouts to list with --search", DefaultValueFactory = _ => 5 };
+    static readonly Option<double> TpOverlap = new("--tp-overlap") { Description = "Share of TP communication hidden", DefaultValueFactory = _ => 0 };
+    static readonly Option<double> CpOverlap = new("--cp-overlap") { Description = "Share of CP communication hidden", DefaultValueFactory = _ => 0.5 };
+    static readonly Option<double> EpOverlap = new("--ep-overlap") { Description = "Share of EP all-to-all hidden", DefaultValueFactory = _ => 0 };
+    static readonly Option<double> DpOverlap = new("--dp-overlap") { Description = "Share of a micro-batch's compute that hides the gradient sync", DefaultValueFactory = _ => 1.0 };
+    // Reliability and operations
+    static readonly Option<double> FailureRate = new("--failures-per-1000-node-days") { Description = "Failure rate (default 3.79: Llama 3, 419 interruptions / 54 days / 2048 nodes)", DefaultValueFactory = _ => 0 };
+    static readonly Option<double> CkptGBs = new("--ckpt-write-gbs") { Description = "Aggregate checkpoint write GB/s (Llama 3: 2 TB/s)", DefaultValueFactory = _ => 2000 };
+    static readonly Option<double> Restart = new("--restart-minutes") { Description = "Minutes lost per restart besides rework", DefaultValueFactory = _ => 10 };
+    static readonly Option<double> NodeOverhead = new("--node-overhead-w") { Description = "Node power besides GPUs, W (DGX H100: 10.2 kW − 8×700 W)", DefaultValueFactory = _ => 4600 };
+    static readonly Option<double> Pue = new("--pue") { Description = "Power usage effectiveness (hyperscale 1.1-1.2)", DefaultValueFactory = _ => 1.2 };
+    static readonly Option<double> PriceGpuHour = new("--price-gpu-hour") { Description = "USD per GPU-hour", DefaultValueFactory = _ => 2.0 };
+    static readonly Option<double> PriceGpu = new("--price-gpu") { Description = "USD per GPU bought (replaces --price-gpu-hour)", DefaultValueFactory = _ => 0 };
+    static readonly Option<double> PriceKwh = new("--price-kwh") { Description = "USD per kWh (EIA US industrial ≈ 0.08)", DefaultValueFactory = _ => 0.08 };
+    static readonly Option<double> Carbon = new("--carbon-kg-per-kwh") { Description = "Grid carbon intensity, kg CO2e/kWh (0 = not reported)", DefaultValueFactory = _ => 0 };
+    // Output
+    static readonly Option<string?> SweepOpt = new("--sweep") { Description = "Sweep cluster size, e.g. gpus=1024..100000 (searches a layout at each size)" };
+    static readonly Option<string> Svg = new("--svg") { Description = "SVG chart path for --sweep", DefaultValueFactory = _ => "plan-sweep.svg" };
+    static readonly Option<bool> Json = new("--json") { Description = "Print one JSON object with every number" };
+
+    public static Command Create()
+    {
+        var cmd = new Command("plan", "Predict a training run on N GPUs: memory, step time, MFU, days, failures, checkpointing, energy and cost");
+        foreach (var o in new Option[] { Model, Layers, Hidden, Heads, KvHeads, Ffn, Vocab, Experts, ActiveExperts, Seq, Tokens, Batch, BatchTokens, PrecisionOpt,
+                     Gpu, Gpus, GpusPerNode, GpuTflops, GpuMemory, GpuTdp, IntraGBs, IntraLatency, InterGbps, InterLatency, ComputeEff, NvlinkEff, NetEff,
+                     Tp, Pp, Dp, Cp, Ep, MicroBatch, Interleave, Zero, RecomputeOpt, SearchOpt, Top, TpOverlap, CpOverlap, EpOverlap, DpOverlap,
+                     FailureRate, CkptGBs, Restart, NodeOverhead, Pue, PriceGpuHour, PriceGpu, PriceKwh, Carbon, SweepOpt, Svg, Json })
+            cmd.Options.Add(o);
+        cmd.SetAction(parse =>
+        {
+            var inputs = BuildInputs(parse);
+            bool json = parse.GetValue(Json);
+            if (parse.GetValue(SweepOpt) is { } sweepText)
+            {
+                var (from, to) = Sweep.ParseRange(sweepText);
+                var points = Sweep.Run(inputs, from, to);
+                string svgPath = parse.GetValue(Svg)!;
+                File.WriteAllText(svgPath, SvgChart.Render($"{inputs.Model.Name} on {inputs.Cluster.Gpu.Name}: {inputs.Run.Tokens:G3} tokens", "GPUs (log scale)",
+                [
+                    new("Wall-clock time", "days", "#1f77b4", points.Where(p => p.Best is not null).Select(p => ((double)p.Gpus, p.Best!.WallClockDays)).ToList()),
+                    new("MFU", "%", "#d62728", points.Where(p => p.Best is not null).Select(p => ((double)p.Gpus, p.Best!.Mfu * 100)).ToList()),
+                    new("Goodput", "%", "#2ca02c", points.Where(p => p.Best is not null).Select(p => ((double)p.Gpus, p.Best!.Reliability.Goodput * 100)).ToList()),
+                ]));
+                if (json) Console.WriteLine(JsonSerializer.Serialize(new { sweep = points, svg = svgPath, assumptions = Assumptions.For(inputs) }, JsonOptions));
+                else PlanReport.WriteSweep(Console.Out, inputs, points, svgPath);
+                return 0;
+            }
+            if (parse.GetValue(SearchOpt))
+            {
+                var result = LayoutSearch.Search(inputs, Math.Max(1, parse.GetValue(Top)));
+                if (json) Console.WriteLine(JsonSerializer.Serialize(new { search = result, assumptions = Assumptions.For(inputs) }, JsonOptions));
+                else PlanReport.WriteSearch(Console.Out, inputs, result);
+                return result.Best is null ? 1 : 0;
+            }
+            var plan = Planner.Plan(inputs);
+            if (json) Console.WriteLine(JsonSerializer.Serialize(new { plan, assumptions = Assumptions.For(inputs) }, JsonOptions));
+            else PlanReport.WritePlan(Console.Out, inputs, plan);
+            return 0;
+        });
+        return cmd;
+    }
+
+    static readonly JsonSerializerOptions JsonOptions = new()
+    {
+        WriteIndented = true,
+        NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals,
+        Converters = { new JsonStringEnumConverter(JsonNamingPolicy.CamelCase) },
+        PropertyNamingPolicy = JsonNamingPolicy.CamelCase,
+    };
+
+    static PlanInputs BuildInputs(ParseResult parse)
+    {
+        var preset = ModelCatalog.Get(parse.GetValue(Model)!);
+        var model = preset with
+        {
+            Layers = parse.GetValue(Layers) ?? preset.Layers,
+            Hidden = parse.GetValue(Hidden) ?? preset.Hidden,
+            Heads = parse.GetValue(Heads) ?? preset.Heads,
+            KvHeads = parse.GetValue(KvHeads) ?? parse.GetValue(Heads) ?? preset.KvHeads,
+            Ffn = parse.GetValue(Ffn) ?? preset.Ffn,
+            Vocab = parse.GetValue(Vocab) ?? preset.Vocab,
+            Experts = parse.GetValue(Experts) ?? preset.Experts,
+            ActiveExperts = parse.GetValue(ActiveExperts) ?? (parse.GetValue(Experts) is 1 ? 1 : preset.ActiveExperts),
+        };
+        model.Validate();
+
+        int seq = parse.GetValue(Seq) ?? model.DefaultSeqLen;
+        if (seq <= 0) throw new BadInputException($"--seq {seq} must be a positive integer");
+        long batchTokens = parse.GetValue(BatchTokens);
+        long? batch = parse.GetValue(Batch);
+        if (batch is null)
+        {
+            if (batchTokens <= 0) throw new BadInputException($"--batch-tokens {batchTokens} must be positive");
+            if (batchTokens % seq != 0) throw new BadInputException($"--batch-tokens {batchTokens} is not divisible by --seq {seq}: expected whole sequences");
+            batch = batchTokens / seq;
+        }
+        var precision = parse.GetValue(PrecisionOpt)!.ToLowerInvariant() switch
+        {
+            "bf16" => Precision.Bf16,
+            "fp16" => Precision.Fp16,
+            "fp8" => Precision.Fp8,
+            var other => throw new BadInputException($"--precision '{other}' is unknown: expected bf16, fp16 or fp8"),
+        };
+        var run = new TrainingRun(seq, parse.GetValue(Tokens), batch.Value, precision);
+        run.Validate();
+
+        var gpu = GpuCatalog.Get(parse.GetValue(Gpu)!);
+        if (parse.GetValue(GpuTflops) is { } tf)
+        {
+            if (!(tf > 0)) throw new BadInputException($"--gpu-tflops {tf} must be positive");
+            gpu = precision switch { Precision.Bf16 => gpu with { Bf16Tflops = tf }, Precision.Fp16 => gpu with { Fp16Tflops = tf }, _ => gpu with { Fp8Tflops = tf } };
+        }
+        if (parse.GetValue(GpuMemory) is { } mem)
+            gpu = mem > 0 ? gpu with { MemoryGB = mem } : throw new BadInputException($"--gpu-memory-gb {mem} must be positive");
+        if (parse.GetValue(GpuTdp) is { } tdp)
+            gpu = tdp >= 0 ? gpu with { TdpWatts = tdp } : throw new BadInputException($"--gpu-tdp-w {tdp} must not be negative");
+
+        var cluster = new ClusterSpec(gpu, parse.GetValue(Gpus), parse.GetValue(GpusPerNode), parse.GetValue(IntraGBs), parse.GetValue(IntraLatency),
+            parse.GetValue(InterGbps) / 8, parse.GetValue(InterLatency), parse.GetValue(ComputeEff), parse.GetValue(NvlinkEff), parse.GetValue(NetEff));
+        cluster.Validate();
+
+        var recompute = parse.GetValue(RecomputeOpt)!.ToLowerInvariant() switch
+        {
+            "none" => Recompute.None,
+            "selective" => Recompute.Selective,
+            "full" => Recompute.Full,
+            var other => throw new BadInputException($"--recompute '{other}' is unknown: expected none, selective or full"),
+        };
+        int tp = parse.GetValue(Tp), pp = parse.GetValue(Pp), cp = parse.GetValue(Cp);
+        if (tp <= 0) throw new BadInputException($"--tp {tp} must be a positive integer");
+        if (pp <= 0) throw new BadInputException($"--pp {pp} must be a positive integer");
+        if (cp <= 0) throw new BadInputException($"--cp {cp} must be a positive integer");
+        int dp;
+        if (parse.GetValue(Dp) is { } explicitDp) dp = explicitDp;
+        else if (parse.GetValue(SearchOpt) || parse.GetValue(SweepOpt) is not null) dp = 1;
+        else
+        {
+            long slice = (long)tp * pp * cp;
+            if (cluster.Gpus % slice != 0)
+                throw new BadInputException($"--gpus {cluster.Gpus} is not divisible by TP·PP·CP = {tp}·{pp}·{cp} = {slice}: expected a whole data-parallel size (or pass --dp)");
+            dp = (int)(cluster.Gpus / slice);
+        }
+        var layout = new ParallelLayout(tp, pp, dp, cp, parse.GetValue(Ep), parse.GetValue(MicroBatch), parse.GetValue(Interleave), parse.GetValue(Zero), recompute);
+
+        var overlap = new OverlapAssumptions(parse.GetValue(TpOverlap), parse.GetValue(CpOverlap), parse.GetValue(EpOverlap), parse.GetValue(DpOverlap));
+        foreach (var (v, n) in new[] { (overlap.TensorParallel, "--tp-overlap"), (overlap.ContextParallel, "--cp-overlap"), (overlap.ExpertAllToAll, "--ep-overlap"), (overlap.DataParallel, "--dp-overlap") })
+            if (!(v >= 0 && v <= 1)) throw new BadInputException($"{n} {v} must be a fraction in [0, 1]");
+
+        var ops = new OperationsSpec(parse.GetValue(NodeOverhead), parse.GetValue(Pue), parse.GetValue(PriceGpuHour), parse.GetValue(PriceGpu),
+            parse.GetValue(PriceKwh), parse.GetValue(Carbon), parse.GetValue(FailureRate), parse.GetValue(CkptGBs), parse.GetValue(Restart));
+        ops.Validate();
+        return new PlanInputs(model, run, cluster, layout, overlap, ops);
+    }
+}

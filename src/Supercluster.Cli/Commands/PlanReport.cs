@@ -1,0 +1,105 @@
+using System.Globalization;
+using Supercluster.Planning;
+
+namespace Supercluster.Cli.Commands;
+
+/// <summary>Human-readable text for <c>plan</c>: the numbers, then the assumptions they rest on.</summary>
+static class PlanReport
+{
+    static readonly CultureInfo Inv = CultureInfo.InvariantCulture;
+
+    static string Gb(double bytes) => (bytes / 1e9).ToString("F1", Inv) + " GB";
+    static string Ms(double s) => (s * 1e3).ToString("F1", Inv) + " ms";
+    static string Pct(double f) => (f * 100).ToString("F1", Inv) + "%";
+    static string N(double v, string fmt = "N0") => v.ToString(fmt, Inv);
+    static string Params(double p) => p >= 1e12 ? (p / 1e12).ToString("F2", Inv) + "T" : p >= 1e9 ? (p / 1e9).ToString("F1", Inv) + "B" : (p / 1e6).ToString("F0", Inv) + "M";
+
+    public static void WritePlan(TextWriter w, PlanInputs inputs, PlanResult r)
+    {
+        w.WriteLine($"Plan: {r.Model} ({Params(r.TotalParams)} params, {Params(r.ActiveParams)} active) on {N(r.GpusUsed)} of {N(r.GpusAvailable)} × {r.Gpu} ({N(r.Nodes)} nodes)");
+        w.WriteLine($"Layout: {r.Layout}");
+        w.WriteLine($"Run: {N(r.Tokens, "G3")} tokens, seq {r.SeqLen}, batch {N(r.BatchSequences)} sequences ({N(r.BatchTokens)} tokens), {N(r.Steps)} steps");
+        w.WriteLine();
+        var m = r.Memory;
+        w.WriteLine($"Memory per GPU (busiest stage)   {(r.Fits ? "fits" : "DOES NOT FIT")}: {Gb(m.TotalBytes)} of {Gb(m.CapacityBytes)}");
+        w.WriteLine($"  weights      {Gb(m.WeightsBytes),12}");
+        w.WriteLine($"  gradients    {Gb(m.GradientsBytes),12}");
+        w.WriteLine($"  optimizer    {Gb(m.OptimizerBytes),12}");
+        w.WriteLine($"  activations  {Gb(m.ActivationsBytes),12}");
+        w.WriteLine($"  reserved     {Gb(m.ReservedBytes),12}");
+        w.WriteLine();
+        var s = r.StepSeconds;
+        w.WriteLine($"Step time {Ms(r.StepTimeSeconds)} ({s.MicroBatches} micro-batches per pipeline)");
+        w.WriteLine($"  compute                  {Ms(s.Compute),12}");
+        w.WriteLine($"  pipeline bubble          {Ms(s.Bubble),12}  ({Pct(r.PipelineBubbleFraction)} of step)");
+        w.WriteLine($"  TP all-reduce (exposed)  {Ms(s.TensorParallel),12}");
+        w.WriteLine($"  CP all-gather (exposed)  {Ms(s.ContextParallel),12}");
+        w.WriteLine($"  EP all-to-all (exposed)  {Ms(s.ExpertAllToAll),12}");
+        w.WriteLine($"  PP send/recv             {Ms(s.PipelineP2P),12}");
+        w.WriteLine($"  DP grad sync (exposed)   {Ms(s.DataParallel),12}");
+        w.WriteLine($"  optimizer update         {Ms(s.Optimizer),12}");
+        w.WriteLine();
+        w.WriteLine("Throughput");
+        w.WriteLine($"  tokens/s                 {N(r.TokensPerSecond)}");
+        w.WriteLine($"  model TFLOP/s per GPU    {N(r.ModelTflopsPerGpu, "F0")}");
+        w.WriteLine($"  MFU                      {Pct(r.Mfu)}   (hardware FLOPs utilisation incl. recompute: {Pct(r.Hfu)})");
+        w.WriteLine($"  FLOPs per token          {N(r.ModelFlopsPerToken, "G4")} (total {N(r.TotalModelFlops, "G4")})");
+        w.WriteLine();
+        var rel = r.Reliability;
+        w.WriteLine("Time and reliability");
+        w.WriteLine($"  compute days (no failures) {N(r.ComputeDays, "F1")}");
+        w.WriteLine($"  wall-clock days            {N(r.WallClockDays, "F1")}   ({N(r.DaysPerTrillionTokens, "F2")} days per trillion tokens)");
+        w.WriteLine($"  GPU-hours                  {N(r.EnergyCost.GpuHours, "G4")}");
+        w.WriteLine($"  interruptions              {N(rel.InterruptionsPerDay, "F2")} per day, one every {N(rel.MtbfHours, "F2")} h; {N(rel.ExpectedInterruptions, "F0")} expected in the run");
+        w.WriteLine($"  checkpoint                 {Gb(rel.CheckpointBytes)} written in {N(rel.CheckpointWriteSeconds, "F1")} s; every {N(rel.CheckpointIntervalHours * 60, "F1")} min (Young/Daly)");
+        w.WriteLine($"  goodput                    {Pct(rel.Goodput)}");
+        w.WriteLine();
+        var e = r.EnergyCost;
+        w.WriteLine("Power, energy and cost");
+        w.WriteLine($"  facility power             {N(e.FacilityMegawatts, "F2")} MW");
+        w.WriteLine($"  energy                     {N(e.EnergyMWh, "N0")} MWh");
+        w.WriteLine($"  cost                       ${N(e.TotalCostUsd / 1e6, "N1")}M (compute ${N(e.ComputeCostUsd / 1e6, "N1")}M + energy ${N(e.EnergyCostUsd / 1e6, "N1")}M)");
+        if (inputs.Operations.CarbonKgPerKwh > 0) w.WriteLine($"  emissions                  {N(e.CarbonTonnes, "N0")} t CO2e");
+        WriteAssumptions(w, inputs);
+    }
+
+    public static void WriteSearch(TextWriter w, PlanInputs inputs, SearchResult result)
+    {
+        w.WriteLine($"Search: {result.Legal} legal layouts of {inputs.Model.Name} on {N(inputs.Cluster.Gpus)} × {inputs.Cluster.Gpu.Name}, {result.Fitting} fit in memory");
+        if (result.Best is null)
+        {
+            w.WriteLine(result.Reason);
+            WriteAssumptions(w, inputs);
+            return;
+        }
+        w.WriteLine($"{"#",2}  {"layout",-62} {"GPUs",7} {"mem GB",7} {"step s",8} {"MFU",6} {"days",8}");
+        int i = 1;
+        foreach (var r in result.Top)
+            w.WriteLine($"{i++,2}  {r.Layout,-62} {r.GpusUsed,7} {(r.Memory.TotalBytes / 1e9).ToString("F1", Inv),7} {r.StepTimeSeconds.ToString("F2", Inv),8} {Pct(r.Mfu),6} {r.WallClockDays.ToString("F1", Inv),8}");
+        w.WriteLine();
+        w.WriteLine("Best layout in detail:");
+        WritePlan(w, inputs with { Layout = result.Best.Parallelism }, result.Best);
+    }
+
+    public static void WriteSweep(TextWriter w, PlanInputs inputs, IReadOnlyList<SweepPoint> points, string svgPath)
+    {
+        w.WriteLine($"Sweep: {inputs.Model.Name} on {inputs.Cluster.Gpu.Name}, {N(inputs.Run.Tokens, "G3")} tokens, best layout at each size");
+        w.WriteLine($"{"GPUs",8} {"used",8} {"layout",-62} {"days",8} {"MFU",6} {"goodput",8} {"int/day",8} {"MW",7} {"cost $M",9}");
+        foreach (var p in points)
+        {
+            if (p.Best is not { } r) { w.WriteLine($"{p.Gpus,8} {"-",8} {p.Reason}"); continue; }
+            w.WriteLine($"{p.Gpus,8} {r.GpusUsed,8} {r.Layout,-62} {r.WallClockDays.ToString("F1", Inv),8} {Pct(r.Mfu),6} {Pct(r.Reliability.Goodput),8} " +
+                        $"{r.Reliability.InterruptionsPerDay.ToString("F2", Inv),8} {r.EnergyCost.FacilityMegawatts.ToString("F1", Inv),7} {(r.EnergyCost.TotalCostUsd / 1e6).ToString("F1", Inv),9}");
+        }
+        w.WriteLine($"Chart of days, MFU and goodput against GPUs written to {svgPath}");
+        WriteAssumptions(w, inputs);
+    }
+
+    static void WriteAssumptions(TextWriter w, PlanInputs inputs)
+    {
+        w.WriteLine();
+        w.WriteLine("Assumptions");
+        foreach (var a in Assumptions.For(inputs))
+            w.WriteLine($"  {a.Name,-20} {a.Value}  [{a.Source}]");
+    }
+}

@@ -1,0 +1,94 @@
+using System.Runtime.InteropServices;
+using TorchSharp;
+using Supercluster.Runtime;
+using static TorchSharp.torch;
+
+namespace Supercluster.Distributed;
+
+/// <summary>
+/// Open MPI (libmpi.so.40) through P/Invoke. Handles (MPI_COMM_WORLD, MPI_FLOAT, MPI_SUM) are the addresses of
+/// exported globals (ompi_mpi_comm_world …). CPU tensors are passed directly; CUDA tensors are staged through host memory.
+/// </summary>
+public sealed class MpiCommunicator : ICommunicator
+{
+    const string Lib = "libmpi.so.40";
+    readonly IntPtr _world, _sum;
+    readonly Dictionary<ScalarType, IntPtr> _types = [];
+    bool _disposed;
+
+    public MpiCommunicator(LaunchEnvironment env)
+    {
+        // RTLD_GLOBAL: Open MPI's plugins resolve symbols of libmpi when they are loaded.
+        if (!NativeLoader.TryLoadGlobal(Lib, out var lib, out var error))
+            throw new BadInputException($"--backend mpi: cannot load {Lib} ({error}); install Open MPI (Debian: openmpi-bin libopenmpi-dev)");
+        Check(MPI_Initialized(out int initialised), "MPI_Initialized");
+        if (initialised == 0) Check(MPI_Init(IntPtr.Zero, IntPtr.Zero), "MPI_Init");
+        _world = NativeLibrary.GetExport(lib, "ompi_mpi_comm_world");
+        _sum = NativeLibrary.GetExport(lib, "ompi_mpi_op_sum");
+        _types[ScalarType.Float32] = NativeLibrary.GetExport(lib, "ompi_mpi_float");
+        _types[ScalarType.Float64] = NativeLibrary.GetExport(lib, "ompi_mpi_double");
+        _types[ScalarType.Int64] = NativeLibrary.GetExport(lib, "ompi_mpi_long");
+        Check(MPI_Comm_rank(_world, out int rank), "MPI_Comm_rank");
+        Check(MPI_Comm_size(_world, out int size), "MPI_Comm_size");
+        Rank = rank;
+        WorldSize = size;
+        LocalRank = env.WorldSize == size ? env.LocalRank : rank;
+    }
+
+    public string Backend => "mpi";
+    public int Rank { get; }
+    public int WorldSize { get; }
+    public int LocalRank { get; }
+
+    public void AllReduceSum(Tensor t) => Staged(t, host =>
+        Check(MPI_Allreduce(InPlace, Ptr(host), (int)host.numel(), Type(host), _sum, _world), "MPI_Allreduce"));
+
+    public void ReduceScatterSum(Tensor input, Tensor output) => Staged(input, hin => Staged(output, hout =>
+        Check(MPI_Reduce_scatter_block(Ptr(hin), Ptr(hout), (int)hout.numel(), Type(hin), _sum, _world), "MPI_Reduce_scatter_block"), copyIn: false));
+
+    public void AllGather(Tensor input, Tensor output) => Staged(input, hin => Staged(output, hout =>
+        Check(MPI_Allgather(Ptr(hin), (int)hin.numel(), Type(hin), Ptr(hout), (int)hin.numel(), Type(hin), _world), "MPI_Allgather"), copyIn: false));
+
+    public void Broadcast(Tensor t, int root) => Staged(t, host =>
+        Check(MPI_Bcast(Ptr(host), (int)host.numel(), Type(host), root, _world), "MPI_Bcast"));
+
+    public void Barrier() => Check(MPI_Barrier(_world), "MPI_Barrier");
+
+    /// <summary>Runs <paramref name="op"/> on a contiguous CPU tensor holding <paramref name="t"/>'s data, then copies results back.</summary>
+    static void Staged(Tensor t, Action<Tensor> op, bool copyIn = true)
+    {
+        if (t.device_type == DeviceType.CPU && t.is_contiguous()) { op(t); return; }
+        using var host = copyIn ? t.to(CPU).contiguous() : empty(t.shape, t.dtype);
+        op(host);
+        t.copy_(host);
+    }
+
+    static IntPtr Ptr(Tensor t) => LibTorchLoader.DataPtr(t);
+    IntPtr Type(Tensor t) => _types.TryGetValue(t.dtype, out var h) ? h : throw new NotSupportedException($"MPI collective on {t.dtype}");
+    static readonly IntPtr InPlace = 1;
+
+    static void Check(int rc, string call)
+    {
+        if (rc != 0) throw new InvalidOperationException($"{call} failed with MPI error {rc}");
+    }
+
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        MPI_Finalized(out int done);
+        if (done == 0) MPI_Finalize();
+    }
+
+    [DllImport(Lib)] static extern int MPI_Init(IntPtr argc, IntPtr argv);
+    [DllImport(Lib)] static extern int MPI_Initialized(out int flag);
+    [DllImport(Lib)] static extern int MPI_Finalized(out int flag);
+    [DllImport(Lib)] static extern int MPI_Finalize();
+    [DllImport(Lib)] static extern int MPI_Comm_rank(IntPtr comm, out int rank);
+    [DllImport(Lib)] static extern int MPI_Comm_size(IntPtr comm, out int size);
+    [DllImport(Lib)] static extern int MPI_Allreduce(IntPtr send, IntPtr recv, int count, IntPtr type, IntPtr op, IntPtr comm);
+    [DllImport(Lib)] static extern int MPI_Reduce_scatter_block(IntPtr send, IntPtr recv, int count, IntPtr type, IntPtr op, IntPtr comm);
+    [DllImport(Lib)] static extern int MPI_Allgather(IntPtr send, int sendCount, IntPtr sendType, IntPtr recv, int recvCount, IntPtr recvType, IntPtr comm);
+    [DllImport(Lib)] static extern int MPI_Bcast(IntPtr buffer, int count, IntPtr type, int root, IntPtr comm);
+    [DllImport(Lib)] static extern int MPI_Barrier(IntPtr comm);
+}

@@ -1,0 +1,116 @@
+using System.Runtime.InteropServices;
+using Supercluster.Runtime;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Supercluster.Distributed;
+
+/// <summary>
+/// NCCL (libnccl.so.2) through P/Invoke on CUDA tensors, on the default stream so it is ordered with torch's kernels.
+/// The unique id travels over MPI (mpirun) or through a file on a shared filesystem (<c>SUPERCLUSTER_NCCL_ID_FILE</c>,
+/// for Slurm without MPI). Each rank binds GPU <c>local_rank</c>.
+/// Not exercised in CI (no GPU there): see the README for how a multi-GPU machine tests it.
+/// </summary>
+public sealed class NcclCommunicator : ICommunicator
+{
+    const string Lib = "libnccl.so.2";
+    public const string IdFileVariable = "SUPERCLUSTER_NCCL_ID_FILE";
+    readonly IntPtr _comm;
+    readonly MpiCommunicator? _mpi;
+
+    [StructLayout(LayoutKind.Sequential, Size = 128)]
+    struct UniqueId { public unsafe fixed byte Bytes[128]; }
+
+    public NcclCommunicator(LaunchEnvironment env)
+    {
+        if (!cuda.is_available()) throw new BadInputException("--backend nccl: CUDA is not available here (NCCL needs GPUs; use --backend mpi for CPU ranks)");
+        if (!NativeLibrary.TryLoad(Lib, out _)) throw new BadInputException($"--backend nccl: cannot load {Lib}; install NCCL or use --backend mpi");
+        Rank = env.Rank;
+        WorldSize = env.WorldSize;
+        LocalRank = env.LocalRank;
+        if (LocalRank >= cuda.device_count())
+            throw new BadInputException($"local rank {LocalRank} has no GPU: this node has {cuda.device_count()} (launch at most one rank per GPU)");
+        CudaDriver.MakeCurrent(LocalRank);
+
+        var id = new UniqueId();
+        if (Rank == 0) Check(ncclGetUniqueId(ref id), "ncclGetUniqueId");
+        var bytes = ToBytes(id);
+        string? idFile = Environment.GetEnvironmentVariable(IdFileVariable);
+        if (env.Launcher == "mpirun" || idFile is null)
+        {
+            _mpi = new MpiCommunicator(env);
+            using var t = tensor(bytes.Select(b => (long)b).ToArray());
+            _mpi.Broadcast(t, 0);
+            bytes = t.data<long>().Select(v => (byte)v).ToArray();
+        }
+        else
+        {
+            bytes = ExchangeThroughFile(idFile, bytes);
+        }
+        id = FromBytes(bytes);
+        Check(ncclCommInitRank(out _comm, WorldSize, id, Rank), "ncclCommInitRank");
+    }
+
+    public string Backend => "nccl";
+    public int Rank { get; }
+    public int WorldSize { get; }
+    public int LocalRank { get; }
+
+    public void AllReduceSum(Tensor t) => Check(ncclAllReduce(P(t), P(t), (nuint)t.numel(), Type(t), 0, _comm, IntPtr.Zero), "ncclAllReduce");
+    public void ReduceScatterSum(Tensor input, Tensor output) => Check(ncclReduceScatter(P(input), P(output), (nuint)output.numel(), Type(input), 0, _comm, IntPtr.Zero), "ncclReduceScatter");
+    public void AllGather(Tensor input, Tensor output) => Check(ncclAllGather(P(input), P(output), (nuint)input.numel(), Type(input), _comm, IntPtr.Zero), "ncclAllGather");
+    public void Broadcast(Tensor t, int root) => Check(ncclBroadcast(P(t), P(t), (nuint)t.numel(), Type(t), root, _comm, IntPtr.Zero), "ncclBroadcast");
+    static IntPtr P(Tensor t) => LibTorchLoader.DataPtr(t);
+
+    public void Barrier()
+    {
+        using var one = ones(1, device: new Device(DeviceType.CUDA, LocalRank));
+        AllReduceSum(one);
+        cuda.synchronize();
+    }
+
+    static int Type(Tensor t) => t.dtype switch
+    {
+        ScalarType.Float32 => 7, ScalarType.Float64 => 8, ScalarType.BFloat16 => 9, ScalarType.Float16 => 6, ScalarType.Int64 => 4,
+        _ => throw new NotSupportedException($"NCCL collective on {t.dtype}"),
+    };
+
+    byte[] ExchangeThroughFile(string path, byte[] mine)
+    {
+        if (Rank == 0)
+        {
+            File.WriteAllBytes(path + ".tmp", mine);
+            File.Move(path + ".tmp", path, overwrite: true);
+            return mine;
+        }
+        var deadline = DateTime.UtcNow.AddMinutes(5);
+        while (!File.Exists(path) || new FileInfo(path).Length != 128)
+        {
+            if (DateTime.UtcNow > deadline) throw new TimeoutException($"{IdFileVariable}={path}: rank 0 did not write the NCCL id within 5 minutes");
+            Thread.Sleep(200);
+        }
+        return File.ReadAllBytes(path);
+    }
+
+    static unsafe byte[] ToBytes(UniqueId id) => new ReadOnlySpan<byte>(id.Bytes, 128).ToArray();
+    static unsafe UniqueId FromBytes(byte[] b) { var id = new UniqueId(); b.CopyTo(new Span<byte>(id.Bytes, 128)); return id; }
+
+    static void Check(int rc, string call)
+    {
+        if (rc != 0) throw new InvalidOperationException($"{call} failed: NCCL error {rc}");
+    }
+
+    public void Dispose()
+    {
+        ncclCommDestroy(_comm);
+        _mpi?.Dispose();
+    }
+
+    [DllImport(Lib)] static extern int ncclGetUniqueId(ref UniqueId id);
+    [DllImport(Lib)] static extern int ncclCommInitRank(out IntPtr comm, int nranks, UniqueId id, int rank);
+    [DllImport(Lib)] static extern int ncclCommDestroy(IntPtr comm);
+    [DllImport(Lib)] static extern int ncclAllReduce(IntPtr send, IntPtr recv, nuint count, int type, int op, IntPtr comm, IntPtr stream);
+    [DllImport(Lib)] static extern int ncclReduceScatter(IntPtr send, IntPtr recv, nuint recvCount, int type, int op, IntPtr comm, IntPtr stream);
+    [DllImport(Lib)] static extern int ncclAllGather(IntPtr send, IntPtr recv, nuint sendCount, int type, IntPtr comm, IntPtr stream);
+    [DllImport(Lib)] static extern int ncclBroadcast(IntPtr send, IntPtr recv, nuint count, int type, int root, IntPtr comm, IntPtr stream);
+}

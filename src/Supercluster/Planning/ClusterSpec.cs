@@ -1,0 +1,40 @@
+namespace Supercluster.Planning;
+
+/// <summary>
+/// The machine: how many GPUs, how they are grouped into nodes and how fast they talk.
+/// Bandwidths are per GPU per direction in GB/s; the achievable fraction of line rate is applied by <see cref="Collectives"/>.
+/// </summary>
+public sealed record ClusterSpec(
+    GpuSpec Gpu,
+    int Gpus,
+    int GpusPerNode = 8,
+    double IntraNodeGBs = 0,          // 0: the GPU's NVLink figure
+    double IntraNodeLatencyUs = 3,
+    double InterNodeGBs = 50,         // 400 Gb/s RDMA NIC per GPU (ConnectX-7 / rail-optimized fabrics)
+    double InterNodeLatencyUs = 10,
+    double ComputeEfficiency = 0.62,  // calibrated, see docs/planning.md
+    double NvlinkEfficiency = 0.8,
+    double NetworkEfficiency = 0.9)
+{
+    public double IntraBandwidthGBs => IntraNodeGBs > 0 ? IntraNodeGBs : Gpu.NvlinkGBs;
+
+    /// <summary>Bandwidth (bytes/s, after efficiency) and per-hop latency (s) of a group spanning <paramref name="spanGpus"/> consecutive ranks.</summary>
+    public (double BytesPerSecond, double LatencySeconds) Link(long spanGpus) => spanGpus <= GpusPerNode
+        ? (IntraBandwidthGBs * 1e9 * NvlinkEfficiency, IntraNodeLatencyUs * 1e-6)
+        : (InterNodeGBs * 1e9 * NetworkEfficiency, InterNodeLatencyUs * 1e-6);
+
+    public void Validate()
+    {
+        if (Gpus <= 0) throw new BadInputException($"--gpus {Gpus} must be a positive integer");
+        if (GpusPerNode <= 0) throw new BadInputException($"--gpus-per-node {GpusPerNode} must be a positive integer");
+        if (InterNodeGBs <= 0) throw new BadInputException($"--inter-gbps {InterNodeGBs * 8} must be positive");
+        if (IntraBandwidthGBs <= 0) throw new BadInputException($"--intra-gbs {IntraNodeGBs} must be positive");
+        if (IntraNodeLatencyUs < 0 || InterNodeLatencyUs < 0) throw new BadInputException("--intra-latency-us/--inter-latency-us must not be negative");
+        Fraction(ComputeEfficiency, "--compute-efficiency"); Fraction(NvlinkEfficiency, "--nvlink-efficiency"); Fraction(NetworkEfficiency, "--net-efficiency");
+    }
+
+    internal static void Fraction(double v, string name)
+    {
+        if (!(v > 0 && v <= 1)) throw new BadInputException($"{name} {v} must be a fraction in (0, 1]");
+    }
+}

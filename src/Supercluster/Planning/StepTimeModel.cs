@@ -1,0 +1,91 @@
+namespace Supercluster.Planning;
+
+/// <summary>Seconds per optimizer step, split into where the time goes. Communication terms are the exposed (not overlapped) part.</summary>
+public sealed record StepTime(double Compute, double Bubble, double TensorParallel, double ContextParallel, double ExpertAllToAll,
+    double PipelineP2P, double DataParallel, double Optimizer, long MicroBatches)
+{
+    public double Total => Compute + Bubble + TensorParallel + ContextParallel + ExpertAllToAll + PipelineP2P + DataParallel + Optimizer;
+}
+
+/// <summary>Fractions of each collective hidden behind compute (0 = fully exposed).</summary>
+public sealed record OverlapAssumptions(double TensorParallel = 0, double ContextParallel = 0.5, double ExpertAllToAll = 0, double DataParallel = 1.0);
+
+/// <summary>
+/// Step time of one global batch on one GPU of the slowest stage.
+/// Compute: hardware FLOPs / (GPUs in the model replica's slice × peak × compute efficiency).
+/// Tensor parallelism (Shoeybi et al. 2019; Narayanan et al. 2021 §3.2): 2 all-reduces of b·s·h activations per layer in the
+/// forward pass and 2 in the backward (+2 when the forward is recomputed); with sequence parallelism these are
+/// reduce-scatter + all-gather pairs with the same volume.
+/// Context parallelism (Liu et al. 2023 ring attention; Llama 3 §3.3.2 all-gather K/V): all-gather of K,V per layer forward,
+/// all-gather + reduce-scatter backward.
+/// Expert parallelism (Lepikhin et al. 2020 GShard): dispatch and combine all-to-alls of k·b·s·h per MoE layer, forward and backward.
+/// Pipeline (Narayanan et al. 2021 §2.2): bubble (p−1)/v micro-batch times, i.e. a fraction (p−1)/(v·m+p−1) of the step;
+/// p2p sends of b·s·h/t activations (scatter/gather optimization).
+/// Data parallelism: ring all-reduce 2(n−1)/n·bytes/bandwidth of bf16 gradients over DP·CP ranks (ZeRO-1/2: reduce-scatter +
+/// all-gather, same volume; ZeRO-3 adds weight all-gathers every micro-batch), overlapped with the backward of the last
+/// micro-batch and the forward of the first (Megatron-LM overlap_grad_reduce / overlap_param_gather).
+/// Optimizer: Adam reads and writes its sharded fp32 state once per step at HBM bandwidth.
+/// </summary>
+public static class StepTimeModel
+{
+    const double ActBytes = 2; // bf16 activations and gradients on the wire
+
+    public static StepTime Estimate(ModelSpec m, TrainingRun run, ParallelLayout l, ClusterSpec c, OverlapAssumptions ov)
+    {
+        long micro = run.BatchSequences / ((long)l.Dp * l.MicroBatch);
+        double peak = c.Gpu.PeakTflops(run.Precision) * 1e12 * c.ComputeEfficiency;
+        double tokensPerMicro = (double)l.MicroBatch * run.SeqLen;
+        double hwFlops = FlopsModel.HardwareFlopsPerToken(m, run.SeqLen, l.Recompute);
+        double tMicro = hwFlops * tokensPerMicro / ((double)l.Tp * l.Cp * l.Pp) / peak;
+
+        double layersPerStage = (double)m.Layers / l.Pp;
+        double passes = l.Recompute == Recompute.Full ? 3 : 2; // forward, backward, recomputed forward
+        double localTokens = tokensPerMicro / l.Cp;
+
+        var tpLink = c.Link(l.TpSpan);
+        double tp = layersPerStage * 2 * passes *
+                    Collectives.RingAllReduce(localTokens * m.Hidden * ActBytes, l.Tp, tpLink.BytesPerSecond, tpLink.LatencySeconds);
+
+        var cpLink = c.Link(l.CpSpan);
+        double kvBytes = 2.0 * tokensPerMicro * m.KvDim * ActBytes / Math.Max(1, Math.Min(l.Tp, m.KvHeads)); // whole sequence's K,V
+        double cp = layersPerStage * (passes + 1) * Collectives.AllGather(kvBytes, l.Cp, cpLink.BytesPerSecond, cpLink.LatencySeconds);
+
+        double ep = 0;
+        if (m.IsMoE)
+        {
+            var epLink = c.Link(l.EpSpan);
+            double routed = localTokens / l.Tp * m.ActiveExperts * m.Hidden * ActBytes;
+            ep = layersPerStage * 2 * passes * Collectives.AllToAll(routed, l.Ep, epLink.BytesPerSecond, epLink.LatencySeconds);
+        }
+
+        double perMicroComm = tp * (1 - ov.TensorParallel) + cp * (1 - ov.ContextParallel) + ep * (1 - ov.ExpertAllToAll);
+        double tSlot = tMicro + perMicroComm;
+        double bubble = (l.Pp - 1.0) / l.Interleave * tSlot;
+
+        var ppLink = c.Link(l.PpSpan);
+        double p2p = l.Pp == 1 ? 0 : 2.0 * (micro * l.Interleave + l.Pp - 1) *
+                     Collectives.PointToPoint(localTokens * m.Hidden * ActBytes / l.Tp, ppLink.BytesPerSecond, ppLink.LatencySeconds);
+
+        var (dense, expert) = MemoryModel.ParamsPerGpu(m, l);
+        long dpGroup = (long)l.Dp * l.Cp, expertGroup = dpGroup / l.Ep;
+        var dpLink = c.Link(l.DpSpan);
+        double gradSync = Collectives.RingAllReduce(dense * ActBytes, dpGroup, dpLink.BytesPerSecond, dpLink.LatencySeconds)
+                        + Collectives.RingAllReduce(expert * ActBytes, expertGroup, dpLink.BytesPerSecond, dpLink.LatencySeconds);
+        double zero3Gathers = 0;
+        if (l.Zero >= 3)
+        {
+            double gather = Collectives.AllGather(dense * ActBytes, dpGroup, dpLink.BytesPerSecond, dpLink.LatencySeconds)
+                          + Collectives.AllGather(expert * ActBytes, expertGroup, dpLink.BytesPerSecond, dpLink.LatencySeconds);
+            // every micro-batch re-gathers the weights for forward and backward (and the recomputed forward), prefetched under compute
+            zero3Gathers = micro * Math.Max(0, passes * gather - ov.DataParallel * tMicro);
+        }
+        double dpExposed = Math.Max(0, gradSync - ov.DataParallel * tMicro) + zero3Gathers;
+
+        double optimizerState = MemoryModel.OptimizerBytesPerParam + MemoryModel.WeightBytesPerParam + MemoryModel.GradBytesPerParam;
+        double updatedParams = l.Zero >= 1 ? dense / dpGroup + expert / expertGroup : dense + expert;
+        double optimizer = 2 * optimizerState * updatedParams / (c.Gpu.MemoryBandwidthGBs * 1e9);
+
+        return new StepTime(micro * tMicro, bubble, micro * tp * (1 - ov.TensorParallel), micro * cp * (1 - ov.ContextParallel),
+            micro * ep * (1 - ov.ExpertAllToAll), p2p, dpExposed, optimizer, micro);
+    }
+}

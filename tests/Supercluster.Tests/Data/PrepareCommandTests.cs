@@ -1,0 +1,70 @@
+using System.CommandLine;
+using Supercluster.Cli;
+using Supercluster.Cli.Commands;
+using Supercluster.Data;
+
+namespace Supercluster.Tests.Data;
+
+[CollectionDefinition("Console", DisableParallelization = true)]
+public class ConsoleCollection;
+
+/// <summary>Runs the <c>prepare</c> verb in-process; swaps Console streams, so it runs alone.</summary>
+[Collection("Console")]
+public class PrepareCommandTests
+{
+    static (int Code, string Out, string Err) Run(params string[] args)
+    {
+        var root = new RootCommand("test");
+        root.Subcommands.Add(PrepareCommand.Create());
+        var (oldOut, oldErr) = (Console.Out, Console.Error);
+        var (o, e) = (new StringWriter(), new StringWriter());
+        Console.SetOut(o);
+        Console.SetError(e);
+        try { return (CliRunner.Run(root, args), o.ToString(), e.ToString()); }
+        finally { Console.SetOut(oldOut); Console.SetError(oldErr); }
+    }
+
+    [Fact]
+    public void MalformedInputExitsTwoWithOneLineAndNoOutput()
+    {
+        using var dir = new TempDir();
+        File.WriteAllLines(dir["c.jsonl"], ["{\"text\":\"fine\"}", "{\"text\":\"also fine\"}", "not json"]);
+        var (code, _, err) = Run("prepare", "--input", dir["c.jsonl"], "--out", dir["out"], "--tokenizer", "byte");
+        Assert.Equal(2, code);
+        var lines = err.Split('\n', StringSplitOptions.RemoveEmptyEntries).Where(l => !l.StartsWith("prepare:")).ToArray(); // progress lines aside
+        var line = Assert.Single(lines);
+        Assert.StartsWith($"error: {dir["c.jsonl"]}:3: malformed JSON (", line);
+        Assert.True(!Directory.Exists(dir["out"]) || !Directory.EnumerateFileSystemEntries(dir["out"]).Any());
+    }
+
+    [Theory]
+    [InlineData("--tokenizer", "gpt9", "unknown tokenizer 'gpt9'")]
+    [InlineData("--format", "xml", "unknown format 'xml'")]
+    [InlineData("--sample", "sotu", "exactly one of --input")]
+    public void BadOptionsExitTwo(string option, string value, string message)
+    {
+        using var dir = new TempDir();
+        File.WriteAllText(dir["a.txt"], "hello");
+        var (code, _, err) = Run("prepare", "--input", dir["a.txt"], "--out", dir["out"], option, value);
+        Assert.Equal(2, code);
+        Assert.StartsWith("error: ", err);
+        Assert.Contains(message, err);
+        Assert.Single(err.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.False(Directory.Exists(dir["out"]));
+    }
+
+    [Fact]
+    public void PreparesAFolderAndPrintsTotals()
+    {
+        using var dir = new TempDir();
+        Directory.CreateDirectory(dir["in"]);
+        for (int i = 0; i < 4; i++) File.WriteAllText(dir[$"in/{i}.txt"], $"text number {i}");
+        var (code, output, _) = Run("prepare", "--input", dir["in"], "--out", dir["out"], "--tokenizer", "byte", "--val-fraction", "0.25");
+        Assert.Equal(0, code);
+        Assert.Contains("train       3 docs, 42 tokens", output);
+        Assert.Contains("val         1 docs, 14 tokens", output);
+        var meta = DatasetMeta.Load(dir["out"]);
+        Assert.Equal(["train_000000.bin", "val_000000.bin"], meta.TrainShards.Concat(meta.ValShards).Select(s => s.File));
+        Assert.Equal(["meta.json", "train_000000.bin", "val_000000.bin"], Directory.GetFileSystemEntries(dir["out"]).Select(Path.GetFileName).Order());
+    }
+}

@@ -1,0 +1,143 @@
+using System.Text;
+using System.Text.Json;
+using Supercluster.Data;
+
+namespace Supercluster.Tests.Data;
+
+public class PreparerTests
+{
+    static List<int> ReadAll(string dir, IEnumerable<ShardInfo> shards)
+    {
+        var all = new List<int>();
+        foreach (var s in shards)
+        {
+            using var r = ShardReader.Open(Path.Combine(dir, s.File));
+            Assert.Equal(s.Tokens, r.TokenCount);
+            var buf = new int[r.TokenCount];
+            r.Read(0, buf);
+            all.AddRange(buf);
+        }
+        return all;
+    }
+
+    [Fact]
+    public void StreamsACorpusLargerThanItsMemoryBound()
+    {
+        using var dir = new TempDir();
+        // ~40 MB of JSONL; the preparer may hold only 1 M characters of text (plus one document) at a time.
+        var rng = new Random(1);
+        long expectedTokens = 0, docs = 0;
+        int longest = 0;
+        var words = new[] { "alpha", "beta", "gamma", "délta", "日本", "🎉", "x", "the" };
+        using (var w = new StreamWriter(dir["corpus.jsonl"], false, new UTF8Encoding(false)))
+        {
+            var sb = new StringBuilder();
+            while (w.BaseStream.Position < 40_000_000)
+            {
+                sb.Clear();
+                int n = rng.Next(50, 2000);
+                for (int i = 0; i < n; i++) sb.Append(words[rng.Next(words.Length)]).Append(' ');
+                var text = sb.ToString();
+                w.Write("{\"text\":");
+                w.Write(JsonSerializer.Serialize(text));
+                w.Write(",\"id\":" + docs + "}\n");
+                expectedTokens += Encoding.UTF8.GetByteCount(text) + 1; // byte tokenizer: one token per byte + EOT
+                longest = Math.Max(longest, text.Length);
+                docs++;
+            }
+        }
+        const long Budget = 1 << 20;
+        var result = Preparer.Run(CorpusReader.Read([dir["corpus.jsonl"]]),
+            new PrepareOptions { OutDir = dir["out"], Tokenizer = "byte", ShardTokens = 10_000_000, ChunkChars = Budget, ValFraction = 0.01 });
+        Assert.InRange(result.PeakChunkChars, 1, Budget + longest);
+        Assert.Equal(docs, result.Documents);
+        Assert.Equal(expectedTokens, result.Tokens);
+        var meta = DatasetMeta.Load(dir["out"]);
+        Assert.Equal(result.Meta.TrainTokens, meta.TrainTokens);
+        Assert.True(meta.TrainShards.Count >= 3);
+        Assert.All(meta.TrainShards.SkipLast(1), s => Assert.Equal(10_000_000, s.Tokens));
+        Assert.Equal(meta.TrainTokens, meta.TrainShards.Sum(s => s.Tokens));
+        Assert.Equal(docs / 100, meta.ValDocuments);
+        Assert.Equal(2, meta.TokenWidth);
+        using var first = ShardReader.Open(Path.Combine(dir["out"], "train_000000.bin"), 257);
+        Assert.NotEqual('{', first[0]); // the text field, not the raw JSON line
+    }
+
+    [Fact]
+    public void ValSplitIsDeterministicAndNeverEmpty()
+    {
+        // F = 0.25: docs 3, 7, 11 … are val.
+        Assert.Equal([3L, 7L, 11L], Enumerable.Range(0, 12).Where(i => Preparer.IsVal(i, 0.25)).Select(i => (long)i));
+        using var dir = new TempDir();
+        var docs = Enumerable.Range(0, 5).Select(i => new Document($"doc {i}")).ToList();
+        var meta = Preparer.Run(docs, new PrepareOptions { OutDir = dir["a"], Tokenizer = "byte", ValFraction = 0.05 }).Meta;
+        Assert.Equal(1, meta.ValDocuments); // 5 docs at 5% would give none; the last one moves to val
+        Assert.Equal(4, meta.TrainDocuments);
+        var val = ReadAll(dir["a"], meta.ValShards);
+        Assert.Equal("doc 4", Encoding.UTF8.GetString(val.SkipLast(1).Select(t => (byte)t).ToArray()));
+        Assert.Equal(256, val[^1]);
+        var none = Preparer.Run(docs, new PrepareOptions { OutDir = dir["b"], Tokenizer = "byte", ValFraction = 0 }).Meta;
+        Assert.Equal(0, none.ValDocuments);
+        Assert.Empty(none.ValShards);
+        Assert.Equal(5 * 6, none.TrainTokens);
+    }
+
+    [Fact]
+    public void OutputIsIndependentOfThreadCount()
+    {
+        using var dir = new TempDir();
+        var docs = Enumerable.Range(0, 300).Select(i => new Document($"Document {i}: " + new string('a', i % 37) + " ünïcode 🎉")).ToList();
+        var one = Preparer.Run(docs, new PrepareOptions { OutDir = dir["1"], Tokenizer = "gpt2", Threads = 1, ChunkChars = 500 }).Meta;
+        var many = Preparer.Run(docs, new PrepareOptions { OutDir = dir["n"], Tokenizer = "gpt2", Threads = 8, ChunkChars = 5000 }).Meta;
+        Assert.Equal(ReadAll(dir["1"], one.TrainShards), ReadAll(dir["n"], many.TrainShards));
+        Assert.Equal(ReadAll(dir["1"], one.ValShards), ReadAll(dir["n"], many.ValShards));
+    }
+
+    [Fact]
+    public void FailuresLeaveNoPartialOutput()
+    {
+        using var dir = new TempDir();
+        var e = Assert.Throws<BadInputException>(() => Preparer.Run([], new PrepareOptions { OutDir = dir["empty"], Tokenizer = "byte" }));
+        Assert.Contains("corpus is empty", e.Message);
+        Assert.False(Directory.Exists(dir["empty"]));
+
+        // A previous dataset survives a run that fails half-way (bad line after a full shard was written).
+        Preparer.Run([new Document("old")], new PrepareOptions { OutDir = dir["out"], Tokenizer = "byte", ValFraction = 0 });
+        var before = Directory.GetFileSystemEntries(dir["out"]).Order().ToArray();
+        File.WriteAllLines(dir["c.jsonl"], [.. Enumerable.Repeat("{\"text\":\"0123456789\"}", 50), "{bad"]);
+        e = Assert.Throws<BadInputException>(() => Preparer.Run(CorpusReader.Read([dir["c.jsonl"]]),
+            new PrepareOptions { OutDir = dir["out"], Tokenizer = "byte", ShardTokens = 20, ChunkChars = 30 }));
+        Assert.Contains("c.jsonl:51: malformed JSON", e.Message);
+        Assert.Equal(before, Directory.GetFileSystemEntries(dir["out"]).Order().ToArray());
+        Assert.Equal(4, DatasetMeta.Load(dir["out"]).TrainTokens);
+    }
+
+    [Theory]
+    [InlineData(1.0, 100L, "--val-fraction")]
+    [InlineData(-0.1, 100L, "--val-fraction")]
+    [InlineData(0.1, 0L, "--shard-tokens")]
+    public void BadOptionsAreBadInput(double val, long shard, string named)
+    {
+        using var dir = new TempDir();
+        var e = Assert.Throws<BadInputException>(() => Preparer.Run([new Document("x")], new PrepareOptions { OutDir = dir["o"], Tokenizer = "byte", ValFraction = val, ShardTokens = shard }));
+        Assert.Contains(named, e.Message);
+    }
+
+    [Fact]
+    public void SotuSamplePreparesToReferenceTokenCount()
+    {
+        var docs = SampleCorpora.Open("sotu").ToList();
+        Assert.Equal(233, docs.Count);
+        Assert.Equal("1790", docs[0].Metadata!["year"]);
+        Assert.Equal("George Washington", docs[0].Metadata!["name"]);
+        Assert.Equal("2021", docs[^1].Metadata!["year"]); // package 0.2.3 runs to 2021
+        Assert.False(string.IsNullOrEmpty(docs[^1].Metadata!["party"]));
+        using var dir = new TempDir();
+        var meta = Preparer.Run(docs, new PrepareOptions { OutDir = dir.Path, Tokenizer = "gpt2" }).Meta;
+        // 2,074,301 = Σ(len(tiktoken gpt2 encode_ordinary(text)) + 1) over the 233 addresses, computed with npm tiktoken 1.0.22 under node.
+        Assert.Equal(2_074_301, meta.TrainTokens + meta.ValTokens);
+        Assert.Equal(11, meta.ValDocuments);
+        Assert.Equal([37, 5037, 12, 34, 34100, 286, 262, 3845], ReadAll(dir.Path, meta.TrainShards).Take(8));
+        Assert.Contains("unknown sample 'enron'", Assert.Throws<BadInputException>(() => SampleCorpora.Open("enron")).Message);
+    }
+}

@@ -1,0 +1,101 @@
+using System.CommandLine;
+using Supercluster.Cli;
+using Supercluster.Cli.Commands;
+
+namespace Supercluster.Tests.Planning;
+
+/// <summary>Runs <c>plan</c> in-process through the same entry point as Program.cs and checks exit codes and messages.</summary>
+[Collection("Console")]
+public class PlanCliTests
+{
+    static (int Code, string Out, string Err) Run(params string[] args)
+    {
+        var root = new RootCommand("test");
+        root.Options.Add(GlobalOptions.LibTorch);
+        root.Options.Add(GlobalOptions.Verbose);
+        root.Subcommands.Add(PlanCommand.Create());
+        var (oldOut, oldErr) = (Console.Out, Console.Error);
+        var (o, e) = (new StringWriter(), new StringWriter());
+        Console.SetOut(o); Console.SetError(e);
+        try { return (CliRunner.Run(root, ["plan", .. args]), o.ToString(), e.ToString()); }
+        finally { Console.SetOut(oldOut); Console.SetError(oldErr); }
+    }
+
+    [Theory]
+    [InlineData("--gpus 0", "--gpus 0")]
+    [InlineData("--gpus -8", "--gpus -8")]
+    [InlineData("--layers 0", "--layers 0")]
+    [InlineData("--hidden -4", "--hidden -4")]
+    [InlineData("--tokens 0", "--tokens 0")]
+    [InlineData("--tp 5 --gpus 5", "--tp 5 does not divide the model's 96 attention heads")]
+    [InlineData("--tp 8 --pp 7 --gpus 56", "--pp 7 does not divide the model's 96 layers")]
+    [InlineData("--gpu X100", "--gpu 'X100' is unknown")]
+    [InlineData("--tp 8 --gpus 24", "not divisible by DP 3")]
+    [InlineData("--batch-tokens 1000", "--batch-tokens 1000 is not divisible by --seq 2048")]
+    [InlineData("--gpus 1000 --tp 8 --pp 2", "--gpus 1000 is not divisible by TP·PP·CP")]
+    [InlineData("--gpu V100 --gpus 8", "--precision bf16 is not supported by V100")]
+    [InlineData("--model gpt5", "--model 'gpt5' is unknown")]
+    [InlineData("--recompute some", "--recompute 'some' is unknown")]
+    [InlineData("--zero 4", "--zero 4 must be 0, 1, 2 or 3")]
+    [InlineData("--sweep gpus=100..10", "--sweep 'gpus=100..10' is not a range")]
+    [InlineData("--ep 3 --model grok1-314b --gpus 8", "--ep 3 does not divide the model's 8 experts")]
+    [InlineData("--compute-efficiency 1.5", "--compute-efficiency 1.5 must be a fraction")]
+    public void BadInputGivesOneLineAndExit2(string args, string expected)
+    {
+        var (code, _, err) = Run(args.Split(' '));
+        Assert.Equal(2, code);
+        var lines = err.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.Single(lines);
+        Assert.StartsWith("error: ", lines[0]);
+        Assert.Contains(expected, lines[0]);
+    }
+
+    [Fact]
+    public void UnparseableNumberIsExit2()
+    {
+        var (code, _, err) = Run("--gpus", "many");
+        Assert.Equal(2, code);
+        Assert.Contains("many", err);
+    }
+
+    [Fact]
+    public void JsonHasTheHeadlineNumbers()
+    {
+        var (code, output, _) = Run("--model", "gpt3-175b", "--gpus", "1024", "--tp", "8", "--pp", "8", "--json");
+        Assert.Equal(0, code);
+        using var doc = System.Text.Json.JsonDocument.Parse(output);
+        var plan = doc.RootElement.GetProperty("plan");
+        Assert.Equal(1024, plan.GetProperty("gpusUsed").GetInt64());
+        // 1024 / (8·8) = 16-way data parallel; batch 16M tokens / 2048 = 8192 sequences → 512 micro-batches of 1
+        Assert.Equal(16, plan.GetProperty("parallelism").GetProperty("dp").GetInt32());
+        Assert.Equal(512, plan.GetProperty("stepSeconds").GetProperty("microBatches").GetInt64());
+        foreach (var key in new[] { "mfu", "wallClockDays", "tokensPerSecond", "modelTflopsPerGpu" })
+            Assert.True(plan.GetProperty(key).GetDouble() > 0, key);
+        Assert.True(plan.GetProperty("energyCost").GetProperty("energyMWh").GetDouble() > 0);
+        Assert.True(doc.RootElement.GetProperty("assumptions").GetArrayLength() > 10);
+    }
+
+    [Fact]
+    public void SweepWritesTableAndSvg()
+    {
+        string svg = Path.Combine(Path.GetTempPath(), $"plan-sweep-{Guid.NewGuid():N}.svg");
+        try
+        {
+            var (code, output, _) = Run("--model", "llama3-8b", "--sweep", "gpus=64..512", "--svg", svg);
+            Assert.Equal(0, code);
+            foreach (var n in new[] { "64", "128", "256", "512" }) Assert.Contains(n, output);
+            string text = File.ReadAllText(svg);
+            Assert.StartsWith("<svg", text);
+            Assert.Equal(3, System.Text.RegularExpressions.Regex.Matches(text, "<polyline").Count);
+        }
+        finally { File.Delete(svg); }
+    }
+
+    [Fact]
+    public void SearchWithNothingFittingExplains()
+    {
+        var (code, output, _) = Run("--model", "megatron-1t", "--gpu", "V100", "--precision", "fp16", "--gpus", "8", "--search");
+        Assert.Equal(1, code);
+        Assert.Contains("fits no layout", output);
+    }
+}

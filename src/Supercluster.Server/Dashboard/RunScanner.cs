@@ -33,34 +33,69 @@ public sealed class RunScanner(string root)
 
     public string NameOf(string dir) => Path.GetRelativePath(Root, dir);
 
+    /// <summary>What a summary needs from metrics.jsonl, kept per run and advanced from the last byte read.</summary>
+    sealed class Tail
+    {
+        public long Offset;
+        public JsonObject? LastTrain;
+        public readonly List<(long Step, JsonNode? ValLoss)> Evals = [];
+    }
+
+    readonly System.Collections.Concurrent.ConcurrentDictionary<string, Tail> _tails = new();
+
+    Tail Advance(string dir)
+    {
+        var tail = _tails.GetOrAdd(dir, _ => new Tail());
+        lock (tail)
+        {
+            var f = Path.Combine(dir, "metrics.jsonl");
+            if (File.Exists(f) && new FileInfo(f).Length < tail.Offset) { tail.Offset = 0; tail.LastTrain = null; tail.Evals.Clear(); } // rewritten
+            while (true)
+            {
+                var records = ReadFrom(dir, tail.Offset, out var next);
+                foreach (var r in records)
+                {
+                    var type = (string?)r["type"];
+                    if (type == "train") tail.LastTrain = r;
+                    else if (type == "eval" && r["step"] is { } st) tail.Evals.Add((st.GetValue<long>(), r["val_loss"]?.DeepClone()));
+                }
+                tail.Offset = next;
+                if (records.Count < MaxRecordsPerRead) break;
+            }
+            return tail;
+        }
+    }
+
     public JsonObject Summary(string dir)
     {
-        var records = ReadFrom(dir, 0, out _, int.MaxValue);
-        var trains = records.Where(r => (string?)r["type"] == "train").ToList();
-        var evals = records.Where(r => (string?)r["type"] == "eval").ToList();
+        var tail = Advance(dir);
         var config = ReadConfig(dir);
-        long? steps = config?["options"]?["steps"]?.GetValue<long>();
-        long lastStep = trains.Count > 0 ? trains[^1]["step"]!.GetValue<long>() : 0;
+        long? steps = config?["options"]?["steps"] is JsonValue sv && sv.TryGetValue<long>(out var sn) ? sn : null;
+        JsonObject? lastTrain;
+        (long Step, JsonNode? ValLoss)[] evals;
+        lock (tail) { lastTrain = tail.LastTrain?.DeepClone().AsObject(); evals = tail.Evals.ToArray(); }
+        long lastStep = lastTrain?["step"]?.GetValue<long>() ?? 0;
         var metricsFile = Path.Combine(dir, "metrics.jsonl");
         var changed = File.Exists(metricsFile) ? File.GetLastWriteTimeUtc(metricsFile) : Directory.GetLastWriteTimeUtc(dir);
-        string status = steps is { } s && lastStep >= s ? "finished"
-            : DateTime.UtcNow - changed < StaleAfter ? "running"
-            : "failed";
+        var complete = new CheckpointStore(dir).Complete().ToList();
+        // Finished: the last step was trained (metrics) or checkpointed; running: metrics still growing; else failed.
+        bool done = steps is { } s && (lastStep >= s || complete.Any(c => c.Step >= s));
+        string status = done ? "finished" : DateTime.UtcNow - changed < StaleAfter ? "running" : "failed";
         var checkpoints = new JsonArray();
-        foreach (var (step, cdir) in new CheckpointStore(dir).Complete())
+        foreach (var (step, cdir) in complete)
         {
-            var eval = evals.LastOrDefault(e => e["step"]!.GetValue<long>() <= step);
+            var eval = evals.LastOrDefault(e => e.Step <= step);
             checkpoints.Add(new JsonObject
             {
                 ["step"] = step, ["dir"] = Path.GetRelativePath(Root, cdir),
-                ["val_loss"] = eval?["val_loss"]?.DeepClone(), ["val_loss_step"] = eval?["step"]?.DeepClone(),
+                ["val_loss"] = eval.ValLoss?.DeepClone(), ["val_loss_step"] = eval.ValLoss is null ? null : eval.Step,
             });
         }
         return new JsonObject
         {
             ["name"] = NameOf(dir), ["status"] = status, ["step"] = lastStep, ["steps"] = steps,
-            ["loss"] = trains.Count > 0 ? trains[^1]["loss"]?.DeepClone() : null,
-            ["val_loss"] = evals.Count > 0 ? evals[^1]["val_loss"]?.DeepClone() : null,
+            ["loss"] = lastTrain?["loss"]?.DeepClone(),
+            ["val_loss"] = evals.Length > 0 ? evals[^1].ValLoss?.DeepClone() : null,
             ["updated"] = changed.ToString("O"),
             ["config"] = config, ["checkpoints"] = checkpoints,
         };

@@ -103,7 +103,7 @@ function plot(id, data, lines) {
   const opts = {
     width: Math.max(300, el.clientWidth - 16), height: 220,
     scales: { x: { time: false } },
-    axes: [{ label: "step" }, {}],
+    axes: [{ label: "step" }, { size: 64 }],
     series: [{ label: "step" }, ...lines.map((l) => ({ width: 1.5, ...l }))],
   };
   state.charts[id] = new uPlot(opts, data, el);

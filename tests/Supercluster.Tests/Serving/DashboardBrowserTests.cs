@@ -42,17 +42,17 @@ public class DashboardBrowserTests(ServingFixture f, ITestOutputHelper output)
         page.PageError += (_, e) => consoleErrors.Add(e);
         await page.GotoAsync(f.Server.Url + "/");
 
-        // Runs page: the run is listed and the loss chart has its 150 train points (+3 val) drawn on a canvas.
+        // Runs page: the run is listed and the loss chart has its 300 train points (+6 val) drawn on a canvas.
         await page.Locator("#run-list tbody tr", new() { HasText = "tiny-run" }).WaitForAsync(new() { Timeout = 15000 });
-        await page.WaitForFunctionAsync("() => +document.querySelector('#chart-loss').dataset.points >= 150", null, new() { Timeout = 15000 });
+        await page.WaitForFunctionAsync("() => +document.querySelector('#chart-loss').dataset.points >= 300", null, new() { Timeout = 15000 });
         Assert.True(await page.Locator("#chart-loss canvas").CountAsync() > 0, "no chart canvas");
         Assert.Contains("finished", await page.Locator("#run-list").InnerTextAsync());
-        Assert.Contains("150", await page.Locator("#checkpoints").InnerTextAsync());
+        Assert.Contains("300", await page.Locator("#checkpoints").InnerTextAsync());
 
         // Live update: a new step appended to metrics.jsonl shows up without reloading.
         File.AppendAllText(Path.Combine(f.RunDir, "metrics.jsonl"),
-            new JsonObject { ["type"] = "train", ["step"] = 151, ["loss"] = 1.0, ["lr"] = 1e-3, ["tokens_per_s"] = 1000.0, ["mfu"] = null }.ToJsonString() + "\n");
-        await page.WaitForFunctionAsync("() => +document.querySelector('#chart-loss').dataset.points >= 151", null, new() { Timeout = 10000 });
+            new JsonObject { ["type"] = "train", ["step"] = 301, ["loss"] = 1.0, ["lr"] = 1e-3, ["tokens_per_s"] = 1000.0, ["mfu"] = null }.ToJsonString() + "\n");
+        await page.WaitForFunctionAsync("() => +document.querySelector('#chart-loss').dataset.points >= 301", null, new() { Timeout = 10000 });
 
         // Playground: type a prompt, generate, see streamed text arrive.
         await page.ClickAsync("#tab-playground");
@@ -62,8 +62,10 @@ public class DashboardBrowserTests(ServingFixture f, ITestOutputHelper output)
         await page.ClickAsync("#generate");
         await page.WaitForFunctionAsync("() => document.querySelector('#output').textContent.length > 'We the people'.length + 10", null, new() { Timeout = 15000 });
         await page.WaitForFunctionAsync("() => document.querySelector('#gen-stats').textContent.includes('finish')", null, new() { Timeout = 15000 });
-        var text = await page.InnerTextAsync("#output");
-        Assert.StartsWith("We the people", text);
+        var text = await page.TextContentAsync("#output");
+        var (_, api) = await f.Http.PostJson("/v1/completions", new JsonObject { ["prompt"] = "We the people", ["max_tokens"] = 40, ["temperature"] = 0 });
+        Assert.Equal("We the people" + (string?)api["choices"]![0]!["text"], text);
+        output.WriteLine($"playground: {text}");
 
         // Search box (an index is loaded).
         await page.FillAsync("#search-query", ServingFixture.Docs[0].Text);

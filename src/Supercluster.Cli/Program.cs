@@ -12,5 +12,6 @@ root.Subcommands.Add(TrainCommand.Create());
 root.Subcommands.Add(SampleCommand.Create());
 root.Subcommands.Add(EvalCommand.Create());
 root.Subcommands.Add(LaunchCommand.Create());
+root.Subcommands.Add(BenchCommand.Create());
 root.Subcommands.Add(PlanCommand.Create());
 return CliRunner.Run(root, args);

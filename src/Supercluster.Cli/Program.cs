@@ -12,6 +12,7 @@ root.Subcommands.Add(TrainCommand.Create());
 root.Subcommands.Add(SampleCommand.Create());
 root.Subcommands.Add(EvalCommand.Create());
 root.Subcommands.Add(LaunchCommand.Create());
+root.Subcommands.Add(BenchCommand.Create());
 root.Subcommands.Add(PlanCommand.Create());
 root.Subcommands.Add(ServeCommand.Create());
 root.Subcommands.Add(IndexCommand.Create());

@@ -40,7 +40,15 @@ public static class CudaDriver
             throw new InvalidOperationException($"cannot bind CUDA device {index}");
     }
 
+    /// <summary>Device memory in use (total − free, as the driver sees it: includes the caching allocator's reserve).</summary>
+    public static long UsedBytes(int index)
+    {
+        MakeCurrent(index);
+        return cuMemGetInfo_v2(out nuint free, out nuint total) == 0 ? (long)(total - free) : 0;
+    }
+
     const string Lib = "libcuda.so.1";
+    [DllImport(Lib)] static extern int cuMemGetInfo_v2(out nuint free, out nuint total);
     [DllImport(Lib)] static extern int cuDevicePrimaryCtxRetain(out IntPtr ctx, int dev);
     [DllImport(Lib)] static extern int cuCtxSetCurrent(IntPtr ctx);
     [DllImport(Lib)] static extern int cuInit(uint flags);

@@ -38,6 +38,7 @@ public sealed class Trainer
         var device = DeviceSelect.Resolve(_o.Device);
         if (device.type == DeviceType.CUDA && env.WorldSize > 1) device = new Device(DeviceType.CUDA, env.LocalRank);
         var dtype = DeviceSelect.Dtype(_o.Dtype);
+        if (device.type == DeviceType.CUDA) torch.backends.cuda.matmul.allow_tf32 = true; // fp32 matmuls on tensor cores
         if (device.type == DeviceType.CPU && Environment.GetEnvironmentVariable("OMPI_COMM_WORLD_LOCAL_SIZE") is { } ls && int.TryParse(ls, out int local) && local > 1)
             torch.set_num_threads(Math.Max(1, Environment.ProcessorCount / local)); // ranks on one node share its cores
         using var comm = Communicators.Create(_o.Backend, device.type == DeviceType.CUDA, env);

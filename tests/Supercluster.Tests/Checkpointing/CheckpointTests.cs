@@ -71,6 +71,24 @@ public class CheckpointTests
     }
 
     [Fact]
+    public void Hugging_face_files_with_a_transformer_prefix_load_too()
+    {
+        // transformers' GPT2LMHeadModel.save_pretrained writes "transformer.h.0…" plus "lm_head.weight".
+        using var dir = new TempDir();
+        var config = TorchSetup.TinyGpt2();
+        using var source = CausalLM.Create(config, seed: 3);
+        var hf = source.HfNames;
+        var tensors = source.named_parameters()
+            .Select(p => ("transformer." + hf[p.name].HfName, hf[p.name].Transposed ? p.parameter.t() : (Tensor)p.parameter))
+            .Append(("lm_head.weight", (Tensor)source.named_parameters().First(p => p.name == "wte.weight").parameter));
+        SafeTensors.Write(dir["hf.safetensors"], tensors);
+        using var target = CausalLM.Create(config, seed: 4);
+        ModelCheckpoint.LoadWeights(target, dir["hf.safetensors"]);
+        using var idx = randint(0, config.VocabSize, [1, 8]);
+        Assert.True(source.forward(idx).eq(target.forward(idx)).all().item<bool>());
+    }
+
+    [Fact]
     public void Store_chooses_the_newest_complete_checkpoint_and_skips_corrupt_and_partial_ones()
     {
         using var run = new TempDir();

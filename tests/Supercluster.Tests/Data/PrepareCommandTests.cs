@@ -5,24 +5,12 @@ using Supercluster.Data;
 
 namespace Supercluster.Tests.Data;
 
-[CollectionDefinition("Console", DisableParallelization = true)]
-public class ConsoleCollection;
-
 /// <summary>Runs the <c>prepare</c> verb in-process; swaps Console streams, so it runs alone.</summary>
 [Collection("Console")]
 public class PrepareCommandTests
 {
-    static (int Code, string Out, string Err) Run(params string[] args)
-    {
-        var root = new RootCommand("test");
-        root.Subcommands.Add(PrepareCommand.Create());
-        var (oldOut, oldErr) = (Console.Out, Console.Error);
-        var (o, e) = (new StringWriter(), new StringWriter());
-        Console.SetOut(o);
-        Console.SetError(e);
-        try { return (CliRunner.Run(root, args), o.ToString(), e.ToString()); }
-        finally { Console.SetOut(oldOut); Console.SetError(oldErr); }
-    }
+    static (int Code, string Out, string Err) Run(params string[] args) =>
+        InProcessCli.Run([PrepareCommand.Create()], args);
 
     [Fact]
     public void MalformedInputExitsTwoWithOneLineAndNoOutput()

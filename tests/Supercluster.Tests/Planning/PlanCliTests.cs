@@ -8,18 +8,8 @@ namespace Supercluster.Tests.Planning;
 [Collection("Console")]
 public class PlanCliTests
 {
-    static (int Code, string Out, string Err) Run(params string[] args)
-    {
-        var root = new RootCommand("test");
-        root.Options.Add(GlobalOptions.LibTorch);
-        root.Options.Add(GlobalOptions.Verbose);
-        root.Subcommands.Add(PlanCommand.Create());
-        var (oldOut, oldErr) = (Console.Out, Console.Error);
-        var (o, e) = (new StringWriter(), new StringWriter());
-        Console.SetOut(o); Console.SetError(e);
-        try { return (CliRunner.Run(root, ["plan", .. args]), o.ToString(), e.ToString()); }
-        finally { Console.SetOut(oldOut); Console.SetError(oldErr); }
-    }
+    static (int Code, string Out, string Err) Run(params string[] args) =>
+        InProcessCli.Run([PlanCommand.Create()], ["plan", .. args]);
 
     [Theory]
     [InlineData("--gpus 0", "--gpus 0")]

@@ -16,19 +16,8 @@ public class TrainCliTests : IClassFixture<TrainingFixture>
         _data = data;
     }
 
-    static (int Code, string Out, string Err) Run(params string[] args)
-    {
-        var root = new RootCommand("test");
-        root.Options.Add(GlobalOptions.LibTorch);
-        root.Options.Add(GlobalOptions.Verbose);
-        foreach (var c in new[] { TrainCommand.Create(), SampleCommand.Create(), EvalCommand.Create() }) root.Subcommands.Add(c);
-        var (oldOut, oldErr) = (Console.Out, Console.Error);
-        var (o, e) = (new StringWriter(), new StringWriter());
-        Console.SetOut(o);
-        Console.SetError(e);
-        try { return (CliRunner.Run(root, args), o.ToString(), e.ToString()); }
-        finally { Console.SetOut(oldOut); Console.SetError(oldErr); }
-    }
+    static (int Code, string Out, string Err) Run(params string[] args) =>
+        InProcessCli.Run([TrainCommand.Create(), SampleCommand.Create(), EvalCommand.Create()], args);
 
     /// <summary>A valid train command line; <paramref name="extra"/> option/value pairs replace or add options.</summary>
     string[] Train(string outDir, params string[] extra)

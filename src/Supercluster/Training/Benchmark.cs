@@ -1,0 +1,122 @@
+using System.Diagnostics;
+using Supercluster.Checkpointing;
+using Supercluster.Data;
+using Supercluster.Distributed;
+using Supercluster.Model;
+using Supercluster.Runtime;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Supercluster.Training;
+
+/// <summary>What <c>bench</c> measures: the training step of a preset at a given size, as bench/pytorch_reference.py does it.</summary>
+public sealed record BenchOptions
+{
+    public string Model { get; init; } = "gpt2";
+    public int BatchSize { get; init; } = 8;
+    public int SeqLen { get; init; } = 1024;
+    public string Dtype { get; init; } = "bf16";
+    public string Device { get; init; } = "auto";
+    public int Steps { get; init; } = 20;
+    public int WarmupSteps { get; init; } = 3;
+    public double Lr { get; init; } = 6e-4;
+    public long Seed { get; init; } = 1337;
+    /// <summary>llm.c shards to read (the reference reads the same tokens); null: deterministic synthetic tokens.</summary>
+    public string? DataDir { get; init; }
+    /// <summary>Round the vocabulary up to a multiple of this (64/128 suit tensor cores); 1 = exact.</summary>
+    public int PadVocab { get; init; } = 1;
+    /// <summary>Write the initial weights (Hugging Face layout) here, for the PyTorch reference to start from.</summary>
+    public string? SaveInit { get; init; }
+    /// <summary>Peak FLOP/s for MFU when the device is not in the table (e.g. a CPU).</summary>
+    public double? PeakTflops { get; init; }
+}
+
+public sealed record BenchResult(
+    string Device, string Dtype, long Parameters, int BatchSize, int SeqLen, int Steps,
+    double TokensPerSecond, double MsPerStep, double? Mfu, double? PeakTflopsUsed, double? PeakMemoryGiB,
+    double ForwardMs, double BackwardMs, double OptimizerMs, double DataMs, double FirstLoss, double LastLoss);
+
+/// <summary>
+/// Times training steps phase by phase (data, forward, backward, optimizer). On a GPU each phase ends with a device
+/// synchronise so the split is real; that costs a little, so tokens/s is also taken from whole-step times.
+/// </summary>
+public static class Benchmark
+{
+    public static BenchResult Run(BenchOptions o, TextWriter log)
+    {
+        if (o.BatchSize <= 0 || o.SeqLen <= 0 || o.Steps <= 0 || o.WarmupSteps < 0 || o.PadVocab <= 0)
+            throw new BadInputException($"bench: --batch-size, --seq-len, --steps, --pad-vocab must be positive and --warmup ≥ 0 (got {o.BatchSize}, {o.SeqLen}, {o.Steps}, {o.PadVocab}, {o.WarmupSteps})");
+        var device = DeviceSelect.Resolve(o.Device);
+        var dtype = DeviceSelect.Dtype(o.Dtype);
+        bool gpu = device.type == DeviceType.CUDA;
+        if (gpu) torch.backends.cuda.matmul.allow_tf32 = true; // fp32 matmuls on tensor cores, as PyTorch's reference sets too
+
+        var preset = ModelPresets.Get(o.Model);
+        int vocab = o.DataDir is null ? preset.VocabSize : DatasetMeta.Load(o.DataDir).VocabSize;
+        int padded = (vocab + o.PadVocab - 1) / o.PadVocab * o.PadVocab;
+        var config = (preset with { VocabSize = padded, SeqLen = Math.Max(preset.SeqLen, o.SeqLen) }).Validate();
+        using var model = CausalLM.Create(config, o.Seed);
+        if (o.SaveInit is not null)
+        {
+            string dir = Path.GetDirectoryName(Path.GetFullPath(o.SaveInit))!;
+            Directory.CreateDirectory(dir);
+            ModelCheckpoint.WriteModel(dir, model, "bench");
+            if (Path.GetFileName(o.SaveInit) != ModelCheckpoint.ModelFile) File.Move(Path.Combine(dir, ModelCheckpoint.ModelFile), o.SaveInit, overwrite: true);
+        }
+        model.to(device);
+        model.ComputeDtype = dtype;
+        model.train();
+        using var dp = new DataParallel(model.named_parameters().Select(p => (p.name, p.parameter)), new SingleProcess(), 0, weightDecay: 0.1);
+        using var loader = o.DataDir is null ? null : new TokenDataLoader(o.DataDir, "train", o.BatchSize, o.SeqLen, seed: o.Seed);
+        var synthetic = new Random((int)o.Seed);
+
+        double? peak = o.PeakTflops * 1e12 ?? DeviceSelect.PeakFlops(device, dtype);
+        double flopsPerToken = config.FlopsPerToken(o.SeqLen);
+        long tokens = (long)o.BatchSize * o.SeqLen;
+        log.WriteLine($"bench {o.Model}: {config.ParameterCount():N0} parameters (vocab {vocab}{(padded != vocab ? $" padded to {padded}" : "")}), batch {o.BatchSize} × {o.SeqLen}, {o.Dtype} on {device.type}");
+        log.WriteLine(peak is { } pk ? $"peak used for MFU: {pk / 1e12:F0} TFLOP/s ({o.Dtype}{(o.PeakTflops is null ? ", vendor datasheet, dense" : ", --peak-tflops")})" : "peak: unknown for this device (pass --peak-tflops for MFU)");
+
+        var x = new long[tokens];
+        var y = new long[tokens];
+        var phases = new List<double[]>();
+        var steps = new List<double>();
+        double firstLoss = double.NaN, lastLoss = double.NaN, peakMem = 0;
+        void Sync() { if (gpu) cuda.synchronize(); }
+
+        for (int s = 0; s < o.WarmupSteps + o.Steps; s++)
+        {
+            using var scope = NewDisposeScope();
+            Sync();
+            var clock = Stopwatch.StartNew();
+            if (loader is not null) loader.NextBatch(x, y);
+            else for (int i = 0; i < tokens; i++) { x[i] = synthetic.Next(vocab); y[i] = synthetic.Next(vocab); }
+            var input = tensor(x, [o.BatchSize, o.SeqLen], device: device);
+            var target = tensor(y, [tokens], device: device);
+            Sync(); double tData = clock.Elapsed.TotalMilliseconds;
+            var logits = model.forward(input);
+            var loss = nn.functional.cross_entropy(logits.view(-1, logits.shape[2]).to(ScalarType.Float32), target);
+            Sync(); double tFwd = clock.Elapsed.TotalMilliseconds;
+            dp.ZeroGrad(model.parameters());
+            loss.backward();
+            Sync(); double tBwd = clock.Elapsed.TotalMilliseconds;
+            dp.Step(o.Lr, 1.0, out _);
+            Sync(); double tOpt = clock.Elapsed.TotalMilliseconds;
+            double l = loss.item<float>();
+            if (s == 0) firstLoss = l;
+            lastLoss = l;
+            if (gpu) peakMem = Math.Max(peakMem, CudaDriver.UsedBytes(device.index) / (double)(1L << 30));
+            if (s < o.WarmupSteps) continue;
+            steps.Add(tOpt);
+            phases.Add([tData, tFwd - tData, tBwd - tFwd, tOpt - tBwd]);
+            log.WriteLine($"step {s - o.WarmupSteps + 1}/{o.Steps}: {tOpt:F1} ms, loss {l:F4}");
+        }
+
+        double Median(IEnumerable<double> v) { var a = v.Order().ToArray(); return a.Length % 2 == 1 ? a[a.Length / 2] : (a[a.Length / 2 - 1] + a[a.Length / 2]) / 2; }
+        double ms = Median(steps);
+        double tps = tokens / (ms / 1000);
+        return new BenchResult(gpu ? (CudaDriver.Devices().FirstOrDefault(d => d.Index == device.index)?.Name ?? "cuda") : "cpu", o.Dtype,
+            config.ParameterCount(), o.BatchSize, o.SeqLen, o.Steps, tps, ms, peak is { } p ? flopsPerToken * tps / p : null, peak / 1e12,
+            gpu ? peakMem : null, Median(phases.Select(p => p[1])), Median(phases.Select(p => p[2])), Median(phases.Select(p => p[3])), Median(phases.Select(p => p[0])),
+            firstLoss, lastLoss);
+    }
+}

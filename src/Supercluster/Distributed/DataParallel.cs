@@ -17,7 +17,7 @@ public sealed class DataParallel : IDisposable
     const long BucketElements = 8 << 20; // 32 MB of fp32 per all-reduce call
     readonly ICommunicator _comm;
     readonly FlatParameters _flat;
-    readonly Tensor _grad, _params;     // full flat buffers [padded]
+    readonly Tensor _grad, _params;     // the flat gradient and parameter buffers [padded]; the model's tensors are views
     readonly AdamW _opt;                // whole vector, or this rank's shard
     readonly int _zero;
 
@@ -27,9 +27,8 @@ public sealed class DataParallel : IDisposable
         _comm = comm;
         _zero = zeroStage;
         _flat = new FlatParameters(parameters, comm.WorldSize);
-        var device = _flat.Device;
-        _grad = zeros(_flat.PaddedCount, device: device).DetachFromDisposeScope();
-        _params = zeros(_flat.PaddedCount, device: device).DetachFromDisposeScope();
+        _grad = _flat.Gradients;
+        _params = _flat.Values;
         using var mask = _flat.DecayMask();
         _opt = new AdamW(Shard(mask), weightDecay: weightDecay);
     }
@@ -37,6 +36,7 @@ public sealed class DataParallel : IDisposable
     public ICommunicator Comm => _comm;
     public long OptimizerSteps => _opt.StepCount;
     public long ParameterCount => _flat.Count;
+    public Device Device => _params.device;
 
     /// <summary>This rank's slice [rank·n/world, (rank+1)·n/world) of a full flat vector, or all of it without ZeRO.</summary>
     Tensor Shard(Tensor full) => _zero == 1 ? full.narrow(0, _comm.Rank * _flat.ShardLength, _flat.ShardLength) : full;
@@ -48,11 +48,11 @@ public sealed class DataParallel : IDisposable
         double comm = 0;
         using var scope = NewDisposeScope();
         using var _ = no_grad();
-        _flat.GatherGradients(_grad);
+        _flat.EnsureGradientViews();
         Tensor grad;
         if (_zero == 1)
         {
-            grad = empty(_flat.ShardLength, device: _grad.device);
+            grad = empty(_flat.ShardLength, device: Device);
             comm += Timed(() => _comm.ReduceScatterSum(_grad, grad));
         }
         else
@@ -72,14 +72,12 @@ public sealed class DataParallel : IDisposable
         double norm = Math.Sqrt(sq.cpu().item<double>());
         if (gradClip > 0 && norm > gradClip) grad.mul_(gradClip / (norm + 1e-6));
 
-        _flat.GatherParameters(_params);
         _opt.Step(Shard(_params), grad, lr);
         if (_zero == 1)
         {
             using var mine = Shard(_params).clone();
             comm += Timed(() => _comm.AllGather(mine, _params));
         }
-        _flat.ScatterParameters(_params);
         commSeconds = comm;
         return norm;
     }
@@ -91,17 +89,12 @@ public sealed class DataParallel : IDisposable
         return c.Elapsed.TotalSeconds;
     }
 
-    public void ZeroGrad(IEnumerable<Parameter> parameters)
-    {
-        foreach (var p in parameters) p.grad?.zero_();
-    }
+    /// <summary>Zeroes every gradient at once (they are views of one buffer).</summary>
+    public void ZeroGrad() => _grad.zero_();
 
-    /// <summary>Bytes this rank holds for parameters, gradients (flat copy included) and optimizer state.</summary>
-    public (long Parameters, long Gradients, long Optimizer) MemoryPerRank()
-    {
-        long p = _flat.Count * 4;
-        return (p + _flat.PaddedCount * 4, p + _flat.PaddedCount * 4, _opt.Length * 4 * 3);
-    }
+    /// <summary>Bytes this rank holds for parameters, gradients and optimizer state (moments + decay mask).</summary>
+    public (long Parameters, long Gradients, long Optimizer) MemoryPerRank() =>
+        (_flat.PaddedCount * 4, _flat.PaddedCount * 4, _opt.Length * 4 * 3);
 
     // ---- checkpoint files: one optimizer shard per rank (ZeRO), or one file written by rank 0 ----
 
@@ -138,8 +131,8 @@ public sealed class DataParallel : IDisposable
             v.Add(t["exp_avg_sq"]);
             steps = long.Parse(meta["steps"]);
         }
-        var fullM = Resize(cat(m), _flat.PaddedCount).to(_grad.device);
-        var fullV = Resize(cat(v), _flat.PaddedCount).to(_grad.device);
+        var fullM = Resize(cat(m), _flat.PaddedCount).to(Device);
+        var fullV = Resize(cat(v), _flat.PaddedCount).to(Device);
         _opt.LoadState(Shard(fullM), Shard(fullV), steps);
     }
 
@@ -148,6 +141,7 @@ public sealed class DataParallel : IDisposable
 
     public void Dispose()
     {
-        _opt.Dispose(); _grad.Dispose(); _params.Dispose();
+        _opt.Dispose();
+        _flat.Dispose();
     }
 }

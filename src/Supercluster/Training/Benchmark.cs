@@ -96,7 +96,7 @@ public static class Benchmark
             var logits = model.forward(input);
             var loss = nn.functional.cross_entropy(logits.view(-1, logits.shape[2]).to(ScalarType.Float32), target);
             Sync(); double tFwd = clock.Elapsed.TotalMilliseconds;
-            dp.ZeroGrad(model.parameters());
+            dp.ZeroGrad();
             loss.backward();
             Sync(); double tBwd = clock.Elapsed.TotalMilliseconds;
             dp.Step(o.Lr, 1.0, out _);

@@ -110,7 +110,7 @@ public sealed class Trainer
             double loss, norm, commSeconds;
             using (var scope = NewDisposeScope())
             {
-                dp.ZeroGrad(model.parameters());
+                dp.ZeroGrad();
                 var lossSum = zeros(1, device: device);
                 for (int micro = 0; micro < accum; micro++)
                 {

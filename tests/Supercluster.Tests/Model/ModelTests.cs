@@ -115,7 +115,7 @@ public class ModelTests
         for (int step = 0; step < 300 && !(loss < 0.05f); step++)
         {
             using var scope = NewDisposeScope();
-            dp.ZeroGrad(model.parameters());
+            dp.ZeroGrad();
             var l = nn.functional.cross_entropy(model.forward(idx[.., ..^1]).view(-1, 257), idx[.., 1..].reshape(-1));
             l.backward();
             dp.Step(3e-3, gradClip: 0, out _);

@@ -1,0 +1,39 @@
+using Supercluster.Distributed;
+using Supercluster.Model;
+using Supercluster.Runtime;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Supercluster.Tests.Distributed;
+
+public class FlatParametersTests
+{
+    public FlatParametersTests() => TorchSetup.Init();
+
+    [Fact]
+    public void Parameters_and_gradients_are_views_of_two_flat_buffers_that_autograd_fills_in_place()
+    {
+        using var model = CausalLM.Create(TorchSetup.TinyGpt2(), seed: 1);
+        var before = model.parameters().Select(p => p.detach().clone()).ToList();
+        using var flat = new FlatParameters(model.named_parameters().Select(p => (p.name, p.parameter)), worldSize: 3);
+        Assert.Equal(model.parameters().Sum(p => p.numel()), flat.Count);
+        Assert.Equal(0, flat.PaddedCount % 3);
+        foreach (var (p, b) in model.parameters().Zip(before)) Assert.True(p.eq(b).all().item<bool>()); // values kept
+
+        // Writing the flat buffer changes the model: the parameters live inside it.
+        using (no_grad()) flat.Values.narrow(0, 0, 5).fill_(7);
+        Assert.Equal(7f, model.parameters().First().reshape(-1)[0].item<float>());
+
+        var idx = randint(0, 11, [2, 9], generator: new Generator(3));
+        for (int i = 0; i < 2; i++) // twice: the second backward accumulates into the same views
+            nn.functional.cross_entropy(model.forward(idx[.., ..^1]).view(-1, 11), idx[.., 1..].reshape(-1)).backward();
+        long offset = 0;
+        foreach (var p in model.parameters())
+        {
+            Assert.Equal(LibTorchLoader.DataPtr(flat.Gradients.narrow(0, offset, p.numel())), LibTorchLoader.DataPtr(p.grad!));
+            offset += p.numel();
+        }
+        Assert.True(flat.Gradients.abs().sum().item<float>() > 0);
+        Assert.Equal(0f, flat.Gradients.narrow(0, flat.Count, flat.PaddedCount - flat.Count).abs().sum().item<float>());
+    }
+}

@@ -287,7 +287,10 @@ public class ApiTests(ServingFixture f)
         Assert.Equal(300, (int)cp["step"]!);
         Assert.NotNull(cp["val_loss"]);
         var m = await f.Http.GetJson("/api/runs/tiny-run/metrics?offset=0");
-        Assert.InRange(m["records"]!.AsArray().Count, 306, 307); // 300 train + 6 eval (+1 the browser test may append)
+        var records = m["records"]!.AsArray();
+        Assert.InRange(records.Count(r => (string?)r!["type"] == "train"), 300, 301); // (+1 the browser test may append)
+        Assert.Equal(6, records.Count(r => (string?)r!["type"] == "eval"));        // every 50 steps
+        Assert.Equal(3, records.Count(r => (string?)r!["type"] == "sample"));      // every 100 steps
         long offset = (long)m["offset"]!;
         Assert.Equal(new FileInfo(Path.Combine(f.RunDir, "metrics.jsonl")).Length, offset);
         var again = await f.Http.GetJson($"/api/runs/tiny-run/metrics?offset={offset}");

@@ -7,6 +7,7 @@ using Supercluster.Model;
 using Supercluster.Search;
 using Supercluster.Server;
 using Supercluster.Tokenization;
+using Supercluster.Training;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -58,51 +59,32 @@ public sealed class ServingFixture : IAsyncLifetime
         Http = new HttpClient { BaseAddress = new Uri(Server.Url), Timeout = TimeSpan.FromSeconds(60) };
     }
 
-    /// <summary>Trains for <paramref name="steps"/> steps on <see cref="Corpus"/>; writes config.json, metrics.jsonl and one checkpoint.</summary>
+    /// <summary>
+    /// A real training run with the project's trainer on <see cref="Corpus"/> (byte tokens): config.json, metrics.jsonl,
+    /// checkpoints, exactly as the dashboard meets them. Returns the final checkpoint.
+    /// </summary>
     public static string TrainTinyRun(string runDir, int steps)
     {
-        Directory.CreateDirectory(runDir);
-        var config = Config;
+        string data = runDir + "-data";
+        Preparer.Run(Enumerable.Range(0, 40).Select(_ => new Document(Corpus)), new PrepareOptions { OutDir = data, Tokenizer = "byte", ValFraction = 0.1 });
         int threads = torch.get_num_threads();
         torch.set_num_threads(1); // tiny ops: one thread is faster than two fighting over a busy machine
-        using var model = CausalLM.Create(config, seed: 7);
-        model.train();
-        using var opt = optim.AdamW(model.parameters(), lr: 1e-2); // libtorch's own: independent of the trainer's optimizer
-        var bytes = Encoding.UTF8.GetBytes(Corpus).Select(b => (long)b).ToArray();
-        var rng = new Random(1);
-        var metrics = new StringBuilder();
-        int t = config.SeqLen;
-        for (int step = 1; step <= steps; step++)
+        try
         {
-            using var scope = NewDisposeScope();
-            var x = new long[8 * t]; var y = new long[8 * t];
-            for (int b = 0; b < 8; b++)
+            var result = new Trainer(new TrainOptions
             {
-                int s = rng.Next(bytes.Length - t - 1);
-                Array.Copy(bytes, s, x, b * t, t); Array.Copy(bytes, s + 1, y, b * t, t);
-            }
-            var logits = model.forward(tensor(x).view(8, t));
-            var loss = nn.functional.cross_entropy(logits.view(-1, config.VocabSize), tensor(y));
-            opt.zero_grad();
-            loss.backward();
-            opt.step();
-            metrics.AppendLine(new JsonObject
-            {
-                ["type"] = "train", ["step"] = step, ["loss"] = loss.item<float>(), ["lr"] = 3e-3, ["grad_norm"] = 1.0, ["tokens"] = step * 8 * t,
-                ["tokens_per_s"] = 1000.0 + step, ["step_ms"] = 5.0, ["mfu"] = null, ["time_s"] = step * 0.01,
-            }.ToJsonString());
-            if (step % 50 == 0) metrics.AppendLine(new JsonObject { ["type"] = "eval", ["step"] = step, ["val_loss"] = loss.item<float>() + 0.1, ["time_s"] = step * 0.01 }.ToJsonString());
+                DataDir = data, OutDir = runDir, Model = "tiny", NHead = Config.NHead, NEmbd = Config.NEmbd, SeqLen = Config.SeqLen,
+                BatchSize = 8, Steps = steps, Lr = 1e-2, Warmup = 10, Device = "cpu", Seed = 7, EvalEvery = 50, EvalTokens = 512,
+                SampleEvery = 100, SampleTokens = 24,
+            }, TextWriter.Null).Run();
+            var config = ModelCheckpoint.ReadConfig(result.LastCheckpoint!);
+            if (config != Config) throw new InvalidOperationException($"fixture config drifted: {config.ToJson()}");
+            return result.LastCheckpoint!;
         }
-        model.eval();
-        torch.set_num_threads(threads);
-
-        File.WriteAllText(Path.Combine(runDir, "config.json"), new JsonObject
+        finally
         {
-            ["options"] = new JsonObject { ["steps"] = steps, ["model"] = "tiny", ["lr"] = 3e-3 },
-            ["model"] = JsonNode.Parse(config.ToJson()), ["seq_len"] = t,
-        }.ToJsonString());
-        File.WriteAllText(Path.Combine(runDir, "metrics.jsonl"), metrics.ToString());
-        return new CheckpointStore(runDir).Save(steps, d => ModelCheckpoint.WriteModel(d, model, "byte"));
+            torch.set_num_threads(threads);
+        }
     }
 
     /// <summary>Another server on the same checkpoint with other options (limits, keys).</summary>

@@ -63,43 +63,55 @@ public static class SafeTensors
     }
 
     /// <summary>Reads every tensor (CPU) and the metadata; a malformed file gives a <see cref="BadInputException"/> naming it.</summary>
+    /// <remarks>Streams tensor by tensor, so files larger than 2 GB (gpt2-large and up) load too.</remarks>
     public static (Dictionary<string, Tensor> Tensors, Dictionary<string, string> Metadata) Read(string path)
     {
         if (!File.Exists(path)) throw new BadInputException($"{path}: file not found (expected a .safetensors file)");
-        byte[] all = File.ReadAllBytes(path);
-        if (all.Length < 8) throw new BadInputException($"{path}: truncated safetensors file ({all.Length} bytes)");
-        ulong n = BinaryPrimitives.ReadUInt64LittleEndian(all);
-        if (n > (ulong)(all.Length - 8)) throw new BadInputException($"{path}: safetensors header length {n} exceeds the file size {all.Length}");
+        using var f = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 20);
+        long length = f.Length;
+        Span<byte> len = stackalloc byte[8];
+        if (length < 8 || f.Read(len) != 8) throw new BadInputException($"{path}: truncated safetensors file ({length} bytes)");
+        ulong n = BinaryPrimitives.ReadUInt64LittleEndian(len);
+        if (n > (ulong)(length - 8) || n > int.MaxValue) throw new BadInputException($"{path}: safetensors header length {n} exceeds the file size {length}");
+        var headerBytes = new byte[n];
+        f.ReadExactly(headerBytes);
         JsonObject header;
-        try { header = JsonNode.Parse(all.AsSpan(8, (int)n))!.AsObject(); }
+        try { header = JsonNode.Parse(headerBytes)!.AsObject(); }
         catch (Exception e) when (e is JsonException or InvalidOperationException)
         { throw new BadInputException($"{path}: safetensors header is not a JSON object: {e.Message}"); }
 
         long dataStart = 8 + (long)n;
         var tensors = new Dictionary<string, Tensor>();
         var meta = new Dictionary<string, string>();
-        foreach (var (name, node) in header)
+        try
         {
-            if (name == "__metadata__")
+            foreach (var (name, node) in header)
             {
-                foreach (var (k, v) in node!.AsObject()) meta[k] = v?.GetValue<string>() ?? "";
-                continue;
+                if (name == "__metadata__")
+                {
+                    foreach (var (k, v) in node!.AsObject()) meta[k] = v?.GetValue<string>() ?? "";
+                    continue;
+                }
+                var o = node!.AsObject();
+                string dt = o["dtype"]!.GetValue<string>();
+                if (!Types.TryGetValue(dt, out var type)) throw new BadInputException($"{path}: tensor {name} has unsupported dtype {dt}");
+                long[] shape = o["shape"]!.AsArray().Select(x => x!.GetValue<long>()).ToArray();
+                var offs = o["data_offsets"]!.AsArray();
+                long begin = offs[0]!.GetValue<long>(), end = offs[1]!.GetValue<long>();
+                var t = empty(shape, type);
+                tensors[name] = t;
+                long bytes = t.NumberOfElements * t.ElementSize;
+                if (end - begin != bytes || dataStart + end > length || begin < 0)
+                    throw new BadInputException($"{path}: tensor {name} data [{begin}, {end}) does not match shape [{string.Join(", ", shape)}] {dt} or the file size");
+                if (bytes == 0) continue;
+                f.Seek(dataStart + begin, SeekOrigin.Begin);
+                f.ReadExactly(t.bytes);
             }
-            var o = node!.AsObject();
-            string dt = o["dtype"]!.GetValue<string>();
-            if (!Types.TryGetValue(dt, out var type)) throw new BadInputException($"{path}: tensor {name} has unsupported dtype {dt}");
-            long[] shape = o["shape"]!.AsArray().Select(x => x!.GetValue<long>()).ToArray();
-            var offs = o["data_offsets"]!.AsArray();
-            long begin = offs[0]!.GetValue<long>(), end = offs[1]!.GetValue<long>();
-            var t = empty(shape, type);
-            long bytes = t.NumberOfElements * t.ElementSize;
-            if (end - begin != bytes || dataStart + end > all.Length || begin < 0)
-            {
-                t.Dispose();
-                throw new BadInputException($"{path}: tensor {name} data [{begin}, {end}) does not match shape [{string.Join(", ", shape)}] {dt} or the file size");
-            }
-            if (bytes > 0) all.AsSpan((int)(dataStart + begin), (int)bytes).CopyTo(t.bytes);
-            tensors[name] = t;
+        }
+        catch
+        {
+            foreach (var t in tensors.Values) t.Dispose();
+            throw;
         }
         return (tensors, meta);
     }

@@ -21,11 +21,12 @@ public static class EnvironmentReport
         };
         bool cuda = torch.cuda.is_available();
         rows.Add(("cuda available", cuda ? $"yes, {torch.cuda.device_count()} device(s)" : "no"));
-        foreach (var d in CudaDriver.Devices())
+        var devices = CudaDriver.Devices();
+        foreach (var d in devices)
             rows.Add(($"cuda:{d.Index}", $"{d.Name}, {d.TotalBytes / (1L << 30)} GiB, compute capability {d.Major}.{d.Minor}"));
         // bf16 tensor cores need compute capability 8.0 (Ampere) or newer; on CPU libtorch computes bf16 in software.
         rows.Add(("bf16 supported", cuda
-            ? (CudaDriver.Devices().Any(d => d.Major >= 8) ? "yes (tensor cores)" : "no (compute capability < 8.0)")
+            ? (devices.Any(d => d.Major >= 8) ? "yes (tensor cores)" : "no (compute capability < 8.0)")
             : "cpu only (slow, for testing)"));
         rows.Add(("mpi (libmpi.so.40)", Probe("libmpi.so.40")));
         rows.Add(("nccl (libnccl.so.2)", Probe("libnccl.so.2")));

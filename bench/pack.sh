@@ -29,6 +29,12 @@ fi
 exec "$here/dotnet/dotnet" "$here/app/Supercluster.Cli.dll" "$@"
 SH
 chmod +x "$root/supercluster"
+# The shim's imports, for bench/check-libtorch.py on the GPU node (which may have no binutils): which of them a given
+# libtorch (e.g. PyTorch 2.11's, when TorchSharp 0.107 was built for 2.10) does not export.
+if command -v nm >/dev/null; then
+  nm -D --undefined-only "$root/app/runtimes/linux-x64/native/libLibTorchSharp.so" 2>/dev/null | awk '$1 == "U" { print $2 }' > "$root/libtorchsharp-imports.txt" \
+    || nm -D --undefined-only "$root/app/libLibTorchSharp.so" | awk '$1 == "U" { print $2 }' > "$root/libtorchsharp-imports.txt"
+fi
 tar -C "$stage" -cJf "$out" supercluster-bundle
 rm -rf "$stage"
 echo "$out ($(du -h "$out" | cut -f1))"

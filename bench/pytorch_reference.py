@@ -8,7 +8,8 @@ grad-norm clip 1.0), same mixed precision (bf16 autocast for matmuls, fp32 weigh
 
     python3 bench/pytorch_reference.py --init INIT.safetensors --data DIR --batch-size 16 --seq-len 1024 --steps 20 [--compile]
 
-Prints one JSON line: tokens_per_s, ms_per_step, first_loss, last_loss, peak_memory_gib.
+Prints one JSON line: tokens_per_s, ms_per_step, first_loss, last_loss, peak_memory_gib (device memory in use, as the
+driver reports it: what `supercluster bench` reports too), max_allocated_gib (PyTorch's allocator alone).
 """
 import argparse, json, math, os, statistics, struct, time
 
@@ -70,9 +71,12 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
-    def __init__(self, vocab, ctx, n_layer, n_head, d, ffn):
+    def __init__(self, vocab, ctx, n_layer, n_head, d, ffn, padded_vocab):
         super().__init__()
-        self.wte, self.wpe = nn.Embedding(vocab, d), nn.Embedding(ctx, d)
+        self.vocab = vocab
+        # Tables padded to a multiple of 64/128 like Supercluster's (the head's matmul on whole tensor-core tiles);
+        # the extra rows are zero and the logits are cut back to the real vocabulary.
+        self.wte, self.wpe = nn.Embedding(padded_vocab, d), nn.Embedding(ctx, d)
         self.h = nn.ModuleList(Block(d, n_head, ffn) for _ in range(n_layer))
         self.ln_f = nn.LayerNorm(d)
 
@@ -81,18 +85,24 @@ class GPT(nn.Module):
         x = self.wte(idx) + self.wpe(pos)
         for block in self.h:
             x = block(x)
-        return F.linear(self.ln_f(x), self.wte.weight)
+        return F.linear(self.ln_f(x), self.wte.weight)[..., :self.vocab]
 
 
 def load_model(init_path, config_path):
     cfg = json.load(open(config_path))
-    model = GPT(cfg["vocab_size"], cfg["seq_len"], cfg["n_layer"], cfg["n_head"], cfg["n_embd"], cfg["ffn_hidden"])
+    vocab, multiple = cfg["vocab_size"], cfg.get("pad_vocab_multiple", 1)
+    model = GPT(vocab, cfg["seq_len"], cfg["n_layer"], cfg["n_head"], cfg["n_embd"], cfg["ffn_hidden"], -(-vocab // multiple) * multiple)
     state = read_safetensors(init_path)
     conv1d = (".c_attn.weight", ".c_proj.weight", ".c_fc.weight")  # stored [in, out] (HF Conv1D); nn.Linear wants [out, in]
     with torch.no_grad():
         for name, p in model.named_parameters():
             src = state[name]
-            p.copy_(src.t() if name.endswith(conv1d) else src)
+            src = src.t() if name.endswith(conv1d) else src
+            if name == "wte.weight":  # stored with the real vocabulary's rows
+                p.zero_()
+                p[: src.shape[0]].copy_(src)
+            else:
+                p.copy_(src)
     return model
 
 
@@ -147,7 +157,7 @@ def main():
     data = Shards(a.data, a.batch_size, a.seq_len)
     ctx = torch.autocast("cuda", dtype=torch.bfloat16) if a.dtype == "bf16" else torch.autocast("cuda", enabled=False)
 
-    times, first, last = [], None, None
+    times, first, last, peak_used = [], None, None, 0
     for s in range(a.warmup + a.steps):
         torch.cuda.synchronize()
         t0 = time.perf_counter()
@@ -163,6 +173,8 @@ def main():
         value = loss.item()
         torch.cuda.synchronize()
         dt = time.perf_counter() - t0
+        free, total = torch.cuda.mem_get_info()  # device memory in use as the driver sees it, as Supercluster reports it
+        peak_used = max(peak_used, total - free)
         first = value if first is None else first
         last = value
         if s >= a.warmup:
@@ -171,7 +183,8 @@ def main():
     print(json.dumps({
         "variant": "torch.compile" if a.compile else "eager", "tokens_per_s": a.batch_size * a.seq_len / (ms / 1000),
         "ms_per_step": ms, "first_loss": first, "last_loss": last,
-        "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30, "ln_vocab": math.log(50257),
+        "peak_memory_gib": peak_used / 2**30, "max_allocated_gib": torch.cuda.max_memory_allocated() / 2**30,
+        "ln_vocab": math.log(model.vocab),
     }))
 
 

@@ -35,10 +35,12 @@ public static class TrainCommand
         var initFrom = new Option<string?>("--init-from") { Description = "Start a gpt2 model from Hugging Face GPT-2 weights (model.safetensors)" };
         var backend = new Option<string>("--backend") { Description = "Collectives: auto (NCCL on GPUs, else MPI; none for one rank), mpi or nccl", DefaultValueFactory = _ => "auto" };
         var zero = new Option<int>("--zero") { Description = "1: shard optimizer state across ranks (ZeRO-1)", DefaultValueFactory = _ => 0 };
+        var padVocab = new Option<int?>("--pad-vocab") { Description = "Round the vocabulary tables up to a multiple of this (default 128 on a GPU, 1 on a CPU; results are the same)" };
+        var optimizer = new Option<string>("--optimizer") { Description = "AdamW implementation: auto (fused CUDA kernel compiled with NVRTC where available) or torch", DefaultValueFactory = _ => "auto" };
         var fault = new Option<string?>("--fault") { Description = "Fault injection: kill:rank=R:step=S, hang:rank=R:step=S, crash-in-checkpoint:step=S" };
 
         var cmd = new Command("train", "Train a GPT on prepared token shards");
-        foreach (var o in new Option[] { data, outDir, model, nLayer, nHead, nEmbd, seqLen, batch, totalBatch, steps, lr, warmup, minLr, wd, clip, device, dtype, seed, evalEvery, evalTokens, sampleEvery, ckptEvery, keep, resume, initFrom, fault, backend, zero })
+        foreach (var o in new Option[] { data, outDir, model, nLayer, nHead, nEmbd, seqLen, batch, totalBatch, steps, lr, warmup, minLr, wd, clip, device, dtype, seed, evalEvery, evalTokens, sampleEvery, ckptEvery, keep, resume, initFrom, fault, backend, zero, padVocab, optimizer })
             cmd.Options.Add(o);
         cmd.SetAction(parse =>
         {
@@ -53,6 +55,7 @@ public static class TrainCommand
                 EvalEvery = parse.GetValue(evalEvery), EvalTokens = parse.GetValue(evalTokens), SampleEvery = parse.GetValue(sampleEvery),
                 CheckpointEvery = parse.GetValue(ckptEvery), KeepCheckpoints = parse.GetValue(keep), Resume = parse.GetValue(resume),
                 InitFrom = parse.GetValue(initFrom), Fault = parse.GetValue(fault), Backend = parse.GetValue(backend)!, Zero = parse.GetValue(zero),
+                PadVocab = parse.GetValue(padVocab), Optimizer = parse.GetValue(optimizer)!,
             };
             var r = new Trainer(options, Console.Out).Run();
             if (Distributed.LaunchEnvironment.Detect().Rank != 0) return 0;

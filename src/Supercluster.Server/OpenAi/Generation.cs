@@ -45,15 +45,21 @@ public static class Generation
         var sequences = new List<(GenerationHandle H, CancellationTokenSource Stop)>();
         try
         {
-            for (int i = 0; i < p.N; i++)
+            var stops = Enumerable.Range(0, p.N).Select(_ => CancellationTokenSource.CreateLinkedTokenSource(linked.Token)).ToArray();
+            var choices = stops.Select((stop, i) => (new SamplingOptions
             {
-                var stop = CancellationTokenSource.CreateLinkedTokenSource(linked.Token);
-                var options = new SamplingOptions
-                {
-                    MaxNewTokens = p.MaxTokens, Temperature = p.Temperature, TopP = p.TopP, Seed = baseSeed + i,
-                    StopToken = m.Tokenizer.EotToken,
-                };
-                sequences.Add((m.Scheduler.Submit(prompt, options, stop.Token), stop));
+                MaxNewTokens = p.MaxTokens, Temperature = p.Temperature, TopP = p.TopP, Seed = baseSeed + i,
+                StopToken = m.Tokenizer.EotToken,
+            }, stop.Token)).ToArray();
+            try
+            {
+                var handles = m.Scheduler.SubmitGroup(prompt, choices);   // admitted together: seeded requests repeat exactly
+                for (int i = 0; i < p.N; i++) sequences.Add((handles[i], stops[i]));
+            }
+            catch
+            {
+                foreach (var s in stops) s.Dispose();
+                throw;
             }
         }
         catch
@@ -73,6 +79,7 @@ public static class Generation
         var matcher = new StopMatcher(p.Stops);
         var text = new System.Text.StringBuilder();
         int count = 0;
+        bool eot = false;
         async Task Show(string s)
         {
             if (s.Length == 0) return;
@@ -82,14 +89,14 @@ public static class Generation
         await foreach (var token in h.Tokens.ReadAllAsync(CancellationToken.None))
         {
             count++;
-            if (token == m.Tokenizer.EotToken) break;
+            if (token == m.Tokenizer.EotToken) { eot = true; break; }   // the scheduler may not have marked it finished yet
             await Show(matcher.Feed(decoder.Add(token)));
             if (matcher.Stopped) { stop.Cancel(); break; }
         }
         if (!matcher.Stopped) await Show(matcher.Feed(decoder.Flush()) + matcher.Flush());
         // Drain so the scheduler's writes complete (the sequence was cancelled if we stopped early).
         while (h.Tokens.TryRead(out _)) { }
-        string reason = matcher.Stopped ? "stop"
+        string reason = matcher.Stopped || eot ? "stop"
             : h.FinishReason switch
             {
                 "stop" => "stop",

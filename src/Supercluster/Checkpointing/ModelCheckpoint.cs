@@ -17,10 +17,14 @@ public static class ModelCheckpoint
     {
         File.WriteAllText(Path.Combine(dir, ConfigFile), model.Config.ToJson());
         var hf = model.HfNames;
+        var vocabTables = model.VocabTables;
+        int vocab = model.Config.VocabSize;
         var tensors = model.named_parameters().Select(p =>
         {
             var (name, transposed) = hf[p.name];
-            return (name, transposed ? p.parameter.t() : (Tensor)p.parameter);
+            Tensor t = p.parameter;
+            if (vocabTables.Contains(p.name)) t = t.narrow(0, 0, vocab);   // padding rows are not part of the model
+            return (name, transposed ? t.t() : t);
         });
         SafeTensors.Write(Path.Combine(dir, ModelFile), tensors,
             new Dictionary<string, string> { ["format"] = "pt", ["supercluster.family"] = model.Config.Family.ToString().ToLowerInvariant(), ["supercluster.tokenizer"] = tokenizer });
@@ -40,9 +44,12 @@ public static class ModelCheckpoint
                 if (!byName.TryGetValue(hfName, out var src))
                     throw new BadInputException($"{path}: tensor '{hfName}' is missing (expected a {model.Config.Family} checkpoint with n_layer={model.Config.NLayer})");
                 var s = transposed ? src.t() : src;
-                if (!s.shape.SequenceEqual(p.shape))
-                    throw new BadInputException($"{path}: tensor '{hfName}' has shape [{string.Join(", ", src.shape)}], the model config needs [{string.Join(", ", (transposed ? p.t() : p).shape)}]");
-                p.copy_(s);
+                // Vocabulary tables are stored with the real vocabulary's rows; the model may pad them (zeros).
+                var target = model.VocabTables.Contains(name) && p.shape[0] > model.Config.VocabSize ? p.narrow(0, 0, model.Config.VocabSize) : p;
+                if (!s.shape.SequenceEqual(target.shape))
+                    throw new BadInputException($"{path}: tensor '{hfName}' has shape [{string.Join(", ", src.shape)}], the model config needs [{string.Join(", ", (transposed ? target.t() : target).shape)}]");
+                if (!ReferenceEquals(target, p)) p.zero_();
+                target.copy_(s);
             }
         }
         finally

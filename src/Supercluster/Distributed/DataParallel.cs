@@ -2,6 +2,7 @@ using System.Diagnostics;
 using Supercluster.Checkpointing;
 using Supercluster.Training;
 using Parameter = TorchSharp.Modules.Parameter;
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace Supercluster.Distributed;
@@ -21,7 +22,7 @@ public sealed class DataParallel : IDisposable
     readonly AdamW _opt;                // whole vector, or this rank's shard
     readonly int _zero;
 
-    public DataParallel(IEnumerable<(string Name, Parameter P)> parameters, ICommunicator comm, int zeroStage, double weightDecay)
+    public DataParallel(IEnumerable<(string Name, Parameter P)> parameters, ICommunicator comm, int zeroStage, double weightDecay, string optimizer = "auto")
     {
         if (zeroStage is not (0 or 1)) throw new BadInputException($"--zero {zeroStage}: supported stages are 0 and 1");
         _comm = comm;
@@ -30,19 +31,24 @@ public sealed class DataParallel : IDisposable
         _grad = _flat.Gradients;
         _params = _flat.Values;
         using var mask = _flat.DecayMask();
-        _opt = new AdamW(Shard(mask), weightDecay: weightDecay);
+        _opt = new AdamW(Shard(mask), weightDecay: weightDecay, implementation: optimizer);
     }
 
     public ICommunicator Comm => _comm;
     public long OptimizerSteps => _opt.StepCount;
     public long ParameterCount => _flat.Count;
     public Device Device => _params.device;
+    /// <summary>Which AdamW runs (fused kernel or torch ops) and why.</summary>
+    public string OptimizerImplementation => _opt.Implementation;
 
     /// <summary>This rank's slice [rank·n/world, (rank+1)·n/world) of a full flat vector, or all of it without ZeRO.</summary>
     Tensor Shard(Tensor full) => _zero == 1 ? full.narrow(0, _comm.Rank * _flat.ShardLength, _flat.ShardLength) : full;
 
-    /// <summary>Averages gradients, clips, updates. Returns the global gradient norm (before clipping).</summary>
-    public double Step(double lr, double gradClip, out double commSeconds)
+    /// <summary>
+    /// Averages gradients, clips, updates. Returns the global gradient norm before clipping as a one-element fp64 tensor
+    /// on the device, owned by the caller's dispose scope: nothing here waits for the GPU, the caller reads it when it logs.
+    /// </summary>
+    public Tensor Step(double lr, double gradClip, out double commSeconds)
     {
         var clock = Stopwatch.StartNew();
         double comm = 0;
@@ -64,22 +70,28 @@ public sealed class DataParallel : IDisposable
             });
             grad = _grad;
         }
-        if (_comm.WorldSize > 1) grad.div_(_comm.WorldSize);
+        if (_comm.WorldSize > 1)
+            using (var world = ((double)_comm.WorldSize).ToScalar()) grad.div_(world);
 
         // Global norm: each rank's shard contributes its sum of squares.
-        var sq = grad.pow(2).sum().to(ScalarType.Float64).reshape(1);
+        var local = linalg.vector_norm(grad).to(ScalarType.Float64).reshape(1);    // one pass, no temporary
+        var sq = local.mul_(local);
         if (_zero == 1) comm += Timed(() => _comm.AllReduceSum(sq));
-        double norm = Math.Sqrt(sq.cpu().item<double>());
-        if (gradClip > 0 && norm > gradClip) grad.mul_(gradClip / (norm + 1e-6));
+        var norm = sq.sqrt();
+        // Clip factor min(1, clip / (norm + 1e-6)), as torch.nn.utils.clip_grad_norm_, computed and applied on the device.
+        Tensor? scale = null;
+        if (gradClip > 0)
+            using (var clip = gradClip.ToScalar()) using (var eps = 1e-6.ToScalar()) using (var one = 1.0.ToScalar())
+                scale = norm.add(eps).reciprocal_().mul_(clip).clamp_max_(one).to(ScalarType.Float32);
 
-        _opt.Step(Shard(_params), grad, lr);
+        _opt.Step(Shard(_params), grad, lr, scale);
         if (_zero == 1)
         {
             using var mine = Shard(_params).clone();
             comm += Timed(() => _comm.AllGather(mine, _params));
         }
         commSeconds = comm;
-        return norm;
+        return norm.MoveToOuterDisposeScope();
     }
 
     static double Timed(Action a)
@@ -94,7 +106,7 @@ public sealed class DataParallel : IDisposable
 
     /// <summary>Bytes this rank holds for parameters, gradients and optimizer state (moments + decay mask).</summary>
     public (long Parameters, long Gradients, long Optimizer) MemoryPerRank() =>
-        (_flat.PaddedCount * 4, _flat.PaddedCount * 4, _opt.Length * 4 * 3);
+        (_flat.PaddedCount * 4, _flat.PaddedCount * 4, _opt.StateBytes);
 
     // ---- checkpoint files: one optimizer shard per rank (ZeRO), or one file written by rank 0 ----
 

@@ -56,21 +56,33 @@ public sealed class BatchScheduler : IDisposable
     public event Action<int>? TokensEmitted;
 
     /// <summary>Queues a sequence; read its tokens from the handle. Throws <see cref="SchedulerBusyException"/> when the queue is full.</summary>
-    public GenerationHandle Submit(IReadOnlyList<int> prompt, SamplingOptions options, CancellationToken cancel = default)
+    public GenerationHandle Submit(IReadOnlyList<int> prompt, SamplingOptions options, CancellationToken cancel = default) =>
+        SubmitGroup(prompt, [(options, cancel)])[0];
+
+    /// <summary>
+    /// Queues several sequences of one prompt (a request's n choices) at once: they are admitted together when slots
+    /// allow, so a request alone on the server meets the same batch at every step and its seeded samples repeat exactly
+    /// (batched matmuls of different sizes may round differently in the last bit, enough to flip a sample).
+    /// </summary>
+    public GenerationHandle[] SubmitGroup(IReadOnlyList<int> prompt, IReadOnlyList<(SamplingOptions Options, CancellationToken Cancel)> choices)
     {
-        options.Validate();
+        foreach (var c in choices) c.Options.Validate();
         if (prompt.Count == 0) throw new BadInputException("prompt is empty: give at least one token");
         if (prompt.Count > Config.SeqLen) throw new BadInputException($"prompt of {prompt.Count} tokens exceeds the model context {Config.SeqLen}");
-        if (Interlocked.Increment(ref _pendingCount) > MaxQueue)
+        if (Interlocked.Add(ref _pendingCount, choices.Count) > MaxQueue)
         {
-            Interlocked.Decrement(ref _pendingCount);
+            Interlocked.Add(ref _pendingCount, -choices.Count);
             throw new SchedulerBusyException($"too many requests: {MaxQueue} already waiting for one of {MaxBatch} batch slots");
         }
-        var h = new GenerationHandle(prompt.ToArray(), options, cancel);
-        _pending.Enqueue(h);
+        var ids = prompt.ToArray();
+        var handles = choices.Select(c => new GenerationHandle(ids, c.Options, c.Cancel)).ToArray();
+        lock (_admitGate)
+            foreach (var h in handles) _pending.Enqueue(h);
         _wake.Release();
-        return h;
+        return handles;
     }
+
+    readonly object _admitGate = new();
 
     void Loop()
     {
@@ -100,7 +112,10 @@ public sealed class BatchScheduler : IDisposable
 
     void Admit()
     {
-        while (_cache.FreeSlots > 0 && _pending.TryDequeue(out var h))
+        var admitted = new List<GenerationHandle>();
+        lock (_admitGate)                                  // a group is queued whole or not yet
+            while (admitted.Count < _cache.FreeSlots && _pending.TryDequeue(out var h)) admitted.Add(h);
+        foreach (var h in admitted)
         {
             Interlocked.Decrement(ref _pendingCount);
             if (h.Cancel.IsCancellationRequested) { h.Complete("cancelled", null); continue; }

@@ -27,6 +27,20 @@ public abstract class CausalLM : nn.Module<Tensor, Tensor>
 
     public override Tensor forward(Tensor idx) => Forward(idx, null);
 
+    /// <summary>Parameters with one row per token ([padded vocab, n_embd]); checkpoints store only their first vocab rows.</summary>
+    public abstract IReadOnlyList<string> VocabTables { get; }
+
+    /// <summary>Normal(0, std) init of a vocabulary table's real rows (the same draws as an unpadded table); padding rows zero.</summary>
+    protected void InitVocabTable(Tensor table, double std)
+    {
+        nn.init.normal_(table.narrow(0, 0, Config.VocabSize), 0, std);
+        if (Config.PaddedVocab > Config.VocabSize) table.narrow(0, Config.VocabSize, Config.PaddedVocab - Config.VocabSize).zero_();
+    }
+
+    /// <summary>Logits over the padded head cut back to the real vocabulary: [B, T, padded] → [B, T, vocab] (a view).</summary>
+    protected Tensor CutPadding(Tensor logits) =>
+        Config.PaddedVocab == Config.VocabSize ? logits : logits.narrow(-1, 0, Config.VocabSize);
+
     /// <summary>Parameter names in Hugging Face's layout for this family, and whether the stored matrix is transposed.</summary>
     public abstract IReadOnlyDictionary<string, (string HfName, bool Transposed)> HfNames { get; }
 
@@ -34,14 +48,21 @@ public abstract class CausalLM : nn.Module<Tensor, Tensor>
     public static CausalLM Create(ModelConfig config, long seed)
     {
         config.Validate();
-        torch.manual_seed(seed);
-        return config.Family switch
+        CausalLM model = config.Family switch
         {
             ModelFamily.Gpt2 => new Gpt2(config),
             ModelFamily.Llama => new Llama(config),
             _ => throw new ArgumentOutOfRangeException(nameof(config)),
         };
+        // Seeded after construction: the modules' own default init consumes random numbers in amounts that depend on
+        // table sizes (vocabulary padding), and the family's init below must not.
+        torch.manual_seed(seed);
+        using (no_grad()) model.Initialise();
+        return model;
     }
+
+    /// <summary>The family's initialisation of every parameter (called once by <see cref="Create"/>, seeded).</summary>
+    protected abstract void Initialise();
 
     /// <summary>
     /// Causal attention of q [B, H, Tq, hd] over k, v [B, H, Tk, hd] where the queries are the last Tq of Tk positions.

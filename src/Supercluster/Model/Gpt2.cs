@@ -94,24 +94,23 @@ public sealed class Gpt2 : CausalLM
 
     public Gpt2(ModelConfig c) : base(nameof(Gpt2), c)
     {
-        wte = Embedding(c.VocabSize, c.NEmbd);   // also the output head (weight tying)
+        wte = Embedding(c.PaddedVocab, c.NEmbd); // also the output head (weight tying)
         wpe = Embedding(c.SeqLen, c.NEmbd);
         h = new ModuleList<Block>(Enumerable.Range(0, c.NLayer).Select(_ => new Block(Precision, c)).ToArray());
         ln_f = LayerNorm(c.NEmbd, c.NormEps);
         RegisterComponents();
-        Initialise();
     }
 
     /// <summary>GPT-2 init: N(0, 0.02) weights, zero biases, residual projections scaled by 1/√(2·n_layer).</summary>
-    void Initialise()
+    protected override void Initialise()
     {
-        using var _ = no_grad();
         double residualStd = 0.02 / Math.Sqrt(2 * Config.NLayer);
         foreach (var (name, p) in named_parameters())
         {
             if (name.EndsWith(".bias")) p.zero_();
             else if (name.Contains("ln_")) p.fill_(1.0);
             else if (name.EndsWith("c_proj.weight")) init.normal_(p, 0, residualStd);
+            else if (name == "wte.weight") InitVocabTable(p, 0.02);
             else init.normal_(p, 0, 0.02);
         }
     }
@@ -142,7 +141,9 @@ public sealed class Gpt2 : CausalLM
         return wte.forward(idx) + wpe.forward(pos);                           // [B, T, d]
     }
 
-    Tensor Head(Tensor x) => Precision.Linear(x, wte.weight!);
+    Tensor Head(Tensor x) => CutPadding(Precision.Linear(x, wte.weight!));    // [B, T, padded] → [B, T, vocab]
+
+    public override IReadOnlyList<string> VocabTables => ["wte.weight"];
 
     public override IReadOnlyDictionary<string, (string HfName, bool Transposed)> HfNames =>
         named_parameters().ToDictionary(p => p.name, p => (p.name,

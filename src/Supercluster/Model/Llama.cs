@@ -162,17 +162,22 @@ public sealed class Llama : CausalLM
 
     public Llama(ModelConfig c) : base(nameof(Llama), c)
     {
-        embed_tokens = Embedding(c.VocabSize, c.NEmbd);
+        embed_tokens = Embedding(c.PaddedVocab, c.NEmbd);
         layers = new ModuleList<LlamaBlock>(Enumerable.Range(0, c.NLayer).Select(_ => new LlamaBlock(Precision, c)).ToArray());
         norm = new RmsNorm(c.NEmbd, c.NormEps);
-        lm_head = nn.Linear(c.NEmbd, c.VocabSize, hasBias: false);
+        lm_head = nn.Linear(c.NEmbd, c.PaddedVocab, hasBias: false);
         RegisterComponents();
-        using var _ = no_grad();
-        double residualStd = 0.02 / Math.Sqrt(2 * c.NLayer);
+    }
+
+    /// <summary>N(0, 0.02) weights, unit norms, residual projections scaled by 1/√(2·n_layer) (as GPT-2).</summary>
+    protected override void Initialise()
+    {
+        double residualStd = 0.02 / Math.Sqrt(2 * Config.NLayer);
         foreach (var (name, p) in named_parameters())
         {
             if (name.EndsWith("norm.weight") || name.EndsWith("layernorm.weight")) p.fill_(1.0);
             else if (name.EndsWith("o_proj.weight") || name.EndsWith("down_proj.weight")) init.normal_(p, 0, residualStd);
+            else if (VocabTables.Contains(name)) InitVocabTable(p, 0.02);
             else init.normal_(p, 0, 0.02);
         }
     }
@@ -181,7 +186,7 @@ public sealed class Llama : CausalLM
     {
         var x = Trunk(idx, cache);
         cache?.Advance(idx.shape[1]);
-        return Precision.Linear(x, lm_head);                                                  // [B, T, vocab]
+        return CutPadding(Precision.Linear(x, lm_head));                                      // [B, T, vocab]
     }
 
     public override Tensor Hidden(Tensor idx) => Trunk(idx, null);
@@ -195,6 +200,8 @@ public sealed class Llama : CausalLM
         for (int i = 0; i < layers.Count; i++) x = layers[i].Forward(x, cache, i);
         return norm.forward(x);
     }
+
+    public override IReadOnlyList<string> VocabTables => ["embed_tokens.weight", "lm_head.weight"];
 
     public override IReadOnlyDictionary<string, (string HfName, bool Transposed)> HfNames =>
         named_parameters().ToDictionary(p => p.name, p => (p.name == "lm_head.weight" ? p.name : "model." + p.name, false));

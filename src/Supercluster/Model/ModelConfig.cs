@@ -23,8 +23,18 @@ public sealed record ModelConfig
     public int FfnHidden { get; init; } = 3072;
     public double RopeTheta { get; init; } = 10000;
     public double NormEps { get; init; } = 1e-5;
+    /// <summary>
+    /// Embedding and output-head rows are allocated for <see cref="PaddedVocab"/> tokens, a multiple of this (64/128 keep
+    /// the head's matmul on aligned tensor-core tiles; nanoGPT's 50257 → 50304). The extra rows stay zero and the logits
+    /// are cut back to <see cref="VocabSize"/>, so padding changes speed, never results.
+    /// </summary>
+    public int PadVocabMultiple { get; init; } = 1;
 
     public int HeadDim => NEmbd / NHead;
+
+    /// <summary>Rows of the vocabulary tables: <see cref="VocabSize"/> rounded up to <see cref="PadVocabMultiple"/>.</summary>
+    [JsonIgnore]
+    public int PaddedVocab => (int)((VocabSize + (long)PadVocabMultiple - 1) / PadVocabMultiple * PadVocabMultiple);
 
     /// <summary>Throws <see cref="BadInputException"/> naming the first field that is out of range.</summary>
     public ModelConfig Validate(string where = "model config")
@@ -32,6 +42,7 @@ public sealed record ModelConfig
         void Positive(string field, long v) { if (v <= 0) throw new BadInputException($"{where}: {field} = {v}, expected a positive integer"); }
         Positive("vocab_size", VocabSize); Positive("seq_len", SeqLen); Positive("n_layer", NLayer);
         Positive("n_head", NHead); Positive("n_kv_head", NKvHead); Positive("n_embd", NEmbd); Positive("ffn_hidden", FfnHidden);
+        Positive("pad_vocab_multiple", PadVocabMultiple);
         if (NEmbd % NHead != 0) throw new BadInputException($"{where}: n_embd = {NEmbd} is not divisible by n_head = {NHead}");
         if (NHead % NKvHead != 0) throw new BadInputException($"{where}: n_head = {NHead} is not divisible by n_kv_head = {NKvHead}");
         if (Family == ModelFamily.Gpt2 && NKvHead != NHead) throw new BadInputException($"{where}: gpt2 family needs n_kv_head = n_head ({NHead}), got {NKvHead}");
@@ -40,7 +51,7 @@ public sealed record ModelConfig
         return this;
     }
 
-    /// <summary>Trainable parameters, counted from the shapes (tied GPT-2 head counted once).</summary>
+    /// <summary>Trainable parameters, counted from the shapes (tied GPT-2 head counted once; vocabulary padding, which never trains, not counted).</summary>
     public long ParameterCount()
     {
         long d = NEmbd, f = FfnHidden, v = VocabSize, kv = (long)NKvHead * HeadDim;

@@ -36,9 +36,20 @@ public static class CudaDriver
     /// <summary>Makes device <paramref name="index"/>'s primary context current on this thread (what cudaSetDevice does), for NCCL.</summary>
     public static void MakeCurrent(int index)
     {
-        if (cuInit(0) != 0 || cuDeviceGet(out int dev, index) != 0 || cuDevicePrimaryCtxRetain(out var ctx, dev) != 0 || cuCtxSetCurrent(ctx) != 0)
-            throw new InvalidOperationException($"cannot bind CUDA device {index}");
+        IntPtr ctx;
+        lock (PrimaryContexts)
+            if (!PrimaryContexts.TryGetValue(index, out ctx))
+            {
+                // Retained once per process and device (the runtime that libtorch uses shares the same primary context).
+                if (cuInit(0) != 0 || cuDeviceGet(out int dev, index) != 0 || cuDevicePrimaryCtxRetain(out ctx, dev) != 0)
+                    throw new InvalidOperationException($"cannot bind CUDA device {index}");
+                PrimaryContexts[index] = ctx;
+            }
+        if (cuCtxGetCurrent(out var current) == 0 && current == ctx) return;
+        if (cuCtxSetCurrent(ctx) != 0) throw new InvalidOperationException($"cannot bind CUDA device {index}");
     }
+
+    static readonly Dictionary<int, IntPtr> PrimaryContexts = new();
 
     /// <summary>Device memory in use (total − free, as the driver sees it: includes the caching allocator's reserve).</summary>
     public static long UsedBytes(int index)
@@ -51,6 +62,7 @@ public static class CudaDriver
     [DllImport(Lib)] static extern int cuMemGetInfo_v2(out nuint free, out nuint total);
     [DllImport(Lib)] static extern int cuDevicePrimaryCtxRetain(out IntPtr ctx, int dev);
     [DllImport(Lib)] static extern int cuCtxSetCurrent(IntPtr ctx);
+    [DllImport(Lib)] static extern int cuCtxGetCurrent(out IntPtr ctx);
     [DllImport(Lib)] static extern int cuInit(uint flags);
     [DllImport(Lib)] static extern int cuDeviceGetCount(out int count);
     [DllImport(Lib)] static extern int cuDeviceGet(out int device, int ordinal);

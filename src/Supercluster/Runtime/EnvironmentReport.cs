@@ -30,6 +30,7 @@ public static class EnvironmentReport
             : "cpu only (slow, for testing)"));
         rows.Add(("mpi (libmpi.so.40)", Probe("libmpi.so.40")));
         rows.Add(("nccl (libnccl.so.2)", Probe("libnccl.so.2")));
+        rows.Add(("nvrtc (fused kernels)", Nvrtc.Describe()));
         return rows;
     }
 

@@ -23,8 +23,10 @@ public sealed record BenchOptions
     public long Seed { get; init; } = 1337;
     /// <summary>llm.c shards to read (the reference reads the same tokens); null: deterministic synthetic tokens.</summary>
     public string? DataDir { get; init; }
-    /// <summary>Round the vocabulary up to a multiple of this (64/128 suit tensor cores); 1 = exact.</summary>
-    public int PadVocab { get; init; } = 1;
+    /// <summary>Round the vocabulary tables up to a multiple of this (64/128 suit tensor cores); null: 128 on a GPU, 1 on a CPU.</summary>
+    public int? PadVocab { get; init; }
+    /// <summary>AdamW implementation: auto, fused or torch (see <see cref="AdamW"/>).</summary>
+    public string Optimizer { get; init; } = "auto";
     /// <summary>Write the initial weights (Hugging Face layout) here, for the PyTorch reference to start from.</summary>
     public string? SaveInit { get; init; }
     /// <summary>Peak FLOP/s for MFU when the device is not in the table (e.g. a CPU).</summary>
@@ -34,7 +36,8 @@ public sealed record BenchOptions
 public sealed record BenchResult(
     string Device, string Dtype, long Parameters, int BatchSize, int SeqLen, int Steps,
     double TokensPerSecond, double MsPerStep, double? Mfu, double? PeakTflopsUsed, double? PeakMemoryGiB,
-    double ForwardMs, double BackwardMs, double OptimizerMs, double DataMs, double FirstLoss, double LastLoss);
+    double ForwardMs, double BackwardMs, double OptimizerMs, double DataMs, double FirstLoss, double LastLoss,
+    int Vocab, int PaddedVocab, string Optimizer);
 
 /// <summary>
 /// Times training steps phase by phase (data, forward, backward, optimizer). On a GPU each phase ends with a device
@@ -53,8 +56,8 @@ public static class Benchmark
 
         var preset = ModelPresets.Get(o.Model);
         int vocab = o.DataDir is null ? preset.VocabSize : DatasetMeta.Load(o.DataDir).VocabSize;
-        int padded = (vocab + o.PadVocab - 1) / o.PadVocab * o.PadVocab;
-        var config = (preset with { VocabSize = padded, SeqLen = Math.Max(preset.SeqLen, o.SeqLen) }).Validate();
+        var config = (preset with { VocabSize = vocab, PadVocabMultiple = o.PadVocab ?? Trainer.DefaultPadVocab(device), SeqLen = Math.Max(preset.SeqLen, o.SeqLen) }).Validate();
+        int padded = config.PaddedVocab;
         using var model = CausalLM.Create(config, o.Seed);
         if (o.SaveInit is not null)
         {
@@ -66,7 +69,7 @@ public static class Benchmark
         model.to(device);
         model.ComputeDtype = dtype;
         model.train();
-        using var dp = new DataParallel(model.named_parameters().Select(p => (p.name, p.parameter)), new SingleProcess(), 0, weightDecay: 0.1);
+        using var dp = new DataParallel(model.named_parameters().Select(p => (p.name, p.parameter)), new SingleProcess(), 0, weightDecay: 0.1, o.Optimizer);
         using var loader = o.DataDir is null ? null : new TokenDataLoader(o.DataDir, "train", o.BatchSize, o.SeqLen, seed: o.Seed);
         var synthetic = new Random((int)o.Seed);
 
@@ -117,6 +120,6 @@ public static class Benchmark
         return new BenchResult(gpu ? (CudaDriver.Devices().FirstOrDefault(d => d.Index == device.index)?.Name ?? "cuda") : "cpu", o.Dtype,
             config.ParameterCount(), o.BatchSize, o.SeqLen, o.Steps, tps, ms, peak is { } p ? flopsPerToken * tps / p : null, peak / 1e12,
             gpu ? peakMem : null, Median(phases.Select(p => p[1])), Median(phases.Select(p => p[2])), Median(phases.Select(p => p[3])), Median(phases.Select(p => p[0])),
-            firstLoss, lastLoss);
+            firstLoss, lastLoss, vocab, padded, dp.OptimizerImplementation);
     }
 }

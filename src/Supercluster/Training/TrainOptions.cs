@@ -36,6 +36,10 @@ public sealed record TrainOptions
     public string Backend { get; init; } = "auto";
     /// <summary>0: replicated optimizer state; 1: ZeRO-1, optimizer state sharded across ranks.</summary>
     public int Zero { get; init; } = 0;
+    /// <summary>Round the vocabulary tables up to a multiple of this; null: 128 on a GPU (tensor-core tiles), 1 on a CPU.</summary>
+    public int? PadVocab { get; init; }
+    /// <summary>auto: the fused CUDA AdamW kernel when NVRTC is found and the parameters are on a GPU; torch: always torch ops.</summary>
+    public string Optimizer { get; init; } = "auto";
 
     public void Validate()
     {
@@ -54,6 +58,8 @@ public sealed record TrainOptions
         if (EvalTokens <= 0) throw new BadInputException($"--eval-tokens = {EvalTokens}, expected a positive number");
         if (KeepCheckpoints <= 0) throw new BadInputException($"--keep-checkpoints = {KeepCheckpoints}, expected ≥ 1");
         if (!Directory.Exists(DataDir)) throw new BadInputException($"--data: directory '{DataDir}' does not exist (run prepare first)");
+        if (PadVocab is <= 0) throw new BadInputException($"--pad-vocab = {PadVocab}, expected a positive multiple (1 = no padding)");
+        AdamW.ParseImplementation(Optimizer);
         if (Zero is not (0 or 1)) throw new BadInputException($"--zero = {Zero}, expected 0 or 1");
         FaultPlan.Parse(Fault);
     }

@@ -46,7 +46,7 @@ public sealed class Trainer
         var log = lead ? _log : TextWriter.Null;
 
         var meta = DatasetMeta.Load(_o.DataDir);
-        var config = BuildConfig(meta);
+        var config = BuildConfig(meta) with { PadVocabMultiple = _o.PadVocab ?? DefaultPadVocab(device) };
         int seqLen = _o.SeqLen ?? config.SeqLen;
         if (seqLen > config.SeqLen)
             throw new BadInputException($"--seq-len {seqLen} exceeds the model context {config.SeqLen} of '{_o.Model}'");
@@ -71,7 +71,7 @@ public sealed class Trainer
         model.to(device);
         model.ComputeDtype = dtype;
         model.train();
-        using var dp = new DataParallel(model.named_parameters().Select(p => (p.name, p.parameter)), comm, _o.Zero, _o.WeightDecay);
+        using var dp = new DataParallel(model.named_parameters().Select(p => (p.name, p.parameter)), comm, _o.Zero, _o.WeightDecay, _o.Optimizer);
 
         long startStep = 0, tokensSeen = 0;
         if (resumeDir is not null) (startStep, tokensSeen) = Restore(resumeDir, model, dp, train, config);
@@ -86,9 +86,10 @@ public sealed class Trainer
         double flopsPerToken = config.FlopsPerToken(seqLen);
         double? peak = DeviceSelect.PeakFlops(device, dtype);
         var mem = dp.MemoryPerRank();
-        log.WriteLine($"model {_o.Model}: {config.ParameterCount():N0} parameters, {config.NLayer} layers, d={config.NEmbd}, context {config.SeqLen}, vocab {config.VocabSize}; {device.type} {_o.Dtype}");
+        log.WriteLine($"model {_o.Model}: {config.ParameterCount():N0} parameters, {config.NLayer} layers, d={config.NEmbd}, context {config.SeqLen}, vocab {config.VocabSize}{(config.PaddedVocab != config.VocabSize ? $" (tables padded to {config.PaddedVocab})" : "")}; {device.type} {_o.Dtype}");
         log.WriteLine($"ranks: {comm.WorldSize} ({comm.Backend}{(comm.WorldSize > 1 ? $", launched by {env.Launcher}" : "")}){(_o.Zero == 1 ? ", ZeRO-1" : "")}; per rank: parameters {Mb(mem.Parameters)}, gradients {Mb(mem.Gradients)}, optimizer state {Mb(mem.Optimizer)}");
         log.WriteLine($"global batch = {_o.BatchSize} sequences × {seqLen} tokens × {accum} accumulation × {comm.WorldSize} ranks = {total:N0} tokens/step; {_o.Steps} steps; lr {_o.Lr} (warmup {schedule.WarmupSteps}, cosine to {_o.Lr * _o.MinLrRatio:G3})");
+        log.WriteLine($"optimizer: AdamW, {dp.OptimizerImplementation}");
         if (resumeDir is not null) log.WriteLine($"resumed from {resumeDir} at step {startStep}");
 
         using var metrics = lead ? new MetricsLog(Path.Combine(_o.OutDir, "metrics.jsonl"), startStep) : null;
@@ -103,6 +104,7 @@ public sealed class Trainer
         double? lastVal = null;
         string? lastCheckpoint = null;
 
+        using var accumScalar = ((double)accum).ToScalar();
         for (long step = startStep; step < _o.Steps; step++)
         {
             var stepClock = Stopwatch.StartNew();
@@ -115,13 +117,16 @@ public sealed class Trainer
                 for (int micro = 0; micro < accum; micro++)
                 {
                     train.NextBatch(x, y);
-                    var l = Evaluator.BatchLoss(model, x, y, _o.BatchSize, seqLen, device) / accum;
+                    var l = Evaluator.BatchLoss(model, x, y, _o.BatchSize, seqLen, device).div_(accumScalar);
                     l.backward();
                     lossSum.add_(l.detach());
                 }
-                norm = dp.Step(lr, _o.GradClip, out commSeconds);
+                var normT = dp.Step(lr, _o.GradClip, out commSeconds);
                 if (comm.WorldSize > 1) comm.AllReduceSum(lossSum);
-                loss = lossSum.item<float>() / comm.WorldSize; // the one host sync per step, for the log
+                // The one host sync per step: loss and gradient norm for the log, read together at the step's end.
+                var logged = cat([lossSum.to(ScalarType.Float64), normT]).cpu().data<double>().ToArray();
+                loss = logged[0] / comm.WorldSize;
+                norm = logged[1];
             }
             long done = step + 1;
             tokensSeen += total;
@@ -167,6 +172,9 @@ public sealed class Trainer
         comm.Barrier();
         return new TrainResult(_o.OutDir, _o.Steps, lastLoss, lastVal, tokPerSec, lastCheckpoint ?? store.Latest());
     }
+
+    /// <summary>128 on a GPU (50257 → 50304 for GPT-2: the head's matmul on whole tensor-core tiles); a CPU gains nothing from it.</summary>
+    public static int DefaultPadVocab(Device device) => device.type == DeviceType.CUDA ? 128 : 1;
 
     static string Mb(long bytes) => $"{bytes / 1e6:F1} MB";
 
@@ -225,7 +233,7 @@ public sealed class Trainer
         return (state.Step, state.TokensSeen);
     }
 
-    static string Describe(ModelConfig c) => $"{c.Family.ToString().ToLowerInvariant()} n_layer={c.NLayer} n_head={c.NHead} n_embd={c.NEmbd} vocab={c.VocabSize} context={c.SeqLen}";
+    static string Describe(ModelConfig c) => $"{c.Family.ToString().ToLowerInvariant()} n_layer={c.NLayer} n_head={c.NHead} n_embd={c.NEmbd} vocab={c.VocabSize} pad_vocab={c.PadVocabMultiple} context={c.SeqLen}";
 
     /// <summary>Rank 0 opens the temporary directory, every rank writes its optimizer shard, rank 0 writes the rest and commits.</summary>
     string? SaveCheckpoint(CheckpointStore store, ICommunicator comm, long step, long tokens, CausalLM model, DataParallel dp, TokenDataLoader train, string tokenizer, FaultPlan? fault)

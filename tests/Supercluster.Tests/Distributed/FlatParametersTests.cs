@@ -1,6 +1,7 @@
 using Supercluster.Distributed;
 using Supercluster.Model;
 using Supercluster.Runtime;
+using Supercluster.Training;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -35,5 +36,30 @@ public class FlatParametersTests
         }
         Assert.True(flat.Gradients.abs().sum().item<float>() > 0);
         Assert.Equal(0f, flat.Gradients.narrow(0, flat.Count, flat.PaddedCount - flat.Count).abs().sum().item<float>());
+    }
+
+    [Theory]
+    [InlineData(0.05)]   // clipped: the norm is far above
+    [InlineData(1e6)]    // not clipped
+    public void Step_clips_by_the_global_norm_on_the_device_as_clip_grad_norm_does(double clip)
+    {
+        using var model = CausalLM.Create(TorchSetup.TinyGpt2(), seed: 2);
+        using var dp = new DataParallel(model.named_parameters().Select(p => (p.name, p.parameter)), new SingleProcess(), 0, weightDecay: 0.1);
+        var idx = randint(0, 11, [2, 9], generator: new Generator(4));
+        dp.ZeroGrad();
+        nn.functional.cross_entropy(model.forward(idx[.., ..^1]).view(-1, 11), idx[.., 1..].reshape(-1)).backward();
+
+        // The expected update, computed separately: g·min(1, clip/(‖g‖+1e-6)) fed to a fresh AdamW on copies.
+        var g = cat(model.parameters().Select(p => p.grad!.reshape(-1)).ToList());
+        double norm = Math.Sqrt(g.to(ScalarType.Float64).square().sum().item<double>());
+        var p0 = cat(model.parameters().Select(p => p.detach().reshape(-1)).ToList());
+        using (var mask = cat(model.named_parameters().Select(p => full(p.parameter.numel(), p.parameter.dim() >= 2 ? 1f : 0f)).ToList()))
+        using (var reference = new AdamW(mask, weightDecay: 0.1))
+            reference.Step(p0, g * Math.Min(1, clip / (norm + 1e-6)), lr: 1e-2);
+
+        var reported = dp.Step(1e-2, clip, out _);
+        Assert.Equal(norm, reported.item<double>(), 5);
+        var after = cat(model.parameters().Select(p => p.detach().reshape(-1)).ToList());
+        Assert.True(after.allclose(p0, rtol: 1e-5, atol: 1e-7), $"max difference {(after - p0).abs().max().item<float>()}");
     }
 }

@@ -42,6 +42,9 @@ public class TrainCliTests : IClassFixture<TrainingFixture>
     [InlineData("--total-batch-tokens", "100", "not a multiple of")]
     [InlineData("--fault", "explode:step=1", "unknown kind 'explode'")]
     [InlineData("--steps", "many", "many")]
+    [InlineData("--pad-vocab", "0", "--pad-vocab = 0")]
+    [InlineData("--optimizer", "apex", "unknown AdamW implementation 'apex'")]
+    [InlineData("--optimizer", "fused", "needs the parameters on a CUDA device")]
     public void Bad_train_options_give_one_line_and_exit_2(string option, string value, string message)
     {
         using var dir = new TempDir();

@@ -40,8 +40,7 @@ public sealed record BenchResult(
     int Vocab, int PaddedVocab, string Optimizer);
 
 /// <summary>
-/// Times training steps phase by phase (data, forward, backward, optimizer). On a GPU each phase ends with a device
-/// synchronise so the split is real; that costs a little, so tokens/s is also taken from whole-step times.
+/// Times training steps (median step time → tokens/s, MFU) and their phases (data, forward, backward, optimizer).
 /// </summary>
 public static class Benchmark
 {
@@ -84,12 +83,19 @@ public static class Benchmark
         var phases = new List<double[]>();
         var steps = new List<double>();
         double firstLoss = double.NaN, lastLoss = double.NaN, peakMem = 0;
-        void Sync() { if (gpu) cuda.synchronize(); }
+        // On a GPU the phase split needs a synchronise after each phase, which idles the GPU while the host queues the
+        // next phase; so the step time comes from steps with one synchronise (at the loss read, as the PyTorch
+        // reference does) and the split from the last few timed steps. On a CPU every step serves both.
+        int phaseSteps = gpu ? Math.Clamp(o.Steps / 4, 1, 5) : o.Steps;
+        int firstPhaseStep = o.WarmupSteps + o.Steps - phaseSteps;
+        bool phaseSync = false;
+        void Sync() { if (phaseSync) cuda.synchronize(); }
 
         for (int s = 0; s < o.WarmupSteps + o.Steps; s++)
         {
             using var scope = NewDisposeScope();
-            Sync();
+            phaseSync = gpu && s >= firstPhaseStep;
+            if (gpu) cuda.synchronize();
             var clock = Stopwatch.StartNew();
             if (loader is not null) loader.NextBatch(x, y);
             else for (int i = 0; i < tokens; i++) { x[i] = synthetic.Next(vocab); y[i] = synthetic.Next(vocab); }
@@ -103,15 +109,15 @@ public static class Benchmark
             loss.backward();
             Sync(); double tBwd = clock.Elapsed.TotalMilliseconds;
             dp.Step(o.Lr, 1.0, out _);
-            Sync(); double tOpt = clock.Elapsed.TotalMilliseconds;
-            double l = loss.item<float>();
+            double l = loss.item<float>();                                    // waits for the step (the reference's loss.item())
+            double tOpt = clock.Elapsed.TotalMilliseconds;
             if (s == 0) firstLoss = l;
             lastLoss = l;
             if (gpu) peakMem = Math.Max(peakMem, CudaDriver.UsedBytes(device.index) / (double)(1L << 30));
             if (s < o.WarmupSteps) continue;
-            steps.Add(tOpt);
-            phases.Add([tData, tFwd - tData, tBwd - tFwd, tOpt - tBwd]);
-            log.WriteLine($"step {s - o.WarmupSteps + 1}/{o.Steps}: {tOpt:F1} ms, loss {l:F4}");
+            if (!phaseSync || !gpu) steps.Add(tOpt);
+            if (s >= firstPhaseStep) phases.Add([tData, tFwd - tData, tBwd - tFwd, tOpt - tBwd]);
+            log.WriteLine($"step {s - o.WarmupSteps + 1}/{o.Steps}: {tOpt:F1} ms{(phaseSync ? " (phases timed)" : "")}, loss {l:F4}");
         }
 
         double Median(IEnumerable<double> v) { var a = v.Order().ToArray(); return a.Length % 2 == 1 ? a[a.Length / 2] : (a[a.Length / 2 - 1] + a[a.Length / 2]) / 2; }

@@ -11,12 +11,12 @@ namespace Supercluster.Model;
 /// <summary>x / rms(x) · g (Zhang &amp; Sennrich 2019), computed in fp32.</summary>
 public sealed class RmsNorm : Module<Tensor, Tensor>
 {
-    readonly double _eps;
+    readonly Scalar _eps;   // made once: a Scalar per call would be freed only by the finalizer
     public readonly Parameter weight;
 
     public RmsNorm(long dim, double eps) : base(nameof(RmsNorm))
     {
-        _eps = eps;
+        _eps = eps.ToScalar();
         weight = Parameter(ones(dim));
         RegisterComponents();
     }
@@ -24,35 +24,66 @@ public sealed class RmsNorm : Module<Tensor, Tensor>
     public override Tensor forward(Tensor x)
     {
         var xf = x.to(weight.dtype);
-        return xf * rsqrt(xf.pow(2).mean([-1L], keepdim: true) + _eps) * weight;
+        return xf * rsqrt(xf.mul(xf).mean([-1L], keepdim: true).add_(_eps)) * weight;
+    }
+
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing) _eps.Dispose();
+        base.Dispose(disposing);
     }
 }
 
-/// <summary>Rotary embeddings: rotates pairs (x[i], x[i + hd/2]) of q and k by position-dependent angles.</summary>
-public static class Rotary
+/// <summary>
+/// Rotary embeddings: rotates pairs (x[i], x[i + hd/2]) of q and k by position-dependent angles. cos/sin of every
+/// position up to the context are computed once per device and dtype (in fp64, then rounded) and shared by all layers.
+/// </summary>
+public sealed class Rotary(int headDim, int contextLength, double theta) : IDisposable
 {
-    /// <summary>x [B, H, T, hd] at positions start..start+T (angles computed per call: T·hd/2 values, cheap next to the matmuls).</summary>
-    public static Tensor Apply(Tensor x, long start, double theta)
+    readonly Dictionary<(string Device, ScalarType Dtype), (Tensor Cos, Tensor Sin)> _tables = new();
+
+    (Tensor Cos, Tensor Sin) Table(Device device, ScalarType dtype)                                          // [ctx, hd] each
     {
-        long t = x.shape[2], hd = x.shape[3], half = hd / 2;
-        using var scope = NewDisposeScope();
-        var invFreq = pow(theta, -arange(0, hd, 2, dtype: ScalarType.Float64, device: x.device) / hd);           // [hd/2]
-        var angles = outer(arange(start, start + t, dtype: ScalarType.Float64, device: x.device), invFreq);      // [T, hd/2]
-        var full = cat([angles, angles], dim: 1);                                                                // [T, hd]
-        var rotated = cat([-x.narrow(3, half, half), x.narrow(3, 0, half)], dim: 3);                             // rotate_half
-        return (x * full.cos().to(x.dtype) + rotated * full.sin().to(x.dtype)).MoveToOuterDisposeScope();
+        lock (_tables)
+        {
+            if (_tables.TryGetValue((device.ToString(), dtype), out var t)) return t;
+            using var scope = NewDisposeScope();
+            var invFreq = pow(theta, -arange(0, headDim, 2, dtype: ScalarType.Float64, device: device) / headDim);    // [hd/2]
+            var angles = outer(arange(0, contextLength, dtype: ScalarType.Float64, device: device), invFreq);        // [ctx, hd/2]
+            var full = cat([angles, angles], dim: 1);                                                               // [ctx, hd]
+            t = (full.cos().to(dtype).DetachFromDisposeScope(), full.sin().to(dtype).DetachFromDisposeScope());
+            _tables[(device.ToString(), dtype)] = t;
+            return t;
+        }
+    }
+
+    static Tensor RotateHalf(Tensor x)
+    {
+        long half = x.shape[3] / 2;
+        return cat([-x.narrow(3, half, half), x.narrow(3, 0, half)], dim: 3);
+    }
+
+    /// <summary>x [B, H, T, hd] at positions start..start+T.</summary>
+    public Tensor Apply(Tensor x, long start)
+    {
+        var (cos, sin) = Table(x.device, x.dtype);
+        long t = x.shape[2];
+        return x * cos.narrow(0, start, t) + RotateHalf(x) * sin.narrow(0, start, t);
     }
 
     /// <summary>x [B, H, T, hd] with per-row positions [B, T] (batched decoding: each row continues its own sequence).</summary>
-    public static Tensor Apply(Tensor x, Tensor positions, double theta)
+    public Tensor Apply(Tensor x, Tensor positions)
     {
-        long hd = x.shape[3], half = hd / 2;
-        using var scope = NewDisposeScope();
-        var invFreq = pow(theta, -arange(0, hd, 2, dtype: ScalarType.Float64, device: x.device) / hd);           // [hd/2]
-        var angles = positions.to(ScalarType.Float64).unsqueeze(-1) * invFreq;                                   // [B, T, hd/2]
-        var full = cat([angles, angles], dim: 2).unsqueeze(1);                                                   // [B, 1, T, hd]
-        var rotated = cat([-x.narrow(3, half, half), x.narrow(3, 0, half)], dim: 3);
-        return (x * full.cos().to(x.dtype) + rotated * full.sin().to(x.dtype)).MoveToOuterDisposeScope();
+        var (cos, sin) = Table(x.device, x.dtype);
+        long b = positions.shape[0], t = positions.shape[1], hd = x.shape[3];
+        var flat = positions.reshape(-1);
+        return x * cos.index_select(0, flat).view(b, 1, t, hd) + RotateHalf(x) * sin.index_select(0, flat).view(b, 1, t, hd);
+    }
+
+    public void Dispose()
+    {
+        foreach (var (c, s) in _tables.Values) { c.Dispose(); s.Dispose(); }
+        _tables.Clear();
     }
 }
 
@@ -61,16 +92,16 @@ public sealed class LlamaAttention : Module<Tensor, Tensor>
 {
     readonly Precision _p;
     readonly int _nHead, _nKv, _hd;
-    readonly double _theta;
+    readonly Rotary _rotary;
     public readonly Linear q_proj, k_proj, v_proj, o_proj;
 
-    public LlamaAttention(Precision precision, ModelConfig c) : base(nameof(LlamaAttention))
+    public LlamaAttention(Precision precision, Rotary rotary, ModelConfig c) : base(nameof(LlamaAttention))
     {
         _p = precision;
         _nHead = c.NHead;
         _nKv = c.NKvHead;
         _hd = c.HeadDim;
-        _theta = c.RopeTheta;
+        _rotary = rotary;
         q_proj = Linear(c.NEmbd, c.NHead * c.HeadDim, hasBias: false);
         k_proj = Linear(c.NEmbd, c.NKvHead * c.HeadDim, hasBias: false);
         v_proj = Linear(c.NEmbd, c.NKvHead * c.HeadDim, hasBias: false);
@@ -88,13 +119,13 @@ public sealed class LlamaAttention : Module<Tensor, Tensor>
         var v = _p.Linear(x, v_proj).view(b, t, _nKv, hd).transpose(1, 2);
         if (cache?.RowPositions(t) is { } rows)                                        // batched cache: rows at their own positions
         {
-            q = Rotary.Apply(q, rows, _theta);
-            k = Rotary.Apply(k, rows, _theta);
+            q = _rotary.Apply(q, rows);
+            k = _rotary.Apply(k, rows);
         }
         else
         {
-            q = Rotary.Apply(q, start, _theta);
-            k = Rotary.Apply(k, start, _theta);
+            q = _rotary.Apply(q, start);
+            k = _rotary.Apply(k, start);
         }
         if (cache is not null) (k, v) = cache.Append(layer, k, v);                   // [B, H_kv, T_all, hd]
         if (_nKv != _nHead)
@@ -134,10 +165,10 @@ public sealed class LlamaBlock : Module<Tensor, Tensor>
     public readonly LlamaAttention self_attn;
     public readonly SwiGlu mlp;
 
-    public LlamaBlock(Precision precision, ModelConfig c) : base(nameof(LlamaBlock))
+    public LlamaBlock(Precision precision, Rotary rotary, ModelConfig c) : base(nameof(LlamaBlock))
     {
         input_layernorm = new RmsNorm(c.NEmbd, c.NormEps);
-        self_attn = new LlamaAttention(precision, c);
+        self_attn = new LlamaAttention(precision, rotary, c);
         post_attention_layernorm = new RmsNorm(c.NEmbd, c.NormEps);
         mlp = new SwiGlu(precision, c);
         RegisterComponents();
@@ -159,11 +190,13 @@ public sealed class Llama : CausalLM
     public readonly ModuleList<LlamaBlock> layers;
     public readonly RmsNorm norm;
     public readonly Linear lm_head;
+    readonly Rotary _rotary;   // a plain object: shared cos/sin tables, not a module (nothing to train or save)
 
     public Llama(ModelConfig c) : base(nameof(Llama), c)
     {
+        _rotary = new Rotary(c.HeadDim, c.SeqLen, c.RopeTheta);
         embed_tokens = Embedding(c.PaddedVocab, c.NEmbd);
-        layers = new ModuleList<LlamaBlock>(Enumerable.Range(0, c.NLayer).Select(_ => new LlamaBlock(Precision, c)).ToArray());
+        layers = new ModuleList<LlamaBlock>(Enumerable.Range(0, c.NLayer).Select(_ => new LlamaBlock(Precision, _rotary, c)).ToArray());
         norm = new RmsNorm(c.NEmbd, c.NormEps);
         lm_head = nn.Linear(c.NEmbd, c.PaddedVocab, hasBias: false);
         RegisterComponents();
@@ -202,6 +235,12 @@ public sealed class Llama : CausalLM
     }
 
     public override IReadOnlyList<string> VocabTables => ["embed_tokens.weight", "lm_head.weight"];
+
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing) _rotary.Dispose();
+        base.Dispose(disposing);
+    }
 
     public override IReadOnlyDictionary<string, (string HfName, bool Transposed)> HfNames =>
         named_parameters().ToDictionary(p => p.name, p => (p.name == "lm_head.weight" ? p.name : "model." + p.name, false));

@@ -23,7 +23,6 @@ public class BatchingTests(ServingFixture f)
     public async Task Concurrent_greedy_requests_give_exactly_the_one_at_a_time_outputs_and_are_batched()
     {
         var sched = f.Server.State.Model!.Scheduler;
-        var sw = Stopwatch.StartNew();
         var sequential = new List<string>();
         foreach (var p in Prompts)
         {
@@ -31,17 +30,14 @@ public class BatchingTests(ServingFixture f)
             Assert.Equal(200, s);
             sequential.Add((string)body["choices"]![0]!["text"]!);
         }
-        var sequentialTime = sw.Elapsed;
         long steps0 = sched.DecodeSteps;
-        sw.Restart();
         var concurrent = await Task.WhenAll(Prompts.Select(p => f.Http.PostJson("/v1/completions", Greedy(p))));
-        var concurrentTime = sw.Elapsed;
         long steps = sched.DecodeSteps - steps0;
         for (int i = 0; i < Prompts.Length; i++)
             Assert.True(sequential[i] == (string?)concurrent[i].Body["choices"]![0]!["text"], $"prompt {i} '{Prompts[i]}': '{sequential[i]}' vs '{concurrent[i].Body["choices"]![0]!["text"]}'");
         // 16 × 29 decode tokens one at a time would be 464 steps; batched they share steps.
+        // (Batching's speed-up is measured by scripts/bench-serve.py, not asserted here: timed unit tests are flaky.)
         Assert.True(steps < 464 / 3, $"{steps} decode steps for 16 concurrent requests: not batched");
-        Assert.True(concurrentTime < sequentialTime, $"concurrent {concurrentTime.TotalMilliseconds:F0} ms vs sequential {sequentialTime.TotalMilliseconds:F0} ms");
     }
 
     [Theory]

@@ -27,6 +27,7 @@ public static class BenchCommand
         var checkKernels = new Option<bool>("--check-kernels") { Description = "Instead: check the custom CUDA kernels against float64 references and time them against torch ops (exit 1 on a mismatch)" };
 
         var cmd = new Command("bench", "Measure the training step: tokens/s, ms/step, MFU, memory, time per phase");
+        HelpExamples.Add(cmd, "bench --model gpt2 --device cuda --dtype bf16 --batch-size 16", "bench --model small --device cpu --dtype fp32 --seq-len 256 --steps 5");
         foreach (var o in new Option[] { model, batch, seq, dtype, device, steps, warmup, lr, seed, data, pad, optimizer, saveInit, peak, json, checkKernels }) cmd.Options.Add(o);
         cmd.SetAction(parse =>
         {

@@ -12,6 +12,7 @@ public static class DashboardCommand
         var host = new Option<string>("--host") { DefaultValueFactory = _ => "127.0.0.1" };
         var port = new Option<int>("--port") { DefaultValueFactory = _ => 8080 };
         var cmd = new Command("dashboard", "Web dashboard of training runs: status, live loss/lr/throughput charts, checkpoints");
+        HelpExamples.Add(cmd, "dashboard --runs runs --port 8080");
         foreach (var o in new Option[] { runs, host, port }) cmd.Options.Add(o);
         cmd.SetAction(async (parse, ct) =>
         {

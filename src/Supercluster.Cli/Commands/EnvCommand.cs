@@ -9,6 +9,7 @@ public static class EnvCommand
     public static Command Create()
     {
         var cmd = new Command("env", "Print OS, .NET, TorchSharp/libtorch, CPU/CUDA and MPI/NCCL facts");
+        HelpExamples.Add(cmd, "env", "env --verbose");
         cmd.SetAction(parse =>
         {
             CliRunner.LoadTorch(parse);

@@ -23,6 +23,7 @@ public static class IndexCommand
         var device = new Option<string>("--device") { Description = "auto, cpu or cuda[:N]", DefaultValueFactory = _ => "auto" };
 
         var cmd = new Command("index", "Embed documents or passages into a search index");
+        HelpExamples.Add(cmd, "index --checkpoint runs/sotu --sample sotu --out sotu.index");
         foreach (var o in new Option[] { checkpoint, input, sample, output, format, textField, passage, device }) cmd.Options.Add(o);
         cmd.SetAction(parse =>
         {

@@ -14,6 +14,7 @@ public static class LaunchCommand
         var command = new Argument<string[]>("command") { Description = "The train command, after --", Arity = ArgumentArity.OneOrMore };
 
         var cmd = new Command("launch", "Run a training job on N ranks (mpirun) and recover it from dead or hung ranks");
+        HelpExamples.Add(cmd, "launch --nproc 2 --max-restarts 3 -- train --data data/sotu-byte --model small --steps 1500 --checkpoint-every 100 --out runs/sotu-dp");
         cmd.Options.Add(nproc);
         cmd.Options.Add(restarts);
         cmd.Options.Add(hang);

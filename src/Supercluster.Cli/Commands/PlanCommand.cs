@@ -71,6 +71,7 @@ public static class PlanCommand
     public static Command Create()
     {
         var cmd = new Command("plan", "Predict a training run on N GPUs: memory, step time, MFU, days, failures, checkpointing, energy and cost");
+        HelpExamples.Add(cmd, "plan --model gpt4-class-1.8t --gpus 100000 --tokens 1e12 --batch 12288 --search");
         foreach (var o in new Option[] { Model, Layers, Hidden, Heads, KvHeads, Ffn, Vocab, Experts, ActiveExperts, Seq, Tokens, Batch, BatchTokens, PrecisionOpt,
                      Gpu, Gpus, GpusPerNode, GpuTflops, GpuMemory, GpuTdp, IntraGBs, IntraLatency, InterGbps, InterLatency, ComputeEff, NvlinkEff, NetEff,
                      Tp, Pp, Dp, Cp, Ep, MicroBatch, Interleave, Zero, RecomputeOpt, SearchOpt, Top, TpOverlap, CpOverlap, EpOverlap, DpOverlap,

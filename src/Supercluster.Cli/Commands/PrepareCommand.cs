@@ -20,6 +20,7 @@ public static class PrepareCommand
         var shardTokens = new Option<long>("--shard-tokens") { Description = "Most tokens per shard file", DefaultValueFactory = _ => 100_000_000 };
 
         var cmd = new Command("prepare", "Tokenize a corpus into llm.c-style train/val token shards");
+        HelpExamples.Add(cmd, "prepare --sample sotu --tokenizer byte --out data/sotu-byte", "prepare --input posts.jsonl --text-field text --tokenizer gpt2 --val-fraction 0.01 --out data/posts");
         foreach (var o in new Option[] { input, sample, output, tokenizer, format, textField, valFraction, shardTokens }) cmd.Options.Add(o);
         cmd.SetAction(parse =>
         {

@@ -23,6 +23,7 @@ public static class SampleCommand
         var noCache = new Option<bool>("--no-kv-cache") { Description = "Recompute the whole sequence each token (reference path)" };
 
         var cmd = new Command("sample", "Generate text from a trained model");
+        HelpExamples.Add(cmd, "sample --checkpoint runs/sotu --prompt \"My fellow citizens,\" --max-new-tokens 80 --num-samples 2");
         foreach (var o in new Option[] { checkpoint, prompt, maxNew, temperature, topK, topP, seed, num, device, noCache }) cmd.Options.Add(o);
         cmd.SetAction(parse =>
         {

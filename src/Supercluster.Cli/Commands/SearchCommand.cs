@@ -18,6 +18,7 @@ public static class SearchCommand
         var checkpoint = new Option<string?>("--checkpoint") { Description = "Model that embeds the query (default: the one that built the index)" };
         var device = new Option<string>("--device") { Description = "auto, cpu or cuda[:N]", DefaultValueFactory = _ => "auto" };
         var cmd = new Command("search", "Search an index: the passages most similar to a query (cosine of embeddings)");
+        HelpExamples.Add(cmd, "search --index sotu.index \"the tariff\" --top-k 3");
         cmd.Arguments.Add(query);
         foreach (var o in new Option[] { index, topK, checkpoint, device }) cmd.Options.Add(o);
         cmd.SetAction(parse =>

@@ -21,6 +21,7 @@ public static class ServeCommand
         var name = new Option<string?>("--model-name") { Description = "Model id in /v1/models (default: from the checkpoint path)" };
 
         var cmd = new Command("serve", "Serve a model: OpenAI-compatible API, search, metrics and the dashboard");
+        HelpExamples.Add(cmd, "serve --checkpoint runs/sotu --runs runs --port 8080", "serve --checkpoint runs/sotu --index sotu.index --api-key-file keys.txt --host 0.0.0.0");
         foreach (var o in new Option[] { checkpoint, host, port, keys, index, runs, device, maxBatch, maxQueue, threads, name }) cmd.Options.Add(o);
         cmd.SetAction(async (parse, ct) =>
         {

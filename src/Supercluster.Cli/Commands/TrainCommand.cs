@@ -27,7 +27,7 @@ public static class TrainCommand
         var dtype = new Option<string>("--dtype") { Description = "fp32, or bf16 (bf16 matmuls, fp32 master weights and optimizer)", DefaultValueFactory = _ => "fp32" };
         var seed = new Option<long>("--seed") { Description = "Seed for initialisation and data order", DefaultValueFactory = _ => 1337 };
         var evalEvery = new Option<int>("--eval-every") { Description = "Validation every N steps (and at the end; 0 = end only)", DefaultValueFactory = _ => 0 };
-        var evalTokens = new Option<long>("--eval-tokens") { Description = "Validation tokens per evaluation", DefaultValueFactory = _ => 32768 };
+        var evalTokens = new Option<long>("--eval-tokens") { Description = "Validation tokens per evaluation", DefaultValueFactory = _ => Evaluator.DefaultTokens };
         var sampleEvery = new Option<int>("--sample-every") { Description = "Print a sample every N steps (and at the end; 0 = never)", DefaultValueFactory = _ => 0 };
         var ckptEvery = new Option<int>("--checkpoint-every") { Description = "Checkpoint every N steps (always at the end)", DefaultValueFactory = _ => 0 };
         var keep = new Option<int>("--keep-checkpoints") { Description = "Keep the newest K checkpoints", DefaultValueFactory = _ => 3 };
@@ -40,6 +40,7 @@ public static class TrainCommand
         var fault = new Option<string?>("--fault") { Description = "Fault injection: kill:rank=R:step=S, hang:rank=R:step=S, crash-in-checkpoint:step=S" };
 
         var cmd = new Command("train", "Train a GPT on prepared token shards");
+        HelpExamples.Add(cmd, "train --data data/sotu-byte --model small --batch-size 16 --steps 1500 --lr 2e-3 --eval-every 250 --out runs/sotu", "train --data data/sotu-gpt2 --model gpt2 --device cuda --dtype bf16 --batch-size 16 --total-batch-tokens 65536 --steps 500 --out runs/sotu-gpt2");
         foreach (var o in new Option[] { data, outDir, model, nLayer, nHead, nEmbd, seqLen, batch, totalBatch, steps, lr, warmup, minLr, wd, clip, device, dtype, seed, evalEvery, evalTokens, sampleEvery, ckptEvery, keep, resume, initFrom, fault, backend, zero, padVocab, optimizer })
             cmd.Options.Add(o);
         cmd.SetAction(parse =>

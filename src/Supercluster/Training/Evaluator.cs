@@ -5,31 +5,62 @@ using static TorchSharp.torch;
 
 namespace Supercluster.Training;
 
+/// <summary>Mean loss (nats/token) of an evaluation and how many tokens it covered.</summary>
+public sealed record EvalResult(double Loss, long Tokens);
+
 /// <summary>Mean next-token cross-entropy of a model over the first tokens of a split.</summary>
 public static class Evaluator
 {
-    /// <summary>Loss (nats/token) over ⌈tokens / (B·T)⌉ batches from the start of <paramref name="loader"/>'s split.</summary>
-    public static double Loss(CausalLM model, TokenDataLoader loader, int batchSize, int seqLen, long tokens, Device device)
+    /// <summary>
+    /// Validation tokens per evaluation unless told otherwise: the one default of both <c>train --eval-tokens</c> and
+    /// <c>eval --eval-tokens</c>, so the last validation loss of a run and <c>eval</c> of its checkpoint compare.
+    /// </summary>
+    public const long DefaultTokens = 1 << 16;
+
+    /// <summary>
+    /// The rows validation reads: a loader of one T-token row per batch over <paramref name="split"/>, so that which rows
+    /// an evaluation covers does not depend on the batch size it computes with (a B-row loader skips each shard's last
+    /// rows that do not fill a batch).
+    /// </summary>
+    public static TokenDataLoader OpenRows(string dataDir, string split, int seqLen) => new(dataDir, split, 1, seqLen);
+
+    /// <summary>
+    /// Loss over the first ⌈tokens / T⌉ rows of <paramref name="rows"/> (from <see cref="OpenRows"/>), or all of them
+    /// when the split is smaller, computed <paramref name="batchSize"/> rows at a time.
+    /// </summary>
+    public static EvalResult Evaluate(CausalLM model, TokenDataLoader rows, int batchSize, int seqLen, long tokens, Device device)
     {
-        loader.Reset();
-        long batches = Math.Max(1, Math.Min((tokens + (long)batchSize * seqLen - 1) / ((long)batchSize * seqLen),
-                                            loader.TokensPerEpoch / ((long)batchSize * seqLen)));
-        var x = new long[batchSize * seqLen];
-        var y = new long[batchSize * seqLen];
+        if (tokens <= 0) throw new BadInputException($"--eval-tokens = {tokens}, expected a positive number");
+        if (batchSize <= 0) throw new BadInputException($"--batch-size = {batchSize}, expected a positive number");
+        rows.Reset();
+        long wanted = (tokens + seqLen - 1) / seqLen, done = 0;
+        var (xr, yr) = (new long[seqLen], new long[seqLen]);
+        var (x, y) = (new long[batchSize * seqLen], new long[batchSize * seqLen]);
         bool wasTraining = model.training;
         model.eval();
-        double sum = 0;
+        double sum = 0;   // Σ over batches of mean loss × rows; every row has T tokens, so sum / rows is the per-token mean
+        bool splitRead = false;
         using (no_grad())
         {
-            for (long i = 0; i < batches; i++)
+            while (done < wanted && !splitRead)
             {
+                int n = 0;
+                while (n < batchSize && done + n < wanted && !splitRead)
+                {
+                    rows.NextBatch(xr, yr);
+                    Array.Copy(xr, 0, x, n * seqLen, seqLen);
+                    Array.Copy(yr, 0, y, n * seqLen, seqLen);
+                    n++;
+                    splitRead = rows.State.Epoch > 0;   // the loader wrapped: every row of the split has been read once
+                }
                 using var scope = NewDisposeScope();
-                loader.NextBatch(x, y);
-                sum += BatchLoss(model, x, y, batchSize, seqLen, device).item<float>();
+                var (xs, ys) = n == batchSize ? (x, y) : (x[..(n * seqLen)], y[..(n * seqLen)]);
+                sum += BatchLoss(model, xs, ys, n, seqLen, device).item<float>() * n;
+                done += n;
             }
         }
         if (wasTraining) model.train();
-        return sum / batches;
+        return new EvalResult(sum / done, done * seqLen);
     }
 
     /// <summary>Cross-entropy of one batch (fp32 logits even under bf16 compute).</summary>

@@ -23,7 +23,7 @@ public sealed record TrainOptions
     public string Dtype { get; init; } = "fp32";
     public long Seed { get; init; } = 1337;
     public int EvalEvery { get; init; } = 0;
-    public long EvalTokens { get; init; } = 32768;
+    public long EvalTokens { get; init; } = Evaluator.DefaultTokens;
     public int SampleEvery { get; init; } = 0;
     public int SampleTokens { get; init; } = 64;
     public int CheckpointEvery { get; init; } = 0;

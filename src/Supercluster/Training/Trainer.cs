@@ -63,7 +63,7 @@ public sealed class Trainer
         string? resumeDir = FindResume(store, log);
 
         using var train = new TokenDataLoader(_o.DataDir, "train", _o.BatchSize, seqLen, comm.Rank, comm.WorldSize, _o.Seed);
-        using var val = meta.ValTokens > 0 && lead ? new TokenDataLoader(_o.DataDir, "val", _o.BatchSize, seqLen, seed: _o.Seed) : null;
+        using var val = meta.ValTokens > 0 && lead ? Evaluator.OpenRows(_o.DataDir, "val", seqLen) : null;
         var tokenizer = Tokenizers.Create(meta.Tokenizer);
 
         using var model = CausalLM.Create(config, _o.Seed);
@@ -150,10 +150,10 @@ public sealed class Trainer
             bool last = done == _o.Steps;
             if (val is not null && ((_o.EvalEvery > 0 && done % _o.EvalEvery == 0) || last))
             {
-                lastVal = Evaluator.Loss(model, val, _o.BatchSize, seqLen, _o.EvalTokens, device);
+                var eval = Evaluator.Evaluate(model, val, _o.BatchSize, seqLen, _o.EvalTokens, device); lastVal = eval.Loss;
                 metrics?.Write(new JsonObject { ["type"] = "eval", ["step"] = done, ["val_loss"] = lastVal, ["time_s"] = Math.Round(clock.Elapsed.TotalSeconds, 3) });
                 progress.Done();
-                log.WriteLine($"step {done}: val loss {lastVal:F4}");
+                log.WriteLine($"step {done}: val loss {lastVal:F4} over {eval.Tokens:N0} tokens");
             }
             if (lead && _o.SampleEvery > 0 && (done % _o.SampleEvery == 0 || last))
             {

@@ -19,6 +19,8 @@ dotnet test Supercluster.slnx --nologo "$@" 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
 set -e
 # One plain closing line: "N passed, N failed, N skipped" summed over the test assemblies.
+# The summary is "Passed!  - Failed: 0, Passed: N, ..." at the default verbosity, lines "Passed: N" at a higher one.
 awk '/(Passed|Failed)!/ { for (i = 1; i <= NF; i++) { gsub(",", "", $(i+1)); if ($i == "Failed:") f += $(i+1); if ($i == "Passed:") p += $(i+1); if ($i == "Skipped:") s += $(i+1) } }
+     /^ *(Passed|Failed|Skipped): *[0-9]+ *$/ { if ($1 == "Passed:") p += $2; if ($1 == "Failed:") f += $2; if ($1 == "Skipped:") s += $2 }
      END { printf "%d passed, %d failed, %d skipped\n", p, f, s }' "$log"
 exit "$rc"

@@ -25,19 +25,10 @@ public static class Evaluator
             {
                 using var scope = NewDisposeScope();
                 loader.NextBatch(x, y);
-                sum += BatchLoss(model, x, y, batchSize, seqLen, device).item<float>();
+                sum += NextTokenLoss.Batch(model, x, y, batchSize, seqLen, device).item<float>();
             }
         }
         if (wasTraining) model.train();
         return sum / batches;
-    }
-
-    /// <summary>Cross-entropy of one batch (fp32 logits even under bf16 compute).</summary>
-    public static Tensor BatchLoss(CausalLM model, long[] x, long[] y, int batchSize, int seqLen, Device device)
-    {
-        var input = tensor(x, [batchSize, seqLen], device: device);
-        var target = tensor(y, [batchSize * seqLen], device: device);
-        var logits = model.forward(input);                                   // [B, T, V]
-        return nn.functional.cross_entropy(logits.view(-1, logits.shape[2]).to(ScalarType.Float32), target);
     }
 }

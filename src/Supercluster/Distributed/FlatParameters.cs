@@ -18,13 +18,14 @@ namespace Supercluster.Distributed;
 /// </summary>
 public sealed class FlatParameters : IDisposable
 {
-    readonly (string Name, Parameter P, long Offset, long Length)[] _items;
+    // P: the model's fp32 parameter as given (disposed by the model's conversion under mixed precision; then _compute holds the live ones).
+    readonly (string Name, Parameter P, long Offset, long Length, long[] Shape, bool Trainable)[] _items;
     Parameter[]? _compute;   // the model's parameters under mixed precision, views of ComputeValues
 
     public FlatParameters(IEnumerable<(string Name, Parameter P)> parameters, int worldSize)
     {
         long offset = 0;
-        _items = parameters.Select(p => { var item = (p.Name, p.P, offset, p.P.numel()); offset += p.P.numel(); return item; }).ToArray();
+        _items = parameters.Select(p => { var item = (p.Name, p.P, offset, p.P.numel(), p.P.shape, p.P.requires_grad); offset += p.P.numel(); return item; }).ToArray();
         Count = offset;
         PaddedCount = (offset + worldSize - 1) / worldSize * worldSize;
         WorldSize = worldSize;
@@ -32,7 +33,7 @@ public sealed class FlatParameters : IDisposable
         Values = zeros(PaddedCount, device: device).DetachFromDisposeScope();
         Gradients = zeros(PaddedCount, device: device).DetachFromDisposeScope();
         using var _ = no_grad();
-        foreach (var (_, p, off, n) in _items)
+        foreach (var (_, p, off, n, _, _) in _items)
         {
             if (p.dtype != ScalarType.Float32) throw new InvalidOperationException($"flat parameters are fp32; {p.dtype} found");
             var view = Values.narrow(0, off, n);
@@ -61,7 +62,7 @@ public sealed class FlatParameters : IDisposable
 
     /// <summary>(name, fp32 value view, rank of the parameter ≥ 2, trainable) in flat order.</summary>
     public IEnumerable<(string Name, Tensor Value, long Offset, long Length, int Dim, bool Trainable)> Items =>
-        _items.Select(i => (i.Name, Values.narrow(0, i.Offset, i.Length).view(i.P.shape), i.Offset, i.Length, (int)i.P.dim(), i.P.requires_grad));
+        _items.Select(i => (i.Name, Values.narrow(0, i.Offset, i.Length).view(i.Shape), i.Offset, i.Length, i.Shape.Length, i.Trainable));
 
     /// <summary>
     /// Mixed precision: <paramref name="computeParameters"/> are the model's parameters after its conversion to the
@@ -79,7 +80,7 @@ public sealed class FlatParameters : IDisposable
         ComputeGradients = zeros(PaddedCount, dtype: dtype, device: Values.device).DetachFromDisposeScope();
         using var _ = no_grad();
         ComputeValues.copy_(Values);
-        foreach (var ((_, p), (_, _, off, n)) in ps.Zip(_items))
+        foreach (var ((_, p), (_, _, off, n, _, _)) in ps.Zip(_items))
         {
             p.set_(ComputeValues.narrow(0, off, n).view(p.shape));
             p.grad = ComputeGradients.narrow(0, off, n).view(p.shape);
@@ -125,7 +126,7 @@ public sealed class FlatParameters : IDisposable
         var grads = ComputeGradients ?? Gradients;
         for (int i = 0; i < _items.Length; i++)
         {
-            var (_, master, off, n) = _items[i];
+            var (_, master, off, n, _, _) = _items[i];
             var p = _compute?[i] ?? master;
             var view = grads.narrow(0, off, n);
             if (p.grad is { } g && LibTorchLoader.DataPtr(g) == LibTorchLoader.DataPtr(view)) continue;

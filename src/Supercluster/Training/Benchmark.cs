@@ -12,24 +12,38 @@ namespace Supercluster.Training;
 /// <summary>What <c>bench</c> measures: the training step of a preset at a given size, as bench/pytorch_reference.py does it.</summary>
 public sealed record BenchOptions
 {
+    [Flag("--model", "Preset to measure")]
     public string Model { get; init; } = "gpt2";
+    [Flag("--batch-size", "Sequences per step")]
     public int BatchSize { get; init; } = 8;
+    [Flag("--seq-len", "Tokens per sequence")]
     public int SeqLen { get; init; } = 1024;
+    [Flag("--dtype", "fp32 or bf16")]
     public string Dtype { get; init; } = "bf16";
+    [Flag("--device", "auto, cpu or cuda[:N]")]
     public string Device { get; init; } = "auto";
+    [Flag("--steps", "Timed steps")]
     public int Steps { get; init; } = 20;
+    [Flag("--warmup", "Untimed steps first")]
     public int WarmupSteps { get; init; } = 3;
+    [Flag("--lr", "Constant learning rate")]
     public double Lr { get; init; } = 6e-4;
+    [Flag("--seed", "Seed for initialisation and synthetic tokens")]
     public long Seed { get; init; } = 1337;
     /// <summary>llm.c shards to read (the reference reads the same tokens); null: deterministic synthetic tokens.</summary>
+    [Flag("--data", "Prepared shards (the PyTorch reference reads the same); default synthetic tokens")]
     public string? DataDir { get; init; }
     /// <summary>Round the vocabulary tables up to a multiple of this (64/128 suit tensor cores); null: 128 on a GPU, 1 on a CPU.</summary>
+    [Flag("--pad-vocab", "Round the vocabulary tables up to a multiple of this (default 128 on a GPU, 1 on a CPU)")]
     public int? PadVocab { get; init; }
     /// <summary>Optimizer, as train's --optimizer: auto, fused or torch (AdamW's implementations) or NAME[:IMPLEMENTATION] (see <see cref="Optimizers"/>).</summary>
+    [Flag("--optimizer", "As train's: auto (AdamW; fused CUDA kernel where NVRTC is found), torch, fused, or NAME[:IMPLEMENTATION]")]
     public string Optimizer { get; init; } = "auto";
     /// <summary>Write the initial weights (Hugging Face layout) here, for the PyTorch reference to start from.</summary>
+    [Flag("--save-init", "Write the initial weights (safetensors) for bench/pytorch_reference.py")]
     public string? SaveInit { get; init; }
     /// <summary>Peak FLOP/s for MFU when the device is not in the table (e.g. a CPU).</summary>
+    [Flag("--peak-tflops", "Peak TFLOP/s for MFU where the device is not known (e.g. CPU)")]
     public double? PeakTflops { get; init; }
 }
 

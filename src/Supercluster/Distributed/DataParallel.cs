@@ -75,18 +75,18 @@ public sealed class DataParallel
         return (Zero == 1 ? grad.MoveToOuterDisposeScope() : grad, norm.MoveToOuterDisposeScope());
     }
 
-    /// <summary>ZeRO-1, after the update: every rank's parameter shard (and compute-weight shard) to every rank. Otherwise nothing.</summary>
+    /// <summary>
+    /// ZeRO-1, after the update: every rank's fp32 parameter shard to every rank, then the compute weights (bf16) of the
+    /// other ranks' shards rewritten from them (a local cast: gathering the bf16 copy instead would need bf16 support in
+    /// every backend, and the fp32 master must be whole on rank 0 for checkpoints anyway). Otherwise nothing.
+    /// </summary>
     public double GatherParameters()
     {
         if (Zero != 1) return 0;
         using var scope = NewDisposeScope();
-        double comm = 0;
-        foreach (var full in new[] { _flat.Values, _flat.ComputeValues })
-        {
-            if (full is null) continue;
-            using var mine = Shard(full).clone();
-            comm += Timed(() => _comm.AllGather(mine, full));
-        }
+        using var mine = Shard(_flat.Values).clone();
+        double comm = Timed(() => _comm.AllGather(mine, _flat.Values));
+        _flat.WriteComputeWeights(0, _flat.PaddedCount);
         return comm;
     }
 

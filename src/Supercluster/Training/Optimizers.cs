@@ -15,6 +15,7 @@ public static class Optimizers
     static readonly Dictionary<string, Func<Tensor, OptimizerSettings, IOptimizer>> Registry = new()
     {
         ["adamw"] = (mask, s) => new AdamW(mask, weightDecay: s.WeightDecay, implementation: s.Implementation),
+        ["lion"] = (mask, s) => new Lion(mask, weightDecay: s.WeightDecay, implementation: s.Implementation),
     };
 
     public static IReadOnlyCollection<string> Names => Registry.Keys;

@@ -72,7 +72,7 @@ public sealed record TrainOptions
     [Flag("--pad-vocab", "Round the vocabulary tables up to a multiple of this (default 128 on a GPU, 1 on a CPU; results are the same)")]
     public int? PadVocab { get; init; }
     /// <summary>auto: the fused CUDA AdamW kernel when NVRTC is found and the parameters are on a GPU; torch: always torch ops.</summary>
-    [Flag("--optimizer", "auto (AdamW; fused CUDA kernel compiled with NVRTC where available), torch, fused, or NAME[:auto|fused|torch] of a registered optimizer (adamw)")]
+    [Flag("--optimizer", "auto (AdamW; fused CUDA kernel compiled with NVRTC where available), torch, fused, or NAME[:auto|fused|torch] of a registered optimizer: adamw, lion (Chen et al. 2023; torch ops)")]
     public string Optimizer { get; init; } = "auto";
 
     public void Validate()

@@ -75,11 +75,35 @@ public class TrainStepTests : IClassFixture<TrainingFixture>
         Assert.Equal(("adamw", "torch"), Optimizers.Parse("torch"));
         Assert.Equal(("adamw", "auto"), Optimizers.Parse("adamw"));
         Assert.Equal(("adamw", "fused"), Optimizers.Parse("AdamW:fused"));
-        var e = Assert.Throws<BadInputException>(() => Optimizers.Parse("lion:torch"));
-        Assert.Contains("unknown optimizer 'lion'", e.Message);
+        Assert.Equal(("lion", "auto"), Optimizers.Parse("lion"));
+        var e = Assert.Throws<BadInputException>(() => Optimizers.Parse("sophia:torch"));
+        Assert.Contains("unknown optimizer 'sophia'", e.Message);
         Assert.Contains("adamw", e.Message);
         Assert.Contains("unknown AdamW implementation 'apex'", Assert.Throws<BadInputException>(() => Optimizers.Parse("adamw:apex")).Message);
         Assert.Contains(Optimizers.Names, n => n == "adamw");
+    }
+
+    [Fact]
+    public void Lion_takes_sign_steps_of_exactly_lr_and_trains_through_the_same_step()
+    {
+        // Chen et al. 2023, Alg. 2, by hand: step 1 has m = 0, so update = sign(g); decay first where the mask is 1.
+        var param = tensor(new float[] { 1f, -2f, 0.5f, 0.1f });
+        using var lion = new Lion(tensor(new float[] { 1, 1, 1, 0 }), beta1: 0.9, beta2: 0.99, weightDecay: 0.1);
+        lion.Step(param, tensor(new float[] { 0.3f, -4f, 0f, 2f }), lr: 0.01);
+        Assert.Equal([1f * 0.999f - 0.01f, -2f * 0.999f + 0.01f, 0.5f * 0.999f, 0.1f - 0.01f], param.data<float>().ToArray(), (x, y) => Math.Abs(x - y) < 1e-6);
+        // m = 0.01·g; step 2 with g' = −g on element 0: sign(0.9·0.003 − 0.1·0.3) = sign(−0.0273) = −1 → p rises by lr.
+        float before = param[0].item<float>();
+        lion.Step(param, tensor(new float[] { -0.3f, 0f, 0f, 0f }), lr: 0.01);
+        Assert.Equal(before * 0.999f + 0.01f, param[0].item<float>(), 5);
+        Assert.Contains("no fused kernel", Assert.Throws<BadInputException>(() => Optimizers.Create("lion:fused", ones(2), 0.1)).Message);
+
+        using var model = CausalLM.Create(TorchSetup.TinyGpt2(), seed: 6);
+        using var step = new TrainStep(model, new SingleProcess(), new TrainStepOptions { BatchSize = 2, SeqLen = 8, Optimizer = "lion" });
+        Assert.StartsWith("lion", step.Optimizer.Describe());
+        var next = Batches(4);
+        var losses = Enumerable.Range(0, 8).Select(_ => step.Run(next, 1, 3e-3).Loss).ToList();
+        Assert.True(losses[^1] < losses[0], string.Join(", ", losses));
+        Assert.Equal(["exp_avg"], step.Optimizer.Rule.State.Select(s => s.Name));
     }
 
     [Fact]

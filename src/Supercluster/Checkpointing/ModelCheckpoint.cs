@@ -7,13 +7,22 @@ namespace Supercluster.Checkpointing;
 
 /// <summary>
 /// Files of one checkpoint directory: <c>config.json</c> (the architecture), <c>model.safetensors</c> (weights under
-/// Hugging Face names and layouts), and for training <c>optimizer.safetensors</c> and <c>state.json</c>.
+/// Hugging Face names and layouts), and for training <c>state.json</c> and the optimizer state,
+/// <c>optimizer-rankNNNNN-of-NNNNN.safetensors</c> (one file per rank under ZeRO-1, else one).
 /// </summary>
 public static class ModelCheckpoint
 {
-    public const string ConfigFile = "config.json", ModelFile = "model.safetensors", OptimizerFile = "optimizer.safetensors", StateFile = "state.json";
+    public const string ConfigFile = "config.json", ModelFile = "model.safetensors", StateFile = "state.json";
 
-    public static void WriteModel(string dir, CausalLM model, string tokenizer)
+    /// <summary>Optimizer state of rank <paramref name="rank"/> of <paramref name="files"/>: optimizer-rank00001-of-00004.safetensors.</summary>
+    public static string OptimizerFile(int rank, int files) => $"optimizer-rank{rank:D5}-of-{files:D5}.safetensors";
+    public const string OptimizerFilePattern = "optimizer-rank*-of-*.safetensors";
+    /// <summary>The file count an optimizer file's name states.</summary>
+    public static int OptimizerFileCount(string path) => int.Parse(Path.GetFileName(path)[^"00000.safetensors".Length..][..5]);
+
+    /// <param name="parameters">Values to write instead of the model's own, by parameter name (the fp32 master weights
+    /// when the model computes in bf16); null: the model's parameters.</param>
+    public static void WriteModel(string dir, CausalLM model, string tokenizer, IReadOnlyDictionary<string, Tensor>? parameters = null)
     {
         File.WriteAllText(Path.Combine(dir, ConfigFile), model.Config.ToJson());
         var hf = model.HfNames;
@@ -22,7 +31,7 @@ public static class ModelCheckpoint
         var tensors = model.named_parameters().Select(p =>
         {
             var (name, transposed) = hf[p.name];
-            Tensor t = p.parameter;
+            Tensor t = parameters?[p.name] ?? p.parameter;
             if (vocabTables.Contains(p.name)) t = t.narrow(0, 0, vocab);   // padding rows are not part of the model
             return (name, transposed ? t.t() : t);
         });

@@ -8,15 +8,24 @@ namespace Supercluster.Distributed;
 /// The model's parameters and gradients as views into two flat fp32 vectors (in <c>named_parameters</c> order),
 /// padded to a multiple of the world size so they split into equal ZeRO shards. Averaging gradients and the optimizer
 /// then work on one large tensor each, with no copies (as PyTorch DDP's gradient_as_bucket_view).
+/// <para>
+/// Mixed precision (<see cref="BindCompute"/>): the fp32 vectors become the master copy, and the model's parameters
+/// are views of a second, low-precision vector (the compute weights, e.g. bf16) that the optimizer rewrites from the
+/// master after each update, as llm.c keeps master weights; modules see plain tensors and cast nothing. Autograd
+/// accumulates the compute gradients; <see cref="AccumulateComputeGradients"/> adds them into the fp32 gradients after
+/// each micro-batch, so accumulation and the all-reduce stay in fp32 (Megatron-LM's main_grad).
+/// </para>
 /// </summary>
 public sealed class FlatParameters : IDisposable
 {
-    readonly (string Name, Parameter P, long Offset, long Length)[] _items;
+    // P: the model's fp32 parameter as given (disposed by the model's conversion under mixed precision; then _compute holds the live ones).
+    readonly (string Name, Parameter P, long Offset, long Length, long[] Shape, bool Trainable)[] _items;
+    Parameter[]? _compute;   // the model's parameters under mixed precision, views of ComputeValues
 
     public FlatParameters(IEnumerable<(string Name, Parameter P)> parameters, int worldSize)
     {
         long offset = 0;
-        _items = parameters.Select(p => { var item = (p.Name, p.P, offset, p.P.numel()); offset += p.P.numel(); return item; }).ToArray();
+        _items = parameters.Select(p => { var item = (p.Name, p.P, offset, p.P.numel(), p.P.shape, p.P.requires_grad); offset += p.P.numel(); return item; }).ToArray();
         Count = offset;
         PaddedCount = (offset + worldSize - 1) / worldSize * worldSize;
         WorldSize = worldSize;
@@ -24,7 +33,7 @@ public sealed class FlatParameters : IDisposable
         Values = zeros(PaddedCount, device: device).DetachFromDisposeScope();
         Gradients = zeros(PaddedCount, device: device).DetachFromDisposeScope();
         using var _ = no_grad();
-        foreach (var (_, p, off, n) in _items)
+        foreach (var (_, p, off, n, _, _) in _items)
         {
             if (p.dtype != ScalarType.Float32) throw new InvalidOperationException($"flat parameters are fp32; {p.dtype} found");
             var view = Values.narrow(0, off, n);
@@ -40,18 +49,71 @@ public sealed class FlatParameters : IDisposable
     public long PaddedCount { get; }
     public int WorldSize { get; }
     public long ShardLength => PaddedCount / WorldSize;
-    /// <summary>All parameters, end to end (padding stays 0).</summary>
+    /// <summary>All parameters (fp32; the master copy under mixed precision), end to end (padding stays 0).</summary>
     public Tensor Values { get; }
-    /// <summary>All gradients, end to end; autograd accumulates into these views in place.</summary>
+    /// <summary>All gradients (fp32), end to end; autograd accumulates into these views in place (fp32 compute).</summary>
     public Tensor Gradients { get; }
+    /// <summary>The compute weights the model uses under mixed precision [padded], or null (the model uses <see cref="Values"/>).</summary>
+    public Tensor? ComputeValues { get; private set; }
+    /// <summary>Compute-dtype gradients autograd fills under mixed precision [padded], or null.</summary>
+    public Tensor? ComputeGradients { get; private set; }
+    /// <summary>The dtype the model computes in: fp32, or that of the compute weights.</summary>
+    public ScalarType ComputeDtype => ComputeValues?.dtype ?? ScalarType.Float32;
 
-    /// <summary>1 for matrices (decayed), 0 for vectors (biases, norms): full length, padding 0.</summary>
-    public Tensor DecayMask()
+    /// <summary>(name, fp32 value view, rank of the parameter ≥ 2, trainable) in flat order.</summary>
+    public IEnumerable<(string Name, Tensor Value, long Offset, long Length, int Dim, bool Trainable)> Items =>
+        _items.Select(i => (i.Name, Values.narrow(0, i.Offset, i.Length).view(i.Shape), i.Offset, i.Length, i.Shape.Length, i.Trainable));
+
+    /// <summary>
+    /// Mixed precision: <paramref name="computeParameters"/> are the model's parameters after its conversion to the
+    /// compute dtype (same names and order as at construction). They become views of <see cref="ComputeValues"/>,
+    /// written from the fp32 master here and by the optimizer after each update.
+    /// </summary>
+    public void BindCompute(IEnumerable<(string Name, Parameter P)> computeParameters)
     {
-        var mask = zeros(PaddedCount, device: Values.device);
-        foreach (var (_, p, off, n) in _items)
-            if (p.dim() >= 2) mask.narrow(0, off, n).fill_(1.0);
-        return mask;
+        var ps = computeParameters.ToArray();
+        if (ps.Length != _items.Length || ps.Zip(_items).Any(z => z.First.Name != z.Second.Name || z.First.P.numel() != z.Second.Length))
+            throw new InvalidOperationException("compute parameters differ from the master parameters");
+        var dtype = ps[0].P.dtype;
+        if (ps.Any(p => p.P.dtype != dtype)) throw new InvalidOperationException("compute parameters of mixed dtypes");
+        ComputeValues = empty(PaddedCount, dtype: dtype, device: Values.device).DetachFromDisposeScope();
+        ComputeGradients = zeros(PaddedCount, dtype: dtype, device: Values.device).DetachFromDisposeScope();
+        using var _ = no_grad();
+        ComputeValues.copy_(Values);
+        foreach (var ((_, p), (_, _, off, n, _, _)) in ps.Zip(_items))
+        {
+            p.set_(ComputeValues.narrow(0, off, n).view(p.shape));
+            p.grad = ComputeGradients.narrow(0, off, n).view(p.shape);
+        }
+        _compute = ps.Select(p => p.P).ToArray();
+    }
+
+    /// <summary>Zeroes every gradient at once (they are views of one buffer; two under mixed precision).</summary>
+    public void ZeroGradients()
+    {
+        Gradients.zero_();
+        ComputeGradients?.zero_();
+    }
+
+    /// <summary>
+    /// Under mixed precision, after a micro-batch's backward: fp32 gradients ← (first ? 0 : them) + compute gradients,
+    /// and the compute gradients are zeroed for the next micro-batch. Nothing to do in fp32.
+    /// </summary>
+    public void AccumulateComputeGradients(bool first)
+    {
+        if (ComputeGradients is null) return;
+        using var _ = no_grad();
+        EnsureGradientViews();
+        if (first) Gradients.copy_(ComputeGradients); else Gradients.add_(ComputeGradients);
+        ComputeGradients.zero_();
+    }
+
+    /// <summary>Compute weights ← master (rounded), for <paramref name="offset"/>…+<paramref name="length"/> of the flat vector.</summary>
+    public void WriteComputeWeights(long offset, long length)
+    {
+        if (ComputeValues is null) return;
+        using var _ = no_grad();
+        ComputeValues.narrow(0, offset, length).copy_(Values.narrow(0, offset, length));
     }
 
     /// <summary>
@@ -61,9 +123,12 @@ public sealed class FlatParameters : IDisposable
     public void EnsureGradientViews()
     {
         using var _ = no_grad();
-        foreach (var (_, p, off, n) in _items)
+        var grads = ComputeGradients ?? Gradients;
+        for (int i = 0; i < _items.Length; i++)
         {
-            var view = Gradients.narrow(0, off, n);
+            var (_, master, off, n, _, _) = _items[i];
+            var p = _compute?[i] ?? master;
+            var view = grads.narrow(0, off, n);
             if (p.grad is { } g && LibTorchLoader.DataPtr(g) == LibTorchLoader.DataPtr(view)) continue;
             if (p.grad is { } other) view.copy_(other.reshape(-1)); else view.zero_();
             p.grad = view.view(p.shape);
@@ -74,5 +139,7 @@ public sealed class FlatParameters : IDisposable
     {
         Values.Dispose();
         Gradients.Dispose();
+        ComputeValues?.Dispose();
+        ComputeGradients?.Dispose();
     }
 }

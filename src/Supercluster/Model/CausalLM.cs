@@ -13,12 +13,6 @@ public abstract class CausalLM : nn.Module<Tensor, Tensor>
 
     public ModelConfig Config { get; }
 
-    /// <summary>dtype of matmul inputs (bf16 = autocast-like mixed precision); parameters stay fp32.</summary>
-    public ScalarType ComputeDtype { get => Precision.Compute; set => Precision.Compute = value; }
-
-    /// <summary>Shared with the layers (a plain object: a Module field would register the model as its own child).</summary>
-    protected internal Precision Precision { get; } = new();
-
     /// <summary>Logits [B, T, vocab] for ids [B, T]; with a cache, ids continue the cached sequence.</summary>
     public abstract Tensor Forward(Tensor idx, KvCache? cache);
 
@@ -75,20 +69,5 @@ public abstract class CausalLM : nn.Module<Tensor, Tensor>
         // Prefix already cached: query i sits at position tk - tq + i and sees keys ≤ that position.
         using var mask = ones(tq, tk, dtype: ScalarType.Bool, device: q.device).tril(tk - tq);
         return nn.functional.scaled_dot_product_attention(q, k, v, attn_mask: mask);
-    }
-}
-
-/// <summary>Mixed precision without autocast: matmul inputs cast to the compute dtype, gradients flow back to fp32 parameters through the casts.</summary>
-public sealed class Precision
-{
-    public ScalarType Compute { get; set; } = ScalarType.Float32;
-
-    /// <summary>y = x·Wᵀ + b in the compute dtype (fp64 inputs, used by gradient checks, stay fp64).</summary>
-    public Tensor Linear(Tensor x, TorchSharp.Modules.Linear layer) => Linear(x, layer.weight!, layer.bias);
-
-    public Tensor Linear(Tensor x, Tensor weight, Tensor? bias = null)
-    {
-        if (Compute == ScalarType.Float32 || x.dtype == ScalarType.Float64) return nn.functional.linear(x, weight, bias);
-        return nn.functional.linear(x.to(Compute), weight.to(Compute), bias?.to(Compute));
     }
 }

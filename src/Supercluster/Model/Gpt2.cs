@@ -11,13 +11,11 @@ namespace Supercluster.Model;
 /// <summary>Multi-head causal self-attention: one fused q/k/v projection, flash/SDPA attention, output projection.</summary>
 public sealed class CausalSelfAttention : Module<Tensor, Tensor>
 {
-    readonly Precision _p;
     readonly int _nHead;
     public readonly Linear c_attn, c_proj;
 
-    public CausalSelfAttention(Precision precision, ModelConfig c) : base(nameof(CausalSelfAttention))
+    public CausalSelfAttention(ModelConfig c) : base(nameof(CausalSelfAttention))
     {
-        _p = precision;
         _nHead = c.NHead;
         c_attn = Linear(c.NEmbd, 3 * c.NEmbd);
         c_proj = Linear(c.NEmbd, c.NEmbd);
@@ -29,7 +27,7 @@ public sealed class CausalSelfAttention : Module<Tensor, Tensor>
     public Tensor Forward(Tensor x, KvCache? cache, int layer)
     {
         long b = x.shape[0], t = x.shape[1], d = x.shape[2], hd = d / _nHead;
-        var qkv = _p.Linear(x, c_attn).split(d, dim: 2);                  // 3 × [B, T, d]
+        var qkv = c_attn.forward(x).split(d, dim: 2);                  // 3 × [B, T, d]
         var q = qkv[0].view(b, t, _nHead, hd).transpose(1, 2);                 // [B, H, T, hd]
         var k = qkv[1].view(b, t, _nHead, hd).transpose(1, 2);
         var v = qkv[2].view(b, t, _nHead, hd).transpose(1, 2);
@@ -38,26 +36,24 @@ public sealed class CausalSelfAttention : Module<Tensor, Tensor>
             ? nn.functional.scaled_dot_product_attention(q, k, v, attn_mask: mask)
             : CausalLM.Attend(q, k, v);                                        // [B, H, T, hd]
         y = y.transpose(1, 2).contiguous().view(b, t, d);                      // re-assemble heads
-        return _p.Linear(y, c_proj);
+        return c_proj.forward(y);
     }
 }
 
 /// <summary>Position-wise feed-forward: d → 4d → d with GELU (tanh approximation, as GPT-2 used).</summary>
 public sealed class Mlp : Module<Tensor, Tensor>
 {
-    readonly Precision _p;
     public readonly Linear c_fc, c_proj;
 
-    public Mlp(Precision precision, ModelConfig c) : base(nameof(Mlp))
+    public Mlp(ModelConfig c) : base(nameof(Mlp))
     {
-        _p = precision;
         c_fc = Linear(c.NEmbd, c.FfnHidden);
         c_proj = Linear(c.FfnHidden, c.NEmbd);
         RegisterComponents();
     }
 
     public override Tensor forward(Tensor x) =>
-        _p.Linear(functional.gelu(_p.Linear(x, c_fc), TorchSharp.Modules.GELU.Approximate.tanh), c_proj);
+        c_proj.forward(functional.gelu(c_fc.forward(x), TorchSharp.Modules.GELU.Approximate.tanh));
 }
 
 /// <summary>Pre-norm residual block: x + attn(ln(x)), then x + mlp(ln(x)).</summary>
@@ -67,12 +63,12 @@ public sealed class Block : Module<Tensor, Tensor>
     public readonly CausalSelfAttention attn;
     public readonly Mlp mlp;
 
-    public Block(Precision precision, ModelConfig c) : base(nameof(Block))
+    public Block(ModelConfig c) : base(nameof(Block))
     {
         ln_1 = LayerNorm(c.NEmbd, c.NormEps);
-        attn = new CausalSelfAttention(precision, c);
+        attn = new CausalSelfAttention(c);
         ln_2 = LayerNorm(c.NEmbd, c.NormEps);
-        mlp = new Mlp(precision, c);
+        mlp = new Mlp(c);
         RegisterComponents();
     }
 
@@ -96,7 +92,7 @@ public sealed class Gpt2 : CausalLM
     {
         wte = Embedding(c.PaddedVocab, c.NEmbd); // also the output head (weight tying)
         wpe = Embedding(c.SeqLen, c.NEmbd);
-        h = new ModuleList<Block>(Enumerable.Range(0, c.NLayer).Select(_ => new Block(Precision, c)).ToArray());
+        h = new ModuleList<Block>(Enumerable.Range(0, c.NLayer).Select(_ => new Block(c)).ToArray());
         ln_f = LayerNorm(c.NEmbd, c.NormEps);
         RegisterComponents();
     }
@@ -141,7 +137,7 @@ public sealed class Gpt2 : CausalLM
         return wte.forward(idx) + wpe.forward(pos);                           // [B, T, d]
     }
 
-    Tensor Head(Tensor x) => CutPadding(Precision.Linear(x, wte.weight!));    // [B, T, padded] → [B, T, vocab]
+    Tensor Head(Tensor x) => CutPadding(functional.linear(x, wte.weight!));    // [B, T, padded] → [B, T, vocab]
 
     public override IReadOnlyList<string> VocabTables => ["wte.weight"];
 

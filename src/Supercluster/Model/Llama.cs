@@ -90,14 +90,12 @@ public sealed class Rotary(int headDim, int contextLength, double theta) : IDisp
 /// <summary>Grouped-query causal attention: n_kv_head key/value heads shared by n_head/n_kv_head query heads each.</summary>
 public sealed class LlamaAttention : Module<Tensor, Tensor>
 {
-    readonly Precision _p;
     readonly int _nHead, _nKv, _hd;
     readonly Rotary _rotary;
     public readonly Linear q_proj, k_proj, v_proj, o_proj;
 
-    public LlamaAttention(Precision precision, Rotary rotary, ModelConfig c) : base(nameof(LlamaAttention))
+    public LlamaAttention(Rotary rotary, ModelConfig c) : base(nameof(LlamaAttention))
     {
-        _p = precision;
         _nHead = c.NHead;
         _nKv = c.NKvHead;
         _hd = c.HeadDim;
@@ -114,9 +112,9 @@ public sealed class LlamaAttention : Module<Tensor, Tensor>
     public Tensor Forward(Tensor x, KvCache? cache, int layer)
     {
         long b = x.shape[0], t = x.shape[1], hd = _hd, start = cache?.Length ?? 0;
-        var q = _p.Linear(x, q_proj).view(b, t, _nHead, hd).transpose(1, 2);     // [B, H, T, hd]
-        var k = _p.Linear(x, k_proj).view(b, t, _nKv, hd).transpose(1, 2);       // [B, H_kv, T, hd]
-        var v = _p.Linear(x, v_proj).view(b, t, _nKv, hd).transpose(1, 2);
+        var q = q_proj.forward(x).view(b, t, _nHead, hd).transpose(1, 2);     // [B, H, T, hd]
+        var k = k_proj.forward(x).view(b, t, _nKv, hd).transpose(1, 2);       // [B, H_kv, T, hd]
+        var v = v_proj.forward(x).view(b, t, _nKv, hd).transpose(1, 2);
         if (cache?.RowPositions(t) is { } rows)                                        // batched cache: rows at their own positions
         {
             q = _rotary.Apply(q, rows);
@@ -135,19 +133,17 @@ public sealed class LlamaAttention : Module<Tensor, Tensor>
         }
         var att = cache?.AttentionMask is { } mask ? nn.functional.scaled_dot_product_attention(q, k, v, attn_mask: mask) : CausalLM.Attend(q, k, v);
         var y = att.transpose(1, 2).contiguous().view(b, t, _nHead * hd);
-        return _p.Linear(y, o_proj);
+        return o_proj.forward(y);
     }
 }
 
 /// <summary>SwiGLU feed-forward: down(silu(gate(x)) · up(x)).</summary>
 public sealed class SwiGlu : Module<Tensor, Tensor>
 {
-    readonly Precision _p;
     public readonly Linear gate_proj, up_proj, down_proj;
 
-    public SwiGlu(Precision precision, ModelConfig c) : base(nameof(SwiGlu))
+    public SwiGlu(ModelConfig c) : base(nameof(SwiGlu))
     {
-        _p = precision;
         gate_proj = Linear(c.NEmbd, c.FfnHidden, hasBias: false);
         up_proj = Linear(c.NEmbd, c.FfnHidden, hasBias: false);
         down_proj = Linear(c.FfnHidden, c.NEmbd, hasBias: false);
@@ -155,7 +151,7 @@ public sealed class SwiGlu : Module<Tensor, Tensor>
     }
 
     public override Tensor forward(Tensor x) =>
-        _p.Linear(functional.silu(_p.Linear(x, gate_proj)) * _p.Linear(x, up_proj), down_proj);
+        down_proj.forward(functional.silu(gate_proj.forward(x)) * up_proj.forward(x));
 }
 
 /// <summary>Pre-RMSNorm residual block.</summary>
@@ -165,12 +161,12 @@ public sealed class LlamaBlock : Module<Tensor, Tensor>
     public readonly LlamaAttention self_attn;
     public readonly SwiGlu mlp;
 
-    public LlamaBlock(Precision precision, Rotary rotary, ModelConfig c) : base(nameof(LlamaBlock))
+    public LlamaBlock(Rotary rotary, ModelConfig c) : base(nameof(LlamaBlock))
     {
         input_layernorm = new RmsNorm(c.NEmbd, c.NormEps);
-        self_attn = new LlamaAttention(precision, rotary, c);
+        self_attn = new LlamaAttention(rotary, c);
         post_attention_layernorm = new RmsNorm(c.NEmbd, c.NormEps);
-        mlp = new SwiGlu(precision, c);
+        mlp = new SwiGlu(c);
         RegisterComponents();
     }
 
@@ -196,7 +192,7 @@ public sealed class Llama : CausalLM
     {
         _rotary = new Rotary(c.HeadDim, c.SeqLen, c.RopeTheta);
         embed_tokens = Embedding(c.PaddedVocab, c.NEmbd);
-        layers = new ModuleList<LlamaBlock>(Enumerable.Range(0, c.NLayer).Select(_ => new LlamaBlock(Precision, _rotary, c)).ToArray());
+        layers = new ModuleList<LlamaBlock>(Enumerable.Range(0, c.NLayer).Select(_ => new LlamaBlock(_rotary, c)).ToArray());
         norm = new RmsNorm(c.NEmbd, c.NormEps);
         lm_head = nn.Linear(c.NEmbd, c.PaddedVocab, hasBias: false);
         RegisterComponents();
@@ -219,7 +215,7 @@ public sealed class Llama : CausalLM
     {
         var x = Trunk(idx, cache);
         cache?.Advance(idx.shape[1]);
-        return CutPadding(Precision.Linear(x, lm_head));                                      // [B, T, vocab]
+        return CutPadding(lm_head.forward(x));                                      // [B, T, vocab]
     }
 
     public override Tensor Hidden(Tensor idx) => Trunk(idx, null);

@@ -69,19 +69,6 @@ public sealed record ModelConfig
     public long NonEmbeddingParameterCount() =>
         ParameterCount() - (Family == ModelFamily.Gpt2 ? (long)SeqLen * NEmbd : (long)VocabSize * NEmbd);
 
-    /// <summary>
-    /// Training FLOPs per token (PaLM, Chowdhery et al. 2022, App. B; nanoGPT's estimate_mfu): 6·N for the
-    /// matmuls of forward and backward (N counts the output head, not lookup-only position/token tables)
-    /// plus 12·L·d·T for attention scores and weighted values.
-    /// </summary>
-    public double FlopsPerToken(int seqLen)
-    {
-        double n = Family == ModelFamily.Gpt2
-            ? ParameterCount() - (double)SeqLen * NEmbd            // wpe is a lookup; wte is used as the head matmul
-            : ParameterCount() - (double)VocabSize * NEmbd;        // embed_tokens is a lookup; lm_head is a matmul
-        return 6 * n + 12.0 * NLayer * NEmbd * seqLen;
-    }
-
     public static readonly JsonSerializerOptions Json = new()
     {
         PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,

@@ -32,7 +32,25 @@ public static class GpuCatalog
         new("H100-PCIe", 756, 756, 1513, 80, 2000, 64, 350, "NVIDIA H100 PCIe data sheet (PCIe Gen5 x16)"),
         new("H200", 989, 989, 1979, 141, 4800, 450, 700, "NVIDIA H200 SXM data sheet (NVLink 4: 900 GB/s)"),
         new("B200", 2250, 2250, 4500, 180, 8000, 900, 1000, "NVIDIA HGX B200 data sheet (NVLink 5: 1.8 TB/s)"),
+        // No NVLink: GPUs talk over PCIe Gen4 x16 (32 GB/s per direction).
+        new("L4", 121, 121, 242, 24, 300, 32, 72, "NVIDIA L4 data sheet (PCIe Gen4 x16)"),
     ];
+
+    /// <summary>
+    /// The catalog entry for a CUDA device name as the driver reports it ("NVIDIA H100 80GB HBM3", "NVIDIA A100-SXM4-40GB"),
+    /// or null; train and bench take their MFU peak from it.
+    /// </summary>
+    public static GpuSpec? ForDeviceName(string name) => name switch
+    {
+        _ when name.Contains("H100") && name.Contains("PCIe") => Get("H100-PCIe"),
+        _ when name.Contains("H100") => Get("H100-SXM"),
+        _ when name.Contains("H200") => Get("H200"),
+        _ when name.Contains("B200") => Get("B200"),
+        _ when name.Contains("A100") => Get(name.Contains("40GB") ? "A100-40GB" : "A100-80GB"),
+        _ when name.Contains("V100") => Get("V100"),
+        _ when name.Contains("L4") => Get("L4"),
+        _ => null,
+    };
 
     public static GpuSpec Get(string name) =>
         All.FirstOrDefault(g => string.Equals(g.Name, name, StringComparison.OrdinalIgnoreCase)

@@ -30,22 +30,15 @@ public static class DeviceSelect
         _ => throw new BadInputException($"--dtype: unknown dtype '{spec}', expected fp32 or bf16"),
     };
 
-    /// <summary>Dense bf16 peak FLOP/s of known GPUs (vendor datasheets), for MFU; null when unknown (CPU).</summary>
+    /// <summary>
+    /// Dense peak FLOP/s of this GPU for MFU, from <see cref="Planning.GpuCatalog"/> (the table plan uses); null when
+    /// unknown (CPU). fp32 matmuls run as TF32 on tensor cores, at half the bf16 rate on these parts.
+    /// </summary>
     public static double? PeakFlops(Device device, ScalarType dtype)
     {
         if (device.type != DeviceType.CUDA) return null;
         var name = CudaDriver.Devices().FirstOrDefault(d => d.Index == device.index)?.Name ?? "";
-        double? bf16 = name switch
-        {
-            _ when name.Contains("H100") && name.Contains("PCIe") => 756e12,
-            _ when name.Contains("H100") => 989e12,
-            _ when name.Contains("H200") => 989e12,
-            _ when name.Contains("B200") => 2250e12,
-            _ when name.Contains("A100") => 312e12,
-            _ when name.Contains("L4") => 121e12,
-            _ => null,
-        };
-        // fp32 matmuls run as TF32 on tensor cores at half the bf16 rate on these parts.
+        double? bf16 = Planning.GpuCatalog.ForDeviceName(name) is { Bf16Tflops: > 0 } gpu ? gpu.Bf16Tflops * 1e12 : null;   // V100: no bf16
         return dtype == ScalarType.BFloat16 ? bf16 : bf16 / 2;
     }
 }

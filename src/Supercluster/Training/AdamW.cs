@@ -10,7 +10,7 @@ namespace Supercluster.Training;
 /// torch.optim.AdamW. On a GPU with NVRTC the whole update is one fused kernel (<see cref="FusedAdamW"/>: each element's
 /// p, g, m, v read once and written once); otherwise a few large torch ops.
 /// </summary>
-public sealed class AdamW : IDisposable
+public sealed class AdamW : IOptimizer
 {
     readonly Tensor _m, _v, _decayMask;   // _decayMask: fp32 0/1 for the torch ops, or uint8 for the fused kernel
     readonly FusedAdamW? _fused;
@@ -50,6 +50,7 @@ public sealed class AdamW : IDisposable
         _ => throw new BadInputException($"--optimizer: unknown AdamW implementation '{name}', expected auto, fused or torch"),
     };
 
+    public string Name => "adamw";
     public double Beta1 { get; }
     public double Beta2 { get; }
     public double Eps { get; }
@@ -93,6 +94,12 @@ public sealed class AdamW : IDisposable
 
     /// <summary>First and second moments (views, not copies).</summary>
     public (Tensor ExpAvg, Tensor ExpAvgSq) State => (_m, _v);
+
+    /// <summary>The checkpoint's names: torch.optim.AdamW's.</summary>
+    IReadOnlyList<(string Name, Tensor Value)> IOptimizer.State => [("exp_avg", _m), ("exp_avg_sq", _v)];
+
+    void IOptimizer.LoadState(IReadOnlyDictionary<string, Tensor> state, long stepCount) =>
+        LoadState(state["exp_avg"], state["exp_avg_sq"], stepCount);
 
     public void LoadState(Tensor expAvg, Tensor expAvgSq, long stepCount)
     {

@@ -55,20 +55,11 @@ public static class Evaluator
                 }
                 using var scope = NewDisposeScope();
                 var (xs, ys) = n == batchSize ? (x, y) : (x[..(n * seqLen)], y[..(n * seqLen)]);
-                sum += BatchLoss(model, xs, ys, n, seqLen, device).item<float>() * n;
+                sum += NextTokenLoss.Batch(model, xs, ys, n, seqLen, device).item<float>() * n;
                 done += n;
             }
         }
         if (wasTraining) model.train();
         return new EvalResult(sum / done, done * seqLen);
-    }
-
-    /// <summary>Cross-entropy of one batch (fp32 logits even under bf16 compute).</summary>
-    public static Tensor BatchLoss(CausalLM model, long[] x, long[] y, int batchSize, int seqLen, Device device)
-    {
-        var input = tensor(x, [batchSize, seqLen], device: device);
-        var target = tensor(y, [batchSize * seqLen], device: device);
-        var logits = model.forward(input);                                   // [B, T, V]
-        return nn.functional.cross_entropy(logits.view(-1, logits.shape[2]).to(ScalarType.Float32), target);
     }
 }

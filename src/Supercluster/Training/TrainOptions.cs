@@ -1,44 +1,78 @@
 namespace Supercluster.Training;
 
-/// <summary>Everything a training run needs; stored as RUN_DIR/config.json so the run can be reproduced.</summary>
+/// <summary>
+/// Everything a training run needs; stored as RUN_DIR/config.json so the run can be reproduced. Each property's
+/// <see cref="FlagAttribute"/> and initialiser are its train flag and default (the CLI is built from them).
+/// </summary>
 public sealed record TrainOptions
 {
+    [Flag("--data", "Directory written by prepare")]
     public required string DataDir { get; init; }
-    public required string OutDir { get; init; }
+    [Flag("--out", "Run directory (metrics.jsonl, config.json, checkpoints/)")]
+    public string OutDir { get; init; } = "runs/run";
+    [Flag("--model", "Preset: tiny, small, gpt2, gpt2-medium, gpt2-large, gpt2-xl, llama-tiny, llama-small, llama-110m")]
     public string Model { get; init; } = "small";
+    [Flag("--n-layer", "Override the preset's layer count")]
     public int? NLayer { get; init; }
+    [Flag("--n-head", "Override the preset's head count")]
     public int? NHead { get; init; }
+    [Flag("--n-embd", "Override the preset's width")]
     public int? NEmbd { get; init; }
+    [Flag("--seq-len", "Training sequence length (≤ the model context; default the context)")]
     public int? SeqLen { get; init; }
+    [Flag("--batch-size", "Sequences per micro-batch")]
     public int BatchSize { get; init; } = 8;
     /// <summary>Tokens per optimizer step across all ranks; gradient accumulation = this / (batch · seq_len · world).</summary>
+    [Flag("--total-batch-tokens", "Tokens per optimizer step; gradient accumulation = this / (batch × seq-len)")]
     public long? TotalBatchTokens { get; init; }
+    [Flag("--steps", "Optimizer steps")]
     public int Steps { get; init; } = 100;
+    [Flag("--lr", "Peak learning rate")]
     public double Lr { get; init; } = 1e-3;
+    [Flag("--warmup", "Linear warmup steps (default min(100, steps/10))")]
     public int? Warmup { get; init; }
+    [Flag("--min-lr-ratio", "Final learning rate as a fraction of the peak")]
     public double MinLrRatio { get; init; } = 0.1;
+    [Flag("--weight-decay", "AdamW decoupled weight decay (matrices only)")]
     public double WeightDecay { get; init; } = 0.1;
+    [Flag("--grad-clip", "Clip the global gradient norm (0 = off)")]
     public double GradClip { get; init; } = 1.0;
+    [Flag("--device", "auto, cpu or cuda[:N]")]
     public string Device { get; init; } = "auto";
+    [Flag("--dtype", "fp32, or bf16 (bf16 compute weights; fp32 master weights, gradients and optimizer state)")]
     public string Dtype { get; init; } = "fp32";
+    [Flag("--seed", "Seed for initialisation and data order")]
     public long Seed { get; init; } = 1337;
+    [Flag("--eval-every", "Validation every N steps (and at the end; 0 = end only)")]
     public int EvalEvery { get; init; } = 0;
+    [Flag("--eval-tokens", "Validation tokens per evaluation")]
     public long EvalTokens { get; init; } = Evaluator.DefaultTokens;
+    [Flag("--sample-every", "Print a sample every N steps (and at the end; 0 = never)")]
     public int SampleEvery { get; init; } = 0;
+    [Flag("--sample-tokens", "Tokens per training sample")]
     public int SampleTokens { get; init; } = 64;
+    [Flag("--checkpoint-every", "Checkpoint every N steps (always at the end)")]
     public int CheckpointEvery { get; init; } = 0;
+    [Flag("--keep-checkpoints", "Keep the newest K checkpoints")]
     public int KeepCheckpoints { get; init; } = 3;
     /// <summary>null: start fresh (refuse a run directory that has checkpoints); "auto": newest complete checkpoint if any; else a path.</summary>
+    [Flag("--resume", "auto (newest complete checkpoint in --out, if any) or a checkpoint path")]
     public string? Resume { get; init; }
+    [Flag("--init-from", "Start a gpt2 model from Hugging Face GPT-2 weights (model.safetensors)")]
     public string? InitFrom { get; init; }
+    [Flag("--fault", "Fault injection: kill:rank=R:step=S, hang:rank=R:step=S, crash-in-checkpoint:step=S")]
     public string? Fault { get; init; }
     /// <summary>Collectives: auto (single process alone, NCCL on GPUs, else MPI), mpi or nccl.</summary>
+    [Flag("--backend", "Collectives: auto (NCCL on GPUs, else MPI; none for one rank), mpi or nccl")]
     public string Backend { get; init; } = "auto";
     /// <summary>0: replicated optimizer state; 1: ZeRO-1, optimizer state sharded across ranks.</summary>
+    [Flag("--zero", "1: shard optimizer state across ranks (ZeRO-1)")]
     public int Zero { get; init; } = 0;
     /// <summary>Round the vocabulary tables up to a multiple of this; null: 128 on a GPU (tensor-core tiles), 1 on a CPU.</summary>
+    [Flag("--pad-vocab", "Round the vocabulary tables up to a multiple of this (default 128 on a GPU, 1 on a CPU; results are the same)")]
     public int? PadVocab { get; init; }
     /// <summary>auto: the fused CUDA AdamW kernel when NVRTC is found and the parameters are on a GPU; torch: always torch ops.</summary>
+    [Flag("--optimizer", "auto (AdamW; fused CUDA kernel compiled with NVRTC where available), torch, fused, or NAME[:auto|fused|torch] of a registered optimizer: adamw, lion (Chen et al. 2023; torch ops)")]
     public string Optimizer { get; init; } = "auto";
 
     public void Validate()
@@ -59,7 +93,7 @@ public sealed record TrainOptions
         if (KeepCheckpoints <= 0) throw new BadInputException($"--keep-checkpoints = {KeepCheckpoints}, expected ≥ 1");
         if (!Directory.Exists(DataDir)) throw new BadInputException($"--data: directory '{DataDir}' does not exist (run prepare first)");
         if (PadVocab is <= 0) throw new BadInputException($"--pad-vocab = {PadVocab}, expected a positive multiple (1 = no padding)");
-        AdamW.ParseImplementation(Optimizer);
+        Optimizers.Parse(Optimizer);
         if (Zero is not (0 or 1)) throw new BadInputException($"--zero = {Zero}, expected 0 or 1");
         FaultPlan.Parse(Fault);
     }

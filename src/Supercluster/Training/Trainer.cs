@@ -16,9 +16,9 @@ namespace Supercluster.Training;
 public sealed record TrainResult(string RunDir, int Steps, double FinalLoss, double? FinalValLoss, double TokensPerSecond, string? LastCheckpoint);
 
 /// <summary>
-/// The training loop: warmup + cosine schedule, gradient accumulation, data-parallel averaging and AdamW (through
-/// <see cref="DataParallel"/>), periodic eval, samples and checkpoints, exact resume. One rank or many: the model
-/// never knows; logs and metrics come from rank 0.
+/// The training loop: warmup + cosine schedule, one <see cref="TrainStep"/> per optimizer step (gradient accumulation,
+/// data-parallel averaging, clipping, the optimizer), periodic eval, samples and checkpoints, exact resume. One rank or
+/// many: the model never knows; logs and metrics come from rank 0.
 /// </summary>
 public sealed class Trainer
 {
@@ -67,14 +67,19 @@ public sealed class Trainer
         var tokenizer = Tokenizers.Create(meta.Tokenizer);
 
         using var model = CausalLM.Create(config, _o.Seed);
+        // Weights are loaded into the fp32 model before the step makes them its master copy (and bf16 compute weights).
         if (_o.InitFrom is not null && resumeDir is null) ModelCheckpoint.LoadWeights(model, _o.InitFrom);
+        if (resumeDir is not null) LoadResumeWeights(resumeDir, model, config);
         model.to(device);
-        model.ComputeDtype = dtype;
         model.train();
-        using var dp = new DataParallel(model.named_parameters().Select(p => (p.name, p.parameter)), comm, _o.Zero, _o.WeightDecay, _o.Optimizer);
+        using var trainStep = new TrainStep(model, comm, new TrainStepOptions
+        {
+            BatchSize = _o.BatchSize, SeqLen = seqLen, Zero = _o.Zero, WeightDecay = _o.WeightDecay, GradClip = _o.GradClip,
+            Optimizer = _o.Optimizer, ComputeDtype = dtype,
+        });
 
         long startStep = 0, tokensSeen = 0;
-        if (resumeDir is not null) (startStep, tokensSeen) = Restore(resumeDir, model, dp, train, config);
+        if (resumeDir is not null) (startStep, tokensSeen) = Restore(resumeDir, trainStep.Optimizer, train);
         if (lead)
             File.WriteAllText(Path.Combine(_o.OutDir, "config.json"), JsonSerializer.Serialize(new
             {
@@ -83,51 +88,30 @@ public sealed class Trainer
 
         var schedule = new LrSchedule(_o.Lr, _o.Warmup ?? Math.Min(100, _o.Steps / 10), _o.Steps, _o.MinLrRatio);
         var fault = FaultPlan.Parse(_o.Fault);
-        double flopsPerToken = config.FlopsPerToken(seqLen);
+        double flopsPerToken = Planning.FlopsModel.ModelFlopsPerToken(config, seqLen);
         double? peak = DeviceSelect.PeakFlops(device, dtype);
-        var mem = dp.MemoryPerRank();
+        var mem = trainStep.MemoryPerRank();
         log.WriteLine($"model {_o.Model}: {config.ParameterCount():N0} parameters, {config.NLayer} layers, d={config.NEmbd}, context {config.SeqLen}, vocab {config.VocabSize}{(config.PaddedVocab != config.VocabSize ? $" (tables padded to {config.PaddedVocab})" : "")}; {device.type} {_o.Dtype}");
         log.WriteLine($"ranks: {comm.WorldSize} ({comm.Backend}{(comm.WorldSize > 1 ? $", launched by {env.Launcher}" : "")}){(_o.Zero == 1 ? ", ZeRO-1" : "")}; per rank: parameters {Mb(mem.Parameters)}, gradients {Mb(mem.Gradients)}, optimizer state {Mb(mem.Optimizer)}");
         log.WriteLine($"global batch = {_o.BatchSize} sequences × {seqLen} tokens × {accum} accumulation × {comm.WorldSize} ranks = {total:N0} tokens/step; {_o.Steps} steps; lr {_o.Lr} (warmup {schedule.WarmupSteps}, cosine to {_o.Lr * _o.MinLrRatio:G3})");
-        log.WriteLine($"optimizer: AdamW, {dp.OptimizerImplementation}");
+        log.WriteLine($"optimizer: {trainStep.Optimizer.Describe()}; {trainStep.Optimizer.Groups.Describe()}");
         if (resumeDir is not null) log.WriteLine($"resumed from {resumeDir} at step {startStep}");
 
         using var metrics = lead ? new MetricsLog(Path.Combine(_o.OutDir, "metrics.jsonl"), startStep) : null;
         var heartbeat = Heartbeat.FromEnvironment(comm.Rank);
         heartbeat?.Beat(startStep);
         var progress = new ProgressLine(lead ? null : TextWriter.Null);
-        var x = new long[tokensPerMicro];
-        var y = new long[tokensPerMicro];
         var clock = Stopwatch.StartNew();
         long tokensThisRun = 0;
         double lastLoss = double.NaN, tokPerSec = 0;
         double? lastVal = null;
         string? lastCheckpoint = null;
 
-        using var accumScalar = ((double)accum).ToScalar();
         for (long step = startStep; step < _o.Steps; step++)
         {
             var stepClock = Stopwatch.StartNew();
             double lr = schedule.At((int)step);
-            double loss, norm, commSeconds;
-            using (var scope = NewDisposeScope())
-            {
-                dp.ZeroGrad();
-                var lossSum = zeros(1, device: device);
-                for (int micro = 0; micro < accum; micro++)
-                {
-                    train.NextBatch(x, y);
-                    var l = Evaluator.BatchLoss(model, x, y, _o.BatchSize, seqLen, device).div_(accumScalar);
-                    l.backward();
-                    lossSum.add_(l.detach());
-                }
-                var normT = dp.Step(lr, _o.GradClip, out commSeconds);
-                if (comm.WorldSize > 1) comm.AllReduceSum(lossSum);
-                // The one host sync per step: loss and gradient norm for the log, read together at the step's end.
-                var logged = cat([lossSum.to(ScalarType.Float64), normT]).cpu().data<double>().ToArray();
-                loss = logged[0] / comm.WorldSize;
-                norm = logged[1];
-            }
+            var (loss, norm, commSeconds) = trainStep.Run(train.NextBatch, accum, lr);
             long done = step + 1;
             tokensSeen += total;
             tokensThisRun += total;
@@ -163,7 +147,7 @@ public sealed class Trainer
                 log.WriteLine($"step {done} sample: {text.ReplaceLineEndings(" ")}");
             }
             if ((_o.CheckpointEvery > 0 && done % _o.CheckpointEvery == 0) || last)
-                lastCheckpoint = SaveCheckpoint(store, comm, done, tokensSeen, model, dp, train, tokenizer.Name, fault);
+                lastCheckpoint = SaveCheckpoint(store, comm, done, tokensSeen, model, trainStep, train, tokenizer.Name, fault);
             // Step-end faults fire after this step's checkpoint, so a restart resumes from it.
             fault?.MaybeFire("kill", comm.Rank, done, _o.OutDir, _log);
             fault?.MaybeFire("hang", comm.Rank, done, _o.OutDir, _log);
@@ -217,16 +201,22 @@ public sealed class Trainer
         return CheckpointStore.Resolve(_o.Resume, w => log.WriteLine(w));
     }
 
-    (long Step, long Tokens) Restore(string dir, CausalLM model, DataParallel dp, TokenDataLoader train, ModelConfig config)
+    static void LoadResumeWeights(string dir, CausalLM model, ModelConfig config)
     {
         var saved = ModelCheckpoint.ReadConfig(dir);
         if (saved != config)
             throw new BadInputException($"{Path.Combine(dir, ModelCheckpoint.ConfigFile)}: checkpoint model config ({Describe(saved)}) does not match the requested model ({Describe(config)})");
-        var state = ModelCheckpoint.ReadState(dir);
+        ModelCheckpoint.ReadState(dir);   // refuse a model-only checkpoint before anything is built
         ModelCheckpoint.LoadWeights(model, Path.Combine(dir, ModelCheckpoint.ModelFile));
-        dp.LoadOptimizer(dir);
-        if (dp.OptimizerSteps != state.OptimizerSteps)
-            throw new BadInputException($"{dir}: optimizer state is at step {dp.OptimizerSteps}, state.json says {state.OptimizerSteps}");
+    }
+
+    /// <summary>Optimizer state, data position and RNG of a checkpoint (its weights are loaded by <see cref="LoadResumeWeights"/>).</summary>
+    static (long Step, long Tokens) Restore(string dir, TrainingOptimizer optimizer, TokenDataLoader train)
+    {
+        var state = ModelCheckpoint.ReadState(dir);
+        optimizer.Load(dir);
+        if (optimizer.StepCount != state.OptimizerSteps)
+            throw new BadInputException($"{dir}: optimizer state is at step {optimizer.StepCount}, state.json says {state.OptimizerSteps}");
         train.Restore(state.Data);
         using var rng = tensor(Convert.FromBase64String(state.RngState), dtype: ScalarType.Byte);
         torch.random.set_rng_state(rng);
@@ -236,19 +226,19 @@ public sealed class Trainer
     static string Describe(ModelConfig c) => $"{c.Family.ToString().ToLowerInvariant()} n_layer={c.NLayer} n_head={c.NHead} n_embd={c.NEmbd} vocab={c.VocabSize} pad_vocab={c.PadVocabMultiple} context={c.SeqLen}";
 
     /// <summary>Rank 0 opens the temporary directory, every rank writes its optimizer shard, rank 0 writes the rest and commits.</summary>
-    string? SaveCheckpoint(CheckpointStore store, ICommunicator comm, long step, long tokens, CausalLM model, DataParallel dp, TokenDataLoader train, string tokenizer, FaultPlan? fault)
+    string? SaveCheckpoint(CheckpointStore store, ICommunicator comm, long step, long tokens, CausalLM model, TrainStep trainStep, TokenDataLoader train, string tokenizer, FaultPlan? fault)
     {
         string tmp = Path.Combine(store.Root, $".tmp-{CheckpointStore.DirName(step)}");
         if (comm.Rank == 0) tmp = store.BeginWrite(step);
         comm.Barrier();
-        dp.SaveOptimizer(tmp);
+        trainStep.Optimizer.Save(tmp);
         string? final = null;
         comm.Barrier();
         if (comm.Rank == 0)
         {
-            ModelCheckpoint.WriteModel(tmp, model, tokenizer);
+            ModelCheckpoint.WriteModel(tmp, model, tokenizer, trainStep.MasterWeights);
             using var rng = torch.random.get_rng_state();
-            ModelCheckpoint.WriteState(tmp, new TrainingState(step, tokenizer, train.State, Convert.ToBase64String(rng.bytes), dp.OptimizerSteps, tokens) { WorldSize = comm.WorldSize, Zero = _o.Zero });
+            ModelCheckpoint.WriteState(tmp, new TrainingState(step, tokenizer, train.State, Convert.ToBase64String(rng.bytes), trainStep.Optimizer.StepCount, tokens) { WorldSize = comm.WorldSize, Zero = _o.Zero });
             fault?.MaybeFire("crash-in-checkpoint", 0, step, _o.OutDir, _log);
             final = store.Commit(step, tmp);
             store.Prune(_o.KeepCheckpoints);

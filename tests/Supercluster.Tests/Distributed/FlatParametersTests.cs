@@ -44,9 +44,9 @@ public class FlatParametersTests
     public void Step_clips_by_the_global_norm_on_the_device_as_clip_grad_norm_does(double clip)
     {
         using var model = CausalLM.Create(TorchSetup.TinyGpt2(), seed: 2);
-        using var dp = new DataParallel(model.named_parameters().Select(p => (p.name, p.parameter)), new SingleProcess(), 0, weightDecay: 0.1);
+        using var step = new TrainStep(model, new SingleProcess(), new TrainStepOptions { BatchSize = 2, SeqLen = 8, WeightDecay = 0.1, GradClip = clip });
         var idx = randint(0, 11, [2, 9], generator: new Generator(4));
-        dp.ZeroGrad();
+        step.Flat.ZeroGradients();
         nn.functional.cross_entropy(model.forward(idx[.., ..^1]).view(-1, 11), idx[.., 1..].reshape(-1)).backward();
 
         // The expected update, computed separately: g·min(1, clip/(‖g‖+1e-6)) fed to a fresh AdamW on copies.
@@ -57,7 +57,9 @@ public class FlatParametersTests
         using (var reference = new AdamW(mask, weightDecay: 0.1))
             reference.Step(p0, g * Math.Min(1, clip / (norm + 1e-6)), lr: 1e-2);
 
-        var reported = dp.Step(1e-2, clip, out _);
+        // The step's own sequence after the backward: averaged gradient and norm, clip factor, optimizer.
+        var (grad, reported) = step.DataParallel.ReduceGradients(out _);
+        step.Optimizer.Step(grad, 1e-2, TrainStep.ClipScale(reported, clip));
         Assert.Equal(norm, reported.item<double>(), 5);
         var after = cat(model.parameters().Select(p => p.detach().reshape(-1)).ToList());
         Assert.True(after.allclose(p0, rtol: 1e-5, atol: 1e-7), $"max difference {(after - p0).abs().max().item<float>()}");

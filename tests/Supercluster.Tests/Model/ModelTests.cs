@@ -109,18 +109,14 @@ public class ModelTests
     {
         var config = ModelPresets.Get(preset) with { VocabSize = 257, SeqLen = 32 };
         using var model = CausalLM.Create(config, seed: 4);
-        using var dp = new Supercluster.Distributed.DataParallel(model.named_parameters().Select(p => (p.name, p.parameter)), new Supercluster.Distributed.SingleProcess(), 0, weightDecay: 0);
+        using var trainStep = new Supercluster.Training.TrainStep(model, new Supercluster.Distributed.SingleProcess(),
+            new Supercluster.Training.TrainStepOptions { BatchSize = 4, SeqLen = 32, WeightDecay = 0, GradClip = 0 });
         var idx = randint(0, 257, [4, 33], generator: new Generator(9));
+        var inputs = idx[.., ..^1].reshape(-1).data<long>().ToArray();
+        var targets = idx[.., 1..].reshape(-1).data<long>().ToArray();
         float loss = float.NaN;
         for (int step = 0; step < 300 && !(loss < 0.05f); step++)
-        {
-            using var scope = NewDisposeScope();
-            dp.ZeroGrad();
-            var l = nn.functional.cross_entropy(model.forward(idx[.., ..^1]).view(-1, 257), idx[.., 1..].reshape(-1));
-            l.backward();
-            dp.Step(3e-3, gradClip: 0, out _);
-            loss = l.item<float>();
-        }
+            loss = (float)trainStep.Run((x, y) => { inputs.CopyTo(x, 0); targets.CopyTo(y, 0); }, accumulation: 1, lr: 3e-3).Loss;
         Assert.True(loss < 0.1f, $"loss after overfitting one batch: {loss}");
     }
 
@@ -132,11 +128,16 @@ public class ModelTests
         var idx = randint(0, 257, [2, 17], generator: new Generator(2));
         Tensor Loss() => nn.functional.cross_entropy(model.forward(idx[.., ..^1]).view(-1, 257).to(ScalarType.Float32), idx[.., 1..].reshape(-1));
         double fp32 = Loss().item<float>();
-        model.ComputeDtype = ScalarType.BFloat16;
+        // bf16 compute weights in the model; the fp32 master weights and gradients in the training step's flat buffers.
+        using var step = new Supercluster.Training.TrainStep(model, new Supercluster.Distributed.SingleProcess(),
+            new Supercluster.Training.TrainStepOptions { BatchSize = 2, SeqLen = 16, ComputeDtype = ScalarType.BFloat16 });
+        step.Flat.ZeroGradients();
         var l = Loss();
         l.backward();
+        step.Flat.AccumulateComputeGradients(first: true);
         Assert.InRange(l.item<float>(), fp32 - 0.05, fp32 + 0.05);
-        Assert.All(model.parameters(), p => Assert.Equal(ScalarType.Float32, p.grad!.dtype));
+        Assert.All(step.Flat.Items, p => Assert.Equal(ScalarType.Float32, p.Value.dtype));
+        Assert.Equal(ScalarType.Float32, step.Flat.Gradients.dtype);
     }
 
     [Fact]

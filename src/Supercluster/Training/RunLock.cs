@@ -31,7 +31,7 @@ public sealed class RunLock : IDisposable
         public override string ToString() => $"pid {Pid} on {Host} (started {Started}: {Command})";
 
         /// <summary>True when the process is alive on this host and is the same process (not a reused pid).</summary>
-        public bool IsAliveHere => Host == Environment.MachineName && StartTicksOf(Pid) is { } t && t == StartTicks;
+        [System.Text.Json.Serialization.JsonIgnore] public bool IsAliveHere => Host == Environment.MachineName && StartTicksOf(Pid) is { } t && t == StartTicks;
     }
 
     /// <summary>Takes the lock of <paramref name="runDir"/> or throws a <see cref="BadInputException"/> naming the holder.</summary>
@@ -102,7 +102,7 @@ public sealed class RunLock : IDisposable
     }
 
     /// <summary>Start time of a process in clock ticks since boot (/proc/PID/stat field 22): tells a reused pid apart.</summary>
-    static long? StartTicksOf(int pid)
+    public static long? StartTicksOf(int pid)
     {
         try
         {

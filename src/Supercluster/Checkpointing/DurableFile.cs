@@ -46,7 +46,7 @@ public static class DurableFile
     }
 
     /// <summary>True for "no space left on device" and "disk quota exceeded" (.NET puts errno in HResult on Unix).</summary>
-    public static bool IsDiskFull(Exception e) => e is IOException { HResult: Libc.ENOSPC or Libc.EDQUOT };
+    public static bool IsDiskFull(Exception e) => e is DiskFullException or IOException { HResult: Libc.ENOSPC or Libc.EDQUOT };
 }
 
 /// <summary>A write failed because the disk (or quota) is full; the partial files are already removed.</summary>

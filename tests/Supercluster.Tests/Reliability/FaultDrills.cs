@@ -30,11 +30,40 @@ public sealed class DrillJob : IDisposable
 
     public string DataDir => _dir["data"];
     public string Uninterrupted => _dir["uninterrupted"];
+
+    /// <summary>
+    /// The same job run once under <c>launch</c> (mpirun, one rank), for drills recovered by <c>launch</c>: a rank under
+    /// mpirun may get another CPU thread count than a plain process, and libtorch's reductions then round differently.
+    /// </summary>
+    public string UninterruptedUnderLaunch
+    {
+        get
+        {
+            lock (_dir)
+            {
+                string run = _dir["uninterrupted-launch"];
+                if (!Directory.Exists(run))
+                {
+                    var r = CliProcess.Run(["launch", "--nproc", "1", "--", .. Train(run)]);
+                    Assert.True(r.ExitCode == 0, r.Out + r.Err);
+                }
+                return run;
+            }
+        }
+    }
     public string NewRun(string name) => _dir[$"{name}-{Guid.NewGuid():N}"];
 
-    public string[] Train(string run, params string[] extra) =>
-        ["train", "--data", DataDir, "--out", run, "--model", "tiny", "--batch-size", "2", "--seq-len", "16", "--steps", Steps.ToString(),
-         "--lr", "3e-3", "--warmup", "1", "--checkpoint-every", "2", "--device", "cpu", "--seed", "7", .. extra];
+    /// <summary>The job's train command; <paramref name="extra"/> option/value pairs replace or add options.</summary>
+    public string[] Train(string run, params string[] extra)
+    {
+        var o = new Dictionary<string, string>
+        {
+            ["--data"] = DataDir, ["--out"] = run, ["--model"] = "tiny", ["--batch-size"] = "2", ["--seq-len"] = "16", ["--steps"] = Steps.ToString(),
+            ["--lr"] = "3e-3", ["--warmup"] = "1", ["--checkpoint-every"] = "2", ["--device"] = "cpu", ["--seed"] = "7",
+        };
+        for (int i = 0; i < extra.Length; i += 2) o[extra[i]] = extra[i + 1];
+        return ["train", .. o.SelectMany(kv => new[] { kv.Key, kv.Value })];
+    }
 
     public CliProcess.Result Resume(string run, params string[] extra)
     {
@@ -60,6 +89,9 @@ public abstract record FaultDrill(string Name)
     /// <summary>Injects the fault into a fresh run directory, checks the failure looks as it should, and recovers.</summary>
     public abstract void InjectAndRecover(DrillJob job, string run);
 
+    /// <summary>The uninterrupted run to compare with: run the same way (plain process, or under launch).</summary>
+    public virtual string Reference(DrillJob job) => job.Uninterrupted;
+
     public override string ToString() => Name;
 
     public static readonly FaultDrill[] All = [new Kill(), new Hang(), new Sigterm(), new CrashInCheckpoint(), new CorruptFile(), new ConcurrentWriter()];
@@ -84,6 +116,8 @@ public abstract record FaultDrill(string Name)
             Assert.Contains("no progress for 8 s", r.Out);
             Assert.Contains("job finished after 1 restart(s)", r.Out);
         }
+
+        public override string Reference(DrillJob job) => job.UninterruptedUnderLaunch;
     }
 
     /// <summary>A real SIGTERM at the end of step 3 (preemption): the step finishes, a checkpoint is written, exit 0.</summary>

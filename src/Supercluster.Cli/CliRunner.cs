@@ -26,6 +26,7 @@ public static class GlobalOptions
 public static class CliRunner
 {
     public const int BadInputExit = 2;
+    public const int DiskFullExit = 1;
 
     public static int Run(RootCommand root, string[] args)
     {
@@ -44,6 +45,12 @@ public static class CliRunner
         {
             Console.Error.WriteLine($"error: {e.Message}");
             return BadInputExit;
+        }
+        catch (IOException e) when (Checkpointing.DurableFile.IsDiskFull(e))
+        {
+            // One line instead of an unhandled exception (SIGABRT); a checkpoint write has removed its partial files.
+            Console.Error.WriteLine($"error: {(e is Checkpointing.DiskFullException ? e.Message : $"disk full: {e.Message}")}");
+            return DiskFullExit;
         }
     }
 

@@ -25,4 +25,18 @@ public static class CliProcess
     }
 
     public static Result Run(params string[] args) => Run(TimeSpan.FromMinutes(3), args);
+
+    /// <summary>Starts the CLI without waiting; every line of stdout and stderr goes to <paramref name="onLine"/>. The caller kills or waits.</summary>
+    public static Process Start(Action<string>? onLine, params string[] args)
+    {
+        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "Supercluster.Cli.dll"));
+        foreach (var a in args) psi.ArgumentList.Add(a);
+        var p = Process.Start(psi)!;
+        p.OutputDataReceived += (_, e) => { if (e.Data is not null) onLine?.Invoke(e.Data); };
+        p.ErrorDataReceived += (_, e) => { if (e.Data is not null) onLine?.Invoke(e.Data); };
+        p.BeginOutputReadLine();
+        p.BeginErrorReadLine();
+        return p;
+    }
 }

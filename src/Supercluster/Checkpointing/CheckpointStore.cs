@@ -8,14 +8,18 @@ namespace Supercluster.Checkpointing;
 /// <summary>
 /// The checkpoints of one run, <c>RUN_DIR/checkpoints/step_NNNNNNN/</c>. A checkpoint is written into a temporary
 /// directory, every file fsynced, a manifest with each file's SHA-256 written last, then the directory renamed:
-/// a directory without a manifest that verifies is never chosen.
+/// a directory without a manifest that verifies is never chosen. Re-writing a step moves the old directory to
+/// <c>step_N.old</c> first; a death between the two renames leaves only that, which is still a candidate and is
+/// renamed back by the next writer.
 /// </summary>
 public sealed partial class CheckpointStore(string runDir)
 {
     public const string ManifestFile = "manifest.json";
+    const string OldSuffix = ".old";
+    public string RunDir { get; } = runDir;
     public string Root { get; } = Path.Combine(runDir, "checkpoints");
 
-    [GeneratedRegex(@"^step_(\d{7,})$")] private static partial Regex StepDir();
+    [GeneratedRegex(@"^step_(\d{7,})(\.old)?$")] private static partial Regex StepDir();
 
     public static string DirName(long step) => $"step_{step:D7}";
 
@@ -32,14 +36,39 @@ public sealed partial class CheckpointStore(string runDir)
     /// <summary>Creates the (empty) temporary directory for <paramref name="step"/>; several ranks may then write into it.</summary>
     public string BeginWrite(long step)
     {
-        Directory.CreateDirectory(Root);
-        string tmp = Path.Combine(Root, $".tmp-{DirName(step)}");
+        if (!Directory.Exists(Root))
+        {
+            Directory.CreateDirectory(Root);
+            DurableFile.FsyncDirectory(Path.GetDirectoryName(Path.GetFullPath(Root))!);
+        }
+        string tmp = TempDir(step);
         if (Directory.Exists(tmp)) Directory.Delete(tmp, recursive: true); // left by a crash
         Directory.CreateDirectory(tmp);
         return tmp;
     }
 
-    /// <summary>Fsyncs every file, writes the manifest last, and renames the directory into place.</summary>
+    /// <summary>Where the files of <paramref name="step"/> are written before the commit renames them into place.</summary>
+    public string TempDir(long step) => Path.Combine(Root, $".tmp-{DirName(step)}");
+
+    /// <summary>
+    /// Runs one checkpoint write of <paramref name="step"/>. On a full disk the step's temporary directory is removed at
+    /// once (left behind, it keeps the disk full and the next start fails too) and a <see cref="DiskFullException"/> says so.
+    /// </summary>
+    public T Guard<T>(long step, Func<T> write)
+    {
+        try { return write(); }
+        catch (IOException e) when (DurableFile.IsDiskFull(e))
+        {
+            string tmp = TempDir(step);
+            try { if (Directory.Exists(tmp)) Directory.Delete(tmp, recursive: true); }
+            catch (IOException) { } // another rank removed it first
+            string free = Directory.Exists(Root) ? $"{new DriveInfo(Path.GetFullPath(Root)).AvailableFreeSpace / 1e6:F1} MB free" : "";
+            throw new DiskFullException($"disk full: checkpoint {DirName(step)} could not be written to {Root} ({e.Message}; {free} after removing its partial files). " +
+                "Free space, then continue with --resume auto", e);
+        }
+    }
+
+    /// <summary>Fsyncs every file, writes the manifest last, renames the directory into place, and fsyncs the parent.</summary>
     public string Commit(long step, string tmp)
     {
         string final = Path.Combine(Root, DirName(step));
@@ -53,35 +82,73 @@ public sealed partial class CheckpointStore(string runDir)
         if (Directory.Exists(final))
         {
             // Same step written again (e.g. a re-run after resume): move the old one aside, then drop it.
-            string old = final + ".old";
+            // A death between the two renames leaves only step_N.old: Complete() still offers it, Prune() renames it back.
+            string old = final + OldSuffix;
             if (Directory.Exists(old)) Directory.Delete(old, recursive: true);
             Directory.Move(final, old);
             Directory.Move(tmp, final);
+            DurableFile.FsyncDirectory(Root);
             Directory.Delete(old, recursive: true);
         }
         else
         {
             Directory.Move(tmp, final);
         }
+        DurableFile.FsyncDirectory(Root);
         return final;
     }
 
     /// <summary>Complete checkpoints, newest first. Corrupt ones are reported through <paramref name="warn"/> and skipped.</summary>
     public IEnumerable<(long Step, string Dir)> Complete(Action<string>? warn = null)
     {
-        if (!Directory.Exists(Root)) yield break;
-        var candidates = Directory.GetDirectories(Root)
-            .Select(d => (Dir: d, M: StepDir().Match(Path.GetFileName(d))))
-            .Where(x => x.M.Success)
-            .Select(x => (Step: long.Parse(x.M.Groups[1].Value, CultureInfo.InvariantCulture), x.Dir))
-            .OrderByDescending(x => x.Step)
-            .ToList();
-        foreach (var c in candidates)
+        // Per step: step_N, else step_N.old (left by a death between the two renames of a re-write).
+        foreach (var group in Candidates(warn).GroupBy(c => c.Step).OrderByDescending(g => g.Key))
         {
-            var problem = Verify(c.Dir);
-            if (problem is null) yield return c;
-            else warn?.Invoke($"warning: skipping checkpoint {c.Dir}: {problem}");
+            foreach (var c in group.OrderBy(c => c.Dir.EndsWith(OldSuffix)))
+            {
+                var problem = Verify(c.Dir);
+                if (problem is null) { yield return c; break; }
+                warn?.Invoke($"warning: skipping checkpoint {c.Dir}: {problem}");
+            }
         }
+    }
+
+    /// <summary>Every directory named like a checkpoint (step_N or step_N.old), verified or not.</summary>
+    List<(long Step, string Dir)> Candidates(Action<string>? warn = null)
+    {
+        if (!Directory.Exists(Root)) return [];
+        var list = new List<(long, string)>();
+        foreach (var d in Directory.GetDirectories(Root))
+        {
+            var m = StepDir().Match(Path.GetFileName(d));
+            if (!m.Success) continue;
+            if (long.TryParse(m.Groups[1].Value, NumberStyles.None, CultureInfo.InvariantCulture, out long step)) list.Add((step, d));
+            else warn?.Invoke($"warning: skipping checkpoint {d}: step number out of range");
+        }
+        return list;
+    }
+
+    /// <summary>
+    /// The checkpoint a training run starts from: null = from scratch. <paramref name="resume"/> null refuses a run
+    /// directory that has checkpoints; "auto" takes the newest that verifies and refuses when some exist but none
+    /// verifies (starting over would truncate the metrics and overwrite checkpoints whose weights may be intact);
+    /// anything else is a checkpoint or run directory.
+    /// </summary>
+    public string? ResumePoint(string? resume, Action<string> warn)
+    {
+        int found = Candidates().Count;
+        if (resume is null)
+        {
+            if (found == 0) return null;
+            string which = Latest() is { } latest ? latest : $"{found}, none verifies";
+            throw new BadInputException($"--out {RunDir}: already has checkpoints ({which}); pass --resume auto to continue it or choose another --out");
+        }
+        if (resume != "auto") return Resolve(resume, warn);
+        var chosen = Latest(warn);
+        if (chosen is null && found > 0)
+            throw new BadInputException($"--resume auto: {Root} has {found} checkpoint(s), none verifies (warnings above say why); " +
+                "pass --resume PATH to continue from one of them anyway, or a new --out to start over");
+        return chosen;
     }
 
     /// <summary>Newest complete checkpoint, or null.</summary>
@@ -91,8 +158,24 @@ public sealed partial class CheckpointStore(string runDir)
     public void Prune(int keep)
     {
         if (!Directory.Exists(Root)) return;
+        RecoverOld();
         foreach (var (_, dir) in Complete().Skip(keep).ToList()) Directory.Delete(dir, recursive: true);
         foreach (var d in Directory.GetDirectories(Root, ".tmp-*")) Directory.Delete(d, recursive: true);
+    }
+
+    /// <summary>step_N.old without step_N: a re-write died between its renames; put the old one back. With a step_N that verifies: drop it.</summary>
+    void RecoverOld()
+    {
+        foreach (var old in Directory.GetDirectories(Root, "step_*" + OldSuffix))
+        {
+            string final = old[..^OldSuffix.Length];
+            if (!Directory.Exists(final))
+            {
+                Directory.Move(old, final);
+                DurableFile.FsyncDirectory(Root);
+            }
+            else if (Verify(final) is null) Directory.Delete(old, recursive: true);
+        }
     }
 
     /// <summary>Null if <paramref name="dir"/> holds a manifest whose files all exist with matching size and SHA-256; else what is wrong.</summary>

@@ -1,7 +1,9 @@
 using System.Diagnostics;
+using System.Runtime.InteropServices;
 using System.Text.Json.Nodes;
 using System.Text.RegularExpressions;
 using Supercluster.Checkpointing;
+using Supercluster.Training;
 
 namespace Supercluster.Distributed;
 
@@ -13,11 +15,19 @@ public sealed record LaunchOptions(int Processes, int MaxRestarts, double HangTi
 /// stops making progress (heartbeats older than the hang timeout), every rank is stopped and the job restarts with
 /// <c>--resume auto</c> from the newest complete checkpoint, up to <c>MaxRestarts</c> times. Each recovery is logged
 /// and appended to <c>RUN_DIR/restarts.jsonl</c> (which rank, which step, how long until training again).
+/// The supervisor holds the run directory's <see cref="RunLock"/> for the whole job. SIGTERM/SIGINT are forwarded to
+/// every rank (they finish the step, checkpoint and exit 0) and end the job without a restart; mpirun runs in its own
+/// session so a terminal's Ctrl+C reaches only the supervisor (mpirun would otherwise abort the ranks at once).
+/// A rank that exits with status 2 (bad input) is not restarted: a restart cannot fix it.
 /// </summary>
 public sealed partial class JobSupervisor(LaunchOptions options, TextWriter log)
 {
     [GeneratedRegex(@"process rank (\d+) with PID \d+ on node \S+ exited on signal (\d+)")] private static partial Regex SignalLine();
     [GeneratedRegex(@"process rank (\d+) with PID \d+ on node \S+ exited.*?status (\d+)", RegexOptions.Singleline)] private static partial Regex ExitLine();
+
+    PosixSignal? _stopSignal;       // set by the first SIGTERM/SIGINT: forward, then no restart
+    int _signals;
+    Process? _mpirun;
 
     public int Run()
     {
@@ -30,6 +40,9 @@ public sealed partial class JobSupervisor(LaunchOptions options, TextWriter log)
         string mpirun = FindMpirun();
         string heartbeats = Path.Combine(runDir, ".heartbeat");
         var args = options.TrainArgs.ToList();
+        using var runLock = RunLock.Acquire(runDir, log.WriteLine);
+        using var term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, Forward);
+        using var interrupt = PosixSignalRegistration.Create(PosixSignal.SIGINT, Forward);
 
         DateTime? failedAt = null;
         long resumeStep = 0;
@@ -39,10 +52,22 @@ public sealed partial class JobSupervisor(LaunchOptions options, TextWriter log)
             Directory.CreateDirectory(heartbeats);
             var (exit, reason, rank, stderrTail, recovered) = RunOnce(mpirun, args, heartbeats, failedAt, resumeStep);
             if (recovered is { } r) AppendRecord(runDir, new JsonObject { ["event"] = "recovered", ["attempt"] = attempt, ["resume_step"] = resumeStep, ["seconds_to_training"] = Math.Round(r, 2) });
+            if (_stopSignal is { } sig)
+            {
+                log.WriteLine(exit == 0
+                    ? $"[launch] job stopped by {sig} after checkpointing; run the same launch command with --resume auto to continue"
+                    : $"[launch] job stopped by {sig} (exit code {exit}{(reason is null ? "" : $", {reason}")}); not restarting");
+                return exit;
+            }
             if (exit == 0 && reason is null)
             {
                 log.WriteLine($"[launch] job finished{(attempt > 0 ? $" after {attempt} restart(s)" : "")}");
                 return 0;
+            }
+            if (exit == BadInputExit || reason == $"exited with status {BadInputExit}")
+            {
+                log.WriteLine($"[launch] {(rank is { } br ? $"rank {br}" : "job")} exited with status {BadInputExit} (bad input or run directory in use): a restart cannot fix it");
+                return BadInputExit;
             }
             long failedStep = Heartbeat.Read(heartbeats).Select(h => h.Step).DefaultIfEmpty(0).Max();
             reason ??= $"exit code {exit}";
@@ -68,9 +93,14 @@ public sealed partial class JobSupervisor(LaunchOptions options, TextWriter log)
 
     (int Exit, string? Reason, int? Rank, string StderrTail, double? RecoveredSeconds) RunOnce(string mpirun, List<string> trainArgs, string heartbeats, DateTime? failedAt, long resumeStep)
     {
-        var psi = new ProcessStartInfo(mpirun) { UseShellExecute = false, RedirectStandardError = true, RedirectStandardOutput = true };
+        // setsid: mpirun in its own session, so a terminal's SIGINT reaches only this supervisor, which forwards it.
+        bool setsid = File.Exists("/usr/bin/setsid");
+        var psi = new ProcessStartInfo(setsid ? "/usr/bin/setsid" : mpirun) { UseShellExecute = false, RedirectStandardError = true, RedirectStandardOutput = true };
+        if (setsid) psi.ArgumentList.Add(mpirun);
         foreach (var a in MpirunArgs(options.Processes)) psi.ArgumentList.Add(a);
         psi.ArgumentList.Add("-x"); psi.ArgumentList.Add(Heartbeat.DirVariable);
+        psi.ArgumentList.Add("-x"); psi.ArgumentList.Add(RunLock.HolderVariable);
+        psi.Environment[RunLock.HolderVariable] = Environment.ProcessId.ToString();
         foreach (var v in new[] { Runtime.LibTorchLoader.EnvVar, "SUPERCLUSTER_CACHE", "XDG_CACHE_HOME" })
             if (Environment.GetEnvironmentVariable(v) is not null) { psi.ArgumentList.Add("-x"); psi.ArgumentList.Add(v); }
         foreach (var a in SelfCommand()) psi.ArgumentList.Add(a);
@@ -79,6 +109,8 @@ public sealed partial class JobSupervisor(LaunchOptions options, TextWriter log)
 
         var started = DateTime.UtcNow;
         using var p = Process.Start(psi)!;
+        lock (this) _mpirun = p;
+        if (_stopSignal is not null) ForwardTo(p, Libc.SIGTERM); // signalled while starting
         var tail = new Queue<string>();
         p.OutputDataReceived += (_, e) => { if (e.Data is not null) lock (log) log.WriteLine(e.Data); };
         p.ErrorDataReceived += (_, e) =>
@@ -118,6 +150,7 @@ public sealed partial class JobSupervisor(LaunchOptions options, TextWriter log)
             }
         }
         p.WaitForExit();
+        lock (this) _mpirun = null;
         string text;
         lock (tail) text = string.Join('\n', tail);
         if (reason is null && p.ExitCode != 0)
@@ -126,6 +159,54 @@ public sealed partial class JobSupervisor(LaunchOptions options, TextWriter log)
             else if (ExitLine().Match(text) is { Success: true } e) { rank = int.Parse(e.Groups[1].Value); reason = $"exited with status {e.Groups[2].Value}"; }
         }
         return (p.ExitCode, reason, rank, text, recovered);
+    }
+
+    const int BadInputExit = 2;
+
+    /// <summary>SIGTERM/SIGINT to the supervisor: the first is forwarded to every rank as SIGTERM (graceful), a second as well (ranks stop at once).</summary>
+    void Forward(PosixSignalContext context)
+    {
+        context.Cancel = true;
+        int n = Interlocked.Increment(ref _signals);
+        _stopSignal ??= context.Signal;
+        lock (log) log.WriteLine(n == 1
+            ? $"[launch] {context.Signal} received: forwarding to every rank (they finish the step, checkpoint and exit); send it again to stop them at once"
+            : $"[launch] {context.Signal} received again: forwarding, the ranks stop at once");
+        lock (this) if (_mpirun is { } p) ForwardTo(p, Libc.SIGTERM);
+    }
+
+    /// <summary>Sends <paramref name="signal"/> to every process below mpirun (the ranks), not to mpirun, which would abort them.</summary>
+    static void ForwardTo(Process mpirun, int signal)
+    {
+        try { if (mpirun.HasExited) return; } catch (InvalidOperationException) { return; }
+        foreach (int pid in Descendants(mpirun.Id)) Libc.kill(pid, signal);
+    }
+
+    /// <summary>All descendants of <paramref name="root"/>, from /proc (parent pid is field 4 of /proc/PID/stat).</summary>
+    static List<int> Descendants(int root)
+    {
+        var children = new Dictionary<int, List<int>>();
+        foreach (var dir in Directory.GetDirectories("/proc"))
+        {
+            if (!int.TryParse(Path.GetFileName(dir), out int pid)) continue;
+            try
+            {
+                string stat = File.ReadAllText(Path.Combine(dir, "stat"));
+                int ppid = int.Parse(stat[(stat.LastIndexOf(')') + 2)..].Split(' ')[1]);
+                if (!children.TryGetValue(ppid, out var list)) children[ppid] = list = [];
+                list.Add(pid);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException or FormatException) { } // exited meanwhile
+        }
+        var result = new List<int>();
+        var queue = new Queue<int>([root]);
+        while (queue.Count > 0)
+            foreach (int c in children.GetValueOrDefault(queue.Dequeue()) ?? [])
+            {
+                result.Add(c);
+                queue.Enqueue(c);
+            }
+        return result;
     }
 
     /// <summary>mpirun flags for one node: as root Open MPI needs --allow-run-as-root, and --oversubscribe for more ranks than cores.</summary>

@@ -5,7 +5,8 @@ namespace Supercluster.Training;
 
 /// <summary>
 /// Injected failures for tests and drills: <c>kill:rank=R:step=S</c> (SIGKILL itself), <c>hang:rank=R:step=S</c>
-/// (stops making progress), <c>crash-in-checkpoint:step=S</c> (dies after writing the checkpoint's files, before its manifest).
+/// (stops making progress), <c>crash-in-checkpoint:step=S</c> (dies after writing the checkpoint's files, before its manifest),
+/// <c>sigterm:rank=R:step=S</c> (sends itself a real SIGTERM at the end of step S, as a preempting scheduler would).
 /// Each fires once per run directory (a marker file records it), so a restarted job runs past it.
 /// </summary>
 public sealed record FaultPlan(string Kind, int Rank, long Step)
@@ -15,8 +16,8 @@ public sealed record FaultPlan(string Kind, int Rank, long Step)
         if (string.IsNullOrWhiteSpace(spec)) return null;
         var parts = spec.Split(':');
         string kind = parts[0];
-        if (kind is not ("kill" or "hang" or "crash-in-checkpoint"))
-            throw new BadInputException($"--fault: unknown kind '{kind}' in '{spec}', expected kill, hang or crash-in-checkpoint");
+        if (kind is not ("kill" or "hang" or "crash-in-checkpoint" or "sigterm"))
+            throw new BadInputException($"--fault: unknown kind '{kind}' in '{spec}', expected kill, hang, crash-in-checkpoint or sigterm");
         int rank = 0; long step = -1;
         foreach (var kv in parts.Skip(1))
         {
@@ -41,6 +42,14 @@ public sealed record FaultPlan(string Kind, int Rank, long Step)
         log.WriteLine($"fault injection: {Kind} on rank {Rank} at step {Step}");
         log.Flush();
         if (Kind == "hang") Thread.Sleep(Timeout.Infinite);
+        if (Kind == "sigterm")
+        {
+            // A real signal through the kernel; wait until the handler has seen it, so the stop check that follows does.
+            int before = StopSignal.Delivered;
+            Checkpointing.Libc.kill(Environment.ProcessId, Checkpointing.Libc.SIGTERM);
+            SpinWait.SpinUntil(() => StopSignal.Delivered > before, TimeSpan.FromSeconds(30));
+            return;
+        }
         Process.GetCurrentProcess().Kill(); // SIGKILL: no finally blocks, no flush, like a real crash
     }
 }

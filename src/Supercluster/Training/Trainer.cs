@@ -59,6 +59,7 @@ public sealed class Trainer
         int accum = (int)(total / perStepAllRanks);
 
         Directory.CreateDirectory(_o.OutDir);
+        using var runLock = lead ? RunLock.Acquire(_o.OutDir, log.WriteLine) : null;   // one job per run directory (exit 2 naming the holder)
         var store = new CheckpointStore(_o.OutDir);
         string? resumeDir = FindResume(store, log);
 
@@ -81,7 +82,7 @@ public sealed class Trainer
         long startStep = 0, tokensSeen = 0;
         if (resumeDir is not null) (startStep, tokensSeen) = Restore(resumeDir, trainStep.Optimizer, train);
         if (lead)
-            File.WriteAllText(Path.Combine(_o.OutDir, "config.json"), JsonSerializer.Serialize(new
+            DurableFile.WriteAllText(Path.Combine(_o.OutDir, "config.json"), JsonSerializer.Serialize(new
             {
                 options = _o, model = config, dataset = meta, gradient_accumulation = accum, seq_len = seqLen, world_size = comm.WorldSize, backend = comm.Backend,
             }, ModelConfig.Json));
@@ -100,6 +101,8 @@ public sealed class Trainer
         using var metrics = lead ? new MetricsLog(Path.Combine(_o.OutDir, "metrics.jsonl"), startStep) : null;
         var heartbeat = Heartbeat.FromEnvironment(comm.Rank);
         heartbeat?.Beat(startStep);
+        using var stop = StopSignal.Listen(log);   // SIGTERM/SIGINT: finish the step, checkpoint, exit 0
+        long reached = startStep;
         var progress = new ProgressLine(lead ? null : TextWriter.Null);
         var clock = Stopwatch.StartNew();
         long tokensThisRun = 0;
@@ -146,15 +149,19 @@ public sealed class Trainer
                 progress.Done();
                 log.WriteLine($"step {done} sample: {text.ReplaceLineEndings(" ")}");
             }
-            if ((_o.CheckpointEvery > 0 && done % _o.CheckpointEvery == 0) || last)
-                lastCheckpoint = SaveCheckpoint(store, comm, done, tokensSeen, model, trainStep, train, tokenizer.Name, fault);
+            fault?.MaybeFire("sigterm", comm.Rank, done, _o.OutDir, _log);
+            bool stopping = stop.ShouldStop(comm, device);
+            if ((_o.CheckpointEvery > 0 && done % _o.CheckpointEvery == 0) || last || stopping)
+                lastCheckpoint = store.Guard(done, () => SaveCheckpoint(store, comm, done, tokensSeen, model, trainStep, train, tokenizer.Name, fault));
             // Step-end faults fire after this step's checkpoint, so a restart resumes from it.
             fault?.MaybeFire("kill", comm.Rank, done, _o.OutDir, _log);
             fault?.MaybeFire("hang", comm.Rank, done, _o.OutDir, _log);
+            reached = done;
+            if (stopping && !last) { progress.Done(); log.WriteLine(stop.Describe(done, _o.Steps, lastCheckpoint)); break; }
         }
         progress.Done();
         comm.Barrier();
-        return new TrainResult(_o.OutDir, _o.Steps, lastLoss, lastVal, tokPerSec, lastCheckpoint ?? store.Latest());
+        return new TrainResult(_o.OutDir, (int)reached, lastLoss, lastVal, tokPerSec, lastCheckpoint ?? store.Latest());
     }
 
     /// <summary>128 on a GPU (50257 → 50304 for GPT-2: the head's matmul on whole tensor-core tiles); a CPU gains nothing from it.</summary>
@@ -189,17 +196,7 @@ public sealed class Trainer
         return c.Validate($"--model {_o.Model}");
     }
 
-    string? FindResume(CheckpointStore store, TextWriter log)
-    {
-        if (_o.Resume is null)
-        {
-            if (store.Latest() is { } existing)
-                throw new BadInputException($"--out {_o.OutDir}: already has checkpoints ({existing}); pass --resume auto to continue it or choose another --out");
-            return null;
-        }
-        if (_o.Resume == "auto") return store.Latest(w => log.WriteLine(w));
-        return CheckpointStore.Resolve(_o.Resume, w => log.WriteLine(w));
-    }
+    string? FindResume(CheckpointStore store, TextWriter log) => store.ResumePoint(_o.Resume, w => log.WriteLine(w));
 
     static void LoadResumeWeights(string dir, CausalLM model, ModelConfig config)
     {

@@ -106,7 +106,8 @@ public sealed class SuperclusterServer : IAsyncDisposable
             await s.Metrics.Registry.CollectAndExportAsTextAsync(ctx.Response.Body, ctx.RequestAborted);
         });
         DashboardEndpoints.Map(app, s);
-        app.MapFallback(ctx => throw new ApiException(404, $"no such endpoint: {ctx.Request.Method} {ctx.Request.Path}", code: "not_found"));
+        // "{*path}", not MapFallback's "{*path:nonfile}": a path with a dot (/v1/x.json) gets the same JSON 404.
+        app.MapFallback("{*path}", ctx => throw new ApiException(404, $"no such endpoint: {ctx.Request.Method} {Clip(ctx.Request.Path.Value ?? "")}", code: "not_found"));
     }
 
     /// <summary>
@@ -145,6 +146,10 @@ public sealed class SuperclusterServer : IAsyncDisposable
                 entered = true;
             }
             await next();
+            // A status the framework set without a body (405 from routing, 400 from parameter binding): say it in OpenAI's shape.
+            if (!ctx.Response.HasStarted && ctx.Response.StatusCode >= 400)
+                throw new ApiException(ctx.Response.StatusCode, $"{ctx.Request.Method} {Clip(path)}: {Microsoft.AspNetCore.WebUtilities.ReasonPhrases.GetReasonPhrase(ctx.Response.StatusCode)}",
+                    code: ctx.Response.StatusCode == 405 ? "method_not_allowed" : null);
         }
         catch (Exception e) when (e is OperationCanceledException && ctx.RequestAborted.IsCancellationRequested)
         {
@@ -176,6 +181,8 @@ public sealed class SuperclusterServer : IAsyncDisposable
                 s.Metrics.Request(api ? (matched ? route! : "other") : "/health", ctx.Response.StatusCode, Stopwatch.GetElapsedTime(started));
         }
     }
+
+    static string Clip(string s) => s.Length > 100 ? s[..100] + "…" : s;
 
     static async Task WriteError(HttpContext ctx, ApiException err, string requestId)
     {

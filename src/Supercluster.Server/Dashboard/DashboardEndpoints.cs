@@ -15,7 +15,7 @@ public static class DashboardEndpoints
     public static void Map(WebApplication app, ServerState s)
     {
         app.MapGet("/", ctx => Static(ctx, "index.html"));
-        app.MapGet("/static/{*file}", (HttpContext ctx, string file) => Static(ctx, file));
+        app.MapGet("/static/{*file}", (HttpContext ctx, string? file) => Static(ctx, file ?? ""));   // nullable: "/static/" → our 404, not an empty 400
         app.MapGet("/api/info", ctx => CompletionEndpoints.Json(ctx, new JsonObject
         {
             ["model"] = s.Model?.Name, ["context"] = s.Model?.Context, ["index"] = s.Index?.Count,
@@ -35,8 +35,9 @@ public static class DashboardEndpoints
                 }
             return CompletionEndpoints.Json(ctx, new JsonObject { ["runs"] = runs });
         });
-        app.MapGet("/api/runs/{*name}", (HttpContext ctx, string name) =>
+        app.MapGet("/api/runs/{*name}", (HttpContext ctx, string? name) =>
         {
+            name ??= "";
             var runs = s.Runs ?? throw new ApiException(404, "no runs directory: start with --runs DIR");
             bool metrics = name.EndsWith("/metrics");
             if (metrics) name = name[..^"/metrics".Length];

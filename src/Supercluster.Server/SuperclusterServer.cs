@@ -18,10 +18,13 @@ namespace Supercluster.Server;
 public sealed class SuperclusterServer : IAsyncDisposable
 {
     readonly WebApplication _app;
+    readonly Timer? _trim;
 
     SuperclusterServer(WebApplication app, ServerState state, string url)
     {
         _app = app; State = state; Url = url;
+        // Freed activations go back to the kernel between bursts instead of holding the peak (see NativeMemory).
+        if (state.Model is not null) _trim = new Timer(_ => NativeMemory.Trim(), null, TimeSpan.FromSeconds(5), TimeSpan.FromSeconds(5));
     }
 
     public ServerState State { get; }
@@ -37,6 +40,7 @@ public sealed class SuperclusterServer : IAsyncDisposable
         LoadedModel? model = null;
         if (o.Checkpoint is not null)
         {
+            NativeMemory.LimitArenas(2);
             model = LoadedModel.Load(o);
             log?.Invoke($"model {model.Name}: {model.Model.Config.ParameterCount():N0} parameters, context {model.Context}, tokenizer {model.Tokenizer.Name}");
         }
@@ -207,6 +211,7 @@ public sealed class SuperclusterServer : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
+        if (_trim is not null) await _trim.DisposeAsync();
         await _app.StopAsync();
         await _app.DisposeAsync();
         State.Model?.Dispose();

@@ -19,9 +19,9 @@ public sealed record SamplingOptions
     public SamplingOptions Validate()
     {
         if (MaxNewTokens < 0) throw new BadInputException($"--max-new-tokens = {MaxNewTokens}, expected ≥ 0");
-        if (Temperature < 0) throw new BadInputException($"--temperature = {Temperature}, expected ≥ 0");
+        if (!(Temperature >= 0) || double.IsInfinity(Temperature)) throw new BadInputException($"--temperature = {Temperature}, expected a finite number ≥ 0");
         if (TopK < 0) throw new BadInputException($"--top-k = {TopK}, expected ≥ 0 (0 = off)");
-        if (TopP is <= 0 or > 1) throw new BadInputException($"--top-p = {TopP}, expected in (0, 1]");
+        if (!(TopP > 0 && TopP <= 1)) throw new BadInputException($"--top-p = {TopP}, expected in (0, 1]");
         return this;
     }
 }

@@ -14,6 +14,32 @@ public sealed class LoadedModel : IDisposable
     LoadedModel(string name, CausalLM model, TextTokenizer tokenizer, BatchScheduler scheduler, Embedder embedder, string dir)
     {
         Name = name; Model = model; Tokenizer = tokenizer; Scheduler = scheduler; Embedder = embedder; Dir = dir;
+        Aliases = AliasesOf(name, dir);
+    }
+
+    /// <summary>
+    /// Names a request's <c>model</c> may use (vLLM's served model names): the served name, the run's name, and the
+    /// architecture preset the run was trained as (e.g. "gpt2"). Anything else is 404 model_not_found.
+    /// </summary>
+    public IReadOnlySet<string> Aliases { get; }
+
+    static HashSet<string> AliasesOf(string name, string dir)
+    {
+        var set = new HashSet<string>(StringComparer.Ordinal) { name };
+        var full = Path.GetFullPath(dir).TrimEnd('/');
+        if (Path.GetDirectoryName(full) is { } parent && Path.GetFileName(parent) == "checkpoints" && Path.GetDirectoryName(parent) is { } run)
+        {
+            set.Add(Path.GetFileName(run));
+            try
+            {
+                var config = Path.Combine(run, "config.json");
+                if (File.Exists(config) && System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(config)) is System.Text.Json.Nodes.JsonObject o
+                    && o["options"] is System.Text.Json.Nodes.JsonObject opts && opts["model"] is System.Text.Json.Nodes.JsonValue v && v.TryGetValue<string>(out var preset))
+                    set.Add(preset);
+            }
+            catch (Exception e) when (e is IOException or System.Text.Json.JsonException) { /* no preset alias */ }
+        }
+        return set;
     }
 
     public string Name { get; }

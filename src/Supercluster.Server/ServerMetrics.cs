@@ -11,7 +11,7 @@ namespace Supercluster.Server;
 public sealed class ServerMetrics
 {
     readonly Counter _requests, _generated, _prompt;
-    readonly Gauge _tokensPerSecond, _queue, _active, _inFlight;
+    readonly Gauge _tokensPerSecond, _queue, _active, _inFlight, _resident, _managed;
     readonly Histogram _latency;
     readonly Queue<(long Ticks, long Tokens)> _window = new();
     BatchScheduler? _scheduler;
@@ -27,6 +27,8 @@ public sealed class ServerMetrics
         _queue = f.CreateGauge("supercluster_queue_depth", "Sequences waiting for a batch slot");
         _active = f.CreateGauge("supercluster_active_sequences", "Sequences in the decode batch");
         _inFlight = f.CreateGauge("supercluster_requests_in_flight", "Generation/embedding requests being served");
+        _resident = f.CreateGauge("supercluster_resident_memory_bytes", "Resident memory of the server process (libtorch and the managed heap)");
+        _managed = f.CreateGauge("supercluster_managed_heap_bytes", "Managed (.NET) heap size after the last GC");
         _latency = f.CreateHistogram("supercluster_request_duration_seconds", "Request latency by endpoint", new HistogramConfiguration
         {
             LabelNames = ["endpoint"],
@@ -41,6 +43,8 @@ public sealed class ServerMetrics
 
     void Update()
     {
+        using (var p = Process.GetCurrentProcess()) _resident.Set(p.WorkingSet64);
+        _managed.Set(GC.GetGCMemoryInfo().HeapSizeBytes);
         if (_scheduler is not { } s) return;
         _queue.Set(s.QueueDepth);
         _active.Set(s.Active);

@@ -29,4 +29,13 @@ public sealed record ServerOptions
     public int MaxChoices { get; init; } = 8;
     /// <summary>Name in /v1/models (default: derived from the checkpoint path).</summary>
     public string? ModelName { get; init; }
+    /// <summary>
+    /// Host names (besides IP literals and localhost) accepted in the Host header; "*" accepts any. Guards against DNS
+    /// rebinding: a page on evil.example whose name resolves to 127.0.0.1 sends "Host: evil.example".
+    /// </summary>
+    public IReadOnlyList<string> AllowedHosts { get; init; } = [];
+    /// <summary>Origins (scheme://host[:port]) besides the server's own that browsers may call it from; "*" accepts any.</summary>
+    public IReadOnlyList<string> AllowedOrigins { get; init; } = [];
+    /// <summary>Open connections per client IP address; more are answered 429 and closed (0 = no limit, e.g. behind a proxy).</summary>
+    public int MaxConnectionsPerClient { get; init; } = 64;
 }

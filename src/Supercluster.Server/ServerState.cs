@@ -15,6 +15,8 @@ public sealed class ServerState(ServerOptions options, LoadedModel? model, Vecto
     public RunScanner? Runs { get; } = runs;
     public IReadOnlySet<string> ApiKeys { get; } = apiKeys;
     public ServerMetrics Metrics { get; } = new();
+    /// <summary>The server log (stderr by default): details of internal errors go here, never to the client.</summary>
+    public Action<string> Log { get; init; } = Console.Error.WriteLine;
 
     public LoadedModel RequireModel() =>
         Model ?? throw new ApiException(503, "no model loaded: start the server with --checkpoint PATH", "server_error", code: "no_model");

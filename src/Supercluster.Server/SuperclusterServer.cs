@@ -7,6 +7,7 @@ using Supercluster.Inference;
 using Supercluster.Search;
 using Supercluster.Server.Dashboard;
 using Supercluster.Server.OpenAi;
+using Supercluster.Server.Security;
 
 namespace Supercluster.Server;
 
@@ -17,10 +18,13 @@ namespace Supercluster.Server;
 public sealed class SuperclusterServer : IAsyncDisposable
 {
     readonly WebApplication _app;
+    readonly Timer? _trim;
 
     SuperclusterServer(WebApplication app, ServerState state, string url)
     {
         _app = app; State = state; Url = url;
+        // Freed activations go back to the kernel between bursts instead of holding the peak (see NativeMemory).
+        if (state.Model is not null) _trim = new Timer(_ => NativeMemory.Trim(), null, TimeSpan.FromSeconds(5), TimeSpan.FromSeconds(5));
     }
 
     public ServerState State { get; }
@@ -36,6 +40,7 @@ public sealed class SuperclusterServer : IAsyncDisposable
         LoadedModel? model = null;
         if (o.Checkpoint is not null)
         {
+            NativeMemory.LimitArenas(2);
             model = LoadedModel.Load(o);
             log?.Invoke($"model {model.Name}: {model.Model.Config.ParameterCount():N0} parameters, context {model.Context}, tokenizer {model.Tokenizer.Name}");
         }
@@ -48,14 +53,19 @@ public sealed class SuperclusterServer : IAsyncDisposable
                 throw new BadInputException($"index {o.Index} has {index.Header.Dimension}-dimensional vectors, the model makes {model.Embedder.Dimension}");
             log?.Invoke($"index {o.Index}: {index.Count:N0} passages");
         }
-        var state = new ServerState(o, model, index, o.RunsDir is null ? null : new RunScanner(o.RunsDir), keys);
+        if (o.MaxConnectionsPerClient < 0) throw new BadInputException($"--max-connections-per-client {o.MaxConnectionsPerClient}: expected ≥ 0 (0 = no limit)");
+        var state = new ServerState(o, model, index, o.RunsDir is null ? null : new RunScanner(o.RunsDir), keys)
+        {
+            Log = log ?? (m => Console.Error.WriteLine($"[serve] {m}")),
+        };
+        var connections = new ClientConnectionLimit(o.MaxConnectionsPerClient);
         if (model is not null) state.Metrics.Attach(model.Scheduler);
 
         var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { ContentRootPath = AppContext.BaseDirectory });
         builder.Logging.ClearProviders();
         builder.WebHost.ConfigureKestrel(k =>
         {
-            k.Listen(ip, o.Port);
+            k.Listen(ip, o.Port, l => l.Use(connections.Middleware));
             k.Limits.MaxRequestBodySize = o.MaxRequestBytes;
             k.Limits.RequestHeadersTimeout = TimeSpan.FromSeconds(15);
             k.Limits.MaxRequestHeadersTotalSize = 32 * 1024;
@@ -63,7 +73,9 @@ public sealed class SuperclusterServer : IAsyncDisposable
             k.Limits.MaxConcurrentConnections = 1024;
         });
         var app = builder.Build();
-        app.Use((ctx, next) => Guard(ctx, next, state));
+        app.UseRouting();   // the guard decides on the matched endpoint (routing ignores case; a path prefix would not)
+        var policy = new OriginPolicy(o);
+        app.Use((ctx, next) => Guard(ctx, next, state, policy));
         Map(app, state);
         await app.StartAsync();
         var url = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
@@ -98,20 +110,33 @@ public sealed class SuperclusterServer : IAsyncDisposable
             await s.Metrics.Registry.CollectAndExportAsTextAsync(ctx.Response.Body, ctx.RequestAborted);
         });
         DashboardEndpoints.Map(app, s);
-        app.MapFallback(ctx => throw new ApiException(404, $"no such endpoint: {ctx.Request.Method} {ctx.Request.Path}", code: "not_found"));
+        // "{*path}", not MapFallback's "{*path:nonfile}": a path with a dot (/v1/x.json) gets the same JSON 404.
+        app.MapFallback("{*path}", ctx => throw new ApiException(404, $"no such endpoint: {ctx.Request.Method} {Clip(ctx.Request.Path.Value ?? "")}", code: "not_found"));
     }
 
-    /// <summary>API keys, the concurrency limit, OpenAI-shaped errors, metrics; never lets an exception crash the server.</summary>
-    static async Task Guard(HttpContext ctx, Func<Task> next, ServerState s)
+    /// <summary>
+    /// Before any endpoint: Host/Origin policy, API keys (on /v1 and the dashboard API), then for JSON POSTs the whole
+    /// body (content type, UTF-8, JSON) and only then an in-flight slot, so clients that send half a body hold none.
+    /// Answers every failure in OpenAI's shape; an unexpected exception becomes a generic 500 with a request id (the
+    /// details go to the server log, never to the client); never lets an exception crash the server.
+    /// </summary>
+    static async Task Guard(HttpContext ctx, Func<Task> next, ServerState s, OriginPolicy policy)
     {
         var started = Stopwatch.GetTimestamp();
         var path = ctx.Request.Path.Value ?? "";
-        bool api = path.StartsWith("/v1/");
-        bool heavy = api && HttpMethods.IsPost(ctx.Request.Method);
+        // The route template, not the request path: "/V1/completions" routes to "/v1/completions" and is guarded as such.
+        var route = (ctx.GetEndpoint() as RouteEndpoint)?.RoutePattern.RawText;
+        bool matched = route is not null && !route.StartsWith('{');   // the fallback's template is "{*path:nonfile}"
+        bool api = matched ? route!.StartsWith("/v1/") : path.StartsWith("/v1/", StringComparison.OrdinalIgnoreCase);
+        bool dashboardApi = matched ? route!.StartsWith("/api/") : path.StartsWith("/api/", StringComparison.OrdinalIgnoreCase);
+        bool heavy = matched && api && HttpMethods.IsPost(ctx.Request.Method);
         bool entered = false;
+        var requestId = "req-" + Guid.NewGuid().ToString("N")[..20];
+        ctx.Response.Headers["X-Request-Id"] = requestId;
         try
         {
-            if (api && s.ApiKeys.Count > 0)
+            policy.Check(ctx.Request);
+            if ((api || dashboardApi) && s.ApiKeys.Count > 0)
             {
                 var auth = ctx.Request.Headers.Authorization.ToString();
                 if (!auth.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase))
@@ -120,10 +145,15 @@ public sealed class SuperclusterServer : IAsyncDisposable
             }
             if (heavy)
             {
+                ctx.Items[RequestReader.ParsedBodyKey] = await RequestReader.ParseBodyAsync(ctx.Request, ctx.RequestAborted);
                 if (!s.TryEnter()) throw new ApiException(429, $"too many concurrent requests (limit {s.Options.MaxConcurrentRequests}); retry later", "requests", code: "rate_limit_exceeded");
                 entered = true;
             }
             await next();
+            // A status the framework set without a body (405 from routing, 400 from parameter binding): say it in OpenAI's shape.
+            if (!ctx.Response.HasStarted && ctx.Response.StatusCode >= 400)
+                throw new ApiException(ctx.Response.StatusCode, $"{ctx.Request.Method} {Clip(path)}: {Microsoft.AspNetCore.WebUtilities.ReasonPhrases.GetReasonPhrase(ctx.Response.StatusCode)}",
+                    code: ctx.Response.StatusCode == 405 ? "method_not_allowed" : null);
         }
         catch (Exception e) when (e is OperationCanceledException && ctx.RequestAborted.IsCancellationRequested)
         {
@@ -138,25 +168,27 @@ public sealed class SuperclusterServer : IAsyncDisposable
                 BadInputException b => ApiException.BadRequest(b.Message),
                 BadHttpRequestException b when b.StatusCode == 413 => new ApiException(413, $"request body over the limit of {s.Options.MaxRequestBytes} bytes", code: "request_too_large"),
                 BadHttpRequestException b => new ApiException(b.StatusCode, b.Message),
-                _ => new ApiException(500, $"internal error: {e.GetType().Name}: {e.Message}", "server_error"),
+                _ => null,
             };
-            await WriteError(ctx, err);
+            if (err is null)
+            {
+                s.Log($"error {requestId} {ctx.Request.Method} {path}: {e}");
+                err = new ApiException(500, $"internal error (request id {requestId}); the details are in the server log", "server_error", code: "internal_error");
+            }
+            await WriteError(ctx, err, requestId);
         }
         finally
         {
             if (entered) s.Leave();
+            if (ctx.Items.Remove(RequestReader.ParsedBodyKey, out var unread)) (unread as IDisposable)?.Dispose();
             if (api || path == "/health")
-            {
-                var endpoint = api ? path : "/health";
-                if (endpoint.Length > 40 || !KnownEndpoints.Contains(endpoint)) endpoint = "other";
-                s.Metrics.Request(endpoint, ctx.Response.StatusCode, Stopwatch.GetElapsedTime(started));
-            }
+                s.Metrics.Request(api ? (matched ? route! : "other") : "/health", ctx.Response.StatusCode, Stopwatch.GetElapsedTime(started));
         }
     }
 
-    static readonly HashSet<string> KnownEndpoints = ["/v1/completions", "/v1/chat/completions", "/v1/embeddings", "/v1/search", "/v1/models", "/health"];
+    static string Clip(string s) => s.Length > 100 ? s[..100] + "…" : s;
 
-    static async Task WriteError(HttpContext ctx, ApiException err)
+    static async Task WriteError(HttpContext ctx, ApiException err, string requestId)
     {
         try
         {
@@ -167,7 +199,9 @@ public sealed class SuperclusterServer : IAsyncDisposable
                     await ctx.Response.WriteAsync("data: " + err.ToJson().ToJsonString() + "\n\ndata: [DONE]\n\n");
                 return;
             }
-            ctx.Response.Clear();
+            ctx.Response.Clear();   // drops the headers too
+            ctx.Response.Headers["X-Request-Id"] = requestId;
+            if (err.Status == 429) ctx.Response.Headers.RetryAfter = "1";
             await CompletionEndpoints.Json(ctx, err.ToJson(), err.Status);
         }
         catch (Exception) { /* the client is gone */ }
@@ -177,6 +211,7 @@ public sealed class SuperclusterServer : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
+        if (_trim is not null) await _trim.DisposeAsync();
         await _app.StopAsync();
         await _app.DisposeAsync();
         State.Model?.Dispose();

@@ -15,11 +15,13 @@ public static class DashboardEndpoints
     public static void Map(WebApplication app, ServerState s)
     {
         app.MapGet("/", ctx => Static(ctx, "index.html"));
-        app.MapGet("/static/{*file}", (HttpContext ctx, string file) => Static(ctx, file));
+        app.MapGet("/static/{*file}", (HttpContext ctx, string? file) => Static(ctx, file ?? ""));   // nullable: "/static/" → our 404, not an empty 400
         app.MapGet("/api/info", ctx => CompletionEndpoints.Json(ctx, new JsonObject
         {
             ["model"] = s.Model?.Name, ["context"] = s.Model?.Context, ["index"] = s.Index?.Count,
-            ["runs_dir"] = s.Runs?.Root, ["api_key_required"] = s.ApiKeys.Count > 0,
+            // The runs directory's name only: absolute paths tell a visitor about the machine, and the page needs none.
+            ["runs_dir"] = s.Runs is null ? null : Path.GetFileName(s.Runs.Root.TrimEnd('/')) is { Length: > 0 } n ? n : "/",
+            ["api_key_required"] = s.ApiKeys.Count > 0,
         }));
         app.MapGet("/api/runs", ctx =>
         {
@@ -27,19 +29,20 @@ public static class DashboardEndpoints
             if (s.Runs is { } r)
                 foreach (var d in r.RunDirs())
                 {
-                    var sum = r.Summary(d);
+                    var sum = r.SafeSummary(d);   // one malformed run is flagged, never fails the list
                     sum.Remove("config");
                     runs.Add(sum);
                 }
             return CompletionEndpoints.Json(ctx, new JsonObject { ["runs"] = runs });
         });
-        app.MapGet("/api/runs/{*name}", (HttpContext ctx, string name) =>
+        app.MapGet("/api/runs/{*name}", (HttpContext ctx, string? name) =>
         {
+            name ??= "";
             var runs = s.Runs ?? throw new ApiException(404, "no runs directory: start with --runs DIR");
             bool metrics = name.EndsWith("/metrics");
             if (metrics) name = name[..^"/metrics".Length];
             var dir = runs.Find(name) ?? throw new ApiException(404, $"no run '{name}'");
-            if (!metrics) return CompletionEndpoints.Json(ctx, runs.Summary(dir));
+            if (!metrics) return CompletionEndpoints.Json(ctx, runs.SafeSummary(dir));
             long offset = long.TryParse(ctx.Request.Query["offset"], out var o) && o >= 0 ? o : 0;
             var records = runs.ReadFrom(dir, offset, out var next);
             return CompletionEndpoints.Json(ctx, new JsonObject
@@ -51,9 +54,8 @@ public static class DashboardEndpoints
 
     static async Task Static(HttpContext ctx, string file)
     {
-        if (file.Contains("..") || file.Contains('\\')) { ctx.Response.StatusCode = 404; return; }
-        using var stream = Asm.GetManifestResourceStream("dashboard/" + file);
-        if (stream is null) { ctx.Response.StatusCode = 404; await ctx.Response.WriteAsync("not found"); return; }
+        using var stream = file.Contains("..") || file.Contains('\\') ? null : Asm.GetManifestResourceStream("dashboard/" + file);
+        if (stream is null) throw new ApiException(404, "no such file", code: "not_found");
         ctx.Response.ContentType = Path.GetExtension(file) switch
         {
             ".html" => "text/html; charset=utf-8",

@@ -37,6 +37,7 @@ public sealed class RunScanner(string root)
     sealed class Tail
     {
         public long Offset;
+        public long BadLines;
         public JsonObject? LastTrain;
         public readonly List<(long Step, JsonNode? ValLoss)> Evals = [];
     }
@@ -49,15 +50,16 @@ public sealed class RunScanner(string root)
         lock (tail)
         {
             var f = Path.Combine(dir, "metrics.jsonl");
-            if (File.Exists(f) && new FileInfo(f).Length < tail.Offset) { tail.Offset = 0; tail.LastTrain = null; tail.Evals.Clear(); } // rewritten
+            if (File.Exists(f) && new FileInfo(f).Length < tail.Offset) { tail.Offset = 0; tail.BadLines = 0; tail.LastTrain = null; tail.Evals.Clear(); } // rewritten
             while (true)
             {
-                var records = ReadFrom(dir, tail.Offset, out var next);
+                var records = ReadFrom(dir, tail.Offset, out var next, out var bad);
+                tail.BadLines += bad;
                 foreach (var r in records)
                 {
-                    var type = (string?)r["type"];
+                    var type = r["type"] is JsonValue tv && tv.TryGetValue<string>(out var t) ? t : null;
                     if (type == "train") tail.LastTrain = r;
-                    else if (type == "eval" && r["step"] is { } st) tail.Evals.Add((st.GetValue<long>(), r["val_loss"]?.DeepClone()));
+                    else if (type == "eval" && Step(r) is { } st) tail.Evals.Add((st, r["val_loss"]?.DeepClone()));
                 }
                 tail.Offset = next;
                 if (records.Count < MaxRecordsPerRead) break;
@@ -66,18 +68,42 @@ public sealed class RunScanner(string root)
         }
     }
 
+    readonly CheckpointVerifier _checkpoints = new();
+
+    /// <summary>SHA-256 verifications run so far (each checkpoint once per change of its files).</summary>
+    public long Verifications => _checkpoints.Verifications;
+
+    /// <summary>A metrics record's "step" when it is a non-negative integer, else null (the line is then skipped and counted).</summary>
+    static long? Step(JsonObject r) => r["step"] is JsonValue v && v.TryGetValue<long>(out var s) && s >= 0 ? s : null;
+
+    /// <summary><see cref="Summary"/>, or for a run that cannot be read at all a summary with status "error" (never an exception).</summary>
+    public JsonObject SafeSummary(string dir)
+    {
+        try { return Summary(dir); }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            return new JsonObject
+            {
+                ["name"] = NameOf(dir), ["status"] = "error", ["step"] = 0, ["steps"] = null, ["loss"] = null, ["val_loss"] = null,
+                ["error"] = $"unreadable run ({e.GetType().Name})", ["checkpoints"] = new JsonArray(),
+            };
+        }
+    }
+
     public JsonObject Summary(string dir)
     {
         var tail = Advance(dir);
         var config = ReadConfig(dir);
-        long? steps = config?["options"]?["steps"] is JsonValue sv && sv.TryGetValue<long>(out var sn) ? sn : null;
+        long? steps = config is JsonObject co && co["options"] is JsonObject opts && opts["steps"] is JsonValue sv && sv.TryGetValue<long>(out var sn) ? sn : null;
         JsonObject? lastTrain;
         (long Step, JsonNode? ValLoss)[] evals;
         lock (tail) { lastTrain = tail.LastTrain?.DeepClone().AsObject(); evals = tail.Evals.ToArray(); }
-        long lastStep = lastTrain?["step"]?.GetValue<long>() ?? 0;
+        long lastStep = lastTrain is null ? 0 : Step(lastTrain) ?? 0;
+        long badLines;
+        lock (tail) badLines = tail.BadLines;
         var metricsFile = Path.Combine(dir, "metrics.jsonl");
         var changed = File.Exists(metricsFile) ? File.GetLastWriteTimeUtc(metricsFile) : Directory.GetLastWriteTimeUtc(dir);
-        var complete = new CheckpointStore(dir).Complete().ToList();
+        var (complete, problems) = _checkpoints.Scan(dir);
         // Finished: the last step was trained (metrics) or checkpointed; running: metrics still growing; else failed.
         bool done = steps is { } s && (lastStep >= s || complete.Any(c => c.Step >= s));
         string status = done ? "finished" : DateTime.UtcNow - changed < StaleAfter ? "running" : "failed";
@@ -97,8 +123,37 @@ public sealed class RunScanner(string root)
             ["loss"] = lastTrain?["loss"]?.DeepClone(),
             ["val_loss"] = evals.Length > 0 ? evals[^1].ValLoss?.DeepClone() : null,
             ["updated"] = changed.ToString("O"),
-            ["config"] = config, ["checkpoints"] = checkpoints,
+            ["config"] = config is null ? null : Relative(config.DeepClone()), ["checkpoints"] = checkpoints,
+            // Flags, not failures: what was skipped and why.
+            ["bad_metric_lines"] = badLines,
+            ["bad_checkpoints"] = new JsonArray(problems.Select(p => (JsonNode)p).ToArray()),
+            ["config_error"] = config is null or JsonObject ? null : "config.json is not a JSON object",
         };
+    }
+
+    /// <summary>
+    /// Absolute paths in a config (data, out, init-from…) as paths relative to the runs directory, or just the file
+    /// name when outside it: the dashboard never tells a visitor where things live on this machine.
+    /// </summary>
+    JsonNode Relative(JsonNode node)
+    {
+        switch (node)
+        {
+            case JsonObject o:
+                foreach (var key in o.Select(kv => kv.Key).ToList())
+                    if (o[key] is { } child) o[key] = Relative(child.DeepClone());
+                return o;
+            case JsonArray a:
+                for (int i = 0; i < a.Count; i++)
+                    if (a[i] is { } child) a[i] = Relative(child.DeepClone());
+                return a;
+            case JsonValue v when v.TryGetValue<string>(out var str) && str.Length > 1 && Path.IsPathRooted(str):
+                var full = Path.GetFullPath(str);
+                var rel = Path.GetRelativePath(Root, full);
+                return JsonValue.Create(rel.StartsWith("..") || Path.IsPathRooted(rel) ? Path.GetFileName(full.TrimEnd('/')) : rel);
+            default:
+                return node;
+        }
     }
 
     static JsonNode? ReadConfig(string dir)
@@ -106,15 +161,19 @@ public sealed class RunScanner(string root)
         var f = Path.Combine(dir, "config.json");
         if (!File.Exists(f)) return null;
         try { return JsonNode.Parse(File.ReadAllText(f)); }
-        catch (Exception e) when (e is JsonException or IOException) { return new JsonObject { ["error"] = $"unreadable config.json: {e.Message}" }; }
+        catch (Exception e) when (e is JsonException or IOException) { return new JsonObject { ["error"] = $"unreadable config.json ({e.GetType().Name})" }; }
     }
 
     /// <summary>
     /// Complete lines of metrics.jsonl from byte <paramref name="offset"/> on; <paramref name="next"/> is where the
     /// next read starts (a partly written last line is left for then). Unparseable lines are skipped.
     /// </summary>
-    public List<JsonObject> ReadFrom(string dir, long offset, out long next, int max = MaxRecordsPerRead)
+    public List<JsonObject> ReadFrom(string dir, long offset, out long next, int max = MaxRecordsPerRead) => ReadFrom(dir, offset, out next, out _, max);
+
+    /// <summary>As above; <paramref name="bad"/> counts the lines skipped (not JSON objects, or a "step" that is not a non-negative integer).</summary>
+    public List<JsonObject> ReadFrom(string dir, long offset, out long next, out long bad, int max = MaxRecordsPerRead)
     {
+        bad = 0;
         var list = new List<JsonObject>();
         next = offset;
         var f = Path.Combine(dir, "metrics.jsonl");
@@ -134,7 +193,7 @@ public sealed class RunScanner(string root)
                 if (buffer[i] != (byte)'\n') continue;
                 line.Write(buffer, start, i - start);
                 next += line.Length + 1;
-                Parse(line.ToArray(), list);
+                if (!Parse(line.ToArray(), list)) bad++;
                 line.SetLength(0);
                 start = i + 1;
             }
@@ -144,10 +203,16 @@ public sealed class RunScanner(string root)
         return list;
     }
 
-    static void Parse(byte[] line, List<JsonObject> list)
+    static bool Parse(byte[] line, List<JsonObject> list)
     {
-        if (line.Length == 0) return;
-        try { if (JsonNode.Parse(Encoding.UTF8.GetString(line)) is JsonObject o) list.Add(o); }
-        catch (JsonException) { }
+        if (line.Length == 0) return true;
+        try
+        {
+            if (JsonNode.Parse(Encoding.UTF8.GetString(line)) is not JsonObject o) return false;
+            if (o.ContainsKey("step") && Step(o) is null) return false;
+            list.Add(o);
+            return true;
+        }
+        catch (JsonException) { return false; }
     }
 }

@@ -11,11 +11,13 @@ public static class CompletionEndpoints
         var m = s.RequireModel();
         var (r, doc) = await RequestReader.ReadAsync(ctx.Request, ctx.RequestAborted);
         using var _ = doc;
-        r.String("model");
+        CheckModel(r, m);
         if (!r.Has("prompt")) throw ApiException.BadRequest("'prompt' is required", "prompt", "missing_required_parameter");
         var prompts = PromptTokens(r, m);
         var p = Generation.Parse(r, prompts.Max(x => x.Length), m, s.Options, []);
         if (r.Bool("echo") == true) throw ApiException.BadRequest("'echo' is not supported", "echo");
+        r.RejectUnread("user");
+        CheckFits(prompts.Count * p.N, m);
         string id = "cmpl-" + Guid.NewGuid().ToString("N")[..24];
         long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
         JsonObject Chunk(int index, string text, string? finish) => new()
@@ -25,13 +27,14 @@ public static class CompletionEndpoints
         };
         if (p.Stream)
         {
-            var sse = await Sse.StartAsync(ctx);
-            var results = await RunAll(s, m, prompts, p, (i, t) => sse.SendAsync(Chunk(i, t, null)), ctx.RequestAborted);
-            foreach (var c in results) await sse.SendAsync(Chunk(c.Index, "", c.FinishReason));
-            await sse.DoneAsync();
+            Sse? sse = null;
+            // Admitted (or refused with 429) before the SSE headers go out; then the 200 is true.
+            var results = await RunAll(s, m, prompts, p, async () => sse = await Sse.StartAsync(ctx), (i, t) => sse!.SendAsync(Chunk(i, t, null)), ctx.RequestAborted);
+            foreach (var c in results) await sse!.SendAsync(Chunk(c.Index, "", c.FinishReason));
+            await sse!.DoneAsync();
             return;
         }
-        var all = await RunAll(s, m, prompts, p, null, ctx.RequestAborted);
+        var all = await RunAll(s, m, prompts, p, null, null, ctx.RequestAborted);
         var choices = new JsonArray(all.Select(c => (JsonNode)new JsonObject
         {
             ["text"] = c.Text, ["index"] = c.Index, ["logprobs"] = null, ["finish_reason"] = c.FinishReason,
@@ -49,10 +52,12 @@ public static class CompletionEndpoints
         var m = s.RequireModel();
         var (r, doc) = await RequestReader.ReadAsync(ctx.Request, ctx.RequestAborted);
         using var _ = doc;
-        r.String("model");
+        CheckModel(r, m);
         var messages = Messages(r);
         var ids = Encode(m, ChatTemplate.Render(messages));
         var p = Generation.Parse(r, ids.Length, m, s.Options, ChatTemplate.Stops);
+        r.RejectUnread("user");
+        CheckFits(p.N, m);
         string id = "chatcmpl-" + Guid.NewGuid().ToString("N")[..24];
         long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
         JsonObject Chunk(int index, JsonObject delta, string? finish) => new()
@@ -62,14 +67,18 @@ public static class CompletionEndpoints
         };
         if (p.Stream)
         {
-            var sse = await Sse.StartAsync(ctx);
-            for (int i = 0; i < p.N; i++) await sse.SendAsync(Chunk(i, new JsonObject { ["role"] = "assistant", ["content"] = "" }, null));
-            var results = await RunAll(s, m, [ids], p, (i, t) => sse.SendAsync(Chunk(i, new JsonObject { ["content"] = t }, null)), ctx.RequestAborted);
-            foreach (var c in results) await sse.SendAsync(Chunk(c.Index, new JsonObject(), c.FinishReason));
-            await sse.DoneAsync();
+            Sse? sse = null;
+            async Task Start()
+            {
+                sse = await Sse.StartAsync(ctx);
+                for (int i = 0; i < p.N; i++) await sse.SendAsync(Chunk(i, new JsonObject { ["role"] = "assistant", ["content"] = "" }, null));
+            }
+            var results = await RunAll(s, m, [ids], p, Start, (i, t) => sse!.SendAsync(Chunk(i, new JsonObject { ["content"] = t }, null)), ctx.RequestAborted);
+            foreach (var c in results) await sse!.SendAsync(Chunk(c.Index, new JsonObject(), c.FinishReason));
+            await sse!.DoneAsync();
             return;
         }
-        var all = await RunAll(s, m, [ids], p, null, ctx.RequestAborted);
+        var all = await RunAll(s, m, [ids], p, null, null, ctx.RequestAborted);
         await Json(ctx, new JsonObject
         {
             ["id"] = id, ["object"] = "chat.completion", ["created"] = created, ["model"] = m.Name,
@@ -84,8 +93,12 @@ public static class CompletionEndpoints
         });
     }
 
+    /// <summary>
+    /// Submits every prompt's choices (all or none: a refusal cancels those already queued), then calls
+    /// <paramref name="admitted"/> (streams send their headers there), then collects the results.
+    /// </summary>
     static async Task<ChoiceResult[]> RunAll(ServerState s, LoadedModel m, List<int[]> prompts, GenerationParams p,
-        Func<int, string, Task>? onDelta, CancellationToken ct)
+        Func<Task>? admitted, Func<int, string, Task>? onDelta, CancellationToken ct)
     {
         var gate = new SemaphoreSlim(1);
         Func<int, string, Task>? Delta(int offset) => onDelta is null ? null : async (i, t) =>
@@ -93,10 +106,35 @@ public static class CompletionEndpoints
             await gate.WaitAsync();
             try { await onDelta(offset + i, t); } finally { gate.Release(); }
         };
-        var tasks = prompts.Select((ids, k) => Generation.RunAsync(m, ids, p, s.Options.GenerationTimeLimit, Delta(k * p.N), ct)).ToArray();
+        var runs = new List<Generation.Run>();
+        try
+        {
+            foreach (var ids in prompts) runs.Add(Generation.Submit(m, ids, p, s.Options.GenerationTimeLimit, ct));
+            if (admitted is not null) await admitted();
+        }
+        catch
+        {
+            foreach (var run in runs) run.Dispose();
+            throw;
+        }
+        var tasks = runs.Select((run, k) => Generation.CollectAsync(run, m, p, Delta(k * p.N))).ToArray();
         var results = (await Task.WhenAll(tasks)).SelectMany((rs, k) => rs.Select(c => c with { Index = k * p.N + c.Index })).ToArray();
         s.Metrics.Generated(results.Sum(c => c.CompletionTokens), prompts.Sum(x => x.Length));
         return results;
+    }
+
+    /// <summary><c>model</c> is optional; when given it must name the loaded model (404 model_not_found, as OpenAI and vLLM).</summary>
+    internal static void CheckModel(RequestReader r, LoadedModel m)
+    {
+        if (r.String("model") is { } name && !m.Aliases.Contains(name))
+            throw new ApiException(404, $"the model '{(name.Length > 100 ? name[..100] + "…" : name)}' does not exist; this server serves '{m.Name}'", param: "model", code: "model_not_found");
+    }
+
+    /// <summary>More sequences than the queue holds can never be admitted: 400, not a 429 that retrying cannot cure.</summary>
+    static void CheckFits(int sequences, LoadedModel m)
+    {
+        if (sequences > m.Scheduler.MaxQueue)
+            throw ApiException.BadRequest($"this request needs {sequences} sequences (prompts × n), more than the server's queue of {m.Scheduler.MaxQueue} (--max-queue) can ever hold", "n");
     }
 
     static JsonObject Usage(int prompt, int completion) => new()

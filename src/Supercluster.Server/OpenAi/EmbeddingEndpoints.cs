@@ -13,11 +13,12 @@ public static class EmbeddingEndpoints
         var m = s.RequireModel();
         var (r, doc) = await RequestReader.ReadAsync(ctx.Request, ctx.RequestAborted);
         using var _ = doc;
-        r.String("model");
+        CompletionEndpoints.CheckModel(r, m);
         var format = r.String("encoding_format") ?? "float";
         if (format is not ("float" or "base64")) throw ApiException.BadRequest($"'encoding_format' = '{format}': expected float or base64", "encoding_format");
         if (r.Get("input") is not { } input) throw ApiException.BadRequest("'input' is required", "input", "missing_required_parameter");
         var inputs = Inputs(input, m);
+        r.RejectUnread("user");
         int tokens = inputs.Sum(x => x.Length);
         var vectors = await Task.Run(() => m.Embedder.Embed(inputs), ctx.RequestAborted);
         var data = new JsonArray();
@@ -77,6 +78,8 @@ public static class EmbeddingEndpoints
         var query = r.String("query") ?? throw ApiException.BadRequest("'query' is required", "query", "missing_required_parameter");
         if (query.Trim().Length == 0) throw ApiException.BadRequest("'query' is empty", "query");
         int k = (int)(r.Integer("top_k", 1, 100) ?? 5);
+        CompletionEndpoints.CheckModel(r, m);
+        r.RejectUnread();
         var ids = m.Tokenizer.Encode(query);
         var vec = await Task.Run(() => m.Embedder.Embed([ids])[0], ctx.RequestAborted);
         var hits = s.Index.Search(vec, k);

@@ -30,46 +30,58 @@ public static class Generation
         return new GenerationParams(maxTokens, temperature, topP, n, [.. stops, .. extraStops], seed, stream);
     }
 
+    /// <summary>One prompt's choices in the scheduler, with the sources that stop them (client gone, time limit, stop string).</summary>
+    public sealed class Run(GenerationHandle[] handles, CancellationTokenSource[] stops, CancellationTokenSource timeout, CancellationTokenSource linked) : IDisposable
+    {
+        public GenerationHandle[] Handles { get; } = handles;
+        public CancellationTokenSource[] Stops { get; } = stops;
+        public CancellationTokenSource Timeout { get; } = timeout;
+
+        public void Dispose()
+        {
+            foreach (var s in Stops) { s.Cancel(); s.Dispose(); }   // cancelling frees the slots of unfinished choices
+            linked.Dispose();
+            Timeout.Dispose();
+        }
+    }
+
     /// <summary>
-    /// Submits all choices at once (so they share decode steps) and awaits them. <paramref name="onDelta"/> (for
-    /// streams) receives (choice, text) as text becomes safe to show. Cancelling <paramref name="ct"/> (client gone)
-    /// removes the sequences from the batch.
+    /// Submits all choices at once (so they share decode steps); throws <see cref="SchedulerBusyException"/> (429) at
+    /// once when the queue is full. Cancelling <paramref name="ct"/> (client gone) removes the sequences from the batch.
     /// </summary>
-    public static async Task<ChoiceResult[]> RunAsync(LoadedModel m, int[] prompt, GenerationParams p, TimeSpan timeLimit,
-        Func<int, string, Task>? onDelta, CancellationToken ct)
+    public static Run Submit(LoadedModel m, int[] prompt, GenerationParams p, TimeSpan timeLimit, CancellationToken ct)
     {
         long baseSeed = p.Seed ?? Random.Shared.NextInt64();
-        var tasks = new Task<ChoiceResult>[p.N];
-        using var timeout = new CancellationTokenSource(timeLimit);
-        using var linked = CancellationTokenSource.CreateLinkedTokenSource(ct, timeout.Token);
-        var sequences = new List<(GenerationHandle H, CancellationTokenSource Stop)>();
+        var timeout = new CancellationTokenSource(timeLimit);
+        var linked = CancellationTokenSource.CreateLinkedTokenSource(ct, timeout.Token);
+        var stops = Enumerable.Range(0, p.N).Select(_ => CancellationTokenSource.CreateLinkedTokenSource(linked.Token)).ToArray();
+        var run = new Run([], stops, timeout, linked);
         try
         {
-            var stops = Enumerable.Range(0, p.N).Select(_ => CancellationTokenSource.CreateLinkedTokenSource(linked.Token)).ToArray();
             var choices = stops.Select((stop, i) => (new SamplingOptions
             {
                 MaxNewTokens = p.MaxTokens, Temperature = p.Temperature, TopP = p.TopP, Seed = baseSeed + i,
                 StopToken = m.Tokenizer.EotToken,
             }, stop.Token)).ToArray();
-            try
-            {
-                var handles = m.Scheduler.SubmitGroup(prompt, choices);   // admitted together: seeded requests repeat exactly
-                for (int i = 0; i < p.N; i++) sequences.Add((handles[i], stops[i]));
-            }
-            catch
-            {
-                foreach (var s in stops) s.Dispose();
-                throw;
-            }
+            var handles = m.Scheduler.SubmitGroup(prompt, choices);   // admitted together: seeded requests repeat exactly
+            return new Run(handles, stops, timeout, linked);
         }
         catch
         {
-            foreach (var (_, s) in sequences) { s.Cancel(); s.Dispose(); }
+            run.Dispose();
             throw;
         }
-        for (int i = 0; i < p.N; i++) tasks[i] = Collect(i, sequences[i].H, sequences[i].Stop, m, p, onDelta, timeout);
-        try { return await Task.WhenAll(tasks); }
-        finally { foreach (var (_, s) in sequences) s.Dispose(); }
+    }
+
+    /// <summary>Awaits a run's choices; <paramref name="onDelta"/> (for streams) receives (choice, text) as text becomes safe to show.</summary>
+    public static async Task<ChoiceResult[]> CollectAsync(Run run, LoadedModel m, GenerationParams p, Func<int, string, Task>? onDelta)
+    {
+        try
+        {
+            var tasks = run.Handles.Select((h, i) => Collect(i, h, run.Stops[i], m, p, onDelta, run.Timeout)).ToArray();
+            return await Task.WhenAll(tasks);
+        }
+        finally { run.Dispose(); }
     }
 
     static async Task<ChoiceResult> Collect(int index, GenerationHandle h, CancellationTokenSource stop, LoadedModel m, GenerationParams p,

@@ -2,33 +2,123 @@ using System.Text.Json;
 
 namespace Supercluster.Server.OpenAi;
 
-/// <summary>Reads an OpenAI request body with type checks: a known field of the wrong type is a 400 naming it; unknown fields are ignored.</summary>
+/// <summary>
+/// Reads an OpenAI request body with type checks: a known field of the wrong type is a 400 naming it. Every field read
+/// is remembered, so <see cref="RejectUnread"/> can refuse fields the endpoint does not implement (OpenAI answers
+/// "Unrecognized request argument"; silently dropping e.g. <c>logprobs</c> would return a different thing than asked).
+/// </summary>
 public sealed class RequestReader
 {
     readonly JsonElement _root;
+    readonly HashSet<string> _read = new(StringComparer.Ordinal);
 
     RequestReader(JsonElement root) => _root = root;
 
     public JsonElement Root => _root;
 
+    /// <summary>Where the guard leaves the body it parsed (so the endpoint does not read the stream again).</summary>
+    internal const string ParsedBodyKey = "supercluster.body";
+
     public static async Task<(RequestReader Reader, JsonDocument Doc)> ReadAsync(HttpRequest request, CancellationToken ct)
     {
-        if (request.ContentType is { } ctype && !ctype.StartsWith("application/json", StringComparison.OrdinalIgnoreCase) && !ctype.StartsWith("text/plain", StringComparison.OrdinalIgnoreCase))
-            throw new ApiException(415, $"unsupported content type '{ctype}': send application/json");
         JsonDocument doc;
-        try { doc = await JsonDocument.ParseAsync(request.Body, new JsonDocumentOptions { MaxDepth = 32 }, ct); }
-        catch (JsonException e) { throw ApiException.BadRequest($"malformed JSON body: {e.Message.Split(" Path:")[0]}", code: "invalid_json"); }
-        if (doc.RootElement.ValueKind != JsonValueKind.Object)
-        {
-            doc.Dispose();
-            throw ApiException.BadRequest("the request body must be a JSON object", code: "invalid_json");
-        }
+        if (request.HttpContext.Items.Remove(ParsedBodyKey, out var parsed) && parsed is JsonDocument d) doc = d;
+        else doc = await ParseBodyAsync(request, ct);
         return (new RequestReader(doc.RootElement), doc);
     }
 
-    public bool Has(string name) => _root.TryGetProperty(name, out var v) && v.ValueKind != JsonValueKind.Null;
+    /// <summary>
+    /// The whole body as a JSON object: only <c>application/json</c> (a text/plain or form body is what a cross-site
+    /// page can send without a CORS preflight), valid UTF-8, no lone surrogates in any string or name. 415/400 otherwise.
+    /// </summary>
+    public static async Task<JsonDocument> ParseBodyAsync(HttpRequest request, CancellationToken ct)
+    {
+        if (!IsJson(request.ContentType))
+            throw new ApiException(415, request.ContentType is { Length: > 0 } c
+                ? $"unsupported content type '{Clip(c)}': send 'Content-Type: application/json'"
+                : "missing content type: send 'Content-Type: application/json'", code: "unsupported_media_type");
+        using var buffer = new MemoryStream();
+        await request.Body.CopyToAsync(buffer, ct);   // Kestrel stops it at MaxRequestBodySize (413)
+        var bytes = buffer.GetBuffer().AsMemory(0, (int)buffer.Length);
+        if (!System.Text.Unicode.Utf8.IsValid(bytes.Span))
+            throw ApiException.BadRequest("the request body is not valid UTF-8", code: "invalid_encoding");
+        JsonDocument doc;
+        try { doc = JsonDocument.Parse(bytes.ToArray(), new JsonDocumentOptions { MaxDepth = 32 }); }
+        catch (JsonException e) { throw ApiException.BadRequest($"malformed JSON body: {e.Message.Split(" Path:")[0].Split(" LineNumber:")[0]}", code: "invalid_json"); }
+        try
+        {
+            if (doc.RootElement.ValueKind != JsonValueKind.Object)
+                throw ApiException.BadRequest("the request body must be a JSON object", code: "invalid_json");
+            CheckStrings(doc.RootElement, "");
+            return doc;
+        }
+        catch { doc.Dispose(); throw; }
+    }
 
-    public JsonElement? Get(string name) => _root.TryGetProperty(name, out var v) && v.ValueKind != JsonValueKind.Null ? v : null;
+    static bool IsJson(string? contentType) =>
+        Microsoft.Net.Http.Headers.MediaTypeHeaderValue.TryParse(contentType, out var m)
+        && (m.MediaType.Equals("application/json", StringComparison.OrdinalIgnoreCase)
+            || (m.SubType.EndsWith("+json", StringComparison.OrdinalIgnoreCase) && m.Type.Equals("application", StringComparison.OrdinalIgnoreCase)));
+
+    static string Clip(string s) => s.Length > 80 ? s[..80] + "…" : s;
+
+    /// <summary>A "\ud800" escape is valid JSON but no Unicode text: refuse it here, not as a 500 deep in a tokenizer.</summary>
+    static void CheckStrings(JsonElement e, string where)
+    {
+        switch (e.ValueKind)
+        {
+            case JsonValueKind.String:
+                try { e.GetString(); }
+                catch (InvalidOperationException) { throw BadText(where); }
+                break;
+            case JsonValueKind.Array:
+                int i = 0;
+                foreach (var x in e.EnumerateArray()) CheckStrings(x, $"{where}[{i++}]");
+                break;
+            case JsonValueKind.Object:
+                foreach (var p in e.EnumerateObject())
+                {
+                    string name;
+                    try { name = p.Name; }
+                    catch (InvalidOperationException) { throw BadText(where.Length == 0 ? "(a field name)" : where); }
+                    CheckStrings(p.Value, where.Length == 0 ? name : $"{where}.{name}");
+                }
+                break;
+        }
+    }
+
+    static ApiException BadText(string where) =>
+        ApiException.BadRequest($"'{Clip(where)}' holds an invalid string (a lone UTF-16 surrogate escape such as \\ud800)", Clip(where), "invalid_encoding");
+
+    /// <summary>
+    /// 400 for every field of the body that the endpoint did not read, unless it has a value that asks for nothing
+    /// (null, false, 0, an empty object/array, or one of <paramref name="ignored"/>, e.g. "user").
+    /// </summary>
+    public void RejectUnread(params string[] ignored)
+    {
+        foreach (var p in _root.EnumerateObject())
+        {
+            if (_read.Contains(p.Name) || ignored.Contains(p.Name) || Neutral(p.Name, p.Value)) continue;
+            throw ApiException.BadRequest($"unsupported field '{Clip(p.Name)}': this server does not implement it (remove it or set it to its default)", Clip(p.Name), "unsupported_parameter");
+        }
+    }
+
+    static bool Neutral(string name, JsonElement v) => v.ValueKind switch
+    {
+        JsonValueKind.Null or JsonValueKind.False => true,
+        JsonValueKind.Number => v.TryGetDouble(out var d) && (d == 0 || (d == 1 && name == "best_of")),
+        JsonValueKind.Object => !v.EnumerateObject().Any(),
+        JsonValueKind.Array => v.GetArrayLength() == 0,
+        _ => false,
+    };
+
+    public bool Has(string name) => Get(name) is not null;
+
+    public JsonElement? Get(string name)
+    {
+        _read.Add(name);
+        return _root.TryGetProperty(name, out var v) && v.ValueKind != JsonValueKind.Null ? v : null;
+    }
 
     static ApiException Wrong(string name, string expected, JsonElement v) =>
         ApiException.BadRequest($"'{name}' must be {expected}, got {Describe(v)}", name, "invalid_type");

@@ -152,13 +152,19 @@ public sealed class BatchScheduler : IDisposable
         {
             var ids = tensor(batch.Select(h => (long)h.Last).ToArray(), device: _device).unsqueeze(1);   // [B, 1]
             var logits = _model.Forward(ids, _cache).select(1, 0).to(ScalarType.Float32);                // [B, V]
-            long[]? greedy = batch.Any(h => h.Options.Temperature == 0) ? logits.argmax(1).cpu().data<long>().ToArray() : null;
+            bool finite = logits.isfinite().all().item<bool>();
+            long[]? greedy = finite && batch.Any(h => Sampler.IsGreedy(h.Options)) ? logits.argmax(1).cpu().data<long>().ToArray() : null;
             Interlocked.Increment(ref _steps);
             for (int i = 0; i < batch.Length; i++)
             {
                 var h = batch[i];
-                int next = h.Options.Temperature == 0 ? (int)greedy![i] : Sampler.Pick(logits[i], h.Options, h.Generator!);
-                Emit(h, next);
+                // One sequence's failure (e.g. non-finite logits of its row) ends that sequence only, never the batch.
+                try
+                {
+                    int next = greedy is not null && Sampler.IsGreedy(h.Options) ? (int)greedy[i] : Sampler.Pick(logits[i], h.Options, h.Generator!);
+                    Emit(h, next);
+                }
+                catch (Exception e) { Finish(h, "error", e); }
             }
         }
         finally { _cache.End(); }

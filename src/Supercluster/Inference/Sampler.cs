@@ -19,9 +19,9 @@ public sealed record SamplingOptions
     public SamplingOptions Validate()
     {
         if (MaxNewTokens < 0) throw new BadInputException($"--max-new-tokens = {MaxNewTokens}, expected ≥ 0");
-        if (Temperature < 0) throw new BadInputException($"--temperature = {Temperature}, expected ≥ 0");
+        if (!(Temperature >= 0) || double.IsInfinity(Temperature)) throw new BadInputException($"--temperature = {Temperature}, expected a finite number ≥ 0");
         if (TopK < 0) throw new BadInputException($"--top-k = {TopK}, expected ≥ 0 (0 = off)");
-        if (TopP is <= 0 or > 1) throw new BadInputException($"--top-p = {TopP}, expected in (0, 1]");
+        if (!(TopP > 0 && TopP <= 1)) throw new BadInputException($"--top-p = {TopP}, expected in (0, 1]");
         return this;
     }
 }
@@ -85,10 +85,23 @@ public static class Sampler
     static Tensor Ids(IEnumerable<int> ids, Device device) =>
         tensor(ids.Select(i => (long)i).ToArray(), device: device).unsqueeze(0); // [1, T]
 
-    /// <summary>Greedy, or temperature / top-k / nucleus (Holtzman et al. 2020) sampling from logits [V].</summary>
+    /// <summary>
+    /// Below this temperature sampling is greedy (as vLLM): logits / 1e-38 overflow to inf and softmax gives NaN, and
+    /// the distribution is one-hot long before that anyway.
+    /// </summary>
+    public const double GreedyBelow = 1e-5;
+
+    public static bool IsGreedy(SamplingOptions o) => o.Temperature < GreedyBelow;
+
+    /// <summary>
+    /// Greedy, or temperature / top-k / nucleus (Holtzman et al. 2020) sampling from logits [V]. Non-finite logits
+    /// (a diverged model) never reach multinomial: NaN tokens are never chosen, +inf ones always; with no finite logit
+    /// at all the sequence fails with a clear error (and only that sequence).
+    /// </summary>
     public static int Pick(Tensor logits, SamplingOptions o, Generator gen)
     {
-        if (o.Temperature == 0) return (int)logits.argmax().item<long>();
+        if (!logits.isfinite().all().item<bool>()) logits = Finite(logits);
+        if (IsGreedy(o)) return (int)logits.argmax().item<long>();
         logits = logits / o.Temperature;
         if (o.TopK > 0 && o.TopK < logits.shape[0])
         {
@@ -104,5 +117,16 @@ public static class Sampler
         }
         var probs = logits.softmax(0);
         return (int)multinomial(probs, 1, generator: gen).item<long>();
+    }
+
+    /// <summary>NaN → −inf; any +inf → those tokens only (equally likely); nothing left → an error.</summary>
+    static Tensor Finite(Tensor logits)
+    {
+        var posInf = logits.isposinf();
+        if (posInf.any().item<bool>()) return zeros_like(logits).masked_fill(posInf.logical_not(), double.NegativeInfinity);
+        logits = logits.nan_to_num(nan: double.NegativeInfinity, neginf: double.NegativeInfinity);
+        if (!(logits > double.NegativeInfinity).any().item<bool>())
+            throw new InvalidOperationException("the model produced no finite logit (NaN/inf): the weights or activations have diverged");
+        return logits;
     }
 }

@@ -11,7 +11,10 @@ document.querySelectorAll("nav .tab").forEach((b) => b.addEventListener("click",
 }));
 
 async function getJson(url) {
-  const r = await fetch(url, { cache: "no-store" });
+  // With --api-key-file the dashboard API needs the key too (it is entered in the playground's key field).
+  const key = $("#api-key").value.trim();
+  const r = await fetch(url, { cache: "no-store", headers: key ? { Authorization: "Bearer " + key } : {} });
+  if (r.status === 401) { $("#key-label").hidden = false; $("#info").textContent = "enter the API key to see runs and use the model"; }
   if (!r.ok) throw new Error(url + ": " + r.status);
   return r.json();
 }
@@ -173,8 +176,10 @@ async function search() {
 $("#search-button").addEventListener("click", search);
 $("#search-query").addEventListener("keydown", (e) => { if (e.key === "Enter") search(); });
 
+$("#api-key").addEventListener("change", () => loadInfo().then(loadRuns).catch(() => {}));
+
 (async () => {
-  await loadInfo();
-  await loadRuns();
+  await loadInfo().catch(() => {});
+  await loadRuns().catch(() => {});
   setInterval(() => { loadRuns().catch(() => {}); refreshRun().catch(() => {}); }, 2000);
 })();

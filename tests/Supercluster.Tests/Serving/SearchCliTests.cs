@@ -38,7 +38,7 @@ public class SearchCliTests(ServingFixture f)
         Assert.Equal("X", index.Passages[0].Metadata["party"]);
         Assert.Equal("0", index.Passages[0].Metadata["passage"]);
         // Compact: 4-byte floats plus the passage text and metadata, nothing else of size.
-        Assert.True(new FileInfo(dir["sotu.index"]).Length < index.Count * (ServingFixture.Config.NEmbd * 4 + 200));
+        Assert.True(new FileInfo(Path.Combine(dir["sotu.index"], SearchIndex.VectorFile)).Length < index.Count * (ServingFixture.Config.NEmbd * 4 + 200));
 
         var first = index.Passages[3].Text;
         (code, var output, err) = Cli("search", "--index", dir["sotu.index"], "-k", "2", first);

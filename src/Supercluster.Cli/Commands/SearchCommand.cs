@@ -19,7 +19,7 @@ public static class SearchCommand
         var mode = new Option<string>("--mode") { Description = "keyword (BM25), semantic (cosine of embeddings) or hybrid (reciprocal-rank fusion)", DefaultValueFactory = _ => "hybrid" };
         var filter = new Option<string[]>("--filter") { Description = "FIELD=VALUE, FIELD=LOW..HIGH, FIELD>=VALUE (>, <=, <); repeat for more (same field: any of the values)" };
         var kw = new Option<double>("--keyword-weight") { Description = "Weight of the keyword ranking in hybrid mode", DefaultValueFactory = _ => 1 };
-        var sw = new Option<double>("--semantic-weight") { Description = "Weight of the semantic ranking in hybrid mode", DefaultValueFactory = _ => 1 };
+        var sw = new Option<double>("--semantic-weight") { Description = "Weight of the semantic ranking in hybrid mode (1 = plain RRF; the default suits this project's weak embeddings, see docs/serving.md)", DefaultValueFactory = _ => SearchRequest.DefaultSemanticWeight };
         var rrfK = new Option<int>("--rrf-k") { Description = "k of reciprocal-rank fusion", DefaultValueFactory = _ => SearchRequest.DefaultRrfK };
         var candidates = new Option<int>("--candidates") { Description = "How many passages of each ranking enter the fusion", DefaultValueFactory = _ => SearchRequest.DefaultCandidates };
         var json = new Option<bool>("--json") { Description = "Print the results as POST /v1/search returns them" };

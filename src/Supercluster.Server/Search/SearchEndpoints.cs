@@ -42,7 +42,7 @@ public static class SearchEndpoints
             try { filters = SearchFilters.ParseJson(f); }
             catch (BadInputException e) { throw ApiException.BadRequest(e.Message, "filters"); }
         }
-        double kw = 1, sw = 1;
+        double kw = 1, sw = SearchRequest.DefaultSemanticWeight;
         if (r.Get("weights") is { } w)
         {
             if (w.ValueKind != System.Text.Json.JsonValueKind.Object) throw ApiException.BadRequest("'weights' must be an object {keyword, semantic}", "weights", "invalid_type");

@@ -224,7 +224,8 @@ public sealed class SearchIndex : IDisposable
                     long docNo = nextDoc++;
                     if (!fields.TryGetValue(o.IdField, out var id)) fields[o.IdField] = id = docNo.ToString();
                     if (!seen.Add(id)) throw new BadInputException($"document id '{id}' ({o.IdField}) appears twice in the input");
-                    if (oldIds.ContainsKey(id)) replaced.Add(id);
+                    // Deleting now removes only the old passages: Lucene applies a delete to documents added before it.
+                    if (oldIds.ContainsKey(id)) { replaced.Add(id); writer.Delete([id]); }
                     foreach (var (k, v) in fields) schema.TryAdd(k, FieldValues.KindOf(v));
                     int part = 0;
                     foreach (var span in PassageSplitter.Split(d.Text, model.Tokenizer, size))
@@ -239,9 +240,8 @@ public sealed class SearchIndex : IDisposable
                     }
                 }
                 Flush();
-                // Replaced documents: their old passages leave the keyword index and are blanked in the vector file.
-                writer.Delete(replaced);
                 writer.Commit();
+                // Replaced documents' old passages left the keyword index above; blank them in the vector file too.
                 foreach (var id in replaced) foreach (var row in oldIds[id]) Blank(passages, vectors, row, model.Dimension);
                 int live = passages.Count(p => p.Metadata.Count > 0);
                 if (live == 0) throw new BadInputException("no text to index: the inputs hold no documents");

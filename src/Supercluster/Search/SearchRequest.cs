@@ -12,9 +12,16 @@ public enum SearchMode { Keyword, Semantic, Hybrid }
 public sealed record SearchRequest(string Query, SearchMode Mode = SearchMode.Hybrid, int TopK = 5)
 {
     public const int DefaultRrfK = 60, DefaultCandidates = 100, MaxTopK = 1000;
+    /// <summary>
+    /// Default weight of the semantic ranking (keyword: 1). Measured (docs/serving.md, Search): this project's
+    /// models' embeddings lose to BM25 on every corpus tried, and equal weights make hybrid worse than keyword alone;
+    /// below 1/(k+2) the semantic ranking orders what BM25 ties on or misses without overturning its top ranks. With a
+    /// strong embedding model use 1 (Cormack et al.'s unweighted RRF).
+    /// </summary>
+    public const double DefaultSemanticWeight = 0.015;
     public IReadOnlyList<FieldFilter> Filters { get; init; } = [];
     public double KeywordWeight { get; init; } = 1;
-    public double SemanticWeight { get; init; } = 1;
+    public double SemanticWeight { get; init; } = DefaultSemanticWeight;
     public int RrfK { get; init; } = DefaultRrfK;
     /// <summary>How deep each mode's ranking goes into the fusion (at least top-k).</summary>
     public int Candidates { get; init; } = DefaultCandidates;

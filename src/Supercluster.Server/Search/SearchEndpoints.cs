@@ -103,7 +103,18 @@ public static class SearchEndpoints
         foreach (var hit in found.Hits)
         {
             var trial = Prompt(m, request.Query, [.. cited, hit]);
-            if (trial.Length + maxTokens > m.Context) break;
+            int over = trial.Length + maxTokens - m.Context;
+            if (over > 0)
+            {
+                // The last passage that fits in part is cut to the room left (at least 8 tokens of it), then no more.
+                var tokens = m.Tokenizer.Encode(hit.Passage.Text);
+                if (tokens.Length - over < 8) break;
+                var cut = hit with { Passage = hit.Passage with { Text = m.Tokenizer.Decode(tokens.AsSpan(0, tokens.Length - over)) } };
+                trial = Prompt(m, request.Query, [.. cited, cut]);
+                if (trial.Length + maxTokens > m.Context) break;
+                cited.Add(cut); ids = trial;
+                break;
+            }
             cited.Add(hit);
             ids = trial;
         }
@@ -128,12 +139,13 @@ public static class SearchEndpoints
         });
     }
 
-    /// <summary>The chat prompt: a system message with the numbered passages, then the question.</summary>
+    /// <summary>The chat prompt: a system message with the numbered passages <c>[n] (id ID) text</c>, then the question.</summary>
     static int[] Prompt(LoadedModel m, string question, IReadOnlyList<RankedPassage> passages)
     {
-        var system = new StringBuilder("Answer from these passages and cite them by number.");
-        for (int i = 0; i < passages.Count; i++) system.Append($"\n[{i + 1}] (id {passages[i].DocId}) {passages[i].Passage.Text.ReplaceLineEndings(" ")}");
-        var ids = m.Tokenizer.Encode(ChatTemplate.Render([("system", system.ToString()), ("user", question)]));
+        var system = new StringBuilder();
+        for (int i = 0; i < passages.Count; i++) system.Append($"[{i + 1}] (id {passages[i].DocId}) {passages[i].Passage.Text.ReplaceLineEndings(" ")}\n");
+        (string, string)[] messages = passages.Count == 0 ? [("user", question)] : [("system", system.ToString()), ("user", question)];
+        var ids = m.Tokenizer.Encode(ChatTemplate.Render(messages));
         if (passages.Count == 0 && ids.Length > m.Context)
             throw ApiException.BadRequest($"this model's context is {m.Context} tokens, the question alone makes a prompt of {ids.Length}", "question", "context_length_exceeded");
         return ids;

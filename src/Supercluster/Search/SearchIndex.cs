@@ -181,6 +181,7 @@ public sealed class SearchIndex : IDisposable
         SearchIndex? old = null;
         if (append)
         {
+            if (File.Exists(path)) throw new BadInputException($"--append: {path} is a vector file of an older version; rebuild it without --append");
             if (!Directory.Exists(path)) throw new BadInputException($"--append: index {path} does not exist (build it first without --append)");
             old = Open(path);
             if (old.Manifest.ModelSha256.Length == 0) { old.Dispose(); throw new BadInputException($"--append: {path} is a vector file of an older version; rebuild it without --append"); }

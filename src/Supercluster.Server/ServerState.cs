@@ -5,13 +5,15 @@ using Supercluster.Server.OpenAi;
 namespace Supercluster.Server;
 
 /// <summary>What the endpoints share: options, the model (if any), the index (if any), runs, metrics, API keys.</summary>
-public sealed class ServerState(ServerOptions options, LoadedModel? model, VectorIndex? index, RunScanner? runs, IReadOnlySet<string> apiKeys)
+public sealed class ServerState(ServerOptions options, LoadedModel? model, SearchIndex? index, RunScanner? runs, IReadOnlySet<string> apiKeys)
 {
     int _inFlight;
 
     public ServerOptions Options { get; } = options;
     public LoadedModel? Model { get; } = model;
-    public VectorIndex? Index { get; } = index;
+    public SearchIndex? Index { get; } = index;
+    /// <summary>The model as the index's query embedder (set with the index).</summary>
+    public EmbeddingModel? Embedding { get; init; }
     public RunScanner? Runs { get; } = runs;
     public IReadOnlySet<string> ApiKeys { get; } = apiKeys;
     public ServerMetrics Metrics { get; } = new();

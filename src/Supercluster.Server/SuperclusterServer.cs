@@ -44,18 +44,20 @@ public sealed class SuperclusterServer : IAsyncDisposable
             model = LoadedModel.Load(o);
             log?.Invoke($"model {model.Name}: {model.Model.Config.ParameterCount():N0} parameters, context {model.Context}, tokenizer {model.Tokenizer.Name}");
         }
-        VectorIndex? index = null;
+        SearchIndex? index = null;
+        EmbeddingModel? embedding = null;
         if (o.Index is not null)
         {
             if (model is null) throw new BadInputException("--index needs --checkpoint (queries are embedded with the model)");
-            index = VectorIndex.Read(o.Index);
-            if (index.Header.Dimension != model.Embedder.Dimension)
-                throw new BadInputException($"index {o.Index} has {index.Header.Dimension}-dimensional vectors, the model makes {model.Embedder.Dimension}");
-            log?.Invoke($"index {o.Index}: {index.Count:N0} passages");
+            index = SearchIndex.Open(o.Index);
+            embedding = IndexBuilder.Model(model.Embedder, model.Tokenizer, model.Dir);
+            index.CheckModel(embedding);
+            log?.Invoke($"index {o.Index}: {index.Count:N0} passages, fields {string.Join(", ", index.Manifest.Fields.Keys)}");
         }
         if (o.MaxConnectionsPerClient < 0) throw new BadInputException($"--max-connections-per-client {o.MaxConnectionsPerClient}: expected ≥ 0 (0 = no limit)");
         var state = new ServerState(o, model, index, o.RunsDir is null ? null : new RunScanner(o.RunsDir), keys)
         {
+            Embedding = embedding,
             Log = log ?? (m => Console.Error.WriteLine($"[serve] {m}")),
         };
         var connections = new ClientConnectionLimit(o.MaxConnectionsPerClient);
@@ -97,7 +99,7 @@ public sealed class SuperclusterServer : IAsyncDisposable
         app.MapPost("/v1/completions", ctx => CompletionEndpoints.Completions(ctx, s));
         app.MapPost("/v1/chat/completions", ctx => CompletionEndpoints.Chat(ctx, s));
         app.MapPost("/v1/embeddings", ctx => EmbeddingEndpoints.Embeddings(ctx, s));
-        app.MapPost("/v1/search", ctx => EmbeddingEndpoints.Search(ctx, s));
+        Search.SearchEndpoints.Map(app, s);
         app.MapGet("/v1/models", ctx => EmbeddingEndpoints.Models(ctx, s));
         app.MapGet("/health", ctx => CompletionEndpoints.Json(ctx, new System.Text.Json.Nodes.JsonObject
         {
@@ -215,5 +217,6 @@ public sealed class SuperclusterServer : IAsyncDisposable
         await _app.StopAsync();
         await _app.DisposeAsync();
         State.Model?.Dispose();
+        State.Index?.Dispose();
     }
 }

@@ -97,7 +97,7 @@ public static class CompletionEndpoints
     /// Submits every prompt's choices (all or none: a refusal cancels those already queued), then calls
     /// <paramref name="admitted"/> (streams send their headers there), then collects the results.
     /// </summary>
-    static async Task<ChoiceResult[]> RunAll(ServerState s, LoadedModel m, List<int[]> prompts, GenerationParams p,
+    internal static async Task<ChoiceResult[]> RunAll(ServerState s, LoadedModel m, List<int[]> prompts, GenerationParams p,
         Func<Task>? admitted, Func<int, string, Task>? onDelta, CancellationToken ct)
     {
         var gate = new SemaphoreSlim(1);

@@ -3,7 +3,7 @@ using System.Text.Json.Nodes;
 
 namespace Supercluster.Server.OpenAi;
 
-/// <summary><c>POST /v1/embeddings</c>, <c>POST /v1/search</c>, <c>GET /v1/models</c>.</summary>
+/// <summary><c>POST /v1/embeddings</c>, <c>GET /v1/models</c> (search: <see cref="Search.SearchEndpoints"/>).</summary>
 public static class EmbeddingEndpoints
 {
     public const int MaxInputs = 256;
@@ -67,31 +67,6 @@ public static class EmbeddingEndpoints
         if (list.Count > MaxInputs) throw ApiException.BadRequest($"at most {MaxInputs} inputs per request, got {list.Count}", "input");
         // Longer inputs are cut to the context (documented); say so only by the token count in usage.
         return list.Select(x => x.Length > m.Context ? x[..m.Context] : x).ToList();
-    }
-
-    public static async Task Search(HttpContext ctx, ServerState s)
-    {
-        var m = s.RequireModel();
-        if (s.Index is null) throw new ApiException(404, "no index loaded: start the server with --index INDEX", code: "no_index");
-        var (r, doc) = await RequestReader.ReadAsync(ctx.Request, ctx.RequestAborted);
-        using var _ = doc;
-        var query = r.String("query") ?? throw ApiException.BadRequest("'query' is required", "query", "missing_required_parameter");
-        if (query.Trim().Length == 0) throw ApiException.BadRequest("'query' is empty", "query");
-        int k = (int)(r.Integer("top_k", 1, 100) ?? 5);
-        CompletionEndpoints.CheckModel(r, m);
-        r.RejectUnread();
-        var ids = m.Tokenizer.Encode(query);
-        var vec = await Task.Run(() => m.Embedder.Embed([ids])[0], ctx.RequestAborted);
-        var hits = s.Index.Search(vec, k);
-        await CompletionEndpoints.Json(ctx, new JsonObject
-        {
-            ["object"] = "list", ["model"] = m.Name, ["query"] = query,
-            ["data"] = new JsonArray(hits.Select(h => (JsonNode)new JsonObject
-            {
-                ["index"] = h.Index, ["score"] = Math.Round(h.Score, 6), ["text"] = h.Passage.Text,
-                ["metadata"] = new JsonObject(h.Passage.Metadata.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)kv.Value))),
-            }).ToArray()),
-        });
     }
 
     public static Task Models(HttpContext ctx, ServerState s)

@@ -42,13 +42,17 @@ public sealed class VectorIndex
     public ReadOnlySpan<float> Vector(int i) => _vectors.AsSpan(i * Header.Dimension, Header.Dimension);
 
     /// <summary>The <paramref name="k"/> passages most similar to the unit vector <paramref name="query"/>, best first.</summary>
-    public IReadOnlyList<SearchHit> Search(ReadOnlySpan<float> query, int k)
+    public IReadOnlyList<SearchHit> Search(ReadOnlySpan<float> query, int k) => Search(query, k, null);
+
+    /// <summary>As above, among the rows <paramref name="allowed"/> admits (all when null).</summary>
+    public IReadOnlyList<SearchHit> Search(ReadOnlySpan<float> query, int k, System.Collections.BitArray? allowed)
     {
         if (query.Length != Header.Dimension) throw new BadInputException($"query has {query.Length} dimensions, the index {Header.Dimension}");
         k = Math.Clamp(k, 0, Count);
         var heap = new PriorityQueue<int, float>(k + 1); // min-heap of the best k so far
         for (int i = 0; i < Count; i++)
         {
+            if (allowed is not null && !allowed[i]) continue;
             float s = TensorPrimitives.Dot(query, Vector(i));
             if (heap.Count < k) heap.Enqueue(i, s);
             else if (k > 0 && heap.TryPeek(out _, out var worst) && s > worst) heap.EnqueueDequeue(i, s);
@@ -62,7 +66,8 @@ public sealed class VectorIndex
     public void Write(string path)
     {
         var tmp = path + ".tmp";
-        using (var f = new BinaryWriter(File.Create(tmp)))
+        using (var stream = File.Create(tmp))
+        using (var f = new BinaryWriter(stream))
         {
             f.Write(Magic);
             var header = JsonSerializer.SerializeToUtf8Bytes(Header, Json);
@@ -71,12 +76,16 @@ public sealed class VectorIndex
             f.Write(bytes);
             var passages = JsonSerializer.SerializeToUtf8Bytes(Passages, Json);
             f.Write(passages.Length); f.Write(passages);
+            f.Flush();
+            stream.Flush(flushToDisk: true);
         }
         File.Move(tmp, path, overwrite: true);
     }
 
+    /// <summary>Reads a vector file, or the one inside a search index directory (<see cref="SearchIndex.VectorFile"/>).</summary>
     public static VectorIndex Read(string path)
     {
+        if (Directory.Exists(path)) path = Path.Combine(path, SearchIndex.VectorFile);
         if (!File.Exists(path)) throw new BadInputException($"index {path} does not exist");
         try
         {

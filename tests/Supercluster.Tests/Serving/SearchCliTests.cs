@@ -38,7 +38,7 @@ public class SearchCliTests(ServingFixture f)
         Assert.Equal("X", index.Passages[0].Metadata["party"]);
         Assert.Equal("0", index.Passages[0].Metadata["passage"]);
         // Compact: 4-byte floats plus the passage text and metadata, nothing else of size.
-        Assert.True(new FileInfo(dir["sotu.index"]).Length < index.Count * (ServingFixture.Config.NEmbd * 4 + 200));
+        Assert.True(new FileInfo(Path.Combine(dir["sotu.index"], SearchIndex.VectorFile)).Length < index.Count * (ServingFixture.Config.NEmbd * 4 + 200));
 
         var first = index.Passages[3].Text;
         (code, var output, err) = Cli("search", "--index", dir["sotu.index"], "-k", "2", first);
@@ -81,5 +81,62 @@ public class SearchCliTests(ServingFixture f)
         var brute = Enumerable.Range(0, n).Select(i => (i, s: Enumerable.Range(0, d).Sum(j => (double)q[j] * vecs[i * d + j]))).OrderByDescending(x => x.s).Take(10).Select(x => x.i);
         Assert.Equal(brute, hits.Select(h => h.Index));
         Assert.Equal("123", hits[0].Passage.Metadata["i"]);
+    }
+
+    [Fact]
+    public async Task Search_json_prints_what_the_api_returns_and_bad_input_is_one_line_with_exit_2()
+    {
+        var (code, output, err) = Cli("search", "--index", f.IndexPath, "--json", "-k", "3", "--filter", "year>=1900", "health care");
+        Assert.True(code == 0, err);
+        var cli = JsonNode.Parse(output)!;
+        var (status, api) = await f.Http.PostJson("/v1/search", new JsonObject { ["query"] = "health care", ["top_k"] = 3, ["filters"] = new JsonObject { ["year"] = new JsonObject { ["gte"] = "1900" } } });
+        Assert.Equal(200, status);
+        Assert.True(JsonNode.DeepEquals(api["data"], cli["data"]), $"cli {cli["data"]}\napi {api["data"]}");
+        Assert.Equal(3, cli["data"]!.AsArray().Count);
+
+        foreach (var (args, expect) in new[]
+        {
+            (new[] { "--filter", "author=x" }, "'author'"),
+            (new[] { "--filter", "year=1990..soon" }, "'soon'"),
+            (new[] { "--filter", "year" }, "FIELD=VALUE"),
+            (new[] { "--mode", "fuzzy" }, "fuzzy"),
+        })
+        {
+            (code, _, err) = Cli(["search", "--index", f.IndexPath, .. args, "tariff"]);
+            Assert.Equal(2, code);
+            Assert.Contains(expect, err);
+            Assert.Single(err.Trim().Split('\n'));
+        }
+        (code, _, err) = Cli("search", "--index", f.IndexPath, " ");
+        Assert.Equal(2, code);
+        Assert.Contains("empty", err);
+    }
+
+    [Fact]
+    public void Index_append_and_delete_from_the_terminal()
+    {
+        using var dir = new TempDir();
+        File.WriteAllLines(dir["a.jsonl"], [
+            new JsonObject { ["id"] = "a1", ["text"] = "Canals and turnpikes for the western farmers.", ["author"] = "Adams" }.ToJsonString(),
+            new JsonObject { ["id"] = "a2", ["text"] = "The national bank holds the public deposits.", ["author"] = "Jackson" }.ToJsonString()]);
+        File.WriteAllLines(dir["b.jsonl"], [new JsonObject { ["id"] = "b1", ["text"] = "Gold was found in California.", ["author"] = "Polk" }.ToJsonString()]);
+        var (code, _, err) = Cli("index", "--checkpoint", f.Checkpoint, "--input", dir["a.jsonl"], "--out", dir["x.index"]);
+        Assert.True(code == 0, err);
+        (code, _, err) = Cli("index", "--checkpoint", f.Checkpoint, "--input", dir["b.jsonl"], "--out", dir["x.index"], "--append");
+        Assert.True(code == 0, err);
+        (code, var output, err) = Cli("search", "--index", dir["x.index"], "--mode", "keyword", "--json", "gold california");
+        Assert.True(code == 0, err);
+        Assert.Equal("b1", (string?)JsonNode.Parse(output)!["data"]![0]!["id"]);
+        (code, _, err) = Cli("index", "--out", dir["x.index"], "--delete", "b1");
+        Assert.True(code == 0, err);
+        (code, output, _) = Cli("search", "--index", dir["x.index"], "--mode", "keyword", "--json", "gold california");
+        Assert.Empty(JsonNode.Parse(output)!["data"]!.AsArray());
+        (code, _, err) = Cli("index", "--out", dir["x.index"], "--delete", "zzz");
+        Assert.Equal(2, code);
+        Assert.Contains("zzz", err);
+        // Appending with other passage settings than the index was built with is refused.
+        (code, _, err) = Cli("index", "--checkpoint", f.Checkpoint, "--input", dir["b.jsonl"], "--out", dir["x.index"], "--append", "--passage-tokens", "7");
+        Assert.Equal(2, code);
+        Assert.Contains("--passage-tokens", err);
     }
 }

@@ -165,12 +165,14 @@ $("#stop").addEventListener("click", () => state.abort?.abort());
 async function search() {
   const list = $("#search-results");
   list.innerHTML = "";
-  const r = await fetch("/v1/search", { method: "POST", headers: headers(), body: JSON.stringify({ query: $("#search-query").value, top_k: 5 }) });
+  const r = await fetch("/v1/search", { method: "POST", headers: headers(), body: JSON.stringify({ query: $("#search-query").value, mode: "hybrid", top_k: 5 }) });
   const j = await r.json();
   if (!r.ok) { list.innerHTML = `<li>${esc(j.error?.message || r.statusText)}</li>`; return; }
   for (const h of j.data) {
-    const meta = Object.entries(h.metadata).map(([k, v]) => `${esc(k)}: ${esc(v)}`).join(" · ");
-    list.insertAdjacentHTML("beforeend", `<li><div class="meta">score ${h.score.toFixed(3)} · ${meta}</div>${esc(h.text.slice(0, 400))}</li>`);
+    // Hybrid (BM25 + embeddings, reciprocal-rank fusion); the snippet comes HTML-escaped with <mark> around matched terms.
+    const fields = Object.entries(h.fields).map(([k, v]) => `${esc(k)}: ${esc(v)}`).join(" · ");
+    const s = h.scores, kw = s.keyword == null ? "–" : s.keyword.toFixed(2), sem = s.semantic == null ? "–" : s.semantic.toFixed(3);
+    list.insertAdjacentHTML("beforeend", `<li><div class="meta">${esc(h.id)} · score ${h.score.toFixed(3)} (keyword ${kw}, semantic ${sem}) · ${fields}</div>${h.snippet}</li>`);
   }
 }
 $("#search-button").addEventListener("click", search);

@@ -1,6 +1,7 @@
 using System.Text.Json;
 using Supercluster.Checkpointing;
 using Supercluster.Distributed;
+using Supercluster.Inference;
 using Supercluster.Model;
 using Supercluster.Training;
 using TorchSharp;
@@ -210,5 +211,41 @@ public class PyTorchReferenceTests
         double err = (logits.to(ScalarType.Float64) - r.T["ref.logits"].to(ScalarType.Float64)).abs().max().item<double>()
                    / r.T["ref.logits"].abs().max().item<float>();
         Assert.True(err <= LogitsTol, $"{family}: cached decoding logits rel. error {err:E2} > {LogitsTol:E0}");
+    }
+
+    [Theory]
+    [InlineData("gpt2")]
+    [InlineData("llama")]
+    public void Batched_decoding_of_rows_at_different_lengths_reproduces_pytorch_logits(string family)
+    {
+        using var r = new Reference(family);
+        using var model = Load(r, 1);
+        model.eval();
+        using var _ = no_grad();
+        var x = Batch(r, "input.x", 0);                                                   // [B, T]
+        long seq = x.shape[1];
+        using var cache = new BatchKvCache(model.Config, slots: 3, CPU, ScalarType.Float32);
+        cache.Rent();                                                                     // an idle slot between the rows
+        int[] slots = [cache.Rent(), cache.Rent()];
+        long[] prefill = [5, 9];
+        var rows = new List<Tensor>[] { [], [] };
+        for (int i = 0; i < 2; i++)                                                       // prefill each row alone, as the scheduler does
+        {
+            cache.Begin([slots[i]], prefill[i]);
+            rows[i].Add(model.Forward(x.narrow(0, i, 1).narrow(1, 0, prefill[i]), cache)[0]);
+        }
+        while (cache.LengthOf(slots[0]) < seq)                                            // then one token per step, both rows while both have one
+        {
+            var active = Enumerable.Range(0, 2).Where(i => cache.LengthOf(slots[i]) < seq).ToArray();
+            cache.Begin(active.Select(i => slots[i]).ToArray(), 1);
+            var ids = stack(active.Select(i => x[i].narrow(0, cache.LengthOf(slots[i]), 1)).ToArray());   // [B_active, 1]
+            var logits = model.Forward(ids, cache);                                        // [B_active, 1, vocab]
+            for (int j = 0; j < active.Length; j++) rows[active[j]].Add(logits[j]);
+        }
+        cache.End();
+        var all = stack(rows.Select(row => cat(row, dim: 0)).ToArray());                  // [B, T, vocab]
+        double err = (all.to(ScalarType.Float64) - r.T["ref.logits"].to(ScalarType.Float64)).abs().max().item<double>()
+                   / r.T["ref.logits"].abs().max().item<float>();
+        Assert.True(err <= LogitsTol, $"{family}: batched decoding logits rel. error {err:E2} > {LogitsTol:E0}");
     }
 }

@@ -89,10 +89,16 @@ public class KvCache : IDisposable
         foreach (var t in _v) t.Dispose();
     }
 
-    /// <summary>Nothing cached: positions 0..T-1 (made per call, in the caller's dispose scope), causal mask, keys pass through.</summary>
+    /// <summary>
+    /// Nothing cached: positions 0..T-1, causal mask, keys pass through. One is made per forward; its positions are made
+    /// once, in the caller's dispose scope.
+    /// </summary>
     sealed class NoKvCache(Device device) : KvCache(device)
     {
-        public override Tensor Positions(long t) => arange(t, dtype: ScalarType.Int64, device: device).unsqueeze(0);    // [1, T]
+        Tensor? _positions;
+
+        public override Tensor Positions(long t) =>                                                                      // [1, T]
+            _positions is { } p && p.shape[1] == t ? p : _positions = arange(t, dtype: ScalarType.Int64, device: device).unsqueeze(0);
         public override Tensor? Mask(long t) => null;
         public override (Tensor K, Tensor V) Append(int layer, Tensor k, Tensor v) => (k, v);
         public override void Advance(long tokens) { }

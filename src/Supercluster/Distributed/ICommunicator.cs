@@ -3,9 +3,10 @@ using static TorchSharp.torch;
 namespace Supercluster.Distributed;
 
 /// <summary>
-/// Collectives over the ranks of one job. Tensors are contiguous and live where the backend wants them
-/// (CPU for MPI, which stages CUDA tensors through host memory; CUDA for NCCL). All calls are collective:
-/// every rank makes the same calls in the same order.
+/// Collectives over the ranks of one job. Tensors may live on any device and need not be contiguous: each backend
+/// works on its own <see cref="Device"/> (host memory for MPI, the rank's GPU for NCCL) and stages other tensors there
+/// and back (<see cref="Staging"/>), so pass tensors on <see cref="Device"/> to avoid the copies. All calls are
+/// collective: every rank makes the same calls in the same order.
 /// </summary>
 public interface ICommunicator : IDisposable
 {
@@ -13,6 +14,16 @@ public interface ICommunicator : IDisposable
     int Rank { get; }
     int WorldSize { get; }
     int LocalRank { get; }
+
+    /// <summary>Where collectives run without staging copies: CPU for MPI and a single process, cuda:local_rank for NCCL.</summary>
+    Device Device { get; }
+
+    /// <summary>
+    /// Seconds spent in collectives since the last call, measured where they run: MPI's blocking calls by the host clock
+    /// (staging copies excluded); NCCL's by CUDA events around each call on the stream it runs on, since the host only
+    /// enqueues them (reading waits for them to finish: read once per step, when logging).
+    /// </summary>
+    double TakeCommunicationSeconds();
 
     /// <summary>In place: every rank ends with the element-wise sum over ranks.</summary>
     void AllReduceSum(Tensor t);

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Runtime.InteropServices;
 using TorchSharp;
 using Supercluster.Runtime;
@@ -7,7 +8,8 @@ namespace Supercluster.Distributed;
 
 /// <summary>
 /// Open MPI (libmpi.so.40) through P/Invoke. Handles (MPI_COMM_WORLD, MPI_FLOAT, MPI_SUM) are the addresses of
-/// exported globals (ompi_mpi_comm_world …). CPU tensors are passed directly; CUDA tensors are staged through host memory.
+/// exported globals (ompi_mpi_comm_world …). Contiguous CPU tensors are passed directly; others (CUDA, non-contiguous)
+/// are staged through host memory.
 /// </summary>
 public sealed class MpiCommunicator : ICommunicator
 {
@@ -15,6 +17,7 @@ public sealed class MpiCommunicator : ICommunicator
     readonly IntPtr _world, _sum;
     readonly Dictionary<ScalarType, IntPtr> _types = [];
     bool _disposed;
+    long _commTicks;      // Stopwatch ticks inside collectives since the last TakeCommunicationSeconds
 
     public MpiCommunicator(LaunchEnvironment env)
     {
@@ -39,28 +42,34 @@ public sealed class MpiCommunicator : ICommunicator
     public int Rank { get; }
     public int WorldSize { get; }
     public int LocalRank { get; }
+    public Device Device => CPU;
+
+    public double TakeCommunicationSeconds() => (double)Interlocked.Exchange(ref _commTicks, 0) / Stopwatch.Frequency;
 
     public void AllReduceSum(Tensor t) => Staged(t, host =>
-        Check(MPI_Allreduce(InPlace, Ptr(host), (int)host.numel(), Type(host), _sum, _world), "MPI_Allreduce"));
+        Call("MPI_Allreduce", () => MPI_Allreduce(InPlace, Ptr(host), (int)host.numel(), Type(host), _sum, _world)));
 
     public void ReduceScatterSum(Tensor input, Tensor output) => Staged(input, hin => Staged(output, hout =>
-        Check(MPI_Reduce_scatter_block(Ptr(hin), Ptr(hout), (int)hout.numel(), Type(hin), _sum, _world), "MPI_Reduce_scatter_block"), copyIn: false));
+        Call("MPI_Reduce_scatter_block", () => MPI_Reduce_scatter_block(Ptr(hin), Ptr(hout), (int)hout.numel(), Type(hin), _sum, _world)), copyIn: false));
 
     public void AllGather(Tensor input, Tensor output) => Staged(input, hin => Staged(output, hout =>
-        Check(MPI_Allgather(Ptr(hin), (int)hin.numel(), Type(hin), Ptr(hout), (int)hin.numel(), Type(hin), _world), "MPI_Allgather"), copyIn: false));
+        Call("MPI_Allgather", () => MPI_Allgather(Ptr(hin), (int)hin.numel(), Type(hin), Ptr(hout), (int)hin.numel(), Type(hin), _world)), copyIn: false));
 
     public void Broadcast(Tensor t, int root) => Staged(t, host =>
-        Check(MPI_Bcast(Ptr(host), (int)host.numel(), Type(host), root, _world), "MPI_Bcast"));
+        Call("MPI_Bcast", () => MPI_Bcast(Ptr(host), (int)host.numel(), Type(host), root, _world)));
 
-    public void Barrier() => Check(MPI_Barrier(_world), "MPI_Barrier");
+    public void Barrier() => Call("MPI_Barrier", () => MPI_Barrier(_world));
 
     /// <summary>Runs <paramref name="op"/> on a contiguous CPU tensor holding <paramref name="t"/>'s data, then copies results back.</summary>
-    static void Staged(Tensor t, Action<Tensor> op, bool copyIn = true)
+    static void Staged(Tensor t, Action<Tensor> op, bool copyIn = true) => Staging.Run(t, CPU, op, copyIn);
+
+    /// <summary>One blocking MPI call, timed.</summary>
+    void Call(string name, Func<int> call)
     {
-        if (t.device_type == DeviceType.CPU && t.is_contiguous()) { op(t); return; }
-        using var host = copyIn ? t.to(CPU).contiguous() : empty(t.shape, t.dtype);
-        op(host);
-        t.copy_(host);
+        long start = Stopwatch.GetTimestamp();
+        int rc = call();
+        Interlocked.Add(ref _commTicks, Stopwatch.GetTimestamp() - start);
+        Check(rc, name);
     }
 
     static IntPtr Ptr(Tensor t) => LibTorchLoader.DataPtr(t);

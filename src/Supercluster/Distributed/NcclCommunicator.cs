@@ -6,7 +6,9 @@ using static TorchSharp.torch;
 namespace Supercluster.Distributed;
 
 /// <summary>
-/// NCCL (libnccl.so.2) through P/Invoke on CUDA tensors, on the default stream so it is ordered with torch's kernels.
+/// NCCL (libnccl.so.2) through P/Invoke, on the default stream so it is ordered with torch's kernels. Tensors on this
+/// rank's GPU are passed as they are; others (CPU, another GPU, non-contiguous) are staged through it, so NCCL never
+/// gets a host pointer. Time in collectives is GPU time between CUDA events (<see cref="CudaEventTimer"/>).
 /// The unique id travels over MPI (mpirun) or through a file on a shared filesystem (<c>SUPERCLUSTER_NCCL_ID_FILE</c>,
 /// for Slurm without MPI). Each rank binds GPU <c>local_rank</c>.
 /// Not exercised in CI (no GPU there): see the README for how a multi-GPU machine tests it.
@@ -17,6 +19,7 @@ public sealed class NcclCommunicator : ICommunicator
     public const string IdFileVariable = "SUPERCLUSTER_NCCL_ID_FILE";
     readonly IntPtr _comm;
     readonly MpiCommunicator? _mpi;
+    readonly CudaEventTimer _timer;
 
     [StructLayout(LayoutKind.Sequential, Size = 128)]
     struct UniqueId { public unsafe fixed byte Bytes[128]; }
@@ -31,6 +34,8 @@ public sealed class NcclCommunicator : ICommunicator
         if (LocalRank >= cuda.device_count())
             throw new BadInputException($"local rank {LocalRank} has no GPU: this node has {cuda.device_count()} (launch at most one rank per GPU)");
         CudaDriver.MakeCurrent(LocalRank);
+        Device = new Device(DeviceType.CUDA, LocalRank);
+        _timer = new CudaEventTimer(LocalRank);
 
         var id = new UniqueId();
         if (Rank == 0) Check(ncclGetUniqueId(ref id), "ncclGetUniqueId");
@@ -55,16 +60,29 @@ public sealed class NcclCommunicator : ICommunicator
     public int Rank { get; }
     public int WorldSize { get; }
     public int LocalRank { get; }
+    public Device Device { get; }
 
-    public void AllReduceSum(Tensor t) => Check(ncclAllReduce(P(t), P(t), (nuint)t.numel(), Type(t), 0, _comm, IntPtr.Zero), "ncclAllReduce");
-    public void ReduceScatterSum(Tensor input, Tensor output) => Check(ncclReduceScatter(P(input), P(output), (nuint)output.numel(), Type(input), 0, _comm, IntPtr.Zero), "ncclReduceScatter");
-    public void AllGather(Tensor input, Tensor output) => Check(ncclAllGather(P(input), P(output), (nuint)input.numel(), Type(input), _comm, IntPtr.Zero), "ncclAllGather");
-    public void Broadcast(Tensor t, int root) => Check(ncclBroadcast(P(t), P(t), (nuint)t.numel(), Type(t), root, _comm, IntPtr.Zero), "ncclBroadcast");
+    public double TakeCommunicationSeconds() => _timer.TakeSeconds();
+
+    public void AllReduceSum(Tensor t) => Staged(t, d =>
+        Call("ncclAllReduce", () => ncclAllReduce(P(d), P(d), (nuint)d.numel(), Type(d), 0, _comm, IntPtr.Zero)));
+    public void ReduceScatterSum(Tensor input, Tensor output) => Staged(input, din => Staged(output, dout =>
+        Call("ncclReduceScatter", () => ncclReduceScatter(P(din), P(dout), (nuint)dout.numel(), Type(din), 0, _comm, IntPtr.Zero)), copyIn: false));
+    public void AllGather(Tensor input, Tensor output) => Staged(input, din => Staged(output, dout =>
+        Call("ncclAllGather", () => ncclAllGather(P(din), P(dout), (nuint)din.numel(), Type(din), _comm, IntPtr.Zero)), copyIn: false));
+    public void Broadcast(Tensor t, int root) => Staged(t, d =>
+        Call("ncclBroadcast", () => ncclBroadcast(P(d), P(d), (nuint)d.numel(), Type(d), root, _comm, IntPtr.Zero)));
     static IntPtr P(Tensor t) => LibTorchLoader.DataPtr(t);
+
+    /// <summary>Runs <paramref name="op"/> on <paramref name="t"/> or on its copy on this rank's GPU.</summary>
+    void Staged(Tensor t, Action<Tensor> op, bool copyIn = true) => Staging.Run(t, Device, op, copyIn);
+
+    /// <summary>Enqueues one NCCL call between timing events.</summary>
+    void Call(string name, Func<int> call) => _timer.Time(() => Check(call(), name));
 
     public void Barrier()
     {
-        using var one = ones(1, device: new Device(DeviceType.CUDA, LocalRank));
+        using var one = ones(1, device: Device);
         AllReduceSum(one);
         cuda.synchronize();
     }
@@ -103,6 +121,7 @@ public sealed class NcclCommunicator : ICommunicator
     public void Dispose()
     {
         ncclCommDestroy(_comm);
+        _timer.Dispose();
         _mpi?.Dispose();
     }
 

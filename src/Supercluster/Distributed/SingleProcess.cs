@@ -9,6 +9,8 @@ public sealed class SingleProcess : ICommunicator
     public int Rank => 0;
     public int WorldSize => 1;
     public int LocalRank => 0;
+    public Device Device => CPU;
+    public double TakeCommunicationSeconds() => 0;
     public void AllReduceSum(Tensor t) { }
     public void ReduceScatterSum(Tensor input, Tensor output) => output.copy_(input);
     public void AllGather(Tensor input, Tensor output) => output.copy_(input);

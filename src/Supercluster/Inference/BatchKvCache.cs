@@ -68,10 +68,15 @@ public sealed class BatchKvCache : KvCache
         _rowIndex = _positions = _mask = _writeAt = null;
     }
 
-    public override Tensor? RowPositions(long t) =>
-        t == _t ? _positions : throw new InvalidOperationException($"BatchKvCache.Begin was called for {_t} tokens, forward has {t}");
+    public override Tensor Positions(long t) =>
+        t == _t && _positions is not null ? _positions : throw new InvalidOperationException($"BatchKvCache.Begin must precede the forward, for its {t} tokens (was called for {_t})");
 
-    public override Tensor? AttentionMask => _mask;
+    /// <summary>[B, 1, T, K]: each row sees its own keys up to its own position (a row's padding beyond its length never).</summary>
+    public override Tensor? Mask(long t)
+    {
+        Positions(t);                           // checks Begin covered this forward
+        return _mask;
+    }
 
     public override (Tensor K, Tensor V) Append(int layer, Tensor k, Tensor v)
     {

@@ -59,15 +59,10 @@ public abstract class CausalLM : nn.Module<Tensor, Tensor>
     protected abstract void Initialise();
 
     /// <summary>
-    /// Causal attention of q [B, H, Tq, hd] over k, v [B, H, Tk, hd] where the queries are the last Tq of Tk positions.
+    /// Attention of q [B, H, Tq, hd] over k, v [B, H, Tk, hd] under the cache's mask (<see cref="KvCache.Mask"/>):
+    /// null is plain causal attention over keys that are the queries' own tokens.
     /// </summary>
-    internal static Tensor Attend(Tensor q, Tensor k, Tensor v)
-    {
-        long tq = q.shape[2], tk = k.shape[2];
-        if (tq == tk) return nn.functional.scaled_dot_product_attention(q, k, v, is_casual: true);
-        if (tq == 1) return nn.functional.scaled_dot_product_attention(q, k, v);
-        // Prefix already cached: query i sits at position tk - tq + i and sees keys ≤ that position.
-        using var mask = ones(tq, tk, dtype: ScalarType.Bool, device: q.device).tril(tk - tq);
-        return nn.functional.scaled_dot_product_attention(q, k, v, attn_mask: mask);
-    }
+    internal static Tensor Attend(Tensor q, Tensor k, Tensor v, Tensor? mask) => mask is null
+        ? nn.functional.scaled_dot_product_attention(q, k, v, is_casual: true)
+        : nn.functional.scaled_dot_product_attention(q, k, v, attn_mask: mask);
 }

@@ -22,19 +22,17 @@ public sealed class CausalSelfAttention : Module<Tensor, Tensor>
         RegisterComponents();
     }
 
-    public override Tensor forward(Tensor x) => Forward(x, null, 0);
+    public override Tensor forward(Tensor x) => Forward(x, KvCache.None(x.device), 0);
 
-    public Tensor Forward(Tensor x, KvCache? cache, int layer)
+    public Tensor Forward(Tensor x, KvCache cache, int layer)
     {
         long b = x.shape[0], t = x.shape[1], d = x.shape[2], hd = d / _nHead;
         var qkv = c_attn.forward(x).split(d, dim: 2);                  // 3 × [B, T, d]
         var q = qkv[0].view(b, t, _nHead, hd).transpose(1, 2);                 // [B, H, T, hd]
         var k = qkv[1].view(b, t, _nHead, hd).transpose(1, 2);
         var v = qkv[2].view(b, t, _nHead, hd).transpose(1, 2);
-        if (cache is not null) (k, v) = cache.Append(layer, k, v);             // [B, H, T_past + T, hd]
-        var y = cache?.AttentionMask is { } mask                               // batched cache: rows at different positions
-            ? nn.functional.scaled_dot_product_attention(q, k, v, attn_mask: mask)
-            : CausalLM.Attend(q, k, v);                                        // [B, H, T, hd]
+        (k, v) = cache.Append(layer, k, v);                                    // [B, H, T_past + T, hd]
+        var y = CausalLM.Attend(q, k, v, cache.Mask(t));                       // [B, H, T, hd]
         y = y.transpose(1, 2).contiguous().view(b, t, d);                      // re-assemble heads
         return c_proj.forward(y);
     }
@@ -72,9 +70,9 @@ public sealed class Block : Module<Tensor, Tensor>
         RegisterComponents();
     }
 
-    public override Tensor forward(Tensor x) => Forward(x, null, 0);
+    public override Tensor forward(Tensor x) => Forward(x, KvCache.None(x.device), 0);
 
-    public Tensor Forward(Tensor x, KvCache? cache, int layer)
+    public Tensor Forward(Tensor x, KvCache cache, int layer)
     {
         x = x + attn.Forward(ln_1.forward(x), cache, layer);
         return x + mlp.forward(ln_2.forward(x));
@@ -113,28 +111,28 @@ public sealed class Gpt2 : CausalLM
 
     public override Tensor Forward(Tensor idx, KvCache? cache)
     {
+        cache ??= KvCache.None(idx.device);
         var x = Embed(idx, cache);
         for (int i = 0; i < h.Count; i++) x = h[i].Forward(x, cache, i);
-        cache?.Advance(idx.shape[1]);
+        cache.Advance(idx.shape[1]);
         x = ln_f.forward(x);
         return Head(x);                                                        // [B, T, vocab]
     }
 
     public override Tensor Hidden(Tensor idx)
     {
-        var x = Embed(idx, null);
-        for (int i = 0; i < h.Count; i++) x = h[i].Forward(x, null, i);
+        var cache = KvCache.None(idx.device);
+        var x = Embed(idx, cache);
+        for (int i = 0; i < h.Count; i++) x = h[i].Forward(x, cache, i);
         return ln_f.forward(x);
     }
 
-    Tensor Embed(Tensor idx, KvCache? cache)
+    Tensor Embed(Tensor idx, KvCache cache)
     {
-        long t = idx.shape[1], start = cache?.Length ?? 0;
-        if (start + t > Config.SeqLen)
-            throw new BadInputException($"sequence of {start + t} tokens exceeds the model context {Config.SeqLen}");
-        if (cache?.RowPositions(t) is { } rows) return wte.forward(idx) + wpe.forward(rows); // batched cache: [B, T] positions
-        using var pos = arange(start, start + t, dtype: ScalarType.Int64, device: idx.device);
-        return wte.forward(idx) + wpe.forward(pos);                           // [B, T, d]
+        long t = idx.shape[1];
+        if (cache.Length + t > Config.SeqLen)
+            throw new BadInputException($"sequence of {cache.Length + t} tokens exceeds the model context {Config.SeqLen}");
+        return wte.forward(idx) + wpe.forward(cache.Positions(t));            // [B, T, d] + [B or 1, T, d]
     }
 
     Tensor Head(Tensor x) => CutPadding(functional.linear(x, wte.weight!));    // [B, T, padded] → [B, T, vocab]

@@ -4,12 +4,18 @@ using static TorchSharp.torch;
 namespace Supercluster.Model;
 
 /// <summary>
-/// Keys and values of every layer for the tokens seen so far, preallocated to the context length,
-/// so each decode step attends over the cache instead of recomputing the prefix.
+/// What a forward's attention needs besides q, k, v: where the new tokens sit (<see cref="Positions"/>), which keys
+/// each may see (<see cref="Mask"/>), and the keys/values of earlier tokens (<see cref="Append"/>). The model has one
+/// attention path and gets all three from here, whether it is training (<see cref="None"/>: nothing cached), decoding
+/// one sequence (this class: keys and values of every layer preallocated to the context length, so each step attends
+/// over the cache instead of recomputing the prefix) or decoding a batch of sequences at their own lengths
+/// (Inference/BatchKvCache).
 /// </summary>
 public class KvCache : IDisposable
 {
     protected readonly Tensor[] _k, _v; // per layer [B, n_kv_head, seq_len, head_dim]
+    readonly Device _device;
+    (long Start, long T, Tensor Positions, Tensor? Mask)? _step;     // this forward's positions and mask, made once for all layers
 
     public KvCache(ModelConfig c, long batch, Device device, ScalarType dtype)
     {
@@ -21,11 +27,44 @@ public class KvCache : IDisposable
             _v[i] = zeros(batch, c.NKvHead, c.SeqLen, c.HeadDim, dtype: dtype, device: device).DetachFromDisposeScope();
         }
         Capacity = c.SeqLen;
+        _device = device;
     }
+
+    /// <summary>A cache that stores nothing (training, embeddings): tokens at 0..T-1, plain causal attention.</summary>
+    public static KvCache None(Device device) => new NoKvCache(device);
+
+    private protected KvCache(Device device) { _k = _v = []; _device = device; }
 
     /// <summary>Tokens already in the cache (the position of the next token).</summary>
     public long Length { get; private set; }
-    public long Capacity { get; }
+    public long Capacity { get; private protected init; }
+
+    /// <summary>Positions [B or 1, T] of this forward's <paramref name="t"/> new tokens (int64, on the cache's device).</summary>
+    public virtual Tensor Positions(long t) => Step(t).Positions;
+
+    /// <summary>
+    /// Boolean mask [B or 1, 1, T, T_keys] (true = may attend) over the keys <see cref="Append"/> returns, or null when those
+    /// keys are exactly this forward's T tokens, so attention is plain causal (and SDPA may use its causal kernels).
+    /// </summary>
+    public virtual Tensor? Mask(long t) => Step(t).Mask;
+
+    (long Start, long T, Tensor Positions, Tensor? Mask) Step(long t)
+    {
+        if (_step is { } s && s.Start == Length && s.T == t) return s;
+        DropStep();
+        using var scope = NewDisposeScope();
+        var pos = arange(Length, Length + t, dtype: ScalarType.Int64, device: _device);                        // [T]
+        // Query i sits at position Length + i and sees keys 0..Length + i.
+        Tensor? mask = Length == 0 ? null : ones(t, Length + t, dtype: ScalarType.Bool, device: _device).tril(Length).view(1, 1, t, Length + t);
+        _step = (Length, t, pos.unsqueeze(0).DetachFromDisposeScope(), mask?.DetachFromDisposeScope());
+        return _step.Value;
+    }
+
+    void DropStep()
+    {
+        if (_step is { } s) { s.Positions.Dispose(); s.Mask?.Dispose(); }
+        _step = null;
+    }
 
     /// <summary>Writes this step's k, v [B, H_kv, T_new, hd] for <paramref name="layer"/>; returns all keys/values so far.</summary>
     public virtual (Tensor K, Tensor V) Append(int layer, Tensor k, Tensor v)
@@ -43,16 +82,25 @@ public class KvCache : IDisposable
     /// <summary>Called once per forward after every layer appended.</summary>
     public virtual void Advance(long tokens) => Length += tokens;
 
-    // Batched decoding (Inference/BatchKvCache) overrides these two: every row at its own position.
-    /// <summary>Positions [B, T] of the next <paramref name="t"/> tokens per row, or null when all rows start at <see cref="Length"/>.</summary>
-    public virtual Tensor? RowPositions(long t) => null;
-
-    /// <summary>Boolean attention mask [B, 1, T, T_keys] for the keys <see cref="Append"/> returns, or null for plain causal attention.</summary>
-    public virtual Tensor? AttentionMask => null;
-
     public virtual void Dispose()
     {
+        DropStep();
         foreach (var t in _k) t.Dispose();
         foreach (var t in _v) t.Dispose();
+    }
+
+    /// <summary>
+    /// Nothing cached: positions 0..T-1, causal mask, keys pass through. One is made per forward; its positions are made
+    /// once, in the caller's dispose scope.
+    /// </summary>
+    sealed class NoKvCache(Device device) : KvCache(device)
+    {
+        Tensor? _positions;
+
+        public override Tensor Positions(long t) =>                                                                      // [1, T]
+            _positions is { } p && p.shape[1] == t ? p : _positions = arange(t, dtype: ScalarType.Int64, device: device).unsqueeze(0);
+        public override Tensor? Mask(long t) => null;
+        public override (Tensor K, Tensor V) Append(int layer, Tensor k, Tensor v) => (k, v);
+        public override void Advance(long tokens) { }
     }
 }

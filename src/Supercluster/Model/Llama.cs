@@ -63,15 +63,7 @@ public sealed class Rotary(int headDim, int contextLength, double theta) : IDisp
         return cat([-x.narrow(3, half, half), x.narrow(3, 0, half)], dim: 3);
     }
 
-    /// <summary>x [B, H, T, hd] at positions start..start+T.</summary>
-    public Tensor Apply(Tensor x, long start)
-    {
-        var (cos, sin) = Table(x.device, x.dtype);
-        long t = x.shape[2];
-        return x * cos.narrow(0, start, t) + RotateHalf(x) * sin.narrow(0, start, t);
-    }
-
-    /// <summary>x [B, H, T, hd] with per-row positions [B, T] (batched decoding: each row continues its own sequence).</summary>
+    /// <summary>x [B, H, T, hd] at positions [B or 1, T] (<see cref="KvCache.Positions"/>: in batched decoding each row continues its own sequence).</summary>
     public Tensor Apply(Tensor x, Tensor positions)
     {
         var (cos, sin) = Table(x.device, x.dtype);
@@ -107,31 +99,24 @@ public sealed class LlamaAttention : Module<Tensor, Tensor>
         RegisterComponents();
     }
 
-    public override Tensor forward(Tensor x) => Forward(x, null, 0);
+    public override Tensor forward(Tensor x) => Forward(x, KvCache.None(x.device), 0);
 
-    public Tensor Forward(Tensor x, KvCache? cache, int layer)
+    public Tensor Forward(Tensor x, KvCache cache, int layer)
     {
-        long b = x.shape[0], t = x.shape[1], hd = _hd, start = cache?.Length ?? 0;
+        long b = x.shape[0], t = x.shape[1], hd = _hd;
         var q = q_proj.forward(x).view(b, t, _nHead, hd).transpose(1, 2);     // [B, H, T, hd]
         var k = k_proj.forward(x).view(b, t, _nKv, hd).transpose(1, 2);       // [B, H_kv, T, hd]
         var v = v_proj.forward(x).view(b, t, _nKv, hd).transpose(1, 2);
-        if (cache?.RowPositions(t) is { } rows)                                        // batched cache: rows at their own positions
-        {
-            q = _rotary.Apply(q, rows);
-            k = _rotary.Apply(k, rows);
-        }
-        else
-        {
-            q = _rotary.Apply(q, start);
-            k = _rotary.Apply(k, start);
-        }
-        if (cache is not null) (k, v) = cache.Append(layer, k, v);                   // [B, H_kv, T_all, hd]
+        var pos = cache.Positions(t);                                                  // [B or 1, T]
+        q = _rotary.Apply(q, pos);
+        k = _rotary.Apply(k, pos);
+        (k, v) = cache.Append(layer, k, v);                                            // [B, H_kv, T_all, hd]
         if (_nKv != _nHead)
         {
             k = k.repeat_interleave(_nHead / _nKv, dim: 1);                          // [B, H, T_all, hd]
             v = v.repeat_interleave(_nHead / _nKv, dim: 1);
         }
-        var att = cache?.AttentionMask is { } mask ? nn.functional.scaled_dot_product_attention(q, k, v, attn_mask: mask) : CausalLM.Attend(q, k, v);
+        var att = CausalLM.Attend(q, k, v, cache.Mask(t));                             // [B, H, T, hd]
         var y = att.transpose(1, 2).contiguous().view(b, t, _nHead * hd);
         return o_proj.forward(y);
     }
@@ -170,9 +155,9 @@ public sealed class LlamaBlock : Module<Tensor, Tensor>
         RegisterComponents();
     }
 
-    public override Tensor forward(Tensor x) => Forward(x, null, 0);
+    public override Tensor forward(Tensor x) => Forward(x, KvCache.None(x.device), 0);
 
-    public Tensor Forward(Tensor x, KvCache? cache, int layer)
+    public Tensor Forward(Tensor x, KvCache cache, int layer)
     {
         x = x + self_attn.Forward(input_layernorm.forward(x), cache, layer);
         return x + mlp.forward(post_attention_layernorm.forward(x));
@@ -213,18 +198,18 @@ public sealed class Llama : CausalLM
 
     public override Tensor Forward(Tensor idx, KvCache? cache)
     {
+        cache ??= KvCache.None(idx.device);
         var x = Trunk(idx, cache);
-        cache?.Advance(idx.shape[1]);
+        cache.Advance(idx.shape[1]);
         return CutPadding(lm_head.forward(x));                                      // [B, T, vocab]
     }
 
-    public override Tensor Hidden(Tensor idx) => Trunk(idx, null);
+    public override Tensor Hidden(Tensor idx) => Trunk(idx, KvCache.None(idx.device));
 
-    Tensor Trunk(Tensor idx, KvCache? cache)
+    Tensor Trunk(Tensor idx, KvCache cache)
     {
-        long start = cache?.Length ?? 0;
-        if (start + idx.shape[1] > Config.SeqLen)
-            throw new BadInputException($"sequence of {start + idx.shape[1]} tokens exceeds the model context {Config.SeqLen}");
+        if (cache.Length + idx.shape[1] > Config.SeqLen)
+            throw new BadInputException($"sequence of {cache.Length + idx.shape[1]} tokens exceeds the model context {Config.SeqLen}");
         var x = embed_tokens.forward(idx);                                          // [B, T, d]
         for (int i = 0; i < layers.Count; i++) x = layers[i].Forward(x, cache, i);
         return norm.forward(x);

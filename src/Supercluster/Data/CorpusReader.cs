@@ -113,7 +113,7 @@ public static class CorpusReader
         var utf8 = new Utf8Counting();
         var span = bytes.AsSpan();
         if (span.StartsWith((ReadOnlySpan<byte>)[0xEF, 0xBB, 0xBF])) span = span[3..];
-        var text = utf8.Encoding.GetString(span);
+        var text = utf8.Decode(span);
         if (utf8.Count > 0) warn?.Invoke(Utf8Counting.Warning(path, utf8.Count));
         return text;
     }
@@ -177,7 +177,7 @@ public static class CorpusReader
                 var bytes = line.AsSpan(0, lineLen);
                 if (lineStart == 0 && bytes.StartsWith((ReadOnlySpan<byte>)[0xEF, 0xBB, 0xBF])) bytes = bytes[3..];
                 if (bytes.Length > 0 && bytes[^1] == '\r') bytes = bytes[..^1];
-                var text = utf8.Encoding.GetString(bytes);
+                var text = utf8.Decode(bytes);
                 if (string.IsNullOrWhiteSpace(text)) continue;
                 yield return ParseLine(path, start == 0 ? $"{lineNo}" : $"byte {lineStart}", text, textField);
                 if (eof) break;

@@ -15,6 +15,20 @@ public sealed class Utf8Counting : DecoderFallback
     /// <summary>UTF-8 without BOM emission, decoding with this counter.</summary>
     public Encoding Encoding { get; }
 
+    char[] _chars = new char[256];
+
+    /// <summary>
+    /// Decodes in one pass (GetString would count every invalid sequence twice: once sizing, once decoding).
+    /// Not thread-safe: one instance per reader.
+    /// </summary>
+    public string Decode(ReadOnlySpan<byte> bytes)
+    {
+        int max = Encoding.GetMaxCharCount(bytes.Length);
+        if (_chars.Length < max) _chars = new char[Math.Max(max, _chars.Length * 2)];
+        int n = Encoding.GetChars(bytes, _chars);
+        return new string(_chars, 0, n);
+    }
+
     /// <summary>Replacement characters produced so far.</summary>
     public long Count => Interlocked.Read(ref _count);
 

@@ -29,7 +29,7 @@ public class MultiRankPrepareTests
     /// <summary>Two JSONL files and a txt file, with exact and near duplicates across the file and rank boundaries.</summary>
     static void WriteCorpus(TempDir dir)
     {
-        var (texts, _) = DedupTests.PlantedCorpus(new Random(11), bases: 400, exactRate: 0.15, nearRate: 0.15);
+        var (texts, _) = DedupTests.PlantedCorpus(new Random(11), bases: 250, exactRate: 0.15, nearRate: 0.15);
         Directory.CreateDirectory(dir["in"]);
         using (var a = new StreamWriter(dir["in/a.jsonl"], false, new UTF8Encoding(false)))
             for (int i = 0; i < texts.Count / 2; i++) a.WriteLine(JsonSerializer.Serialize(new { text = texts[i], lang = i % 5 == 0 ? "de" : "en" }));
@@ -46,8 +46,8 @@ public class MultiRankPrepareTests
         var outputs = new List<Dictionary<string, byte[]>>();
         foreach (int ranks in new[] { 1, 2, 3 })
         {
-            var (code, stdout, err) = Mpirun(ranks, "--input", dir["in"], "--out", dir[$"o{ranks}"], "--tokenizer", "gpt2", "--dedup", "near",
-                "--scrub-pii", "--where", "lang!=de", "--shard-tokens", "20000", "--val-fraction", "0.1", "--chunk-chars", "20000");
+            var (code, stdout, err) = Mpirun(ranks, "--input", dir["in"], "--out", dir[$"o{ranks}"], "--tokenizer", "byte", "--dedup", "near",
+                "--scrub-pii", "--where", "lang!=de", "--shard-tokens", "150000", "--val-fraction", "0.1", "--chunk-chars", "50000");
             Assert.True(code == 0, $"{ranks} ranks: exit {code}\n{err}");
             Assert.Contains($"on {ranks} rank(s)", stdout);
             Assert.Contains("peak RSS", stdout);
@@ -72,7 +72,7 @@ public class MultiRankPrepareTests
         Directory.CreateDirectory(dir["in"]);
         var rng = new Random(3);
         using (var w = new StreamWriter(dir["in/big.jsonl"]))
-            for (int i = 0; i < 60_000; i++) w.WriteLine(JsonSerializer.Serialize(new { text = $"post {i} " + string.Join(' ', Enumerable.Range(0, 40).Select(_ => rng.Next(1000))) }));
+            for (int i = 0; i < 30_000; i++) w.WriteLine(JsonSerializer.Serialize(new { text = $"post {i} " + string.Join(' ', Enumerable.Range(0, 40).Select(_ => rng.Next(1000))) }));
         using var p = Start(2, ["--input", dir["in"], "--out", dir["out"], "--tokenizer", "gpt2", "--dedup", "near", "--chunk-chars", "100000"]);
         _ = p.StandardOutput.ReadToEndAsync();
         _ = p.StandardError.ReadToEndAsync();

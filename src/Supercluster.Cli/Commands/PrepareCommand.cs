@@ -104,7 +104,8 @@ public static class PrepareCommand
             if (p.PiiReplaced is { } pii) Console.WriteLine($"pii         {string.Join(", ", pii.Select(kv => $"{kv.Key} {kv.Value:N0}"))} replaced");
             Console.WriteLine($"train       {m.TrainDocuments:N0} docs, {m.TrainTokens:N0} tokens, {m.TrainShards.Count} shard(s)");
             Console.WriteLine($"val         {m.ValDocuments:N0} docs, {m.ValTokens:N0} tokens, {m.ValShards.Count} shard(s)");
-            Console.WriteLine($"time        {result.Elapsed.TotalSeconds:0.00} s, {result.Documents / Math.Max(result.Elapsed.TotalSeconds, 1e-9):N0} docs/s, {result.TokensPerSecond:N0} tokens/s");
+            double secs = Math.Max(result.Elapsed.TotalSeconds, 1e-9);
+            Console.WriteLine($"time        {result.Elapsed.TotalSeconds:0.00} s, {p.DocumentsRead / secs:N0} docs/s read, {result.TokensPerSecond:N0} tokens/s written");
             Console.WriteLine($"memory      peak RSS {result.PeakRssBytes / (1024.0 * 1024):N0} MiB (largest rank)");
             Console.WriteLine($"out         {Path.GetFullPath(options.OutDir)}");
             return 0;

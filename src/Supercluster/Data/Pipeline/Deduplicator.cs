@@ -126,7 +126,7 @@ public sealed class Deduplicator(ICommunicator comm, string staging, long[] offs
             parent.TryAdd(rx, rx); parent.TryAdd(ry, ry);
             if (rx != ry) parent[Math.Max(rx, ry)] = Math.Min(rx, ry); // the root is always the smallest id
         }
-        return [.. parent.Keys.GroupBy(Find).Where(g => g.Count() > 1).OrderBy(g => g.Key)
+        return [.. parent.Keys.ToList().GroupBy(Find).Where(g => g.Count() > 1).OrderBy(g => g.Key)
             .Select(g => new DuplicateCluster("near", g.Key, [.. g.Where(x => x != g.Key).Order()]))];
     }
 

@@ -40,7 +40,7 @@ public sealed record PrepareOptions
     public FieldFilter? Fields { get; init; }
 }
 
-/// <summary><c>--dedup</c> modes: exact includes only exact duplicates, near removes exact then near duplicates.</summary>
+/// <summary><c>--dedup</c> modes: none counts exact duplicates only, exact removes them, near removes exact then near duplicates.</summary>
 public enum DedupMode { None, Exact, Near }
 
 /// <summary>Outcome of a run. <see cref="PeakChunkChars"/> is the most text held at once (≤ ChunkChars + one document).</summary>

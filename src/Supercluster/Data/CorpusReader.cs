@@ -61,59 +61,133 @@ public static class CorpusReader
         return files;
     }
 
-    /// <summary>All documents of <paramref name="inputs"/>, streamed in order.</summary>
-    public static IEnumerable<Document> Read(IEnumerable<string> inputs, CorpusFormat format = CorpusFormat.Auto, string textField = "text")
+    /// <summary>All documents of <paramref name="inputs"/>, streamed in order; <paramref name="warn"/> hears about invalid UTF-8.</summary>
+    public static IEnumerable<Document> Read(IEnumerable<string> inputs, CorpusFormat format = CorpusFormat.Auto, string textField = "text", Action<string>? warn = null)
     {
         var files = ListFiles(inputs, format);
-        return ReadFiles(files, textField);
+        return ReadPart(files, textField, 0, 1, warn);
     }
 
-    static IEnumerable<Document> ReadFiles(IReadOnlyList<(string Path, CorpusFormat Format)> files, string textField)
+    /// <summary>
+    /// The documents rank <paramref name="rank"/> of <paramref name="world"/> owns, in input order. The files are laid
+    /// end to end and cut into <paramref name="world"/> equal byte ranges; a rank owns every JSONL record (line) whose
+    /// first byte lies in its range, and every txt/Parquet file whose first byte does (those are not split). Ranks in
+    /// order therefore read exactly the sequence one process reads. <paramref name="progress"/> gets bytes consumed.
+    /// </summary>
+    public static IEnumerable<Document> ReadPart(IReadOnlyList<(string Path, CorpusFormat Format)> files, string textField,
+        int rank, int world, Action<string>? warn = null, Action<long>? progress = null)
     {
-        foreach (var (path, format) in files)
+        var sizes = files.Select(f => new FileInfo(f.Path).Length).ToArray();
+        long total = sizes.Sum();
+        long lo = PartStart(total, rank, world), hi = PartStart(total, rank + 1, world);
+        long offset = 0;
+        for (int i = 0; i < files.Count; offset += sizes[i], i++)
         {
-            var docs = format switch
+            var (path, format) = files[i];
+            if (format == CorpusFormat.Jsonl)
             {
-                CorpusFormat.Txt => [new Document(ReadText(path))],
-                CorpusFormat.Jsonl => ReadJsonl(path, textField),
-                CorpusFormat.Parquet => ParquetCorpus.Read(path, textField),
-                _ => throw new InvalidOperationException(),
-            };
-            foreach (var d in docs) yield return d;
+                long s = Math.Max(lo - offset, 0), e = Math.Min(hi - offset, sizes[i]);
+                if (s >= e) continue;
+                foreach (var d in ReadJsonlRange(path, textField, s, e, warn, progress)) yield return d;
+                continue;
+            }
+            bool owned = offset >= lo && (offset < hi || (rank == world - 1 && offset == total));
+            if (!owned) continue;
+            if (format == CorpusFormat.Txt) yield return new Document(ReadText(path, warn));
+            else foreach (var d in ParquetCorpus.Read(path, textField)) yield return d;
+            progress?.Invoke(sizes[i]);
         }
     }
 
-    static string ReadText(string path)
+    /// <summary>Total bytes the ranks before <paramref name="rank"/> own: ⌊total·rank/world⌋.</summary>
+    public static long PartStart(long total, int rank, int world) => (long)((UInt128)(ulong)total * (ulong)rank / (ulong)world);
+
+    static string ReadText(string path, Action<string>? warn)
     {
-        try { return File.ReadAllText(path); }
+        byte[] bytes;
+        try { bytes = File.ReadAllBytes(path); }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
             throw new BadInputException($"input {path} cannot be read ({e.Message})");
         }
+        var utf8 = new Utf8Counting();
+        var span = bytes.AsSpan();
+        if (span.StartsWith((ReadOnlySpan<byte>)[0xEF, 0xBB, 0xBF])) span = span[3..];
+        var text = utf8.Decode(span);
+        if (utf8.Count > 0) warn?.Invoke(Utf8Counting.Warning(path, utf8.Count));
+        return text;
     }
 
     /// <summary>One JSON object per line; blank lines are skipped; <paramref name="textField"/> may be a dotted path.</summary>
-    public static IEnumerable<Document> ReadJsonl(string path, string textField)
+    public static IEnumerable<Document> ReadJsonl(string path, string textField, Action<string>? warn = null) =>
+        ReadJsonlRange(path, textField, 0, long.MaxValue, warn, null);
+
+    /// <summary>
+    /// Lines whose first byte lies in [<paramref name="start"/>, <paramref name="end"/>). Errors name the line number
+    /// when reading from the file's start, else the byte offset (a rank in the middle of a file cannot know it).
+    /// </summary>
+    static IEnumerable<Document> ReadJsonlRange(string path, string textField, long start, long end, Action<string>? warn, Action<long>? progress)
     {
-        StreamReader reader;
-        try { reader = new StreamReader(path, Encoding.UTF8, true, 1 << 20); }
+        FileStream stream;
+        try { stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16); }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
             throw new BadInputException($"input {path} cannot be read ({e.Message})");
         }
-        using (reader)
+        var utf8 = new Utf8Counting();
+        using (stream)
         {
-            long lineNo = 0;
-            while (reader.ReadLine() is { } line)
+            long pos = start;
+            if (start > 0)
             {
-                lineNo++;
-                if (string.IsNullOrWhiteSpace(line)) continue;
-                yield return ParseLine(path, lineNo, line, textField);
+                // The record owning byte `start` began earlier unless the byte before it ends a line.
+                stream.Position = start - 1;
+                int b;
+                pos = start - 1;
+                while ((b = stream.ReadByte()) >= 0) { pos++; if (b == '\n') break; }
+                if (b < 0) yield break;
             }
+            else stream.Position = 0;
+            long lineNo = 0;
+            var line = new byte[4096];
+            int lineLen = 0;
+            var buf = new byte[1 << 16];
+            int len = 0, at = 0;
+            long reported = start;
+            while (pos < end)
+            {
+                long lineStart = pos;
+                lineLen = 0;
+                bool eof = true;
+                while (true)
+                {
+                    if (at == len) { len = stream.Read(buf, 0, buf.Length); at = 0; if (len == 0) break; }
+                    int nl = Array.IndexOf(buf, (byte)'\n', at, len - at);
+                    int stop = nl < 0 ? len : nl;
+                    if (lineLen + stop - at > line.Length) Array.Resize(ref line, Math.Max(line.Length * 2, lineLen + stop - at));
+                    Array.Copy(buf, at, line, lineLen, stop - at);
+                    lineLen += stop - at;
+                    pos += stop - at;
+                    at = stop;
+                    if (nl >= 0) { at++; pos++; eof = false; break; }
+                }
+                if (eof && lineLen == 0) break;
+                lineNo++;
+                if (progress is not null && pos - reported >= 1 << 20) { progress(Math.Min(pos, end) - reported); reported = Math.Min(pos, end); }
+                var bytes = line.AsSpan(0, lineLen);
+                if (lineStart == 0 && bytes.StartsWith((ReadOnlySpan<byte>)[0xEF, 0xBB, 0xBF])) bytes = bytes[3..];
+                if (bytes.Length > 0 && bytes[^1] == '\r') bytes = bytes[..^1];
+                var text = utf8.Decode(bytes);
+                if (string.IsNullOrWhiteSpace(text)) continue;
+                yield return ParseLine(path, start == 0 ? $"{lineNo}" : $"byte {lineStart}", text, textField);
+                if (eof) break;
+            }
+            if (progress is not null && Math.Min(pos, end) > reported) progress(Math.Min(pos, end) - reported);
+            if (utf8.Count > 0) warn?.Invoke(Utf8Counting.Warning(start == 0 ? path : $"{path} (bytes {start}..{Math.Min(end, pos)})", utf8.Count));
         }
     }
 
-    static Document ParseLine(string path, long lineNo, string line, string textField)
+    static Document ParseLine(string path, string lineNo, string line, string textField)
     {
         JsonDocument doc;
         try { doc = JsonDocument.Parse(line); }

@@ -29,6 +29,8 @@ public sealed record DatasetMeta(
     [JsonPropertyName("val_shards")] public IReadOnlyList<ShardInfo> ValShards { get; init; } = [];
     /// <summary>Where the text came from (input paths or sample name), for humans.</summary>
     [JsonPropertyName("source")] public string? Source { get; init; }
+    /// <summary>Documents read, removed per stage, duplicates found, PII replaced (absent in folders from older versions).</summary>
+    [JsonPropertyName("pipeline")] public Pipeline.PipelineReport? Pipeline { get; init; }
 
     /// <summary>Shards of <c>train</c> or <c>val</c>.</summary>
     public IReadOnlyList<ShardInfo> Shards(string split) => split switch

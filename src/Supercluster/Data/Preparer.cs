@@ -1,4 +1,10 @@
+using System.Buffers.Binary;
 using System.Diagnostics;
+using System.Runtime.InteropServices;
+using System.Text;
+using System.Text.Json;
+using Supercluster.Data.Pipeline;
+using Supercluster.Distributed;
 using Supercluster.Runtime;
 using Supercluster.Tokenization;
 
@@ -19,105 +25,296 @@ public sealed record PrepareOptions
     public int Threads { get; init; } = Environment.ProcessorCount;
     /// <summary>Where the text came from, recorded in meta.json.</summary>
     public string? Source { get; init; }
+    /// <summary>Which duplicates are removed; exact duplicates are counted in every mode.</summary>
+    public DedupMode Dedup { get; init; } = DedupMode.None;
+    /// <summary>Jaccard similarity of word n-gram sets at or above which two documents are near duplicates.</summary>
+    public double NearThreshold { get; init; } = 0.8;
+    public int NearPermutations { get; init; } = 128;
+    public int NearNgram { get; init; } = 5;
+    /// <summary>JSONL file that receives the duplicate clusters (document ids in input order).</summary>
+    public string? DedupReport { get; init; }
+    /// <summary>Quality rules; null = off.</summary>
+    public QualityFilter? Filter { get; init; }
+    public bool ScrubPii { get; init; }
+    /// <summary>Record field conditions; null = none.</summary>
+    public FieldFilter? Fields { get; init; }
 }
+
+/// <summary><c>--dedup</c> modes: none counts exact duplicates only, exact removes them, near removes exact then near duplicates.</summary>
+public enum DedupMode { None, Exact, Near }
 
 /// <summary>Outcome of a run. <see cref="PeakChunkChars"/> is the most text held at once (≤ ChunkChars + one document).</summary>
 public sealed record PrepareResult(DatasetMeta Meta, TimeSpan Elapsed, long PeakChunkChars)
 {
+    /// <summary>Largest peak resident set size over the ranks (VmHWM), bytes; 0 where /proc is missing.</summary>
+    public long PeakRssBytes { get; init; }
+    public int Ranks { get; init; } = 1;
     public long Documents => Meta.TrainDocuments + Meta.ValDocuments;
     public long Tokens => Meta.TrainTokens + Meta.ValTokens;
     public double TokensPerSecond => Tokens / Math.Max(Elapsed.TotalSeconds, 1e-9);
 }
 
 /// <summary>
-/// <c>prepare</c>: documents → tokens (+ EOT after each) → train/val shards + meta.json.
-/// Documents are streamed in chunks of about <see cref="PrepareOptions.ChunkChars"/> characters; each chunk is tokenized
-/// on all cores and written in input order, so output is identical for any thread count and memory does not grow with
-/// the corpus. Everything is written into a staging folder inside the output folder and moved into place only when the
-/// run succeeds (meta.json last): a failed run leaves the folder as it was.
+/// <c>prepare</c>: documents → field filters → quality filters → PII scrubbing → tokens → deduplication → train/val
+/// shards + meta.json, on one or many ranks.
+/// Pass 1 (every rank, its own part of the input): documents are processed in chunks of about
+/// <see cref="PrepareOptions.ChunkChars"/> characters on all cores and spilled in input order to the staging folder
+/// (tokens, exact keys, MinHash signatures), so memory does not grow with the corpus.
+/// Deduplication exchanges keys between ranks (<see cref="Deduplicator"/>). Pass 2 (rank 0) streams the spilled
+/// documents of rank 0, 1, … in order, skipping removed ones: the shards depend only on the input, not on the number of
+/// ranks or threads. Everything is written into a staging folder inside the output folder and moved into place only
+/// when the run succeeds (meta.json last): a failed or interrupted run leaves no shard that looks complete.
 /// </summary>
 public static class Preparer
 {
     public static PrepareResult Run(IEnumerable<Document> documents, PrepareOptions options, ProgressLine? progress = null)
+        => Run(documents, options, new SingleProcess(), progress, null);
+
+    /// <summary>
+    /// Collective over <paramref name="comm"/>: <paramref name="localDocuments"/> are this rank's documents, in input
+    /// order, ranks in order (see <see cref="CorpusReader.ReadPart"/>); <paramref name="fraction"/> reports how much of
+    /// this rank's input has been read (for the ETA).
+    /// </summary>
+    public static PrepareResult Run(IEnumerable<Document> localDocuments, PrepareOptions options, ICommunicator comm, ProgressLine? progress, Func<double>? fraction)
     {
         if (options.ValFraction is < 0 or >= 1 || double.IsNaN(options.ValFraction))
             throw new BadInputException($"--val-fraction {options.ValFraction} is out of range; expected 0 <= F < 1");
         if (options.ShardTokens is < 2 or > int.MaxValue)
             throw new BadInputException($"--shard-tokens {options.ShardTokens} is out of range; expected 2..{int.MaxValue} (llm.c headers hold an int32 count)");
         if (options.ChunkChars < 1) throw new ArgumentOutOfRangeException(nameof(options), "ChunkChars must be positive");
+        bool near = options.Dedup == DedupMode.Near;
+        var minHash = near ? new MinHash(options.NearPermutations, options.NearNgram) : null;
+        var lsh = near ? LshBands.Choose(options.NearPermutations, options.NearThreshold) : null;
         var tokenizer = Tokenizers.Create(options.Tokenizer);
         int version = ShardFormat.VersionFor(tokenizer.VocabSize);
+        int rank = comm.Rank, world = comm.WorldSize;
+        string tag = world > 1 ? $"prepare[{rank}/{world}]" : "prepare";
 
         bool createdOut = !Directory.Exists(options.OutDir);
         Directory.CreateDirectory(options.OutDir);
-        var staging = Path.Combine(options.OutDir, $".prepare-{Guid.NewGuid():N}");
-        Directory.CreateDirectory(staging);
+        // Rank 0 names the staging folder; the others learn it from the all-gather.
+        string? staging = rank == 0 ? Path.Combine(options.OutDir, $".prepare-{Guid.NewGuid():N}") : null;
+        if (staging is not null) Directory.CreateDirectory(staging);
+        staging = Path.Combine(options.OutDir, Encoding.UTF8.GetString(comm.AllGatherBytes(Encoding.UTF8.GetBytes(staging is null ? "" : Path.GetFileName(staging)))[0]));
         var clock = Stopwatch.StartNew();
         try
         {
-            using var train = new SplitWriter(staging, "train", version, options.ShardTokens);
-            using var val = new SplitWriter(staging, "val", version, options.ShardTokens);
-            long index = 0, peak = 0;
-            int[]? pending = null; // one document of lookahead: lets the last one move to val if val would be empty
-            bool pendingVal = false;
-            var chunk = new List<Document>();
-            long chunkChars = 0;
-
-            void Flush()
+            // ---- pass 1: this rank's documents → filters → tokens, keys, signatures → spill ----
+            var stats = new LocalStats();
+            long peak = 0, ordinal = 0, localTokens = 0;
+            using (var spill = new RankSpill(staging, rank, near ? options.NearPermutations : 0))
             {
-                if (chunk.Count == 0) return;
-                peak = Math.Max(peak, chunkChars);
-                var tokens = new int[chunk.Count][];
-                Parallel.For(0, chunk.Count, new ParallelOptions { MaxDegreeOfParallelism = Math.Max(1, options.Threads) },
-                    i => tokens[i] = tokenizer.Encode(chunk[i].Text));
-                chunk.Clear();
-                chunkChars = 0;
-                foreach (var t in tokens)
+                var chunk = new List<Document>();
+                long chunkChars = 0;
+                void Flush()
                 {
-                    if (pending is not null) (pendingVal ? val : train).Append(pending, tokenizer.EotToken);
-                    pending = t;
-                    pendingVal = IsVal(index++, options.ValFraction);
+                    if (chunk.Count == 0) return;
+                    peak = Math.Max(peak, chunkChars);
+                    var outcome = new Outcome[chunk.Count];
+                    Parallel.For(0, chunk.Count, new ParallelOptions { MaxDegreeOfParallelism = Math.Max(1, options.Threads) },
+                        () => new long[PiiScrubber.Kinds.Length],
+                        (i, _, pii) => { outcome[i] = Process(chunk[i], options, tokenizer, minHash, pii); return pii; },
+                        pii => { lock (stats) for (int k = 0; k < pii.Length; k++) stats.Pii[k] += pii[k]; });
+                    for (int i = 0; i < chunk.Count; i++)
+                    {
+                        var o = outcome[i];
+                        if (o.RemovedBy is { } rule) stats.Remove(rule, o.Chars);
+                        else { spill.Append(ordinal, o.Tokens!, o.Chars, o.Key, o.Signature); localTokens += o.Tokens!.Length; }
+                        ordinal++;
+                    }
+                    chunk.Clear();
+                    chunkChars = 0;
+                    double secs = Math.Max(clock.Elapsed.TotalSeconds, 1e-9);
+                    double done = fraction?.Invoke() ?? double.NaN;
+                    string eta = done is > 0 and < 1 ? $", {done:P0}, ETA {ProgressLine.Format(TimeSpan.FromSeconds(secs * (1 - done) / done))}" : "";
+                    progress?.Update($"{tag}: {ordinal:N0} docs, {localTokens:N0} tokens, {ordinal / secs:N0} docs/s, {localTokens / secs:N0} tokens/s{eta}");
                 }
-                long total = train.Tokens + val.Tokens + (pending?.Length + 1 ?? 0);
-                progress?.Update($"prepare: {index:N0} docs, {total:N0} tokens, {total / Math.Max(clock.Elapsed.TotalSeconds, 1e-9):N0} tokens/s");
+                foreach (var doc in localDocuments)
+                {
+                    chunk.Add(doc);
+                    chunkChars += doc.Text.Length;
+                    if (chunkChars >= options.ChunkChars) Flush();
+                }
+                Flush();
             }
+            stats.Read = ordinal;
 
-            foreach (var doc in documents)
+            // ---- global ids: rank r's documents are offsets[r] … offsets[r+1]−1, in input order ----
+            var counts = comm.AllGatherBytes(BitConverter.GetBytes(ordinal)).Select(b => BitConverter.ToInt64(b)).ToArray();
+            var offsets = new long[world + 1];
+            for (int r = 0; r < world; r++) offsets[r + 1] = offsets[r] + counts[r];
+            var allStats = comm.AllGatherBytes(stats.ToBytes()).Select(LocalStats.FromBytes).ToList();
+
+            // ---- deduplication ----
+            progress?.Update($"{tag}: deduplicating", force: true);
+            var dedup = new Deduplicator(comm, staging, offsets);
+            var exact = dedup.Exact();
+            var removedExact = exact.SelectMany(c => c.Removed).ToHashSet();
+            List<DuplicateCluster> nearClusters = [];
+            if (near)
+                nearClusters = dedup.Near(lsh!, options.NearPermutations, options.NearThreshold, removedExact);
+            var removedNear = nearClusters.SelectMany(c => c.Removed).ToHashSet();
+            long peakRss = comm.AllGatherBytes(BitConverter.GetBytes(PeakRss())).Max(b => BitConverter.ToInt64(b));
+
+            DatasetMeta? meta = null;
+            if (rank == 0)
             {
-                chunk.Add(doc);
-                chunkChars += doc.Text.Length;
-                if (chunkChars >= options.ChunkChars) Flush();
+                // ---- pass 2 (rank 0): spilled documents in global order → shards ----
+                var removed = new Dictionary<string, HashSet<long>>();
+                if (options.Dedup != DedupMode.None) removed["dedup_exact"] = removedExact;
+                if (near) removed["dedup_near"] = removedNear;
+                Assemble(staging, offsets, options, tokenizer.EotToken, version, removed, out var train, out var val, out var dedupCounts);
+                using (train) using (val)
+                {
+                    var removedStats = new SortedDictionary<string, StageCount>(StringComparer.Ordinal);
+                    foreach (var s2 in allStats)
+                        foreach (var (rule, (d, c)) in s2.Removed)
+                            removedStats[rule] = removedStats.TryGetValue(rule, out var old) ? old with { Documents = old.Documents + d, Characters = old.Characters + c } : new StageCount(d, c);
+                    foreach (var (stage, sc) in dedupCounts) removedStats[stage] = sc;
+                    var pipeline = new PipelineReport
+                    {
+                        DocumentsRead = offsets[world],
+                        DocumentsKept = train.Documents + val.Documents,
+                        Removed = removedStats,
+                        ExactDuplicatesFound = removedExact.Count,
+                        NearDuplicatesFound = near ? removedNear.Count : null,
+                        PiiReplaced = options.ScrubPii ? new(PiiScrubber.Kinds.Select((k, i) => (k, allStats.Sum(s2 => s2.Pii[i]))).ToDictionary(), StringComparer.Ordinal) : null,
+                        Dedup = options.Dedup.ToString().ToLowerInvariant(),
+                        Near = near ? new NearSettings(options.NearThreshold, options.NearNgram, options.NearPermutations, lsh!.Bands, lsh.Rows) : null,
+                        FilterThresholds = options.Filter is { } f ? new(QualityFilter.Rules.ToDictionary(r => r.Name, r => f[r.Name]), StringComparer.Ordinal) : null,
+                    };
+                    meta = new DatasetMeta(tokenizer.Name, tokenizer.VocabSize, tokenizer.EotToken, train.Tokens, val.Tokens)
+                    {
+                        TokenWidth = ShardFormat.TokenWidth(version),
+                        TrainDocuments = train.Documents,
+                        ValDocuments = val.Documents,
+                        TrainShards = train.Shards,
+                        ValShards = val.Shards,
+                        Source = options.Source,
+                        Pipeline = pipeline,
+                    };
+                    if (options.DedupReport is { } reportPath) WriteReport(reportPath, exact, nearClusters, options.Dedup);
+                }
             }
-            Flush();
-            if (pending is null) throw new BadInputException("the corpus is empty: no documents found in the inputs");
-            if (options.ValFraction > 0 && index >= 2 && val.Documents == 0 && !pendingVal) pendingVal = true;
-            (pendingVal ? val : train).Append(pending, tokenizer.EotToken);
-            train.Finish();
-            val.Finish();
-
-            var meta = new DatasetMeta(tokenizer.Name, tokenizer.VocabSize, tokenizer.EotToken, train.Tokens, val.Tokens)
-            {
-                TokenWidth = ShardFormat.TokenWidth(version),
-                TrainDocuments = train.Documents,
-                ValDocuments = val.Documents,
-                TrainShards = train.Shards,
-                ValShards = val.Shards,
-                Source = options.Source,
-            };
-            Publish(staging, options.OutDir, meta);
-            progress?.Done($"prepare: {index:N0} docs, {meta.TrainTokens + meta.ValTokens:N0} tokens in {ProgressLine.Format(clock.Elapsed)}");
-            return new PrepareResult(meta, clock.Elapsed, peak);
+            comm.Barrier(); // every rank has closed its maps of the staging files
+            if (rank == 0) Publish(staging, options.OutDir, meta!);
+            comm.Barrier();
+            meta ??= DatasetMeta.Load(options.OutDir);
+            progress?.Done($"{tag}: {meta.TrainDocuments + meta.ValDocuments:N0} docs, {meta.TrainTokens + meta.ValTokens:N0} tokens in {ProgressLine.Format(clock.Elapsed)}");
+            return new PrepareResult(meta, clock.Elapsed, peak) { PeakRssBytes = peakRss, Ranks = world };
         }
         catch
         {
             progress?.Done();
-            try
-            {
-                Directory.Delete(staging, recursive: true);
-                if (createdOut && !Directory.EnumerateFileSystemEntries(options.OutDir).Any()) Directory.Delete(options.OutDir);
-            }
-            catch (IOException) { /* best effort: the failure itself matters more */ }
+            if (rank == 0)
+                try
+                {
+                    if (Directory.Exists(staging)) Directory.Delete(staging, recursive: true);
+                    if (createdOut && !Directory.EnumerateFileSystemEntries(options.OutDir).Any()) Directory.Delete(options.OutDir);
+                }
+                catch (IOException) { /* best effort: the failure itself matters more */ }
             throw;
+        }
+    }
+
+    /// <summary>What pass 1 made of one document: removed by a rule, or its tokens, exact key and signature.</summary>
+    readonly record struct Outcome(string? RemovedBy, int Chars, int[]? Tokens, UInt128 Key, ulong[]? Signature);
+
+    static Outcome Process(Document doc, PrepareOptions options, TextTokenizer tokenizer, MinHash? minHash, long[] pii)
+    {
+        var text = doc.Text;
+        if (options.Fields?.Check(doc) is { } field) return new("fields:" + field, text.Length, null, default, null);
+        if (string.IsNullOrWhiteSpace(text)) return new("empty", text.Length, null, default, null);
+        if (options.Filter?.Check(text) is { } rule) return new("filter:" + rule, text.Length, null, default, null);
+        if (options.ScrubPii) text = PiiScrubber.Scrub(text, pii);
+        var normalized = TextNormalizer.Normalize(text);
+        var signature = minHash?.Signature(TextNormalizer.Words(normalized));
+        return new(null, text.Length, tokenizer.Encode(text), TextNormalizer.ExactKey(normalized), signature);
+    }
+
+    /// <summary>Streams every rank's spill in rank order, skipping removed documents, into train/val shards.</summary>
+    static void Assemble(string staging, long[] offsets, PrepareOptions options, int eot, int version, Dictionary<string, HashSet<long>> removed,
+        out SplitWriter train, out SplitWriter val, out Dictionary<string, StageCount> dedupCounts)
+    {
+        train = new SplitWriter(staging, "train", version, options.ShardTokens);
+        val = new SplitWriter(staging, "val", version, options.ShardTokens);
+        dedupCounts = removed.Keys.ToDictionary(k => k, _ => new StageCount(0, 0, 0));
+        long index = 0;
+        int[]? pending = null; // one document of lookahead: lets the last one move to val if val would be empty
+        bool pendingVal = false;
+        for (int r = 0; r < offsets.Length - 1; r++)
+        {
+            using var tok = new FileStream(RankSpill.TokenPath(staging, r), FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 20);
+            foreach (var rec in RankSpill.ReadIndex(staging, r))
+            {
+                var tokens = new int[rec.Tokens];
+                tok.ReadExactly(MemoryMarshal.AsBytes(tokens.AsSpan()));
+                long id = offsets[r] + rec.Ordinal;
+                var stage = removed.FirstOrDefault(kv => kv.Value.Contains(id)).Key;
+                if (stage is not null)
+                {
+                    var c = dedupCounts[stage];
+                    dedupCounts[stage] = new StageCount(c.Documents + 1, c.Characters + rec.Chars, c.Tokens + rec.Tokens + 1);
+                    continue;
+                }
+                if (pending is not null) (pendingVal ? val : train).Append(pending, eot);
+                pending = tokens;
+                pendingVal = IsVal(index++, options.ValFraction);
+            }
+        }
+        if (pending is null)
+            throw new BadInputException(offsets[^1] == 0
+                ? "the corpus is empty: no documents found in the inputs"
+                : $"the corpus is empty: none of the {offsets[^1]:N0} documents read is left after empty-text removal, filters and deduplication");
+        if (options.ValFraction > 0 && index >= 2 && val.Documents == 0 && !pendingVal) pendingVal = true;
+        (pendingVal ? val : train).Append(pending, eot);
+        train.Finish();
+        val.Finish();
+    }
+
+    /// <summary>One JSON line per cluster: <c>{"stage","kept","removed":[ids]}</c>; ids are positions in the input (0-based).</summary>
+    static void WriteReport(string path, List<DuplicateCluster> exact, List<DuplicateCluster> near, DedupMode mode)
+    {
+        var temp = path + ".tmp";
+        using (var f = new StreamWriter(temp, false, new UTF8Encoding(false)))
+        {
+            foreach (var c in exact.Concat(near))
+                f.WriteLine(JsonSerializer.Serialize(new { stage = c.Stage, kept = c.Kept, removed = c.Removed, applied = mode != DedupMode.None }));
+            f.Flush();
+            ((FileStream)f.BaseStream).Flush(flushToDisk: true);
+        }
+        File.Move(temp, path, overwrite: true);
+    }
+
+    /// <summary>Peak resident set size (VmHWM of /proc/self/status) in bytes, 0 when unavailable.</summary>
+    public static long PeakRss()
+    {
+        try
+        {
+            var line = File.ReadLines("/proc/self/status").FirstOrDefault(l => l.StartsWith("VmHWM:"));
+            return line is null ? 0 : long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]) * 1024;
+        }
+        catch (IOException) { return 0; }
+    }
+
+    /// <summary>Per-rank counts of pass 1, all-gathered to rank 0.</summary>
+    sealed class LocalStats
+    {
+        public long Read;
+        public readonly long[] Pii = new long[PiiScrubber.Kinds.Length];
+        public readonly SortedDictionary<string, (long Docs, long Chars)> Removed = new(StringComparer.Ordinal);
+        public void Remove(string rule, long chars) =>
+            Removed[rule] = Removed.TryGetValue(rule, out var c) ? (c.Docs + 1, c.Chars + chars) : (1, chars);
+        public byte[] ToBytes() => JsonSerializer.SerializeToUtf8Bytes(new { read = Read, pii = Pii, removed = Removed.ToDictionary(kv => kv.Key, kv => new[] { kv.Value.Docs, kv.Value.Chars }) });
+        public static LocalStats FromBytes(byte[] b)
+        {
+            using var doc = JsonDocument.Parse(b);
+            var s = new LocalStats { Read = doc.RootElement.GetProperty("read").GetInt64() };
+            int i = 0;
+            foreach (var p in doc.RootElement.GetProperty("pii").EnumerateArray()) s.Pii[i++] = p.GetInt64();
+            foreach (var p in doc.RootElement.GetProperty("removed").EnumerateObject())
+                s.Removed[p.Name] = (p.Value[0].GetInt64(), p.Value[1].GetInt64());
+            return s;
         }
     }
 

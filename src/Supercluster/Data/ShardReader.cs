@@ -43,8 +43,13 @@ public sealed class ShardReader : IDisposable
                 throw new BadInputException($"shard {path} has version {version}, expected 1 (uint16) or 2 (uint32)");
             if (count < 0) throw new BadInputException($"shard {path} has a negative token count {count}");
             long needed = ShardFormat.HeaderBytes + (long)count * ShardFormat.TokenWidth(version);
+            // llm.c refuses a shard whose size differs from header + count·width in either direction: a header that
+            // under-counts would otherwise train on a prefix of the file silently.
             if (info.Length < needed)
                 throw new BadInputException($"shard {path} is truncated: {info.Length} bytes, expected {needed} for {count} tokens");
+            if (info.Length > needed)
+                throw new BadInputException($"shard {path} has {info.Length} bytes, but its header counts {count} tokens ({needed} bytes): " +
+                    $"the header under-counts {(info.Length - needed) / (double)ShardFormat.TokenWidth(version):0.#} tokens; re-run prepare");
             var reader = new ShardReader(path, map, view, version, count);
             if (vocabSize is { } vocab) reader.CheckVocab(vocab);
             return reader;

@@ -34,6 +34,11 @@ public sealed class TokenDataLoader : IDisposable
         foreach (var info in infos)
         {
             var reader = ShardReader.Open(Path.Combine(dataDir, info.File));
+            if (reader.TokenCount != info.Tokens)
+            {
+                reader.Dispose();
+                throw new BadInputException($"shard {reader.FilePath} holds {reader.TokenCount:N0} tokens by its header and size, but {DatasetMeta.FileName} says {info.Tokens:N0}; the folder is inconsistent, re-run prepare");
+            }
             TokensPerEpoch += reader.TokenCount;
             if (reader.TokenCount >= needed) usable.Add(reader);
             else reader.Dispose();

@@ -38,4 +38,13 @@ public interface ICommunicator : IDisposable
     void Broadcast(Tensor t, int root);
 
     void Barrier();
+
+    /// <summary>
+    /// Host bytes, all-to-all: rank r sends <c>send[d]</c> to rank d and returns <c>recv[s]</c> = what rank s sent to r.
+    /// For CPU-side exchanges (prepare's deduplication keys); at most 2 GiB received per call.
+    /// </summary>
+    byte[][] AllToAllBytes(byte[][] send) => throw new NotSupportedException($"{Backend}: byte all-to-all is not supported");
+
+    /// <summary>Host bytes, all-gather of variable length: returns every rank's <paramref name="send"/> in rank order.</summary>
+    byte[][] AllGatherBytes(byte[] send) => throw new NotSupportedException($"{Backend}: byte all-gather is not supported");
 }

@@ -89,6 +89,55 @@ public sealed class MpiCommunicator : ICommunicator
         if (done == 0) MPI_Finalize();
     }
 
+    public unsafe byte[][] AllToAllBytes(byte[][] send)
+    {
+        if (send.Length != WorldSize) throw new ArgumentException($"send holds {send.Length} buffers, expected one per rank ({WorldSize})");
+        var sendCounts = send.Select(b => b.Length).ToArray();
+        var recvCounts = new int[WorldSize];
+        fixed (int* sc = sendCounts, rc = recvCounts)
+            Check(MPI_Alltoall((IntPtr)sc, 1, Handle("ompi_mpi_int"), (IntPtr)rc, 1, Handle("ompi_mpi_int"), _world), "MPI_Alltoall");
+        var sendFlat = send.SelectMany(b => b).ToArray();
+        if (recvCounts.Sum(c => (long)c) > int.MaxValue) throw new InvalidOperationException("MPI_Alltoallv: over 2 GiB to receive in one call");
+        var recvFlat = new byte[recvCounts.Sum()];
+        var sendDispls = Displacements(sendCounts);
+        var recvDispls = Displacements(recvCounts);
+        fixed (byte* sb = sendFlat, rb = recvFlat)
+        fixed (int* sc = sendCounts, sd = sendDispls, rc = recvCounts, rd = recvDispls)
+            Check(MPI_Alltoallv((IntPtr)sb, (IntPtr)sc, (IntPtr)sd, Handle("ompi_mpi_byte"), (IntPtr)rb, (IntPtr)rc, (IntPtr)rd, Handle("ompi_mpi_byte"), _world), "MPI_Alltoallv");
+        return Split(recvFlat, recvCounts, recvDispls);
+    }
+
+    public unsafe byte[][] AllGatherBytes(byte[] send)
+    {
+        var counts = new int[WorldSize];
+        int mine = send.Length;
+        fixed (int* rc = counts)
+            Check(MPI_Allgather((IntPtr)(&mine), 1, Handle("ompi_mpi_int"), (IntPtr)rc, 1, Handle("ompi_mpi_int"), _world), "MPI_Allgather");
+        if (counts.Sum(c => (long)c) > int.MaxValue) throw new InvalidOperationException("MPI_Allgatherv: over 2 GiB to receive in one call");
+        var displs = Displacements(counts);
+        var recv = new byte[counts.Sum()];
+        fixed (byte* sb = send, rb = recv)
+        fixed (int* rc = counts, rd = displs)
+            Check(MPI_Allgatherv((IntPtr)sb, mine, Handle("ompi_mpi_byte"), (IntPtr)rb, (IntPtr)rc, (IntPtr)rd, Handle("ompi_mpi_byte"), _world), "MPI_Allgatherv");
+        return Split(recv, counts, displs);
+    }
+
+    static int[] Displacements(int[] counts)
+    {
+        var d = new int[counts.Length];
+        for (int i = 1; i < counts.Length; i++) d[i] = d[i - 1] + counts[i - 1];
+        return d;
+    }
+
+    static byte[][] Split(byte[] flat, int[] counts, int[] displs) =>
+        [.. counts.Select((c, i) => flat.AsSpan(displs[i], c).ToArray())];
+
+    /// <summary>Address of an exported Open MPI handle (datatype, op, communicator).</summary>
+    static IntPtr Handle(string symbol) => NativeLibrary.GetExport(NativeLibrary.Load(Lib), symbol);
+
+    [DllImport(Lib)] static extern int MPI_Alltoall(IntPtr send, int sendCount, IntPtr sendType, IntPtr recv, int recvCount, IntPtr recvType, IntPtr comm);
+    [DllImport(Lib)] static extern int MPI_Alltoallv(IntPtr send, IntPtr sendCounts, IntPtr sendDispls, IntPtr sendType, IntPtr recv, IntPtr recvCounts, IntPtr recvDispls, IntPtr recvType, IntPtr comm);
+    [DllImport(Lib)] static extern int MPI_Allgatherv(IntPtr send, int sendCount, IntPtr sendType, IntPtr recv, IntPtr recvCounts, IntPtr displs, IntPtr recvType, IntPtr comm);
     [DllImport(Lib)] static extern int MPI_Init(IntPtr argc, IntPtr argv);
     [DllImport(Lib)] static extern int MPI_Initialized(out int flag);
     [DllImport(Lib)] static extern int MPI_Finalized(out int flag);

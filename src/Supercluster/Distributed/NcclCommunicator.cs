@@ -125,6 +125,10 @@ public sealed class NcclCommunicator : ICommunicator
         _mpi?.Dispose();
     }
 
+    /// <summary>Byte exchanges are host-side (prepare): through MPI when NCCL was bootstrapped over it.</summary>
+    public byte[][] AllToAllBytes(byte[][] send) => _mpi?.AllToAllBytes(send) ?? throw new NotSupportedException("nccl: byte all-to-all needs MPI; use --backend mpi");
+    public byte[][] AllGatherBytes(byte[] send) => _mpi?.AllGatherBytes(send) ?? throw new NotSupportedException("nccl: byte all-gather needs MPI; use --backend mpi");
+
     [DllImport(Lib)] static extern int ncclGetUniqueId(ref UniqueId id);
     [DllImport(Lib)] static extern int ncclCommInitRank(out IntPtr comm, int nranks, UniqueId id, int rank);
     [DllImport(Lib)] static extern int ncclCommDestroy(IntPtr comm);

@@ -1,0 +1,154 @@
+using System.Text.Json;
+using Supercluster.Data;
+using Supercluster.Data.Pipeline;
+
+namespace Supercluster.Tests.Data;
+
+/// <summary>Exact and near deduplication: what is removed, what is kept, and recall/precision on planted duplicates.</summary>
+public class DedupTests
+{
+    /// <summary>Random "words" with a Zipf-like frequency, so texts look like language to the shingling.</summary>
+    static readonly string[] Vocab = MakeVocab();
+    static string[] MakeVocab()
+    {
+        var rng = new Random(7);
+        return [.. Enumerable.Range(0, 5000).Select(_ => new string([.. Enumerable.Range(0, rng.Next(2, 9)).Select(_ => (char)('a' + rng.Next(26)))]))];
+    }
+    static string[] Words(Random rng, int n) => [.. Enumerable.Range(0, n).Select(_ => Vocab[(int)(Math.Pow(rng.NextDouble(), 2) * Vocab.Length)])];
+
+    static (PipelineReport Report, HashSet<long> Removed) Run(IReadOnlyList<string> texts, DedupMode mode, int ngram = 5)
+    {
+        using var dir = new TempDir();
+        var meta = Preparer.Run(texts.Select(t => new Document(t)), new PrepareOptions
+        {
+            OutDir = dir["o"], Tokenizer = "byte", ValFraction = 0, Dedup = mode, NearNgram = ngram, DedupReport = dir["clusters.jsonl"],
+        }).Meta;
+        var removed = File.ReadAllLines(dir["clusters.jsonl"])
+            .SelectMany(l => JsonDocument.Parse(l).RootElement.GetProperty("removed").EnumerateArray().Select(e => e.GetInt64())).ToHashSet();
+        return (meta.Pipeline!, removed);
+    }
+
+    [Fact]
+    public void ExactCopiesAndCaseOrWhitespaceVariantsAreRemovedKeepingTheFirst()
+    {
+        var rng = new Random(1);
+        var a = string.Join(' ', Words(rng, 80));
+        var b = string.Join(' ', Words(rng, 80));
+        string[] texts = [a, b, a, a.ToUpperInvariant(), "  " + a.Replace(" ", " \n\t ") + "\n", "ＡＢＣ " + b, "abc " + b];
+        var (report, removed) = Run(texts, DedupMode.Exact);
+        Assert.Equal([2L, 3L, 4L, 6L], removed.Order()); // "ＡＢＣ" (fullwidth) is NFKC-equal to "abc": doc 6 repeats doc 5
+        Assert.Equal(4, report.Removed["dedup_exact"].Documents);
+        Assert.Equal(4, report.ExactDuplicatesFound);
+        Assert.Equal(3, report.DocumentsKept);
+        // --dedup none: counted, kept.
+        var (none, _) = Run(texts, DedupMode.None);
+        Assert.Equal(4, none.ExactDuplicatesFound);
+        Assert.Equal(7, none.DocumentsKept);
+        Assert.False(none.Removed.ContainsKey("dedup_exact"));
+    }
+
+    [Fact]
+    public void TenPercentEditsAreRemovedFiftyPercentEditsKept()
+    {
+        var rng = new Random(2);
+        var texts = new List<string>();
+        var expectRemoved = new List<long>();
+        for (int i = 0; i < 20; i++)
+        {
+            var w = Words(rng, 200);
+            texts.Add(string.Join(' ', w));
+            int k = 20; // 10% of the words
+            int at = rng.Next(0, 200 - k);
+            var appended = w.Concat(Words(rng, k));                                  // 10% appended (signature, tag line)
+            var deleted = w.Take(at).Concat(w.Skip(at + k));                        // 10% deleted in one place
+            var replaced = w.Take(at).Concat(Words(rng, k / 2)).Concat(w.Skip(at + k / 2)); // 5% replaced in one place
+            foreach (var v in new[] { appended, deleted, replaced }) { expectRemoved.Add(texts.Count); texts.Add(string.Join(' ', v)); }
+            var half = w.Take(100).Concat(Words(rng, 100));                          // 50% replaced: a different document
+            texts.Add(string.Join(' ', half));
+            var scattered = w.Select(x => rng.NextDouble() < 0.5 ? Words(rng, 1)[0] : x); // 50% replaced, scattered
+            texts.Add(string.Join(' ', scattered));
+        }
+        var (report, removed) = Run(texts, DedupMode.Near);
+        Assert.Equal(expectRemoved, removed.Order());
+        Assert.Equal(expectRemoved.Count, report.Removed["dedup_near"].Documents);
+        Assert.True(report.Removed["dedup_near"].Tokens > 0);
+    }
+
+    [Fact]
+    public void ScatteredWordEditsNeedUnigramShingles()
+    {
+        // 10% of words deleted at random places breaks about a third of the 5-gram shingles (J ≈ 0.5): not a near
+        // duplicate under the default; with --near-ngram 1 (bag of words, J = 0.9) it is.
+        var rng = new Random(3);
+        var texts = new List<string>();
+        for (int i = 0; i < 10; i++)
+        {
+            var w = Words(rng, 300).Distinct().ToArray();
+            texts.Add(string.Join(' ', w));
+            texts.Add(string.Join(' ', w.Where((_, j) => j % 10 != 5)));
+        }
+        Assert.Empty(Run(texts, DedupMode.Near).Removed);
+        Assert.Equal(Enumerable.Range(0, 10).Select(i => 2L * i + 1), Run(texts, DedupMode.Near, ngram: 1).Removed.Order());
+    }
+
+    [Fact]
+    public void PlantedDuplicatesAreFoundWithHighRecallAndPrecision()
+    {
+        var (texts, planted) = PlantedCorpus(new Random(4), bases: 1500, exactRate: 0.1, nearRate: 0.1);
+        var (_, removed) = Run(texts, DedupMode.Near);
+        double recall = removed.Count(planted.Contains) / (double)planted.Count;
+        double precision = removed.Count(planted.Contains) / (double)removed.Count;
+        Assert.True(recall >= 0.95, $"recall {recall:0.000}");
+        Assert.True(precision >= 0.99, $"precision {precision:0.000}");
+    }
+
+    /// <summary>Base documents of 50–300 words; copies (exact, case/space variants) and near copies (≤10% edits in one place) later on.</summary>
+    public static (List<string> Texts, HashSet<long> Planted) PlantedCorpus(Random rng, int bases, double exactRate, double nearRate)
+    {
+        var texts = new List<string>();
+        var planted = new HashSet<long>();
+        var pool = new List<string[]>();
+        for (int i = 0; i < bases; i++)
+        {
+            var w = Words(rng, rng.Next(50, 300));
+            pool.Add(w);
+            texts.Add(string.Join(' ', w));
+            double u = rng.NextDouble();
+            if (u >= exactRate + nearRate) continue;
+            var src = pool[rng.Next(pool.Count)];
+            string copy;
+            if (u < exactRate) copy = rng.Next(2) == 0 ? string.Join(' ', src).ToUpperInvariant() : string.Join("  ", src);
+            else
+            {
+                int k = Math.Max(1, (int)(src.Length * 0.1 * rng.NextDouble()));
+                int at = rng.Next(0, src.Length - k);
+                copy = string.Join(' ', rng.Next(3) switch
+                {
+                    0 => src.Concat(Words(rng, k)),
+                    1 => src.Take(at).Concat(src.Skip(at + k)),
+                    _ => src.Take(at).Concat(Words(rng, Math.Max(1, k / 2))).Concat(src.Skip(at + Math.Max(1, k / 2))),
+                });
+            }
+            planted.Add(texts.Count);
+            texts.Add(copy);
+        }
+        return (texts, planted);
+    }
+
+    [Fact]
+    public void MinHashEstimatesJaccardAndBandsFavourRecall()
+    {
+        var rng = new Random(5);
+        var mh = new MinHash(256, 1);
+        var a = Enumerable.Range(0, 400).Select(i => $"w{i}").ToList();
+        var b = Enumerable.Range(100, 400).Select(i => $"w{i}").ToList(); // |A∩B| = 300, |A∪B| = 500: J = 0.6
+        double est = MinHash.Similarity(mh.Signature(a), mh.Signature(b));
+        Assert.InRange(est, 0.6 - 4 * Math.Sqrt(0.6 * 0.4 / 256), 0.6 + 4 * Math.Sqrt(0.6 * 0.4 / 256)); // 4 standard errors
+        Assert.Null(mh.Signature([]));
+        var lsh = LshBands.Choose(128, 0.8);
+        Assert.True(lsh.Bands * lsh.Rows <= 128);
+        Assert.True(lsh.CandidateProbability(0.8) >= 0.95);
+        Assert.True(lsh.CandidateProbability(0.4) < 0.05, $"{lsh}: P(0.4) = {lsh.CandidateProbability(0.4)}");
+        Assert.Contains("--near-threshold", Assert.Throws<BadInputException>(() => LshBands.Choose(128, 1.5)).Message);
+    }
+}

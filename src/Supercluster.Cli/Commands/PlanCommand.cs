@@ -34,7 +34,7 @@ public static class PlanCommand
     static readonly Option<double> IntraLatency = new("--intra-latency-us") { Description = "Intra-node latency per hop, µs", DefaultValueFactory = _ => 3 };
     static readonly Option<double> InterGbps = new("--inter-gbps") { Description = "Inter-node RDMA Gb/s per GPU (ConnectX-7: 400)", DefaultValueFactory = _ => 400 };
     static readonly Option<double> InterLatency = new("--inter-latency-us") { Description = "Inter-node latency per hop, µs", DefaultValueFactory = _ => 10 };
-    static readonly Option<double> ComputeEff = new("--compute-efficiency") { Description = "Achievable fraction of peak for the matmuls (calibrated, docs/planning.md)", DefaultValueFactory = _ => 0.62 };
+    static readonly Option<double> ComputeEff = new("--compute-efficiency") { Description = "One achievable fraction of peak for every FLOP instead of the per-operation compute model (0 = per-operation model)", DefaultValueFactory = _ => 0 };
     static readonly Option<double> NvlinkEff = new("--nvlink-efficiency") { Description = "Achievable fraction of NVLink line rate (nccl-tests)", DefaultValueFactory = _ => 0.8 };
     static readonly Option<double> NetEff = new("--net-efficiency") { Description = "Achievable fraction of RDMA line rate", DefaultValueFactory = _ => 0.9 };
     // Parallelism
@@ -47,6 +47,9 @@ public static class PlanCommand
     static readonly Option<int> Interleave = new("--interleave") { Description = "Virtual pipeline stages per GPU (interleaved 1F1B)", DefaultValueFactory = _ => 1 };
     static readonly Option<int> Zero = new("--zero") { Description = "ZeRO stage 0-3 (Rajbhandari et al. 2020)", DefaultValueFactory = _ => 1 };
     static readonly Option<string> RecomputeOpt = new("--recompute") { Description = "none, selective or full (Korthikanti et al. 2022)", DefaultValueFactory = _ => "selective" };
+    static readonly Option<bool> UnevenEnds = new("--pp-uneven-ends") { Description = "First and last pipeline stage hold one layer fewer (Llama 3: 126 layers on 16 stages)" };
+    static readonly Option<bool> NoSequenceParallel = new("--no-sequence-parallel") { Description = "Norms/dropout repeated on every TP rank (Megatron-LM 2021) instead of split (Korthikanti et al. 2022)" };
+    static readonly Option<string> AttentionOpt = new("--attention") { Description = "flash (FlashAttention) or unfused (batched GEMMs + softmax, Megatron-LM before 2022)", DefaultValueFactory = _ => "flash" };
     static readonly Option<bool> SearchOpt = new("--search") { Description = "Enumerate legal layouts, rank by predicted time among those that fit" };
     static readonly Option<int> Top = new("--top") { Description = "Layouts to list with --search", DefaultValueFactory = _ => 5 };
     static readonly Option<double> TpOverlap = new("--tp-overlap") { Description = "Share of TP communication hidden", DefaultValueFactory = _ => 0 };
@@ -67,17 +70,23 @@ public static class PlanCommand
     static readonly Option<string?> SweepOpt = new("--sweep") { Description = "Sweep cluster size, e.g. gpus=1024..100000 (searches a layout at each size)" };
     static readonly Option<string> Svg = new("--svg") { Description = "SVG chart path for --sweep", DefaultValueFactory = _ => "plan-sweep.svg" };
     static readonly Option<bool> Json = new("--json") { Description = "Print one JSON object with every number" };
+    static readonly Option<bool> CalibrationOpt = new("--calibration") { Description = "Print every published run (docs/planning.md) predicted vs published, with its error" };
 
     public static Command Create()
     {
         var cmd = new Command("plan", "Predict a training run on N GPUs: memory, step time, MFU, days, failures, checkpointing, energy and cost");
         foreach (var o in new Option[] { Model, Layers, Hidden, Heads, KvHeads, Ffn, Vocab, Experts, ActiveExperts, Seq, Tokens, Batch, BatchTokens, PrecisionOpt,
                      Gpu, Gpus, GpusPerNode, GpuTflops, GpuMemory, GpuTdp, IntraGBs, IntraLatency, InterGbps, InterLatency, ComputeEff, NvlinkEff, NetEff,
-                     Tp, Pp, Dp, Cp, Ep, MicroBatch, Interleave, Zero, RecomputeOpt, SearchOpt, Top, TpOverlap, CpOverlap, EpOverlap, DpOverlap,
-                     FailureRate, CkptGBs, Restart, NodeOverhead, Pue, PriceGpuHour, PriceGpu, PriceKwh, Carbon, SweepOpt, Svg, Json })
+                     Tp, Pp, Dp, Cp, Ep, MicroBatch, Interleave, Zero, RecomputeOpt, UnevenEnds, NoSequenceParallel, AttentionOpt, SearchOpt, Top, TpOverlap, CpOverlap, EpOverlap, DpOverlap,
+                     FailureRate, CkptGBs, Restart, NodeOverhead, Pue, PriceGpuHour, PriceGpu, PriceKwh, Carbon, SweepOpt, Svg, Json, CalibrationOpt })
             cmd.Options.Add(o);
         cmd.SetAction(parse =>
         {
+            if (parse.GetValue(CalibrationOpt))
+            {
+                PlanReport.WriteCalibration(Console.Out, CalibrationTable.Rows());
+                return 0;
+            }
             var inputs = BuildInputs(parse);
             bool json = parse.GetValue(Json);
             if (parse.GetValue(SweepOpt) is { } sweepText)
@@ -151,7 +160,13 @@ public static class PlanCommand
             "fp8" => Precision.Fp8,
             var other => throw new BadInputException($"--precision '{other}' is unknown: expected bf16, fp16 or fp8"),
         };
-        var run = new TrainingRun(seq, parse.GetValue(Tokens), batch.Value, precision);
+        var attention = parse.GetValue(AttentionOpt)!.ToLowerInvariant() switch
+        {
+            "flash" => AttentionKernel.Flash,
+            "unfused" => AttentionKernel.Unfused,
+            var other => throw new BadInputException($"--attention '{other}' is unknown: expected flash or unfused"),
+        };
+        var run = new TrainingRun(seq, parse.GetValue(Tokens), batch.Value, precision, attention);
         run.Validate();
 
         var gpu = GpuCatalog.Get(parse.GetValue(Gpu)!);
@@ -190,7 +205,8 @@ public static class PlanCommand
                 throw new BadInputException($"--gpus {cluster.Gpus} is not divisible by TP·PP·CP = {tp}·{pp}·{cp} = {slice}: expected a whole data-parallel size (or pass --dp)");
             dp = (int)(cluster.Gpus / slice);
         }
-        var layout = new ParallelLayout(tp, pp, dp, cp, parse.GetValue(Ep), parse.GetValue(MicroBatch), parse.GetValue(Interleave), parse.GetValue(Zero), recompute);
+        var layout = new ParallelLayout(tp, pp, dp, cp, parse.GetValue(Ep), parse.GetValue(MicroBatch), parse.GetValue(Interleave), parse.GetValue(Zero), recompute,
+            SequenceParallel: !parse.GetValue(NoSequenceParallel), UnevenEnds: parse.GetValue(UnevenEnds));
 
         var overlap = new OverlapAssumptions(parse.GetValue(TpOverlap), parse.GetValue(CpOverlap), parse.GetValue(EpOverlap), parse.GetValue(DpOverlap));
         foreach (var (v, n) in new[] { (overlap.TensorParallel, "--tp-overlap"), (overlap.ContextParallel, "--cp-overlap"), (overlap.ExpertAllToAll, "--ep-overlap"), (overlap.DataParallel, "--dp-overlap") })

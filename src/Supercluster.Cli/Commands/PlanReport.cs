@@ -102,4 +102,15 @@ static class PlanReport
         foreach (var a in Assumptions.For(inputs))
             w.WriteLine($"  {a.Name,-20} {a.Value}  [{a.Source}]");
     }
+
+    public static void WriteCalibration(TextWriter w, IReadOnlyList<CalibrationTable.Row> rows)
+    {
+        w.WriteLine($"{"run",-36} {"metric",-14} {"published",10} {"predicted",10} {"error",8}  source");
+        foreach (var r in rows)
+        {
+            string metric = r.Run.Metric switch { PublishedMetric.HfuTflopsPerGpu => "HFU TFLOP/s", PublishedMetric.MfuTflopsPerGpu => "MFU TFLOP/s", _ => "s/step" };
+            w.WriteLine($"{r.Run.Name,-36} {metric,-14} {N(r.Run.Published, "F2"),10} {N(r.Predicted, "F2"),10} {(r.Error * 100).ToString("+0.0;-0.0", Inv) + "%",8}  {r.Run.Source}");
+        }
+        w.WriteLine($"mean absolute error {Pct(CalibrationTable.MeanAbsoluteError(rows))} over {rows.Count} published runs; worst {Pct(rows.Max(r => Math.Abs(r.Error)))}");
+    }
 }

@@ -70,6 +70,8 @@ public static class PlanCommand
     static readonly Option<string?> SweepOpt = new("--sweep") { Description = "Sweep cluster size, e.g. gpus=1024..100000 (searches a layout at each size)" };
     static readonly Option<string> Svg = new("--svg") { Description = "SVG chart path for --sweep", DefaultValueFactory = _ => "plan-sweep.svg" };
     static readonly Option<bool> Json = new("--json") { Description = "Print one JSON object with every number" };
+    static readonly Option<string> DeviceOpt = new("--device") { Description = "gpu: plan GPUs from data sheets; cpu: with --calibrate, measure this machine and predict `train` on CPU ranks (run under mpirun for several ranks)", DefaultValueFactory = _ => "gpu" };
+    static readonly Option<bool> CalibrateOpt = new("--calibrate") { Description = "With --device cpu: measure matmuls at the model's shapes, memory bandwidth, MPI collectives; predict train's step (--model = a train preset, --micro-batch = train's --batch-size, --batch = global sequences)" };
     static readonly Option<bool> CalibrationOpt = new("--calibration") { Description = "Print every published run (docs/planning.md) predicted vs published, with its error" };
 
     public static Command Create()
@@ -78,10 +80,15 @@ public static class PlanCommand
         foreach (var o in new Option[] { Model, Layers, Hidden, Heads, KvHeads, Ffn, Vocab, Experts, ActiveExperts, Seq, Tokens, Batch, BatchTokens, PrecisionOpt,
                      Gpu, Gpus, GpusPerNode, GpuTflops, GpuMemory, GpuTdp, IntraGBs, IntraLatency, InterGbps, InterLatency, ComputeEff, NvlinkEff, NetEff,
                      Tp, Pp, Dp, Cp, Ep, MicroBatch, Interleave, Zero, RecomputeOpt, UnevenEnds, NoSequenceParallel, AttentionOpt, SearchOpt, Top, TpOverlap, CpOverlap, EpOverlap, DpOverlap,
-                     FailureRate, CkptGBs, Restart, NodeOverhead, Pue, PriceGpuHour, PriceGpu, PriceKwh, Carbon, SweepOpt, Svg, Json, CalibrationOpt })
+                     FailureRate, CkptGBs, Restart, NodeOverhead, Pue, PriceGpuHour, PriceGpu, PriceKwh, Carbon, SweepOpt, Svg, Json, CalibrationOpt, DeviceOpt, CalibrateOpt })
             cmd.Options.Add(o);
         cmd.SetAction(parse =>
         {
+            string device = parse.GetValue(DeviceOpt)!.ToLowerInvariant();
+            if (device is not ("gpu" or "cpu")) throw new BadInputException($"--device '{device}' is unknown: expected gpu or cpu");
+            if (parse.GetValue(CalibrateOpt) != (device == "cpu"))
+                throw new BadInputException(device == "cpu" ? "--device cpu plans our own engine: add --calibrate (it measures this machine)" : "--calibrate measures this machine: add --device cpu");
+            if (device == "cpu") return CalibrateCpu(parse);
             if (parse.GetValue(CalibrationOpt))
             {
                 PlanReport.WriteCalibration(Console.Out, CalibrationTable.Rows());
@@ -117,6 +124,42 @@ public static class PlanCommand
             return 0;
         });
         return cmd;
+    }
+
+    /// <summary><c>plan --device cpu --calibrate</c>: every rank measures (concurrently, sharing the machine as train's ranks do); rank 0 reports.</summary>
+    static int CalibrateCpu(ParseResult parse)
+    {
+        CliRunner.LoadTorch(parse);
+        var env = Distributed.LaunchEnvironment.Detect();
+        if (Environment.GetEnvironmentVariable("OMPI_COMM_WORLD_LOCAL_SIZE") is { } ls && int.TryParse(ls, out int local) && local > 1)
+            TorchSharp.torch.set_num_threads(Math.Max(1, Environment.ProcessorCount / local)); // as train: ranks on one node share its cores
+        var preset = Supercluster.Model.ModelPresets.Get(parse.GetValue(Model)!);
+        var config = (preset with
+        {
+            VocabSize = parse.GetValue(Vocab) ?? preset.VocabSize,
+            NLayer = parse.GetValue(Layers) ?? preset.NLayer,
+            NEmbd = parse.GetValue(Hidden) ?? preset.NEmbd,
+            NHead = parse.GetValue(Heads) ?? preset.NHead,
+            NKvHead = parse.GetValue(KvHeads) ?? (parse.GetValue(Heads) is { } hh && preset.NKvHead == preset.NHead ? hh : preset.NKvHead),
+            FfnHidden = parse.GetValue(Ffn) ?? (parse.GetValue(Hidden) is { } he && preset.Family == Supercluster.Model.ModelFamily.Gpt2 ? 4 * he : preset.FfnHidden),
+        }).Validate("plan --device cpu");
+        int seq = parse.GetValue(Seq) ?? config.SeqLen;
+        int mb = parse.GetValue(MicroBatch);
+        int zero = parse.GetResult(Zero) is { Implicit: false } ? parse.GetValue(Zero) : 0; // train's default is no ZeRO
+        if (seq <= 0 || seq > config.SeqLen) throw new BadInputException($"--seq {seq} must be in 1..{config.SeqLen} (the model context)");
+        if (mb <= 0) throw new BadInputException($"--micro-batch {mb} must be a positive integer");
+        if (zero is not (0 or 1)) throw new BadInputException($"--zero {zero}: train supports 0 and 1");
+        using var comm = Distributed.Communicators.Create("auto", false, env);
+        long perStep = (long)mb * comm.WorldSize;
+        long batch = parse.GetValue(Batch) ?? perStep;
+        if (batch <= 0 || batch % perStep != 0)
+            throw new BadInputException($"--batch {batch} is not a multiple of --micro-batch × ranks = {mb} × {comm.WorldSize}");
+        var measured = CpuCalibration.Measure(config, mb, seq, comm);
+        var predicted = CpuCalibration.Predict(config, mb, seq, (int)(batch / perStep), zero, measured);
+        if (comm.Rank != 0) return 0;
+        if (parse.GetValue(Json)) Console.WriteLine(JsonSerializer.Serialize(new { measured, predicted }, JsonOptions));
+        else PlanReport.WriteCpuCalibration(Console.Out, parse.GetValue(Model)!, config, mb, seq, zero, measured, predicted);
+        return 0;
     }
 
     static readonly JsonSerializerOptions JsonOptions = new()

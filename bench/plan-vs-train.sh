@@ -16,9 +16,10 @@ printf "%-22s %12s %12s %7s %12s %12s\n" layout "pred ms" "train ms" error "pred
 for spec in "1 0" "2 0" "2 1"; do
   read -r n zero <<< "$spec"
   name="$([ "$n" -eq 1 ] && echo "1 rank" || echo "$n ranks $([ "$zero" -eq 1 ] && echo ZeRO-1 || echo DP)")"
-  run "$n" plan --device cpu --calibrate --model "$model" --vocab "$vocab" --micro-batch "$mb" --zero "$zero" --json > "$out/plan.json"
+  run "$n" plan --device cpu --calibrate --model "$model" --vocab "$vocab" --micro-batch "$mb" --zero "$zero" --json \
+    > "$out/plan.json" 2> "$out/plan.err" || { cat "$out/plan.err" >&2; exit 1; }
   run "$n" train --data "$out/data" --model "$model" --batch-size "$mb" --steps "$steps" --zero "$zero" --device cpu \
-    --out "$out/run-$n-$zero" > /dev/null
+    --out "$out/run-$n-$zero" > "$out/train.log" 2>&1 || { cat "$out/train.log" >&2; exit 1; }
   python3 - "$out/plan.json" "$out/run-$n-$zero/metrics.jsonl" "$name" <<'PY'
 import json, statistics, sys
 p = json.load(open(sys.argv[1]))["predicted"]

@@ -123,7 +123,8 @@ static class PlanReport
         foreach (var g in m.Gemms)
             w.WriteLine($"  matmul {g.Name,-16} {g.M,6}×{g.K,-6}·{g.K,6}×{g.N,-6} {Ms(g.Seconds),10}  {N(g.Gflops, "F1"),7} GFLOP/s");
         w.WriteLine($"  attention (SDPA fwd+bwd, per layer) {Ms(m.AttentionSeconds)}");
-        w.WriteLine($"  streaming bandwidth {N(m.StreamBytesPerSecond / 1e9, "F1")} GB/s; one small op {N(m.OpSeconds * 1e6, "F1")} µs");
+        w.WriteLine($"  streaming bandwidth {N(m.StreamBytesPerSecond / 1e9, "F1")} GB/s; one small op {N(m.OpSeconds * 1e6, "F1")} µs; elementwise op on " +
+                    $"[B·T, h] {Ms(m.HiddenOpSeconds)}, [B·T, f] {Ms(m.FfnOpSeconds)}, [B·T, V] {Ms(m.VocabOpSeconds)}, parameters {Ms(m.ParamOpSeconds)}");
         if (m.Ranks > 1)
             w.WriteLine($"  MPI all-reduce {N(m.AllReduceBytesPerSecond / 1e9, "F2")} GB/s bus bandwidth, {N(m.AllReduceLatencySeconds * 1e6, "F1")} µs per step; " +
                         $"point-to-point (2-rank broadcast) {N(m.PointToPointBytesPerSecond / 1e9, "F2")} GB/s");

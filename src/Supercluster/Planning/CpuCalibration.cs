@@ -13,8 +13,11 @@ public sealed record GemmTiming(string Name, long M, long N, long K, double Seco
 }
 
 /// <summary>What <c>plan --device cpu --calibrate</c> measures, on every rank at once (ranks share the cores and memory, as in <c>train</c>).</summary>
+/// Elementwise ops are timed at the model's sizes (an activation [B·T, h], an MLP activation [B·T, f], the logits [B·T, V],
+/// the parameter vector and its ZeRO shard): on a CPU their fixed cost (thread fork/join) matters as much as their bytes.
 public sealed record CpuMeasurements(
     int Ranks, int Threads, IReadOnlyList<GemmTiming> Gemms, double AttentionSeconds, double StreamBytesPerSecond, double OpSeconds,
+    double HiddenOpSeconds, double FfnOpSeconds, double VocabOpSeconds, double ParamOpSeconds, double ShardOpSeconds,
     double AllReduceBytesPerSecond, double AllReduceLatencySeconds, double PointToPointBytesPerSecond);
 
 /// <summary><c>train</c>'s step on CPU ranks, predicted from the measurements; <see cref="Communication"/> is what <c>train</c> logs as rank_comm_ms.</summary>
@@ -26,9 +29,10 @@ public sealed record CpuStepPrediction(double Step, double Matmuls, double Atten
 /// like the GPU model, from figures measured here instead of data sheets:
 /// * matmuls: each of the layer's GEMMs (QKV, output, MLP, LM head) at its forward, dgrad and wgrad shape, timed with torch.mm;
 /// * attention: scaled_dot_product_attention forward + backward at the model's [B, H, T, d], timed;
-/// * memory-bound ops (norms, residual adds, activation, head transposes, embedding, softmax cross-entropy, gradient
-///   accumulation into the flat buffer, AdamW's passes over its state): bytes ÷ a measured streaming bandwidth (a[i] += b[i]);
-/// * dispatch: each TorchSharp op costs a fixed CPU time on small tensors, measured on a one-element op, × ops per layer;
+/// * memory-bound ops (norms, residual adds, activation, head copies, embedding, softmax cross-entropy, gradient
+///   accumulation into the flat buffer, AdamW's passes over its state): counted passes (from Gpt2.cs, Llama.cs, AdamW.cs)
+///   × the measured time of one elementwise op (a += b) at that tensor's size; streaming bandwidth is reported beside;
+/// * dispatch: each further TorchSharp op (views, autograd nodes) costs a fixed CPU time, measured on a one-element op;
 /// * communication: MPI all-reduce fitted α + bytes/β from two sizes, then train's 32 MB buckets (ZeRO-1: reduce-scatter +
 ///   all-gather, ring formulas, <see cref="Collectives"/>); point-to-point from a two-rank broadcast (reported only).
 /// </summary>
@@ -38,8 +42,9 @@ public static class CpuCalibration
     const long BucketElements = 8 << 20; // DataParallel's all-reduce bucket (fp32 elements)
     /// <summary>TorchSharp ops per layer per micro-batch, forward + autograd backward (counted from Gpt2.cs/Llama.cs: ≈ 20 forward, ≈ 30 backward nodes).</summary>
     const int OpsPerLayer = 50, OpsPerModel = 40;
-    /// <summary>Bytes per parameter of one torch AdamW step (AdamW.cs: average over ranks, norm, clip scale, decay, lerp, v update, sqrt/div/add, addcdiv; fp32).</summary>
-    const double AdamBytesPerParam = 104;
+    /// <summary>Passes over the (sharded) parameter vector per torch AdamW step (AdamW.cs / DataParallel.cs: average over ranks,
+    /// norm, clip scale, decay, lerp, v·β₂, addcmul, sqrt, div, add, addcdiv), each ≈ one elementwise op at that size.</summary>
+    const double AdamPasses = 11;
 
     static double Median(List<double> xs) { xs.Sort(); return xs[xs.Count / 2]; }
 
@@ -96,24 +101,28 @@ public static class CpuCalibration
             o.sum().backward();
         });
 
-        var x = zeros(16L << 20); var y = ones(16L << 20); // 64 MB each: beyond the caches
-        double stream = 3.0 * x.NumberOfElements * 4 / Time(comm, () => x.add_(y));
+        double Elementwise(long n) { var a = zeros(n); var b = ones(n); return Time(comm, () => a.add_(b)); }
+        double stream = 3.0 * (16L << 20) * 4 / Elementwise(16L << 20); // 64 MB each: beyond the caches
         var one = zeros(1); var two = ones(1);
         double op = Time(comm, () => { for (int i = 0; i < 1000; i++) one.add_(two); }) / 1000;
+        long parameters = ParameterCount(c);
+        double hiddenOp = Elementwise(tokens * c.NEmbd), ffnOp = Elementwise(tokens * c.FfnHidden), vocabOp = Elementwise(tokens * c.PaddedVocab);
+        double paramOp = Elementwise(parameters), shardOp = Elementwise(Math.Max(1, parameters / comm.WorldSize));
 
         double arBw = 0, arLat = 0, p2p = 0;
         if (comm.WorldSize > 1)
         {
-            long large = 8L << 20, small = 64L << 10; // elements: 32 MB (train's bucket) and 256 KB
+            long large = 8L << 20, small = 1L << 10; // elements: 32 MB (train's bucket) and 4 KB
             var bl = zeros(large); var bs = zeros(small);
             double tl = Time(comm, () => comm.AllReduceSum(bl)), ts = Time(comm, () => comm.AllReduceSum(bs));
-            // ring model t = 2(n−1)/n·B/β + 2(n−1)·α, solved for β and α from the two sizes
+            // ring model t = 2(n−1)/n·B/β + 2(n−1)·α: β from 32 MB (bandwidth-bound), α from 4 KB (latency-bound)
             double n = comm.WorldSize, f = 2 * (n - 1) / n;
-            arBw = f * (large - small) * 4 / Math.Max(1e-9, tl - ts);
+            arBw = f * large * 4 / tl;
             arLat = Math.Max(0, (ts - f * small * 4 / arBw) / (2 * (n - 1)));
             p2p = large * 4 / Time(comm, () => comm.Broadcast(bl, 0));
         }
-        return new CpuMeasurements(comm.WorldSize, torch.get_num_threads(), gemms, attention, stream, op, arBw, arLat, p2p);
+        return new CpuMeasurements(comm.WorldSize, torch.get_num_threads(), gemms, attention, stream, op,
+            hiddenOp, ffnOp, vocabOp, paramOp, shardOp, arBw, arLat, p2p);
     }
 
     /// <summary>Predicted step of <c>train</c> with this micro-batch, sequence, accumulation and ZeRO stage on the measured ranks.</summary>
@@ -124,25 +133,22 @@ public static class CpuCalibration
         double matmuls = c.NLayer * layerGemms + Seconds("head");
         double attention = c.NLayer * me.AttentionSeconds;
 
-        long tokens = (long)microBatch * seq, h = c.NEmbd, f = c.FfnHidden, kv = (long)c.NKvHead * c.HeadDim;
-        const double e = 4; // fp32
-        // forward bytes per token per layer: 2 norms (r+w; RMSNorm as pow/mean/rsqrt/mul/mul ≈ 5 passes), 2 residual adds (r 2, w 1),
-        // activation (GELU r+w; SwiGLU silu + mul ≈ 5 passes of f), head split/merge copies (q,k,v and y: r+w), rotary on q, k (≈ 6 passes)
+        // Elementwise passes per layer, forward (Gpt2.cs: 2 LayerNorms, 2 residual adds, head merge copy, q/k/v made
+        // contiguous for SDPA ≈ 3; GELU on f. Llama.cs: 2 RMSNorms ≈ 5 passes each, rotary ≈ 8 on q and k, 2 residual adds,
+        // head merge; SwiGLU silu + mul ≈ 3 on f); the backward makes about twice as many.
         bool llama = c.Family == ModelFamily.Llama;
-        double norms = 2 * (llama ? 5 : 2) * h * e, residual = 2 * 3 * h * e, act = (llama ? 5 : 2) * f * e;
-        double heads = 2 * (h + 2 * kv + h) * e, rotary = llama ? 6 * 2 * (h + kv) * e : 0;
-        double layerFwd = tokens * (norms + residual + act + heads + rotary);
-        double embedding = tokens * h * e * (llama ? 2 : 4);                   // lookup (+ positions) write, read
-        double loss = tokens * (double)c.PaddedVocab * e * 4;                  // fp32 logits: log-softmax r+w, backward r+w
-        long parameters = ParameterCount(c);
-        double accumulate = parameters * e * 2;                                // autograd adds into the flat gradient buffer (r+w)
-        double memoryPerMicro = 3 * (c.NLayer * layerFwd + embedding) + loss + accumulate; // backward moves 2× the forward bytes
-        double memory = accumulation * memoryPerMicro / me.StreamBytesPerSecond;
+        double hiddenPasses = llama ? 10 + 8 + 2 + 1 : 2 + 2 + 1 + 3, ffnPasses = llama ? 3 : 1;
+        double layer = 3 * (hiddenPasses * me.HiddenOpSeconds + ffnPasses * me.FfnOpSeconds);
+        double model = 3 * 3 * me.HiddenOpSeconds       // embedding lookup (+ positions), final norm
+                     + 6 * me.VocabOpSeconds            // log-softmax, NLL and their backward on [B·T, V]
+                     + me.ParamOpSeconds;               // autograd accumulates into the flat gradient buffer
+        double memory = accumulation * (c.NLayer * layer + model);
         double dispatch = accumulation * (c.NLayer * OpsPerLayer + OpsPerModel) * me.OpSeconds;
 
+        long parameters = ParameterCount(c);
         long n = me.Ranks;
-        double updated = zero == 1 ? (double)parameters / n : parameters;
-        double optimizer = (AdamBytesPerParam * updated + parameters * e) / me.StreamBytesPerSecond; // + zeroing the gradient buffer
+        double optimizer = AdamPasses * (zero == 1 ? me.ShardOpSeconds : me.ParamOpSeconds) + me.ParamOpSeconds; // + zeroing the gradients
+        const double e = 4; // fp32 gradients on the wire
         double comm = 0;
         if (n > 1)
         {

@@ -34,7 +34,7 @@ public static class PlanCommand
     static readonly Option<double> IntraLatency = new("--intra-latency-us") { Description = "Intra-node latency per hop, µs", DefaultValueFactory = _ => 3 };
     static readonly Option<double> InterGbps = new("--inter-gbps") { Description = "Inter-node RDMA Gb/s per GPU (ConnectX-7: 400)", DefaultValueFactory = _ => 400 };
     static readonly Option<double> InterLatency = new("--inter-latency-us") { Description = "Inter-node latency per hop, µs", DefaultValueFactory = _ => 10 };
-    static readonly Option<double> ComputeEff = new("--compute-efficiency") { Description = "Achievable fraction of peak for the matmuls (calibrated, docs/planning.md)", DefaultValueFactory = _ => 0.62 };
+    static readonly Option<double> ComputeEff = new("--compute-efficiency") { Description = "One achievable fraction of peak for every FLOP instead of the per-operation compute model (0 = per-operation model)", DefaultValueFactory = _ => 0 };
     static readonly Option<double> NvlinkEff = new("--nvlink-efficiency") { Description = "Achievable fraction of NVLink line rate (nccl-tests)", DefaultValueFactory = _ => 0.8 };
     static readonly Option<double> NetEff = new("--net-efficiency") { Description = "Achievable fraction of RDMA line rate", DefaultValueFactory = _ => 0.9 };
     // Parallelism
@@ -47,6 +47,9 @@ public static class PlanCommand
     static readonly Option<int> Interleave = new("--interleave") { Description = "Virtual pipeline stages per GPU (interleaved 1F1B)", DefaultValueFactory = _ => 1 };
     static readonly Option<int> Zero = new("--zero") { Description = "ZeRO stage 0-3 (Rajbhandari et al. 2020)", DefaultValueFactory = _ => 1 };
     static readonly Option<string> RecomputeOpt = new("--recompute") { Description = "none, selective or full (Korthikanti et al. 2022)", DefaultValueFactory = _ => "selective" };
+    static readonly Option<bool> UnevenEnds = new("--pp-uneven-ends") { Description = "First and last pipeline stage hold one layer fewer (Llama 3: 126 layers on 16 stages)" };
+    static readonly Option<bool> NoSequenceParallel = new("--no-sequence-parallel") { Description = "Norms/dropout repeated on every TP rank (Megatron-LM 2021) instead of split (Korthikanti et al. 2022)" };
+    static readonly Option<string> AttentionOpt = new("--attention") { Description = "flash (FlashAttention) or unfused (batched GEMMs + softmax, Megatron-LM before 2022)", DefaultValueFactory = _ => "flash" };
     static readonly Option<bool> SearchOpt = new("--search") { Description = "Enumerate legal layouts, rank by predicted time among those that fit" };
     static readonly Option<int> Top = new("--top") { Description = "Layouts to list with --search", DefaultValueFactory = _ => 5 };
     static readonly Option<double> TpOverlap = new("--tp-overlap") { Description = "Share of TP communication hidden", DefaultValueFactory = _ => 0 };
@@ -67,6 +70,9 @@ public static class PlanCommand
     static readonly Option<string?> SweepOpt = new("--sweep") { Description = "Sweep cluster size, e.g. gpus=1024..100000 (searches a layout at each size)" };
     static readonly Option<string> Svg = new("--svg") { Description = "SVG chart path for --sweep", DefaultValueFactory = _ => "plan-sweep.svg" };
     static readonly Option<bool> Json = new("--json") { Description = "Print one JSON object with every number" };
+    static readonly Option<string> DeviceOpt = new("--device") { Description = "gpu: plan GPUs from data sheets; cpu: with --calibrate, measure this machine and predict `train` on CPU ranks (run under mpirun for several ranks)", DefaultValueFactory = _ => "gpu" };
+    static readonly Option<bool> CalibrateOpt = new("--calibrate") { Description = "With --device cpu: measure matmuls at the model's shapes, memory bandwidth, MPI collectives; predict train's step (--model = a train preset, --micro-batch = train's --batch-size, --batch = global sequences)" };
+    static readonly Option<bool> CalibrationOpt = new("--calibration") { Description = "Print every published run (docs/planning.md) predicted vs published, with its error" };
 
     public static Command Create()
     {
@@ -74,11 +80,21 @@ public static class PlanCommand
         HelpExamples.Add(cmd, "plan --model gpt4-class-1.8t --gpus 100000 --tokens 1e12 --batch 12288 --search");
         foreach (var o in new Option[] { Model, Layers, Hidden, Heads, KvHeads, Ffn, Vocab, Experts, ActiveExperts, Seq, Tokens, Batch, BatchTokens, PrecisionOpt,
                      Gpu, Gpus, GpusPerNode, GpuTflops, GpuMemory, GpuTdp, IntraGBs, IntraLatency, InterGbps, InterLatency, ComputeEff, NvlinkEff, NetEff,
-                     Tp, Pp, Dp, Cp, Ep, MicroBatch, Interleave, Zero, RecomputeOpt, SearchOpt, Top, TpOverlap, CpOverlap, EpOverlap, DpOverlap,
-                     FailureRate, CkptGBs, Restart, NodeOverhead, Pue, PriceGpuHour, PriceGpu, PriceKwh, Carbon, SweepOpt, Svg, Json })
+                     Tp, Pp, Dp, Cp, Ep, MicroBatch, Interleave, Zero, RecomputeOpt, UnevenEnds, NoSequenceParallel, AttentionOpt, SearchOpt, Top, TpOverlap, CpOverlap, EpOverlap, DpOverlap,
+                     FailureRate, CkptGBs, Restart, NodeOverhead, Pue, PriceGpuHour, PriceGpu, PriceKwh, Carbon, SweepOpt, Svg, Json, CalibrationOpt, DeviceOpt, CalibrateOpt })
             cmd.Options.Add(o);
         cmd.SetAction(parse =>
         {
+            string device = parse.GetValue(DeviceOpt)!.ToLowerInvariant();
+            if (device is not ("gpu" or "cpu")) throw new BadInputException($"--device '{device}' is unknown: expected gpu or cpu");
+            if (parse.GetValue(CalibrateOpt) != (device == "cpu"))
+                throw new BadInputException(device == "cpu" ? "--device cpu plans our own engine: add --calibrate (it measures this machine)" : "--calibrate measures this machine: add --device cpu");
+            if (device == "cpu") return CalibrateCpu(parse);
+            if (parse.GetValue(CalibrationOpt))
+            {
+                PlanReport.WriteCalibration(Console.Out, CalibrationTable.Rows());
+                return 0;
+            }
             var inputs = BuildInputs(parse);
             bool json = parse.GetValue(Json);
             if (parse.GetValue(SweepOpt) is { } sweepText)
@@ -109,6 +125,42 @@ public static class PlanCommand
             return 0;
         });
         return cmd;
+    }
+
+    /// <summary><c>plan --device cpu --calibrate</c>: every rank measures (concurrently, sharing the machine as train's ranks do); rank 0 reports.</summary>
+    static int CalibrateCpu(ParseResult parse)
+    {
+        CliRunner.LoadTorch(parse);
+        var env = Distributed.LaunchEnvironment.Detect();
+        if (Environment.GetEnvironmentVariable("OMPI_COMM_WORLD_LOCAL_SIZE") is { } ls && int.TryParse(ls, out int local) && local > 1)
+            TorchSharp.torch.set_num_threads(Math.Max(1, Environment.ProcessorCount / local)); // as train: ranks on one node share its cores
+        var preset = Supercluster.Model.ModelPresets.Get(parse.GetValue(Model)!);
+        var config = (preset with
+        {
+            VocabSize = parse.GetValue(Vocab) ?? preset.VocabSize,
+            NLayer = parse.GetValue(Layers) ?? preset.NLayer,
+            NEmbd = parse.GetValue(Hidden) ?? preset.NEmbd,
+            NHead = parse.GetValue(Heads) ?? preset.NHead,
+            NKvHead = parse.GetValue(KvHeads) ?? (parse.GetValue(Heads) is { } hh && preset.NKvHead == preset.NHead ? hh : preset.NKvHead),
+            FfnHidden = parse.GetValue(Ffn) ?? (parse.GetValue(Hidden) is { } he && preset.Family == Supercluster.Model.ModelFamily.Gpt2 ? 4 * he : preset.FfnHidden),
+        }).Validate("plan --device cpu");
+        int seq = parse.GetValue(Seq) ?? config.SeqLen;
+        int mb = parse.GetValue(MicroBatch);
+        int zero = parse.GetResult(Zero) is { Implicit: false } ? parse.GetValue(Zero) : 0; // train's default is no ZeRO
+        if (seq <= 0 || seq > config.SeqLen) throw new BadInputException($"--seq {seq} must be in 1..{config.SeqLen} (the model context)");
+        if (mb <= 0) throw new BadInputException($"--micro-batch {mb} must be a positive integer");
+        if (zero is not (0 or 1)) throw new BadInputException($"--zero {zero}: train supports 0 and 1");
+        using var comm = Distributed.Communicators.Create("auto", false, env);
+        long perStep = (long)mb * comm.WorldSize;
+        long batch = parse.GetValue(Batch) ?? perStep;
+        if (batch <= 0 || batch % perStep != 0)
+            throw new BadInputException($"--batch {batch} is not a multiple of --micro-batch × ranks = {mb} × {comm.WorldSize}");
+        var measured = CpuCalibration.Measure(config, mb, seq, comm);
+        var predicted = CpuCalibration.Predict(config, mb, seq, (int)(batch / perStep), zero, measured);
+        if (comm.Rank != 0) return 0;
+        if (parse.GetValue(Json)) Console.WriteLine(JsonSerializer.Serialize(new { measured, predicted }, JsonOptions));
+        else PlanReport.WriteCpuCalibration(Console.Out, parse.GetValue(Model)!, config, mb, seq, zero, measured, predicted);
+        return 0;
     }
 
     static readonly JsonSerializerOptions JsonOptions = new()
@@ -152,7 +204,13 @@ public static class PlanCommand
             "fp8" => Precision.Fp8,
             var other => throw new BadInputException($"--precision '{other}' is unknown: expected bf16, fp16 or fp8"),
         };
-        var run = new TrainingRun(seq, parse.GetValue(Tokens), batch.Value, precision);
+        var attention = parse.GetValue(AttentionOpt)!.ToLowerInvariant() switch
+        {
+            "flash" => AttentionKernel.Flash,
+            "unfused" => AttentionKernel.Unfused,
+            var other => throw new BadInputException($"--attention '{other}' is unknown: expected flash or unfused"),
+        };
+        var run = new TrainingRun(seq, parse.GetValue(Tokens), batch.Value, precision, attention);
         run.Validate();
 
         var gpu = GpuCatalog.Get(parse.GetValue(Gpu)!);
@@ -191,7 +249,8 @@ public static class PlanCommand
                 throw new BadInputException($"--gpus {cluster.Gpus} is not divisible by TP·PP·CP = {tp}·{pp}·{cp} = {slice}: expected a whole data-parallel size (or pass --dp)");
             dp = (int)(cluster.Gpus / slice);
         }
-        var layout = new ParallelLayout(tp, pp, dp, cp, parse.GetValue(Ep), parse.GetValue(MicroBatch), parse.GetValue(Interleave), parse.GetValue(Zero), recompute);
+        var layout = new ParallelLayout(tp, pp, dp, cp, parse.GetValue(Ep), parse.GetValue(MicroBatch), parse.GetValue(Interleave), parse.GetValue(Zero), recompute,
+            SequenceParallel: !parse.GetValue(NoSequenceParallel), UnevenEnds: parse.GetValue(UnevenEnds));
 
         var overlap = new OverlapAssumptions(parse.GetValue(TpOverlap), parse.GetValue(CpOverlap), parse.GetValue(EpOverlap), parse.GetValue(DpOverlap));
         foreach (var (v, n) in new[] { (overlap.TensorParallel, "--tp-overlap"), (overlap.ContextParallel, "--cp-overlap"), (overlap.ExpertAllToAll, "--ep-overlap"), (overlap.DataParallel, "--dp-overlap") })

@@ -102,4 +102,33 @@ static class PlanReport
         foreach (var a in Assumptions.For(inputs))
             w.WriteLine($"  {a.Name,-20} {a.Value}  [{a.Source}]");
     }
+
+    public static void WriteCalibration(TextWriter w, IReadOnlyList<CalibrationTable.Row> rows)
+    {
+        w.WriteLine($"{"run",-36} {"metric",-14} {"published",10} {"predicted",10} {"error",8}  source");
+        foreach (var r in rows)
+        {
+            string metric = r.Run.Metric switch { PublishedMetric.HfuTflopsPerGpu => "HFU TFLOP/s", PublishedMetric.MfuTflopsPerGpu => "MFU TFLOP/s", _ => "s/step" };
+            w.WriteLine($"{r.Run.Name,-36} {metric,-14} {N(r.Run.Published, "F2"),10} {N(r.Predicted, "F2"),10} {(r.Error * 100).ToString("+0.0;-0.0", Inv) + "%",8}  {r.Run.Source}");
+        }
+        w.WriteLine($"mean absolute error {Pct(CalibrationTable.MeanAbsoluteError(rows))} over {rows.Count} published runs; worst {Pct(rows.Max(r => Math.Abs(r.Error)))}");
+    }
+
+    public static void WriteCpuCalibration(TextWriter w, string model, Supercluster.Model.ModelConfig c, int microBatch, int seq, int zero,
+        CpuMeasurements m, CpuStepPrediction p)
+    {
+        w.WriteLine($"CPU calibration: {m.Ranks} rank(s) × {m.Threads} thread(s); train --model {model} ({N(p.Parameters)} parameters, vocab {c.PaddedVocab}), " +
+                    $"--batch-size {microBatch} --seq-len {seq}, {p.MicroBatches} micro-batch(es) per step, ZeRO-{zero}");
+        w.WriteLine("Measured:");
+        foreach (var g in m.Gemms)
+            w.WriteLine($"  matmul {g.Name,-16} {g.M,6}×{g.K,-6}·{g.K,6}×{g.N,-6} {Ms(g.Seconds),10}  {N(g.Gflops, "F1"),7} GFLOP/s");
+        w.WriteLine($"  attention (SDPA fwd+bwd, per layer) {Ms(m.AttentionSeconds)}");
+        w.WriteLine($"  streaming bandwidth {N(m.StreamBytesPerSecond / 1e9, "F1")} GB/s; one small op {N(m.OpSeconds * 1e6, "F1")} µs; elementwise op on " +
+                    $"[B·T, h] {Ms(m.HiddenOpSeconds)}, [B·T, f] {Ms(m.FfnOpSeconds)}, [B·T, V] {Ms(m.VocabOpSeconds)}, parameters {Ms(m.ParamOpSeconds)}");
+        if (m.Ranks > 1)
+            w.WriteLine($"  MPI all-reduce {N(m.AllReduceBytesPerSecond / 1e9, "F2")} GB/s bus bandwidth, {N(m.AllReduceLatencySeconds * 1e6, "F1")} µs per step; " +
+                        $"point-to-point (2-rank broadcast) {N(m.PointToPointBytesPerSecond / 1e9, "F2")} GB/s");
+        w.WriteLine($"Predicted train step {Ms(p.Step)}: matmuls {Ms(p.Matmuls)}, attention {Ms(p.Attention)}, memory-bound {Ms(p.MemoryBound)}, " +
+                    $"dispatch {Ms(p.Dispatch)}, optimizer {Ms(p.Optimizer)}, communication {Ms(p.Communication)}");
+    }
 }

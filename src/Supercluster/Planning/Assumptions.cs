@@ -17,12 +17,21 @@ public static class Assumptions
             new("model", p.Model.Name, ModelCatalog.All.FirstOrDefault(e => e.Spec == p.Model)?.Source ?? "explicit shape (--layers/--hidden/...)"),
             new("FLOPs per token", "6N + 12·L·s·h + 6·h·V", "Kaplan et al. 2020; Narayanan et al. 2021 eq. 3; PaLM App. B"),
             new("GPU peak", $"{F(c.Gpu.PeakTflops(p.Run.Precision))} TFLOP/s {p.Run.Precision.ToString().ToLowerInvariant()} dense, {F(c.Gpu.MemoryGB)} GB, {F(c.Gpu.TdpWatts)} W", c.Gpu.Source),
-            new("compute efficiency", F(c.ComputeEfficiency), "share of peak a large matmul-bound step sustains; calibrated on Megatron-LM 1T (52%) and Llama 3 405B (43%), docs/planning.md"),
+            c.ComputeEfficiency > 0
+                ? new("compute efficiency", F(c.ComputeEfficiency), "--compute-efficiency: one share of peak for every FLOP (replaces the per-operation model)")
+                : new("compute model", $"per GEMM: {F(c.Gpu.GemmEfficiency * 100)}% of peak × tile/wave quantisation on {c.Gpu.SmCount} SMs, roofline at {F(c.Gpu.MemoryBandwidthGBs * c.Gpu.MemoryEfficiency)} GB/s",
+                    $"maximum achievable matmul FLOPS ({c.Gpu.KernelSource}); NVIDIA wave quantisation; docs/planning.md"),
+            new("attention", p.Run.Attention == AttentionKernel.Flash && c.Gpu.FlashAttentionTflops > 0
+                    ? $"FlashAttention at {F(c.Gpu.FlashAttentionTflops)} TFLOP/s fwd+bwd (causal work)"
+                    : "batched GEMMs + fused softmax and dropout (memory-bound)", "Dao 2023 (FlashAttention-2) §4.1; Megatron-LM 2021 kernels"),
+            new("memory-bound ops", "norms, residual adds, activation, rotary, loss, fp32 gradient accumulation: bytes ÷ streaming bandwidth; backward 2× forward bytes",
+                p.Layout.SequenceParallel ? "sequence parallel: h-wide ops ÷ TP (Korthikanti et al. 2022)" : "no sequence parallelism: every TP rank repeats h-wide ops (Megatron-LM 2021)"),
             new("intra-node", $"{F(c.IntraBandwidthGBs)} GB/s/dir × {F(c.NvlinkEfficiency)}, {F(c.IntraNodeLatencyUs)} µs", "NVLink data sheet; nccl-tests busbw ≈ 80% of line rate"),
             new("inter-node", $"{F(c.InterNodeGBs * 8)} Gb/s per GPU × {F(c.NetworkEfficiency)}, {F(c.InterNodeLatencyUs)} µs", "400G RDMA NIC per GPU (rail-optimized InfiniBand/RoCE); achievable fraction of line rate"),
             new("collectives", "ring: all-reduce 2(n−1)/n·B/bw, all-gather/reduce-scatter (n−1)/n·B/bw", "Thakur et al. 2005; Patarasuk & Yuan 2009"),
             new("overlap", $"TP {F(ov.TensorParallel)}, CP {F(ov.ContextParallel)}, EP {F(ov.ExpertAllToAll)}, DP {F(ov.DataParallel)} of a micro-batch", "Megatron-LM overlap_grad_reduce/overlap_param_gather; TP and EP assumed exposed"),
-            new("pipeline bubble", "(p−1)/(v·m+p−1)", "Narayanan et al. 2021 §2.2 (1F1B, interleaved)"),
+            new("pipeline", $"1F1B{(p.Layout.Interleave > 1 ? $" interleaved (v = {p.Layout.Interleave}, 2·(v·m+p−1) p2p sends)" : "")}, bubble (p−1)/(v·m+p−1), slowest stage{(p.Layout.UnevenEnds ? ", first/last stage one layer fewer" : " (the last runs the output layer)")}",
+                p.Layout.UnevenEnds ? "Narayanan et al. 2021 §2.2; Llama 3 §3.3.2 (uneven first/last stage)" : "Narayanan et al. 2021 §2.2 (1F1B, interleaved)"),
             new("model state bytes", "2 weights + 2 gradients + 12 Adam (fp32 master, m, v) per parameter", "Rajbhandari et al. 2020 (ZeRO) §3"),
             new("activations", "s·b·h·(34 + 5·a·s/h)/t per layer (generalised to GQA/SwiGLU/MoE)", "Korthikanti et al. 2022 eq. 2, Table 2"),
             new("reserved memory", $"{F(MemoryModel.ReservedFraction * 100)}% of GPU memory", "CUDA context, NCCL buffers, allocator fragmentation"),

@@ -12,7 +12,7 @@ public sealed record ClusterSpec(
     double IntraNodeLatencyUs = 3,
     double InterNodeGBs = 50,         // 400 Gb/s RDMA NIC per GPU (ConnectX-7 / rail-optimized fabrics)
     double InterNodeLatencyUs = 10,
-    double ComputeEfficiency = 0.62,  // calibrated, see docs/planning.md
+    double ComputeEfficiency = 0,     // 0: per-operation compute model; > 0: one achievable fraction of peak for every FLOP
     double NvlinkEfficiency = 0.8,
     double NetworkEfficiency = 0.9)
 {
@@ -30,7 +30,8 @@ public sealed record ClusterSpec(
         if (InterNodeGBs <= 0) throw new BadInputException($"--inter-gbps {InterNodeGBs * 8} must be positive");
         if (IntraBandwidthGBs <= 0) throw new BadInputException($"--intra-gbs {IntraNodeGBs} must be positive");
         if (IntraNodeLatencyUs < 0 || InterNodeLatencyUs < 0) throw new BadInputException("--intra-latency-us/--inter-latency-us must not be negative");
-        Fraction(ComputeEfficiency, "--compute-efficiency"); Fraction(NvlinkEfficiency, "--nvlink-efficiency"); Fraction(NetworkEfficiency, "--net-efficiency");
+        if (ComputeEfficiency != 0) Fraction(ComputeEfficiency, "--compute-efficiency");
+        Fraction(NvlinkEfficiency, "--nvlink-efficiency"); Fraction(NetworkEfficiency, "--net-efficiency");
     }
 
     internal static void Fraction(double v, string name)

@@ -7,10 +7,26 @@ public enum Precision { Bf16, Fp16, Fp8 }
 /// One accelerator. Peaks are dense (no 2:4 sparsity) tensor-core TFLOP/s; memory in GB (10^9 bytes, as marketed);
 /// NVLink bandwidth is per GPU per direction (half the "bidirectional" figure in data sheets).
 /// A peak of 0 means the GPU lacks that precision.
+/// What the per-operation compute model (<see cref="ComputeModel"/>) needs: streaming multiprocessors (tile/wave
+/// quantisation), tensor-core clock and L2 (data sheets); the largest share of peak a cuBLAS GEMM reaches (published
+/// "maximum achievable matmul FLOPS" benchmarks), FlashAttention's published forward+backward throughput, and the share of
+/// HBM bandwidth a streaming kernel reaches. Sources in docs/planning.md.
 /// </summary>
 public sealed record GpuSpec(string Name, double Bf16Tflops, double Fp16Tflops, double Fp8Tflops, double MemoryGB,
-    double MemoryBandwidthGBs, double NvlinkGBs, double TdpWatts, string Source)
+    double MemoryBandwidthGBs, double NvlinkGBs, double TdpWatts, string Source,
+    int SmCount = 0, double ClockMHz = 0, double L2MB = 0,
+    double GemmEfficiency = 0.8, double FlashAttentionTflops = 0, double MemoryEfficiency = 0.9, string KernelSource = "")
 {
+    /// <summary>Dense FLOP/s the best-shaped GEMM reaches at this precision (peak × published achievable fraction).</summary>
+    public double GemmFlops(Precision p) => PeakTflops(p) * 1e12 * GemmEfficiency;
+
+    /// <summary>Bytes/s a streaming (memory-bound) kernel reaches.</summary>
+    public double StreamBytesPerSecond => MemoryBandwidthGBs * 1e9 * MemoryEfficiency;
+
+    /// <summary>FlashAttention forward+backward FLOP/s in bf16/fp16 (FA convention: causal work counted, backward = 2.5 × forward);
+    /// 0 = none published (attention then runs as batched GEMMs + softmax). FP8 runs keep attention in bf16 (Llama 3, TE).</summary>
+    public double FlashAttentionFlops => FlashAttentionTflops * 1e12;
+
     public double PeakTflops(Precision p) => p switch
     {
         Precision.Bf16 => Bf16Tflops,
@@ -24,16 +40,29 @@ public static class GpuCatalog
 {
     public static readonly IReadOnlyList<GpuSpec> All =
     [
-        new("V100", 0, 125, 0, 32, 900, 150, 300, "NVIDIA V100 SXM2 data sheet (NVLink 2: 300 GB/s bidirectional)"),
-        new("A100-40GB", 312, 312, 0, 40, 1555, 300, 400, "NVIDIA A100 SXM data sheet (NVLink 3: 600 GB/s)"),
-        new("A100-80GB", 312, 312, 0, 80, 2039, 300, 400, "NVIDIA A100 SXM data sheet (NVLink 3: 600 GB/s)"),
-        new("H100-SXM", 989, 989, 1979, 80, 3350, 450, 700, "NVIDIA H100 SXM data sheet (NVLink 4: 900 GB/s)"),
+        // SMs, tensor clock, L2: NVIDIA architecture whitepapers (Volta, Ampere GA100, Hopper GH100, Blackwell).
+        // GEMM efficiency: maximum achievable matmul FLOPS (Bekman, ml-engineering, "MAMF" table; bf16 cuBLAS):
+        // A100 SXM 267.9/312 = 85.9%, H100 SXM 792.1/989 = 80.1%, H200 794.5/989 = 80.3%, B200 1745/2250 = 77.6%.
+        // FlashAttention fwd+bwd (head dim 128, causal, seq 2k–8k): FA2 paper (Dao 2023) Fig. 4/6: ≈ 190 TFLOP/s on A100;
+        // "up to 335 TFLOP/s" on H100 (FA2 §4.1). Streaming bandwidth: ≈ 90% of HBM (copy/STREAM-style kernels).
+        new("V100", 0, 125, 0, 32, 900, 150, 300, "NVIDIA V100 SXM2 data sheet (NVLink 2: 300 GB/s bidirectional)",
+            80, 1530, 6, 0.80, 0, 0.85, "no MAMF row published: 0.80 assumed; no FlashAttention for Volta"),
+        new("A100-40GB", 312, 312, 0, 40, 1555, 300, 400, "NVIDIA A100 SXM data sheet (NVLink 3: 600 GB/s)",
+            108, 1410, 40, 0.859, 190, 0.88, "MAMF A100 SXM 267.9/312; FA2 paper A100 fwd+bwd"),
+        new("A100-80GB", 312, 312, 0, 80, 2039, 300, 400, "NVIDIA A100 SXM data sheet (NVLink 3: 600 GB/s)",
+            108, 1410, 40, 0.859, 190, 0.88, "MAMF A100 SXM 267.9/312; FA2 paper A100 fwd+bwd"),
+        new("H100-SXM", 989, 989, 1979, 80, 3350, 450, 700, "NVIDIA H100 SXM data sheet (NVLink 4: 900 GB/s)",
+            132, 1830, 50, 0.801, 335, 0.90, "MAMF H100 SXM 792.1/989; FA2 paper H100 fwd+bwd"),
         // PCIe card: GPUs in a node talk over PCIe Gen5 x16 (64 GB/s per direction) unless bridged in pairs.
-        new("H100-PCIe", 756, 756, 1513, 80, 2000, 64, 350, "NVIDIA H100 PCIe data sheet (PCIe Gen5 x16)"),
-        new("H200", 989, 989, 1979, 141, 4800, 450, 700, "NVIDIA H200 SXM data sheet (NVLink 4: 900 GB/s)"),
-        new("B200", 2250, 2250, 4500, 180, 8000, 900, 1000, "NVIDIA HGX B200 data sheet (NVLink 5: 1.8 TB/s)"),
+        new("H100-PCIe", 756, 756, 1513, 80, 2000, 64, 350, "NVIDIA H100 PCIe data sheet (PCIe Gen5 x16)",
+            114, 1755, 50, 0.801, 256, 0.90, "H100 SXM's MAMF share and FA2 share of peak (no PCIe row published)"),
+        new("H200", 989, 989, 1979, 141, 4800, 450, 700, "NVIDIA H200 SXM data sheet (NVLink 4: 900 GB/s)",
+            132, 1830, 50, 0.803, 335, 0.90, "MAMF H100/H200 SXM 794.5/989; FA2 on Hopper"),
+        new("B200", 2250, 2250, 4500, 180, 8000, 900, 1000, "NVIDIA HGX B200 data sheet (NVLink 5: 1.8 TB/s)",
+            148, 1965, 126, 0.776, 762, 0.90, "MAMF B200 1745/2250; FA: H100's FA2 share of peak (no B200 fwd+bwd row published)"),
         // No NVLink: GPUs talk over PCIe Gen4 x16 (32 GB/s per direction).
-        new("L4", 121, 121, 242, 24, 300, 32, 72, "NVIDIA L4 data sheet (PCIe Gen4 x16)"),
+        new("L4", 121, 121, 242, 24, 300, 32, 72, "NVIDIA L4 data sheet (PCIe Gen4 x16)",
+            58, 2040, 48, 0.80, 41, 0.85, "no MAMF or FA row published: 0.80 of peak and H100's FA2 share of peak (335/989) assumed"),
     ];
 
     /// <summary>

@@ -28,7 +28,12 @@ public static class Planner
         if (m.KvHeads % l.Tp != 0 && l.Tp % m.KvHeads != 0)
             throw new BadInputException($"--tp {l.Tp} and the model's {m.KvHeads} kv heads: one must divide the other");
         if (m.Ffn % l.Tp != 0) throw new BadInputException($"--tp {l.Tp} does not divide the model's ffn width {m.Ffn}");
-        if (m.Layers % ((long)l.Pp * l.Interleave) != 0)
+        if (l.UnevenEnds && l.Pp > 1)
+        {
+            if ((m.Layers + 2) % ((long)l.Pp * l.Interleave) != 0)
+                throw new BadInputException($"--pp-uneven-ends: --pp {l.Pp}{(l.Interleave > 1 ? $" × --interleave {l.Interleave}" : "")} does not divide the model's {m.Layers} layers + 2 (first and last stage hold one layer fewer)");
+        }
+        else if (m.Layers % ((long)l.Pp * l.Interleave) != 0)
             throw new BadInputException($"--pp {l.Pp}{(l.Interleave > 1 ? $" × --interleave {l.Interleave}" : "")} does not divide the model's {m.Layers} layers");
         if (m.Experts % l.Ep != 0) throw new BadInputException($"--ep {l.Ep} does not divide the model's {m.Experts} experts");
         if (l.Dp % l.Ep != 0) throw new BadInputException($"--ep {l.Ep} does not divide the data-parallel size {l.Dp} (experts are spread over data-parallel ranks)");

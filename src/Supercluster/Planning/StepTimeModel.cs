@@ -12,7 +12,9 @@ public sealed record OverlapAssumptions(double TensorParallel = 0, double Contex
 
 /// <summary>
 /// Step time of one global batch on one GPU of the slowest stage.
-/// Compute: hardware FLOPs / (GPUs in the model replica's slice × peak × compute efficiency).
+/// Compute: the per-operation model (<see cref="ComputeModel"/>: every GEMM with its shape, FlashAttention, memory-bound ops)
+/// for the slowest stage (a middle one, or the last with the output layer); with an explicit compute efficiency
+/// (<c>--compute-efficiency</c>) instead hardware FLOPs / (GPUs in the model replica's slice × peak × efficiency).
 /// Tensor parallelism (Shoeybi et al. 2019; Narayanan et al. 2021 §3.2): 2 all-reduces of b·s·h activations per layer in the
 /// forward pass and 2 in the backward (+2 when the forward is recomputed); with sequence parallelism these are
 /// reduce-scatter + all-gather pairs with the same volume.
@@ -33,12 +35,13 @@ public static class StepTimeModel
     public static StepTime Estimate(ModelSpec m, TrainingRun run, ParallelLayout l, ClusterSpec c, OverlapAssumptions ov)
     {
         long micro = run.BatchSequences / ((long)l.Dp * l.MicroBatch);
-        double peak = c.Gpu.PeakTflops(run.Precision) * 1e12 * c.ComputeEfficiency;
         double tokensPerMicro = (double)l.MicroBatch * run.SeqLen;
-        double hwFlops = FlopsModel.HardwareFlopsPerToken(m, run.SeqLen, l.Recompute);
-        double tMicro = hwFlops * tokensPerMicro / ((double)l.Tp * l.Cp * l.Pp) / peak;
+        double tMicro = c.ComputeEfficiency > 0
+            ? FlopsModel.HardwareFlopsPerToken(m, run.SeqLen, l.Recompute) * tokensPerMicro / ((double)l.Tp * l.Cp * l.Pp)
+              / (c.Gpu.PeakTflops(run.Precision) * 1e12 * c.ComputeEfficiency)
+            : ComputeModel.Stage(m, run, l, c.Gpu).Total;
 
-        double layersPerStage = (double)m.Layers / l.Pp;
+        double layersPerStage = l.LayersPerMiddleStage(m.Layers);
         double passes = l.Recompute == Recompute.Full ? 3 : 2; // forward, backward, recomputed forward
         double localTokens = tokensPerMicro / l.Cp;
 

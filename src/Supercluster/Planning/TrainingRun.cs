@@ -1,7 +1,12 @@
 namespace Supercluster.Planning;
 
-/// <summary>What to train: sequence length, token budget, global batch (in sequences) and matmul precision.</summary>
-public sealed record TrainingRun(int SeqLen, double Tokens, long BatchSequences, Precision Precision = Precision.Bf16)
+/// <summary>How attention runs: FlashAttention (Dao et al. 2022/2023; fused, IO-aware) or as batched GEMMs with a separate
+/// (fused scale-mask-)softmax and dropout, as Megatron-LM did before FlashAttention (2021–22 runs).</summary>
+public enum AttentionKernel { Flash, Unfused }
+
+/// <summary>What to train: sequence length, token budget, global batch (in sequences), matmul precision and attention kernel.</summary>
+public sealed record TrainingRun(int SeqLen, double Tokens, long BatchSequences, Precision Precision = Precision.Bf16,
+    AttentionKernel Attention = AttentionKernel.Flash)
 {
     public double BatchTokens => (double)BatchSequences * SeqLen;
     public double Steps => Math.Ceiling(Tokens / BatchTokens);

@@ -164,7 +164,7 @@ public class StepTimeHandComputedTests
         // 12·12·1024·768 = 113,246,208; 6·768·50257 = 231,584,256; sum 854,438,400 FLOPs/token;
         // × 8192 = 6.99956e12 FLOPs / 6.1318e14 = 0.0114152 s.
         var m = ModelCatalog.Get("gpt2-124m");
-        var inputs = PlanTestData.Inputs(m, "H100-SXM", 1, new ParallelLayout(Tp: 1, Recompute: Recompute.None), batchSequences: 8);
+        var inputs = PlanTestData.Inputs(m, "H100-SXM", 1, new ParallelLayout(Tp: 1, Recompute: Recompute.None), batchSequences: 8, computeEfficiency: 0.62);
         var step = StepTimeModel.Estimate(m, inputs.Run, inputs.Layout, inputs.Cluster, inputs.Overlap);
         Assert.Equal(0.0114152, step.Compute, 6);
     }

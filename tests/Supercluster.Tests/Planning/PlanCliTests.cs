@@ -30,6 +30,12 @@ public class PlanCliTests
     [InlineData("--sweep gpus=100..10", "--sweep 'gpus=100..10' is not a range")]
     [InlineData("--ep 3 --model grok1-314b --gpus 8", "--ep 3 does not divide the model's 8 experts")]
     [InlineData("--compute-efficiency 1.5", "--compute-efficiency 1.5 must be a fraction")]
+    [InlineData("--attention sparse", "--attention 'sparse' is unknown")]
+    [InlineData("--device tpu", "--device 'tpu' is unknown")]
+    [InlineData("--device cpu", "--device cpu plans our own engine: add --calibrate")]
+    [InlineData("--calibrate", "--calibrate measures this machine: add --device cpu")]
+    [InlineData("--model llama3-405b --tp 8 --pp 16 --gpus 128", "--pp 16 does not divide the model's 126 layers")]
+    [InlineData("--model llama3-405b --tp 8 --pp 6 --gpus 48 --pp-uneven-ends", "--pp-uneven-ends: --pp 6 does not divide the model's 126 layers + 2")]
     public void BadInputGivesOneLineAndExit2(string args, string expected)
     {
         var (code, _, err) = Run(args.Split(' '));
@@ -38,6 +44,23 @@ public class PlanCliTests
         Assert.Single(lines);
         Assert.StartsWith("error: ", lines[0]);
         Assert.Contains(expected, lines[0]);
+    }
+
+    [Fact]
+    public void CalibrationPrintsEveryPublishedRunAndTheMeanError()
+    {
+        var (code, output, _) = Run("--calibration");
+        Assert.Equal(0, code);
+        foreach (var r in Supercluster.Planning.PublishedRuns.All) Assert.Contains(r.Name, output);
+        Assert.Contains("mean absolute error", output);
+    }
+
+    [Fact]
+    public void Llama3LayoutWithUnevenEndsPlans()
+    {
+        var (code, output, _) = Run("--model", "llama3-405b", "--gpus", "8192", "--tp", "8", "--pp", "16", "--interleave", "2", "--pp-uneven-ends", "--json");
+        Assert.Equal(0, code);
+        Assert.Contains("uneven ends", output);
     }
 
     [Fact]

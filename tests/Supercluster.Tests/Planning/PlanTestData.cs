@@ -6,7 +6,7 @@ namespace Supercluster.Tests.Planning;
 static class PlanTestData
 {
     public static PlanInputs Inputs(ModelSpec model, string gpu, int gpus, ParallelLayout layout, long batchSequences, int? seq = null,
-        double tokens = 1e12, Precision precision = Precision.Bf16, double computeEfficiency = 0.62) =>
+        double tokens = 1e12, Precision precision = Precision.Bf16, double computeEfficiency = 0) =>
         new(model, new TrainingRun(seq ?? model.DefaultSeqLen, tokens, batchSequences, precision),
             new ClusterSpec(GpuCatalog.Get(gpu), gpus, ComputeEfficiency: computeEfficiency), layout, new OverlapAssumptions(), new OperationsSpec());
 }

@@ -1,0 +1,153 @@
+namespace Supercluster.Planning;
+
+/// <summary>Seconds one GPU of the slowest pipeline stage spends on one micro-batch, split by kind of work.</summary>
+public sealed record StageCompute(double Forward, double Backward, double Recompute, double Gemm, double Attention, double MemoryBound)
+{
+    public double Total => Forward + Backward + Recompute;
+}
+
+/// <summary>
+/// Per-operation compute time of a transformer layer on one GPU, replacing a single achievable-fraction-of-peak constant.
+/// * Every matmul with its real shape (tokens T = b·s/c; QKV T×h·(h+2kv)/t, output T×(h/t)·h, MLP T×h·(f or 2f gated)/t and
+///   T×(f/t)·h, experts with their routed tokens, logits T×h·V/t), forward and both backward GEMMs (dgrad, wgrad).
+///   A GEMM runs at the GPU's best-shape rate (published maximum achievable matmul FLOPS) × tile and wave quantisation:
+///   output tiles of one of the CTA shapes cuBLAS/CUTLASS pick from (the best one is chosen), ⌈tiles/SMs⌉ waves, so a
+///   partial last wave idles SMs (NVIDIA, "Matrix Multiplication Background", wave quantisation) × a K-pipeline ramp
+///   K/(K + 64) relative to the benchmark's K — and never faster than its bytes at streaming bandwidth (roofline).
+/// * Attention with FlashAttention: causal FLOPs 4·b·(a/t)·(s/c)·s·d/2 forward, backward 2.5× (FlashAttention's own
+///   benchmark convention) at its published forward+backward throughput on this GPU. Unfused (Megatron-LM before
+///   FlashAttention): QKᵀ and A·V as batched GEMMs with head-dim K, softmax + attention dropout as memory-bound passes.
+/// * Norms, activations, residual adds, rotary, softmax and the loss as memory-bound ops: bytes ÷ streaming bandwidth;
+///   backward moves twice the forward bytes (reads the saved input and the incoming gradient, writes the gradient).
+/// * Recomputation: full repeats the layer's forward; selective repeats the unfused attention core (FlashAttention's
+///   backward already recomputes it, inside its published throughput).
+/// * Gradient accumulation: every micro-batch adds its weight gradients into the fp32 main-gradient buffer (Megatron-LM
+///   <c>main_grad</c>): read 2 B (bf16 wgrad) + read 4 + write 4 B per parameter on the GPU, memory-bound.
+/// </summary>
+public static class ComputeModel
+{
+    /// <summary>CTA output tiles cuBLAS/CUTLASS kernels use for large half-precision GEMMs (CUTLASS default tile shapes).</summary>
+    static readonly (int M, int N)[] Tiles = [(256, 128), (128, 256), (128, 128), (128, 64), (64, 128), (64, 64)];
+    /// <summary>K elements to fill and drain a CTA's multi-stage main loop (e.g. 4 stages × 16–32).</summary>
+    const double KRamp = 64;
+    /// <summary>K of the shapes the GEMM benchmarks peak at (A100 6912×16384×2048, H100 6144×17920×2816): the reference ramp.</summary>
+    const double KBenchmark = 2048;
+
+    static double ElementBytes(Precision p) => p == Precision.Fp8 ? 1 : 2;
+    /// <summary>Bytes moved per parameter per micro-batch to accumulate its gradient in fp32 (read bf16 wgrad, read + write fp32).</summary>
+    public const double GradAccumulationBytesPerParam = 2 + 4 + 4;
+
+    /// <summary>Seconds for <paramref name="batch"/> independent (m×k)·(k×n) GEMMs.</summary>
+    public static double GemmSeconds(GpuSpec g, Precision p, double m, double n, double k, double batch = 1)
+    {
+        if (m <= 0 || n <= 0 || k <= 0 || batch <= 0) return 0;
+        double flops = 2 * m * n * k * batch;
+        double rate = g.GemmFlops(p);
+        double quant = WaveEfficiency(g.SmCount, m, n, batch);
+        double ramp = Math.Min(1, k / (k + KRamp) * (KBenchmark + KRamp) / KBenchmark);
+        double compute = flops / (rate * quant * ramp);
+        double memory = batch * (m * k + k * n + m * n) * ElementBytes(p) / g.StreamBytesPerSecond;
+        return Math.Max(compute, memory);
+    }
+
+    /// <summary>Share of the SMs' work slots doing useful work for the best tile: m·n·batch ÷ (waves · SMs · tile area).</summary>
+    public static double WaveEfficiency(int sms, double m, double n, double batch = 1)
+    {
+        if (sms <= 0) return 1;
+        double best = 0;
+        foreach (var (tm, tn) in Tiles)
+        {
+            double tiles = Math.Ceiling(m / tm) * Math.Ceiling(n / tn) * batch;
+            double waves = Math.Ceiling(tiles / sms);
+            best = Math.Max(best, m * n * batch / (waves * sms * tm * tn));
+        }
+        return best;
+    }
+
+    /// <summary>Forward, dgrad and wgrad GEMMs of a linear layer y = x·W with x: T×k, W: k×n.</summary>
+    static (double Fwd, double Bwd) Linear(GpuSpec g, Precision p, double tokens, double k, double n, double batch = 1) =>
+        (GemmSeconds(g, p, tokens, n, k, batch),
+         GemmSeconds(g, p, tokens, k, n, batch) + GemmSeconds(g, p, k, n, tokens, batch));
+
+    /// <summary>Time of one micro-batch on one GPU of the slowest stage (middle, or last with the output layer).</summary>
+    public static StageCompute Stage(ModelSpec m, TrainingRun run, ParallelLayout l, GpuSpec g)
+    {
+        var layer = Layer(m, run, l, g);
+        var head = OutputLayer(m, run, l, g);
+        double middle = l.LayersPerMiddleStage(m.Layers), last = l.LayersOnLastStage(m.Layers);
+        // fp32 gradient accumulation of the layer's own parameters (dense ÷ TP, experts ÷ TP·EP), part of its backward.
+        double layerParams = m.DenseParamsPerLayer / (double)l.Tp + m.ExpertParamsPerLayer / ((double)l.Tp * l.Ep);
+        double accumulate = layerParams * GradAccumulationBytesPerParam / g.StreamBytesPerSecond;
+        layer = layer with { Backward = layer.Backward + accumulate, MemoryBound = layer.MemoryBound + accumulate };
+        bool lastIsSlowest = last * layer.Total + head.Total >= middle * layer.Total;
+        double n = lastIsSlowest ? last : middle;
+        var h = lastIsSlowest ? head : new StageCompute(0, 0, 0, 0, 0, 0);
+        return new StageCompute(n * layer.Forward + h.Forward, n * layer.Backward + h.Backward, n * layer.Recompute + h.Recompute,
+            n * layer.Gemm + h.Gemm, n * layer.Attention + h.Attention, n * layer.MemoryBound + h.MemoryBound);
+    }
+
+    /// <summary>One transformer layer, one micro-batch, one GPU.</summary>
+    public static StageCompute Layer(ModelSpec m, TrainingRun run, ParallelLayout l, GpuSpec g)
+    {
+        var p = run.Precision;
+        double t = l.Tp, T = (double)l.MicroBatch * run.SeqLen / l.Cp, h = m.Hidden, d = m.HeadDim;
+        double kvLocal = Math.Max(m.KvDim / t, d);            // kv heads are replicated when TP > kv heads
+        double headsLocal = m.Heads / t;
+
+        // GEMMs: QKV, attention output, MLP (per expert: balanced routing gives each local expert T·k·ep/E rows).
+        var qkv = Linear(g, p, T, h, h / t + 2 * kvLocal);
+        var proj = Linear(g, p, T, h / t, h);
+        double expertsLocal = (double)m.Experts / l.Ep, rows = T * m.ActiveExperts / expertsLocal;
+        var up = Linear(g, p, rows, h, (m.GatedFfn ? 2.0 : 1.0) * m.Ffn / t, expertsLocal);
+        var down = Linear(g, p, rows, m.Ffn / t, h, expertsLocal);
+        double gemmFwd = qkv.Fwd + proj.Fwd + up.Fwd + down.Fwd, gemmBwd = qkv.Bwd + proj.Bwd + up.Bwd + down.Bwd;
+
+        // Attention core.
+        double bw = g.StreamBytesPerSecond, e = 2; // activations in bf16
+        double attnFwd, attnBwd, attnRecompute;
+        double scores = l.MicroBatch * headsLocal * (run.SeqLen / (double)l.Cp) * run.SeqLen; // score elements per micro-batch
+        if (run.Attention == AttentionKernel.Flash && g.FlashAttentionFlops > 0)
+        {
+            double causalFwdFlops = 4 * scores * d / 2;
+            attnFwd = causalFwdFlops / g.FlashAttentionFlops;
+            attnBwd = 2.5 * attnFwd;
+            attnRecompute = 0; // FlashAttention's backward recomputes the scores itself (counted in its throughput)
+        }
+        else
+        {
+            double batch = l.MicroBatch * headsLocal, sq = run.SeqLen / (double)l.Cp, sk = run.SeqLen;
+            double qk = GemmSeconds(g, p, sq, sk, d, batch), av = GemmSeconds(g, p, sq, d, sk, batch);
+            // fused scale-mask-softmax (read 2, write 2 B) + dropout (read 2, write 2 + 1 B mask) per score element;
+            // backward: softmax (read 2+2, write 2) + dropout (read 2+1, write 2).
+            double softmaxFwd = scores * 9 / bw, softmaxBwd = scores * 11 / bw;
+            attnFwd = qk + av + softmaxFwd;
+            attnBwd = 2 * qk + 2 * av + softmaxBwd;
+            attnRecompute = l.Recompute == Recompute.Selective ? attnFwd : 0;
+        }
+
+        // Memory-bound elementwise ops per token (bytes), forward; h-wide ops are split over TP with sequence parallelism.
+        double hs = l.SequenceParallel ? h / t : h;
+        double norms = 2 * 2 * hs * e;                           // two (RMS/Layer)Norms: read + write
+        double residual = 2 * 3 * hs * e;                        // two residual adds: read 2, write 1
+        double activation = (m.GatedFfn ? 3.0 : 2.0) * m.Ffn / t * e * m.ActiveExperts; // SwiGLU reads 2 writes 1; GeLU reads 1 writes 1
+        double rotary = m.GatedFfn ? 2 * (h / t + kvLocal) * e : 0; // Llama family: rotary on q and k (read + write)
+        double memFwd = T * (norms + residual + activation + rotary) / bw;
+        double memBwd = 2 * memFwd;
+
+        double fwd = gemmFwd + attnFwd + memFwd, bwd = gemmBwd + attnBwd + memBwd;
+        double recompute = l.Recompute == Recompute.Full ? fwd : attnRecompute;
+        double attnTotal = attnFwd + attnBwd + (l.Recompute == Recompute.Full ? attnFwd : attnRecompute);
+        double memTotal = memFwd + memBwd + (l.Recompute == Recompute.Full ? memFwd : 0);
+        return new StageCompute(fwd, bwd, recompute, gemmFwd + gemmBwd + (l.Recompute == Recompute.Full ? gemmFwd : 0), attnTotal, memTotal);
+    }
+
+    /// <summary>Output layer (logits T×h·V/t) and the cross-entropy loss on the last stage (fp32 logits: write, read, write grad).</summary>
+    public static StageCompute OutputLayer(ModelSpec m, TrainingRun run, ParallelLayout l, GpuSpec g)
+    {
+        double T = (double)l.MicroBatch * run.SeqLen / l.Cp, vLocal = (double)m.Vocab / l.Tp;
+        var (fwd, bwd) = Linear(g, run.Precision, T, m.Hidden, vLocal);
+        double loss = T * vLocal * 4 / g.StreamBytesPerSecond;
+        double accumulate = m.Hidden * vLocal * GradAccumulationBytesPerParam / g.StreamBytesPerSecond;
+        return new StageCompute(fwd + loss, bwd + 2 * loss + accumulate, 0, fwd + bwd, 0, 3 * loss + accumulate);
+    }
+}

@@ -1,0 +1,117 @@
+namespace Supercluster.Planning;
+
+/// <summary>What a paper reports: hardware FLOP/s per GPU (recomputation counted), model FLOP/s per GPU, or seconds per step.</summary>
+public enum PublishedMetric { HfuTflopsPerGpu, MfuTflopsPerGpu, StepSeconds }
+
+/// <summary>
+/// One published training run, configured as its paper says it ran (layout, schedule, attention kernel, overlap, fabric).
+/// None of these runs was used to set a constant: the compute model is calibrated on kernel benchmarks only.
+/// </summary>
+public sealed record PublishedRun(string Name, string Source, PlanInputs Inputs, PublishedMetric Metric, double Published)
+{
+    /// <summary>The planner's value of the published metric.</summary>
+    public double Predicted(PlanResult r) => Metric switch
+    {
+        PublishedMetric.HfuTflopsPerGpu => r.Hfu * Inputs.Cluster.Gpu.PeakTflops(Inputs.Run.Precision),
+        PublishedMetric.MfuTflopsPerGpu => r.ModelTflopsPerGpu,
+        _ => r.StepTimeSeconds,
+    };
+
+    /// <summary>Relative throughput error: predicted ÷ published − 1 (for step times, published ÷ predicted − 1).</summary>
+    public double Error(PlanResult r) => Metric == PublishedMetric.StepSeconds ? Published / Predicted(r) - 1 : Predicted(r) / Published - 1;
+}
+
+/// <summary>
+/// Every published run the planner is checked against (docs/planning.md, "Calibration"). Systems as configured by their papers:
+/// * Megatron-LM 2021 (Narayanan et al., Table 1): A100 80GB DGX nodes (Selene: 8 × 200 Gb/s HDR InfiniBand per node), fp16,
+///   seq 2048, vocab 51,200, full recomputation, no sequence parallelism, attention as batched GEMMs + fused softmax,
+///   non-interleaved 1F1B (PipeDream-Flush), micro-batch 1, gradient all-reduce after the pipeline flush (not overlapped).
+/// * Korthikanti et al. 2022 (Tables 3 and 5): same machine, sequence parallelism + selective recomputation, DP 1.
+/// * MT-NLG 530B (Smith et al. 2022, §3.2 and Table 1): Selene, TP 8 × PP 35, batch 1920, Megatron-DeepSpeed as Megatron 2021.
+/// * BLOOM 176B (BigScience 2022, Le Scao et al. §3.4): Jean Zay, 48 nodes of 8 A100 80GB (4 × 100 Gb/s Omni-Path per node),
+///   TP 4 × PP 12 × DP 8, ZeRO-1, micro-batch 2, batch 2048, full recomputation; 70 layers on 12 stages, the first and last
+///   holding one fewer (DeepSpeed partition method "type:transformer|embedding").
+/// * Llama 3 405B (Meta 2024, Table 4, §3.3.2): H100 80GB, 400 Gb/s RoCE per GPU, bf16, TP 8, PP 16 interleaved, uneven first and
+///   last stages (126 layers), FlashAttention, gradient sync overlapped (FSDP), CP all-gather of K/V for long context.
+/// </summary>
+public static class PublishedRuns
+{
+    static readonly OperationsSpec Ops = new();
+
+    static ClusterSpec Selene(int gpus) => new(GpuCatalog.Get("A100-80GB"), gpus, InterNodeGBs: 25);
+    static readonly OverlapAssumptions Megatron2021 = new(TensorParallel: 0, ContextParallel: 0, ExpertAllToAll: 0, DataParallel: 0);
+
+    static PublishedRun Megatron(string name, int heads, int hidden, int layers, int tp, int pp, int gpus, int batch, double tflops) =>
+        new($"Megatron-LM {name}", "Narayanan et al. 2021, Table 1", new PlanInputs(
+                new ModelSpec(name, layers, hidden, heads, heads, 4 * hidden, 51200),
+                new TrainingRun(2048, 1e12, batch, Precision.Fp16, AttentionKernel.Unfused), Selene(gpus),
+                new ParallelLayout(tp, pp, gpus / (tp * pp), Zero: 0, Recompute: Recompute.Full, SequenceParallel: false), Megatron2021, Ops),
+            PublishedMetric.HfuTflopsPerGpu, tflops);
+
+    static PublishedRun Korthikanti(string name, int heads, int hidden, int layers, int pp, int gpus, int batch, double seconds) =>
+        new($"Korthikanti {name}", "Korthikanti et al. 2022, Tables 3 and 5 (sequence parallel + selective recompute)", new PlanInputs(
+                new ModelSpec(name, layers, hidden, heads, heads, 4 * hidden, 51200),
+                new TrainingRun(2048, 1e12, batch, Precision.Bf16, AttentionKernel.Unfused),
+                Selene(gpus), new ParallelLayout(8, pp, 1, Zero: 0, Recompute: Recompute.Selective), Megatron2021, Ops),
+            PublishedMetric.StepSeconds, seconds);
+
+    static PublishedRun Llama3(string name, int gpus, int cp, int dp, int seq, double tflops) =>
+        new($"Llama 3 405B {name}", "Meta 2024, The Llama 3 Herd of Models, Table 4", new PlanInputs(
+                ModelCatalog.Get("llama3-405b"),
+                new TrainingRun(seq, 1e12, (16L << 20) / seq, Precision.Bf16, AttentionKernel.Flash),
+                new ClusterSpec(GpuCatalog.Get("H100-SXM"), gpus),
+                new ParallelLayout(8, 16, dp, cp, Interleave: 2, Zero: 1, Recompute: Recompute.Selective, UnevenEnds: true),
+                new OverlapAssumptions(TensorParallel: 0, ContextParallel: 0, ExpertAllToAll: 0, DataParallel: 1), Ops),
+            PublishedMetric.MfuTflopsPerGpu, tflops);
+
+    static PublishedRun MtNlg(int nodes, double seconds) =>
+        new($"MT-NLG 530B, {nodes} nodes", "Smith et al. 2022 (Megatron-Turing NLG), §3.2 throughput", new PlanInputs(
+                new ModelSpec("mt-nlg-530b", 105, 20480, 128, 128, 4 * 20480, 51200),
+                new TrainingRun(2048, 1e12, 1920, Precision.Bf16, AttentionKernel.Unfused), Selene(nodes * 8),
+                new ParallelLayout(8, 35, nodes / 35, Zero: 1, Recompute: Recompute.Full, SequenceParallel: false), Megatron2021, Ops),
+            PublishedMetric.StepSeconds, seconds);
+
+    public static readonly IReadOnlyList<PublishedRun> All =
+    [
+        Megatron("1.7B", 24, 2304, 24, 1, 1, 32, 512, 137),
+        Megatron("3.6B", 32, 3072, 30, 2, 1, 64, 512, 138),
+        Megatron("7.5B", 32, 4096, 36, 4, 1, 128, 512, 142),
+        Megatron("18.4B", 48, 6144, 40, 8, 1, 256, 1024, 135),
+        Megatron("39.1B", 64, 8192, 48, 8, 2, 512, 1536, 138),
+        Megatron("76.1B", 80, 10240, 60, 8, 4, 1024, 1792, 140),
+        Megatron("145.6B", 96, 12288, 80, 8, 8, 1536, 2304, 148),
+        Megatron("310.1B", 128, 16384, 96, 8, 16, 1920, 2160, 155),
+        Megatron("529.6B", 128, 20480, 105, 8, 35, 2520, 2520, 163),
+        Megatron("1008.0B", 160, 25600, 128, 8, 64, 3072, 3072, 163),
+        Korthikanti("22B", 64, 6144, 48, 1, 8, 4, 1.10),
+        Korthikanti("175B", 96, 12288, 96, 8, 64, 64, 13.75),
+        Korthikanti("530B", 128, 20480, 105, 35, 280, 280, 37.83),
+        Korthikanti("1T", 160, 25600, 128, 64, 512, 512, 71.49),
+        MtNlg(280, 60.1),
+        MtNlg(350, 50.2),
+        MtNlg(420, 44.4),
+        new("BLOOM 176B", "BigScience 2022 (Le Scao et al.), §3.4: 150 TFLOP/s per GPU", new PlanInputs(
+                new ModelSpec("bloom-176b", 70, 14336, 112, 112, 4 * 14336, 250880, TiedEmbeddings: true),
+                new TrainingRun(2048, 1e12, 2048, Precision.Bf16, AttentionKernel.Unfused),
+                new ClusterSpec(GpuCatalog.Get("A100-80GB"), 384, InterNodeGBs: 6.25),
+                new ParallelLayout(4, 12, 8, MicroBatch: 2, Zero: 1, Recompute: Recompute.Full, SequenceParallel: false, UnevenEnds: true), Megatron2021, Ops),
+            PublishedMetric.HfuTflopsPerGpu, 150),
+        Llama3("8K GPUs", 8192, 1, 64, 8192, 430),
+        Llama3("16K GPUs", 16384, 1, 128, 8192, 400),
+        Llama3("16K GPUs, 128K context", 16384, 16, 8, 131072, 380),
+    ];
+}
+
+/// <summary>Predicted vs published for every row, and the mean absolute error.</summary>
+public static class CalibrationTable
+{
+    public sealed record Row(PublishedRun Run, double Predicted, double Error);
+
+    public static IReadOnlyList<Row> Rows() => PublishedRuns.All.Select(r =>
+    {
+        var plan = Planner.Plan(r.Inputs);
+        return new Row(r, r.Predicted(plan), r.Error(plan));
+    }).ToList();
+
+    public static double MeanAbsoluteError(IReadOnlyList<Row> rows) => rows.Average(r => Math.Abs(r.Error));
+}

@@ -1,0 +1,103 @@
+using Supercluster.Planning;
+
+namespace Supercluster.Tests.Planning;
+
+/// <summary>The per-operation compute model against values computed by hand (arithmetic in the comments).</summary>
+public class ComputeModelTests
+{
+    static readonly GpuSpec A100 = GpuCatalog.Get("A100-80GB"), H100 = GpuCatalog.Get("H100-SXM");
+
+    [Fact]
+    public void WaveQuantisationPicksTheBestTile()
+    {
+        // 1024×1024 output on 108 SMs: 256×128 → 32 tiles, 1 wave, 32/108 = 0.296; 128×128 → 64 tiles, 0.593;
+        // 128×64 → 128 tiles, 2 waves, 128/216 = 0.593; 64×64 → 256 tiles, 3 waves, 256/324 = 0.790 (best).
+        Assert.Equal(256.0 / 324, ComputeModel.WaveEfficiency(108, 1024, 1024), 12);
+        // 8192×8192: 256×128 → 2048 tiles, ⌈2048/108⌉ = 19 waves, 2048/2052.
+        Assert.Equal(2048.0 / 2052, ComputeModel.WaveEfficiency(108, 8192, 8192), 12);
+    }
+
+    [Fact]
+    public void LargeGemmRunsAtTheBenchmarkRateTimesQuantisation()
+    {
+        // 8192³ bf16 on A100: 2·8192³ = 1.0995e12 FLOPs at 312e12 × 0.859 (MAMF 267.9/312) × 2048/2052 = 4.11055 ms.
+        // K ramp: 8192/(8192+64) · (2048+64)/2048 = 1.023 → capped at 1.
+        Assert.Equal(0.004110546, ComputeModel.GemmSeconds(A100, Precision.Bf16, 8192, 8192, 8192), 8);
+    }
+
+    [Fact]
+    public void SkinnyGemmIsMemoryBound()
+    {
+        // 16384×16 output, K 16384: bytes 2·(16384² + 2·16384·16) = 537,919,488 at 2039e9 × 0.88 B/s = 2.99790e-4 s;
+        // compute 8.59e9 FLOPs at 268 TFLOP/s × 0.1975 (64×64 tiles, 3 waves) = 1.62e-4 s < memory time.
+        Assert.Equal(2.99790e-4, ComputeModel.GemmSeconds(A100, Precision.Bf16, 16384, 16, 16384), 8);
+    }
+
+    [Fact]
+    public void FlashAttentionAtItsPublishedThroughput()
+    {
+        // 32 heads, s 4096, d 128, b 1, TP 1: causal forward 4·32·4096²·128/2 = 1.37439e11 FLOPs; forward + backward (2.5×)
+        // = 3.5 × 1.37439e11 / 335e12 = 1.43593 ms on H100.
+        var m = new ModelSpec("attn", 1, 4096, 32, 32, 4 * 4096, 32000);
+        var layer = ComputeModel.Layer(m, new TrainingRun(4096, 1e9, 1), new ParallelLayout(Tp: 1, Recompute: Recompute.Selective), H100);
+        Assert.Equal(1.43593e-3, layer.Attention, 8);
+        // Unfused attention is slower than FlashAttention at this length (QKᵀ/AV with K = 128, 9+11 bytes per score element).
+        var unfused = ComputeModel.Layer(m, new TrainingRun(4096, 1e9, 1, Attention: AttentionKernel.Unfused), new ParallelLayout(Tp: 1, Recompute: Recompute.None), H100);
+        Assert.True(unfused.Attention > layer.Attention);
+    }
+
+    [Fact]
+    public void FullRecomputationRepeatsTheForward()
+    {
+        var m = ModelCatalog.Get("gpt3-175b");
+        var run = new TrainingRun(2048, 1e9, 8);
+        var none = ComputeModel.Layer(m, run, new ParallelLayout(Tp: 8, Recompute: Recompute.None), A100);
+        var full = ComputeModel.Layer(m, run, new ParallelLayout(Tp: 8, Recompute: Recompute.Full), A100);
+        Assert.Equal(0, none.Recompute);
+        Assert.Equal(full.Forward, full.Recompute, 15);
+        Assert.Equal(none.Forward + none.Backward + none.Forward, full.Total, 12);
+    }
+
+    [Fact]
+    public void GradientAccumulationIsTenBytesPerParameterPerMicroBatch()
+    {
+        // bf16 wgrad read (2) + fp32 main grad read and write (4 + 4).
+        Assert.Equal(10, ComputeModel.GradAccumulationBytesPerParam);
+        // One GPT-3 layer on TP 8: 12·12288²/8 = 226,492,416 parameters × 10 B / (2039e9 × 0.88) = 1.2622742 ms per micro-batch,
+        // the difference between the stage's backward and the layer's own backward.
+        var m = ModelCatalog.Get("gpt3-175b") with { Layers = 2 };
+        var run = new TrainingRun(2048, 1e9, 8);
+        var l = new ParallelLayout(Tp: 8, Pp: 2, Recompute: Recompute.None);
+        var layer = ComputeModel.Layer(m, run, l, A100);
+        var head = ComputeModel.OutputLayer(m, run, l, A100);
+        var stage = ComputeModel.Stage(m, run, l, A100); // last stage: 1 layer + output layer
+        Assert.Equal(layer.Backward + 1.2622742e-3 + head.Backward, stage.Backward, 8);
+    }
+
+    [Fact]
+    public void UnevenEndsHoldOneLayerFewerOnTheFirstAndLastStage()
+    {
+        // Llama 3: 126 layers on 16 stages → (126 + 2)/16 = 8 on the middle stages, 7 on the first and last.
+        var l = new ParallelLayout(Tp: 8, Pp: 16, UnevenEnds: true);
+        Assert.Equal(8, l.LayersPerMiddleStage(126));
+        Assert.Equal(7, l.LayersOnLastStage(126));
+        var m = ModelCatalog.Get("llama3-405b");
+        var run = new TrainingRun(8192, 1e12, 2048);
+        var cluster = new ClusterSpec(H100, 16384);
+        Assert.Throws<BadInputException>(() => Planner.ValidateLayout(m, run, cluster, l with { UnevenEnds = false, Dp = 128 }));
+        Planner.ValidateLayout(m, run, cluster, l with { Dp = 128 });
+    }
+
+    [Fact]
+    public void PipelineBubbleStaysOneSlotPerStageWithTheOutputLayer()
+    {
+        // The slowest stage sets the slot: with 4 stages of a 12-layer model the last (3 layers + logits) is slowest, and
+        // the step is (m + p − 1) of its slots (TP = DP = 1, nothing else on the step but the optimizer).
+        var m = ModelCatalog.Get("gpt2-124m");
+        var inputs = PlanTestData.Inputs(m, "H100-SXM", 4, new ParallelLayout(Tp: 1, Pp: 4, Dp: 1), batchSequences: 12);
+        var step = StepTimeModel.Estimate(m, inputs.Run, inputs.Layout, inputs.Cluster, inputs.Overlap);
+        double slot = ComputeModel.Stage(m, inputs.Run, inputs.Layout, inputs.Cluster.Gpu).Total;
+        Assert.Equal(12 * slot, step.Compute, 12);
+        Assert.Equal(3 * slot, step.Bubble, 12);
+    }
+}

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -37,12 +36,10 @@ public sealed class DataParallel
     /// <summary>
     /// Averages the flat gradients across ranks. Returns this rank's averaged gradient shard (the whole vector without
     /// ZeRO) and the global gradient norm as a one-element fp64 device tensor, both owned by the caller's dispose scope:
-    /// nothing here waits for a GPU. <paramref name="commSeconds"/> is the host time spent in collective calls (on NCCL
-    /// that is the time to enqueue them, not to run them).
+    /// nothing here waits for a GPU. The communicator times its own calls (<see cref="ICommunicator.TakeCommunicationSeconds"/>).
     /// </summary>
-    public (Tensor GradShard, Tensor Norm) ReduceGradients(out double commSeconds)
+    public (Tensor GradShard, Tensor Norm) ReduceGradients()
     {
-        double comm = 0;
         using var scope = NewDisposeScope();
         using var _ = no_grad();
         _flat.EnsureGradientViews();
@@ -51,15 +48,12 @@ public sealed class DataParallel
         if (Zero == 1)
         {
             grad = empty(_flat.ShardLength, device: full.device);
-            comm += Timed(() => _comm.ReduceScatterSum(full, grad));
+            _comm.ReduceScatterSum(full, grad);
         }
         else
         {
-            comm += Timed(() =>
-            {
-                for (long off = 0; off < _flat.PaddedCount; off += BucketElements)
-                    _comm.AllReduceSum(full.narrow(0, off, Math.Min(BucketElements, _flat.PaddedCount - off)));
-            });
+            for (long off = 0; off < _flat.PaddedCount; off += BucketElements)
+                _comm.AllReduceSum(full.narrow(0, off, Math.Min(BucketElements, _flat.PaddedCount - off)));
             grad = full;
         }
         if (_comm.WorldSize > 1)
@@ -68,9 +62,8 @@ public sealed class DataParallel
         // Global norm: each rank's shard contributes its sum of squares.
         var local = linalg.vector_norm(grad).to(ScalarType.Float64).reshape(1);    // one pass, no temporary
         var sq = local.mul_(local);
-        if (Zero == 1) comm += Timed(() => _comm.AllReduceSum(sq));
+        if (Zero == 1) _comm.AllReduceSum(sq);
         var norm = sq.sqrt();
-        commSeconds = comm;
         // The full buffer is long-lived (not in any scope); only a reduce-scatter output belongs to the caller.
         return (Zero == 1 ? grad.MoveToOuterDisposeScope() : grad, norm.MoveToOuterDisposeScope());
     }
@@ -80,20 +73,12 @@ public sealed class DataParallel
     /// other ranks' shards rewritten from them (a local cast: gathering the bf16 copy instead would need bf16 support in
     /// every backend, and the fp32 master must be whole on rank 0 for checkpoints anyway). Otherwise nothing.
     /// </summary>
-    public double GatherParameters()
+    public void GatherParameters()
     {
-        if (Zero != 1) return 0;
+        if (Zero != 1) return;
         using var scope = NewDisposeScope();
         using var mine = Shard(_flat.Values).clone();
-        double comm = Timed(() => _comm.AllGather(mine, _flat.Values));
+        _comm.AllGather(mine, _flat.Values);
         _flat.WriteComputeWeights(0, _flat.PaddedCount);
-        return comm;
-    }
-
-    static double Timed(Action a)
-    {
-        var c = Stopwatch.StartNew();
-        a();
-        return c.Elapsed.TotalSeconds;
     }
 }

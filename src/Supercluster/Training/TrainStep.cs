@@ -82,6 +82,7 @@ public sealed class TrainStep : IDisposable
     {
         using var scope = NewDisposeScope();
         var device = Device;
+        _comm.TakeCommunicationSeconds();       // collectives between steps (stop flag, checkpoints, timings) are not this step's
         Flat.ZeroGradients();
         var lossSum = zeros(1, device: device);
         using var accumScalar = ((double)accumulation).ToScalar();
@@ -96,14 +97,15 @@ public sealed class TrainStep : IDisposable
             lossSum.add_(l.detach());
             clock?.Mark(StepPhase.Backward);
         }
-        var (grad, norm) = DataParallel.ReduceGradients(out double commSeconds);
+        var (grad, norm) = DataParallel.ReduceGradients();
         Optimizer.Step(grad, lr, ClipScale(norm, _o.GradClip));
-        commSeconds += DataParallel.GatherParameters();
+        DataParallel.GatherParameters();
         if (_comm.WorldSize > 1) _comm.AllReduceSum(lossSum);
         // The one host sync per step: loss and gradient norm, read together at the step's end.
         var logged = cat([lossSum.to(ScalarType.Float64), norm]).cpu().data<double>().ToArray();
         clock?.Mark(StepPhase.Optimizer);
-        return new StepResult(logged[0] / _comm.WorldSize, logged[1], commSeconds);
+        // After the sync, so a GPU backend's event timings are complete: the step's collectives, gradients to loss.
+        return new StepResult(logged[0] / _comm.WorldSize, logged[1], _comm.TakeCommunicationSeconds());
     }
 
     /// <summary>

@@ -119,7 +119,7 @@ public sealed class Trainer
             tokensSeen += total;
             tokensThisRun += total;
             double dt = stepClock.Elapsed.TotalSeconds;
-            var (rankStepMs, rankCommMs) = PerRankTimes(comm, dt);
+            var (rankStepMs, rankCommMs) = PerRankTimes(comm, dt, commSeconds);
             heartbeat?.Beat(done);
             tokPerSec = tokensThisRun / clock.Elapsed.TotalSeconds;
             double? mfu = peak is { } p ? flopsPerToken * total / comm.WorldSize / dt / p : null;
@@ -170,14 +170,13 @@ public sealed class Trainer
     static string Mb(long bytes) => $"{bytes / 1e6:F1} MB";
 
     /// <summary>
-    /// Every rank's step time and time in collectives since the last call (ms), gathered so a straggler shows up in rank 0's
-    /// metrics. Collective time is the communicator's own measure (CUDA events on NCCL, not the host's enqueue time);
-    /// the gather runs on the communicator's device.
+    /// Every rank's step time and time in the step's collectives (ms), gathered so a straggler shows up in rank 0's
+    /// metrics. Collective time is the communicator's own measure (CUDA events on NCCL, not the host's enqueue time),
+    /// taken by <see cref="TrainStep.Run"/>; the gather runs on the communicator's device.
     /// </summary>
-    static (JsonArray? Step, JsonArray? Comm) PerRankTimes(ICommunicator comm, double stepSeconds)
+    static (JsonArray? Step, JsonArray? Comm) PerRankTimes(ICommunicator comm, double stepSeconds, double commSeconds)
     {
         if (comm.WorldSize == 1) return (null, null);
-        double commSeconds = comm.TakeCommunicationSeconds();
         using var mine = tensor(new[] { stepSeconds * 1000, commSeconds * 1000 }, device: comm.Device);
         using var all = zeros(2 * comm.WorldSize, dtype: ScalarType.Float64, device: comm.Device);
         comm.AllGather(mine, all);

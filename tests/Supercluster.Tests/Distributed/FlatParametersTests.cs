@@ -58,7 +58,7 @@ public class FlatParametersTests
             reference.Step(p0, g * Math.Min(1, clip / (norm + 1e-6)), lr: 1e-2);
 
         // The step's own sequence after the backward: averaged gradient and norm, clip factor, optimizer.
-        var (grad, reported) = step.DataParallel.ReduceGradients(out _);
+        var (grad, reported) = step.DataParallel.ReduceGradients();
         step.Optimizer.Step(grad, 1e-2, TrainStep.ClipScale(reported, clip));
         Assert.Equal(norm, reported.item<double>(), 5);
         var after = cat(model.parameters().Select(p => p.detach().reshape(-1)).ToList());

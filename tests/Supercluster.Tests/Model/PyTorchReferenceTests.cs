@@ -154,7 +154,7 @@ public class PyTorchReferenceTests
         /// <summary>Reduces, clips and updates; returns the global gradient norm before clipping.</summary>
         public Tensor Step(double lr, double clip)
         {
-            var (grad, norm) = _dp.ReduceGradients(out _);
+            var (grad, norm) = _dp.ReduceGradients();
             _opt.Step(grad, lr, TrainStep.ClipScale(norm, clip));
             _dp.GatherParameters();
             return norm;

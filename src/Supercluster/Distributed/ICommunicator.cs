@@ -11,6 +11,9 @@ namespace Supercluster.Distributed;
 public interface ICommunicator : IDisposable
 {
     string Backend { get; }
+    /// <summary>Which ranks this is: "world", or the parallel dimension of a sub-communicator ("tp", "cp", "dp", "pp", "ep" …).</summary>
+    string Group => "world";
+    /// <summary>This rank's position within <see cref="Group"/> (0 … WorldSize−1).</summary>
     int Rank { get; }
     int WorldSize { get; }
     int LocalRank { get; }
@@ -38,6 +41,33 @@ public interface ICommunicator : IDisposable
     void Broadcast(Tensor t, int root);
 
     void Barrier();
+
+    /// <summary>
+    /// A communicator over the ranks of this one that pass the same <paramref name="color"/>, ordered by
+    /// <paramref name="key"/> (MPI_Comm_split's semantics; NCCL: ncclCommSplit). Collective over this communicator.
+    /// The caller disposes it before this one. Times its own calls (<see cref="TakeCommunicationSeconds"/>).
+    /// </summary>
+    ICommunicator Split(int color, int key, string group);
+
+    /// <summary>Point to point: sends <paramref name="t"/> to <paramref name="peer"/> (a rank of this communicator); blocks until it can be reused.</summary>
+    void Send(Tensor t, int peer);
+
+    /// <summary>Point to point: fills <paramref name="t"/> (its shape and dtype agreed with the sender) from <paramref name="peer"/>.</summary>
+    void Recv(Tensor t, int peer);
+
+    /// <summary>
+    /// Sends <paramref name="send"/> to <paramref name="dest"/> while receiving <paramref name="recv"/> from
+    /// <paramref name="source"/>, without deadlock when two ranks exchange (a pipeline's forward/backward crossing).
+    /// Either side may be null (send-only or receive-only).
+    /// </summary>
+    void SendRecv(Tensor? send, int dest, Tensor? recv, int source);
+
+    /// <summary>
+    /// All-to-all of flat buffers with per-rank element counts: rank r sends <paramref name="sendCounts"/>[d] elements to rank d, taken from <c>input</c> at the
+    /// running sum of the counts before d, and receives rank s's block into <c>output</c> at the running sum of <paramref name="recvCounts"/>
+    /// (MPI_Alltoallv; NCCL: grouped ncclSend/ncclRecv). Counts must agree pairwise across ranks.
+    /// </summary>
+    void AllToAll(Tensor input, long[] sendCounts, Tensor output, long[] recvCounts);
 
     /// <summary>
     /// Host bytes, all-to-all: rank r sends <c>send[d]</c> to rank d and returns <c>recv[s]</c> = what rank s sent to r.

@@ -14,8 +14,9 @@ namespace Supercluster.Distributed;
 public sealed class MpiCommunicator : ICommunicator
 {
     const string Lib = "libmpi.so.40";
-    readonly IntPtr _world, _sum;
+    readonly IntPtr _world, _sum;   // _world: this communicator (MPI_COMM_WORLD, or a split of it)
     readonly Dictionary<ScalarType, IntPtr> _types = [];
+    readonly bool _isSplit;         // a split is freed (MPI_Comm_free); the world communicator finalizes MPI
     bool _disposed;
     long _commTicks;      // Stopwatch ticks inside collectives since the last TakeCommunicationSeconds
 
@@ -31,6 +32,8 @@ public sealed class MpiCommunicator : ICommunicator
         _types[ScalarType.Float32] = NativeLibrary.GetExport(lib, "ompi_mpi_float");
         _types[ScalarType.Float64] = NativeLibrary.GetExport(lib, "ompi_mpi_double");
         _types[ScalarType.Int64] = NativeLibrary.GetExport(lib, "ompi_mpi_long");
+        _types[ScalarType.Int32] = NativeLibrary.GetExport(lib, "ompi_mpi_int");
+        _types[ScalarType.Byte] = NativeLibrary.GetExport(lib, "ompi_mpi_unsigned_char");
         Check(MPI_Comm_rank(_world, out int rank), "MPI_Comm_rank");
         Check(MPI_Comm_size(_world, out int size), "MPI_Comm_size");
         Rank = rank;
@@ -38,7 +41,22 @@ public sealed class MpiCommunicator : ICommunicator
         LocalRank = env.WorldSize == size ? env.LocalRank : rank;
     }
 
+    MpiCommunicator(MpiCommunicator parent, IntPtr comm, string group)
+    {
+        _world = comm;
+        _sum = parent._sum;
+        _types = parent._types;
+        _isSplit = true;
+        Group = group;
+        LocalRank = parent.LocalRank;
+        Check(MPI_Comm_rank(comm, out int rank), "MPI_Comm_rank");
+        Check(MPI_Comm_size(comm, out int size), "MPI_Comm_size");
+        Rank = rank;
+        WorldSize = size;
+    }
+
     public string Backend => "mpi";
+    public string Group { get; } = "world";
     public int Rank { get; }
     public int WorldSize { get; }
     public int LocalRank { get; }
@@ -59,6 +77,47 @@ public sealed class MpiCommunicator : ICommunicator
         Call("MPI_Bcast", () => MPI_Bcast(Ptr(host), (int)host.numel(), Type(host), root, _world)));
 
     public void Barrier() => Call("MPI_Barrier", () => MPI_Barrier(_world));
+
+    public ICommunicator Split(int color, int key, string group)
+    {
+        Check(MPI_Comm_split(_world, color, key, out var comm), "MPI_Comm_split");
+        return new MpiCommunicator(this, comm, group);
+    }
+
+    public void Send(Tensor t, int peer) => Staged(t, host =>
+        Call("MPI_Send", () => MPI_Send(Ptr(host), Count(host), Type(host), peer, Tag, _world)));
+
+    public void Recv(Tensor t, int peer) => Staged(t, host =>
+        Call("MPI_Recv", () => MPI_Recv(Ptr(host), Count(host), Type(host), peer, Tag, _world, IntPtr.Zero)), copyIn: false);
+
+    public void SendRecv(Tensor? send, int dest, Tensor? recv, int source)
+    {
+        if (send is null && recv is null) return;
+        if (recv is null) { Send(send!, dest); return; }
+        if (send is null) { Recv(recv, source); return; }
+        Staged(send, hs => Staged(recv, hr =>
+            Call("MPI_Sendrecv", () => MPI_Sendrecv(Ptr(hs), Count(hs), Type(hs), dest, Tag, Ptr(hr), Count(hr), Type(hr), source, Tag, _world, IntPtr.Zero)), copyIn: false));
+    }
+
+    public unsafe void AllToAll(Tensor input, long[] sendCounts, Tensor output, long[] recvCounts)
+    {
+        if (sendCounts.Length != WorldSize || recvCounts.Length != WorldSize)
+            throw new ArgumentException($"all-to-all: {sendCounts.Length} send and {recvCounts.Length} receive counts, expected {WorldSize} each");
+        int[] sc = Ints(sendCounts), rc = Ints(recvCounts), sd = Displacements(sc), rd = Displacements(rc);
+        Staged(input, hin => Staged(output, hout =>
+        {
+            fixed (int* psc = sc, psd = sd, prc = rc, prd = rd)
+            {
+                IntPtr a = (IntPtr)psc, b = (IntPtr)psd, c = (IntPtr)prc, d = (IntPtr)prd;
+                Call("MPI_Alltoallv", () => MPI_Alltoallv(Ptr(hin), a, b, Type(hin), Ptr(hout), c, d, Type(hout), _world));
+            }
+        }, copyIn: false));
+    }
+
+    const int Tag = 0;   // one message stream per pair: MPI keeps messages between two ranks in order
+
+    static int Count(Tensor t) => checked((int)t.numel());
+    static int[] Ints(long[] counts) => [.. counts.Select(c => checked((int)c))];
 
     /// <summary>Runs <paramref name="op"/> on a contiguous CPU tensor holding <paramref name="t"/>'s data, then copies results back.</summary>
     static void Staged(Tensor t, Action<Tensor> op, bool copyIn = true) => Staging.Run(t, CPU, op, copyIn);
@@ -86,6 +145,12 @@ public sealed class MpiCommunicator : ICommunicator
         if (_disposed) return;
         _disposed = true;
         MPI_Finalized(out int done);
+        if (_isSplit)
+        {
+            var comm = _world;
+            if (done == 0) MPI_Comm_free(ref comm);
+            return;
+        }
         if (done == 0) MPI_Finalize();
     }
 
@@ -149,4 +214,9 @@ public sealed class MpiCommunicator : ICommunicator
     [DllImport(Lib)] static extern int MPI_Allgather(IntPtr send, int sendCount, IntPtr sendType, IntPtr recv, int recvCount, IntPtr recvType, IntPtr comm);
     [DllImport(Lib)] static extern int MPI_Bcast(IntPtr buffer, int count, IntPtr type, int root, IntPtr comm);
     [DllImport(Lib)] static extern int MPI_Barrier(IntPtr comm);
+    [DllImport(Lib)] static extern int MPI_Comm_split(IntPtr comm, int color, int key, out IntPtr newComm);
+    [DllImport(Lib)] static extern int MPI_Comm_free(ref IntPtr comm);
+    [DllImport(Lib)] static extern int MPI_Send(IntPtr buf, int count, IntPtr type, int dest, int tag, IntPtr comm);
+    [DllImport(Lib)] static extern int MPI_Recv(IntPtr buf, int count, IntPtr type, int source, int tag, IntPtr comm, IntPtr status);
+    [DllImport(Lib)] static extern int MPI_Sendrecv(IntPtr send, int sendCount, IntPtr sendType, int dest, int sendTag, IntPtr recv, int recvCount, IntPtr recvType, int source, int recvTag, IntPtr comm, IntPtr status);
 }

@@ -56,6 +56,23 @@ public sealed class NcclCommunicator : ICommunicator
         Check(ncclCommInitRank(out _comm, WorldSize, id, Rank), "ncclCommInitRank");
     }
 
+    /// <summary>A split of <paramref name="parent"/> (ncclCommSplit, NCCL ≥ 2.18): shares its GPU, not its MPI bootstrap.</summary>
+    NcclCommunicator(NcclCommunicator parent, IntPtr comm, string group)
+    {
+        _comm = comm;
+        _isSplit = true;
+        Group = group;
+        LocalRank = parent.LocalRank;
+        Device = parent.Device;
+        _timer = new CudaEventTimer(LocalRank);
+        Check(ncclCommUserRank(comm, out int rank), "ncclCommUserRank");
+        Check(ncclCommCount(comm, out int count), "ncclCommCount");
+        Rank = rank;
+        WorldSize = count;
+    }
+
+    readonly bool _isSplit;
+    public string Group { get; } = "world";
     public string Backend => "nccl";
     public int Rank { get; }
     public int WorldSize { get; }
@@ -80,6 +97,51 @@ public sealed class NcclCommunicator : ICommunicator
     /// <summary>Enqueues one NCCL call between timing events.</summary>
     void Call(string name, Func<int> call) => _timer.Time(() => Check(call(), name));
 
+    public ICommunicator Split(int color, int key, string group)
+    {
+        Check(ncclCommSplit(_comm, color, key, out var comm, IntPtr.Zero), "ncclCommSplit");
+        return new NcclCommunicator(this, comm, group);
+    }
+
+    public void Send(Tensor t, int peer) => SendRecv(t, peer, null, -1);
+    public void Recv(Tensor t, int peer) => SendRecv(null, -1, t, peer);
+
+    /// <summary>Send and receive in one NCCL group, so two ranks exchanging in opposite directions do not deadlock.</summary>
+    public void SendRecv(Tensor? send, int dest, Tensor? recv, int source)
+    {
+        if (send is null && recv is null) return;
+        void Both(Tensor? ds, Tensor? dr) => Call("ncclSend/ncclRecv", () =>
+        {
+            Check(ncclGroupStart(), "ncclGroupStart");
+            if (ds is not null) Check(ncclSend(P(ds), (nuint)ds.numel(), Type(ds), dest, _comm, IntPtr.Zero), "ncclSend");
+            if (dr is not null) Check(ncclRecv(P(dr), (nuint)dr.numel(), Type(dr), source, _comm, IntPtr.Zero), "ncclRecv");
+            return ncclGroupEnd();
+        });
+        if (send is null) Staged(recv!, dr => Both(null, dr), copyIn: false);
+        else if (recv is null) Staged(send, ds => Both(ds, null));
+        else Staged(send, ds => Staged(recv, dr => Both(ds, dr), copyIn: false));
+    }
+
+    /// <summary>All-to-all as one group of sends and receives (NCCL has no all-to-all-v primitive).</summary>
+    public void AllToAll(Tensor input, long[] sendCounts, Tensor output, long[] recvCounts)
+    {
+        if (sendCounts.Length != WorldSize || recvCounts.Length != WorldSize)
+            throw new ArgumentException($"all-to-all: {sendCounts.Length} send and {recvCounts.Length} receive counts, expected {WorldSize} each");
+        Staged(input, din => Staged(output, dout => Call("ncclSend/ncclRecv all-to-all", () =>
+        {
+            Check(ncclGroupStart(), "ncclGroupStart");
+            long so = 0, ro = 0;
+            for (int peer = 0; peer < WorldSize; peer++)
+            {
+                if (sendCounts[peer] > 0) Check(ncclSend(P(din.narrow(0, so, sendCounts[peer])), (nuint)sendCounts[peer], Type(din), peer, _comm, IntPtr.Zero), "ncclSend");
+                if (recvCounts[peer] > 0) Check(ncclRecv(P(dout.narrow(0, ro, recvCounts[peer])), (nuint)recvCounts[peer], Type(dout), peer, _comm, IntPtr.Zero), "ncclRecv");
+                so += sendCounts[peer];
+                ro += recvCounts[peer];
+            }
+            return ncclGroupEnd();
+        }), copyIn: false));
+    }
+
     public void Barrier()
     {
         using var one = ones(1, device: Device);
@@ -89,7 +151,7 @@ public sealed class NcclCommunicator : ICommunicator
 
     static int Type(Tensor t) => t.dtype switch
     {
-        ScalarType.Float32 => 7, ScalarType.Float64 => 8, ScalarType.BFloat16 => 9, ScalarType.Float16 => 6, ScalarType.Int64 => 4,
+        ScalarType.Float32 => 7, ScalarType.Float64 => 8, ScalarType.BFloat16 => 9, ScalarType.Float16 => 6, ScalarType.Int64 => 4, ScalarType.Int32 => 2, ScalarType.Byte => 1,
         _ => throw new NotSupportedException($"NCCL collective on {t.dtype}"),
     };
 
@@ -122,6 +184,7 @@ public sealed class NcclCommunicator : ICommunicator
     {
         ncclCommDestroy(_comm);
         _timer.Dispose();
+        if (_isSplit) return;
         _mpi?.Dispose();
     }
 
@@ -132,6 +195,13 @@ public sealed class NcclCommunicator : ICommunicator
     [DllImport(Lib)] static extern int ncclGetUniqueId(ref UniqueId id);
     [DllImport(Lib)] static extern int ncclCommInitRank(out IntPtr comm, int nranks, UniqueId id, int rank);
     [DllImport(Lib)] static extern int ncclCommDestroy(IntPtr comm);
+    [DllImport(Lib)] static extern int ncclCommSplit(IntPtr comm, int color, int key, out IntPtr newComm, IntPtr config);
+    [DllImport(Lib)] static extern int ncclCommUserRank(IntPtr comm, out int rank);
+    [DllImport(Lib)] static extern int ncclCommCount(IntPtr comm, out int count);
+    [DllImport(Lib)] static extern int ncclGroupStart();
+    [DllImport(Lib)] static extern int ncclGroupEnd();
+    [DllImport(Lib)] static extern int ncclSend(IntPtr send, nuint count, int type, int peer, IntPtr comm, IntPtr stream);
+    [DllImport(Lib)] static extern int ncclRecv(IntPtr recv, nuint count, int type, int peer, IntPtr comm, IntPtr stream);
     [DllImport(Lib)] static extern int ncclAllReduce(IntPtr send, IntPtr recv, nuint count, int type, int op, IntPtr comm, IntPtr stream);
     [DllImport(Lib)] static extern int ncclReduceScatter(IntPtr send, IntPtr recv, nuint recvCount, int type, int op, IntPtr comm, IntPtr stream);
     [DllImport(Lib)] static extern int ncclAllGather(IntPtr send, IntPtr recv, nuint sendCount, int type, IntPtr comm, IntPtr stream);

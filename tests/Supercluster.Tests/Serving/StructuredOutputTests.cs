@@ -86,7 +86,7 @@ public class StructuredOutputTests(RandomModelServer f) : IClassFixture<RandomMo
             ["json_schema"] = new JsonObject { ["name"] = "person", ["strict"] = true, ["schema"] = JsonNode.Parse(PersonSchema) },
         };
         var schema = JsonSchema.FromText(PersonSchema);
-        var outputs = await Sample(format, 104, 160);
+        var outputs = await Sample(format, 104, 110);
         Assert.Equal(104, outputs.Count);
         foreach (var text in outputs)
         {
@@ -101,7 +101,7 @@ public class StructuredOutputTests(RandomModelServer f) : IClassFixture<RandomMo
     [Fact]
     public async Task Json_object_outputs_always_parse_as_objects()
     {
-        var outputs = await Sample(new JsonObject { ["type"] = "json_object" }, 104, 100);
+        var outputs = await Sample(new JsonObject { ["type"] = "json_object" }, 56, 64);
         foreach (var text in outputs)
             Assert.True(JsonNode.Parse(text) is JsonObject, text);
         Assert.Contains(outputs, o => o.Length > 2);   // not only "{}"
@@ -113,7 +113,7 @@ public class StructuredOutputTests(RandomModelServer f) : IClassFixture<RandomMo
         var (s, body) = await f.Http.PostJson("/v1/chat/completions", new JsonObject
         {
             ["messages"] = new JsonArray(new JsonObject { ["role"] = "user", ["content"] = "JSON please" }),
-            ["max_tokens"] = 60, ["temperature"] = 1, ["n"] = 8, ["response_format"] = new JsonObject { ["type"] = "json_object" },
+            ["max_tokens"] = 40, ["temperature"] = 1, ["n"] = 4, ["response_format"] = new JsonObject { ["type"] = "json_object" },
         });
         Assert.True(s == 200, body.ToJsonString());
         foreach (var c in body["choices"]!.AsArray())
@@ -156,7 +156,7 @@ public class StructuredOutputTests(RandomModelServer f) : IClassFixture<RandomMo
         JsonObject Req(JsonNode choice) => new()
         {
             ["messages"] = new JsonArray(new JsonObject { ["role"] = "user", ["content"] = "Weather in Oslo?" }),
-            ["tools"] = Tools(), ["tool_choice"] = choice, ["max_tokens"] = 80, ["temperature"] = 1, ["n"] = 8,
+            ["tools"] = Tools(), ["tool_choice"] = choice, ["max_tokens"] = 100, ["temperature"] = 1, ["n"] = 4,
         };
         var (s, body) = await f.Http.PostJson("/v1/chat/completions", Req(new JsonObject { ["type"] = "function", ["function"] = new JsonObject { ["name"] = "get_weather" } }));
         Assert.True(s == 200, body.ToJsonString());
@@ -198,13 +198,13 @@ public class StructuredOutputTests(RandomModelServer f) : IClassFixture<RandomMo
             const client = new OpenAI({ baseURL: process.env.BASE_URL + "/v1", apiKey: "none", maxRetries: 0 });
             const tools = {{Tools().ToJsonString()}};
             const messages = [{ role: "user", content: "Weather in Oslo?" }];
-            const first = await client.chat.completions.create({ model: "random", messages, tools, tool_choice: "required", max_tokens: 80, seed: 3 });
+            const first = await client.chat.completions.create({ model: "random", messages, tools, tool_choice: "required", max_tokens: 100, seed: 3 });
             const call = first.choices[0].message.tool_calls[0];
             messages.push(first.choices[0].message);
             messages.push({ role: "tool", tool_call_id: call.id, content: JSON.stringify({ temperature: 21 }) });
             const second = await client.chat.completions.create({ model: "random", messages, tools, max_tokens: 8, temperature: 0 });
             const stream = await client.chat.completions.create({ model: "random", messages: messages.slice(0, 1), tools,
-                tool_choice: { type: "function", function: { name: "get_weather" } }, max_tokens: 80, stream: true, stream_options: { include_usage: true } });
+                tool_choice: { type: "function", function: { name: "get_weather" } }, max_tokens: 100, stream: true, stream_options: { include_usage: true } });
             let streamed = { name: "", arguments: "" }, finish = null, usage = null;
             for await (const chunk of stream) {
               if (chunk.usage) usage = chunk.usage;

@@ -225,7 +225,7 @@ public sealed class StringNode(int minLength = 0, int maxLength = int.MaxValue) 
 
         public override Step Feed(byte b)
         {
-            string one = ((char)b).ToString();
+            string? one = text is null ? null : ((char)b).ToString();   // only keys record their text
             switch (phase)
             {
                 case Phase.Open:

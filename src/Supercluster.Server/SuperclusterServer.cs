@@ -99,6 +99,8 @@ public sealed class SuperclusterServer : IAsyncDisposable
         app.MapPost("/v1/completions", ctx => CompletionEndpoints.Completions(ctx, s));
         app.MapPost("/v1/chat/completions", ctx => CompletionEndpoints.Chat(ctx, s));
         app.MapPost("/v1/embeddings", ctx => EmbeddingEndpoints.Embeddings(ctx, s));
+        app.MapPost("/tokenize", ctx => TokenizeEndpoints.Tokenize(ctx, s));
+        app.MapPost("/detokenize", ctx => TokenizeEndpoints.Detokenize(ctx, s));
         Search.SearchEndpoints.Map(app, s);
         app.MapGet("/v1/models", ctx => EmbeddingEndpoints.Models(ctx, s));
         app.MapGet("/health", ctx => CompletionEndpoints.Json(ctx, new System.Text.Json.Nodes.JsonObject
@@ -129,7 +131,7 @@ public sealed class SuperclusterServer : IAsyncDisposable
         // The route template, not the request path: "/V1/completions" routes to "/v1/completions" and is guarded as such.
         var route = (ctx.GetEndpoint() as RouteEndpoint)?.RoutePattern.RawText;
         bool matched = route is not null && !route.StartsWith('{');   // the fallback's template is "{*path:nonfile}"
-        bool api = matched ? route!.StartsWith("/v1/") : path.StartsWith("/v1/", StringComparison.OrdinalIgnoreCase);
+        bool api = matched ? route!.StartsWith("/v1/") || route is "/tokenize" or "/detokenize" : path.StartsWith("/v1/", StringComparison.OrdinalIgnoreCase);
         bool dashboardApi = matched ? route!.StartsWith("/api/") : path.StartsWith("/api/", StringComparison.OrdinalIgnoreCase);
         bool heavy = matched && api && HttpMethods.IsPost(ctx.Request.Method);
         bool entered = false;

@@ -1,5 +1,6 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using Supercluster.Inference;
 
 namespace Supercluster.Server.OpenAi;
 
@@ -15,36 +16,137 @@ public static class CompletionEndpoints
         if (!r.Has("prompt")) throw ApiException.BadRequest("'prompt' is required", "prompt", "missing_required_parameter");
         var prompts = PromptTokens(r, m);
         var p = Generation.Parse(r, prompts.Max(x => x.Length), m, s.Options, []);
-        if (r.Bool("echo") == true) throw ApiException.BadRequest("'echo' is not supported", "echo");
+        p = p with
+        {
+            TopLogprobs = (int)(r.Integer("logprobs", 0, MaxTopLogprobs) ?? -1),
+            Echo = r.Bool("echo") ?? false,
+            Grammar = StructuredOutput.Grammar(StructuredOutput.ResponseFormat(r), null, "none", chat: false),
+        };
+        CheckGrammarFits(p);
         r.RejectUnread("user");
         CheckFits(prompts.Count * p.N, m);
         string id = "cmpl-" + Guid.NewGuid().ToString("N")[..24];
         long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
-        JsonObject Chunk(int index, string text, string? finish) => new()
+        // Echo puts the prompt's text (and, with logprobs, its tokens) before each choice's generated text.
+        string EchoText(int choice) => p.Echo ? m.Tokenizer.Decode(prompts[choice / p.N]) : "";
+        JsonObject Chunk(int index, string text, JsonNode? logprobs, string? finish) => new()
         {
             ["id"] = id, ["object"] = "text_completion", ["created"] = created, ["model"] = m.Name,
-            ["choices"] = new JsonArray(new JsonObject { ["text"] = text, ["index"] = index, ["logprobs"] = null, ["finish_reason"] = finish }),
+            ["choices"] = new JsonArray(new JsonObject { ["text"] = text, ["index"] = index, ["logprobs"] = logprobs, ["finish_reason"] = finish }),
         };
+        int promptTokens = prompts.Sum(x => x.Length);
         if (p.Stream)
         {
             Sse? sse = null;
+            var started = new HashSet<int>();
+            async Task Delta(int i, string t, IReadOnlyList<TokenInfo> lps)
+            {
+                string head = started.Add(i) ? EchoText(i) : "";
+                JsonNode? lp = p.TopLogprobs < 0 ? null : CompletionLogprobs(m, lps, head.Length);
+                await sse!.SendAsync(Chunk(i, head + t, lp, null));
+            }
             // Admitted (or refused with 429) before the SSE headers go out; then the 200 is true.
-            var results = await RunAll(s, m, prompts, p, async () => sse = await Sse.StartAsync(ctx), (i, t) => sse!.SendAsync(Chunk(i, t, null)), ctx.RequestAborted);
-            foreach (var c in results) await sse!.SendAsync(Chunk(c.Index, "", c.FinishReason));
+            var results = await RunAll(s, m, prompts, p, async () => sse = await Sse.StartAsync(ctx), Delta, ctx.RequestAborted);
+            foreach (var c in results) await sse!.SendAsync(Chunk(c.Index, started.Contains(c.Index) ? "" : EchoText(c.Index), null, c.FinishReason));
+            if (p.IncludeUsage) await sse!.SendAsync(UsageChunk(id, "text_completion", created, m.Name, promptTokens, results.Sum(c => c.CompletionTokens)));
             await sse!.DoneAsync();
             return;
         }
         var all = await RunAll(s, m, prompts, p, null, null, ctx.RequestAborted);
-        var choices = new JsonArray(all.Select(c => (JsonNode)new JsonObject
+        var choices = new JsonArray(all.Select(c =>
         {
-            ["text"] = c.Text, ["index"] = c.Index, ["logprobs"] = null, ["finish_reason"] = c.FinishReason,
+            string head = EchoText(c.Index);
+            return (JsonNode)new JsonObject
+            {
+                ["text"] = head + c.Text, ["index"] = c.Index,
+                ["logprobs"] = p.TopLogprobs < 0 ? null : CompletionLogprobs(m, c.Logprobs!, head.Length, p.Echo ? prompts[c.Index / p.N] : null, c.PromptLogprobs),
+                ["finish_reason"] = c.FinishReason,
+            };
         }).ToArray());
-        int promptTokens = prompts.Sum(x => x.Length) * p.N, completion = all.Sum(c => c.CompletionTokens);
+        int completion = all.Sum(c => c.CompletionTokens);
         await Json(ctx, new JsonObject
         {
             ["id"] = id, ["object"] = "text_completion", ["created"] = created, ["model"] = m.Name, ["choices"] = choices,
-            ["usage"] = Usage(prompts.Sum(x => x.Length), completion),
+            ["usage"] = Usage(promptTokens, completion),
         });
+    }
+
+    /// <summary>Most alternatives per token (vLLM's default max_logprobs; OpenAI allows 5 for completions, 20 for chat).</summary>
+    const int MaxTopLogprobs = 20;
+
+    /// <summary>A grammar needs room to close its value; too small a budget is the client's error, not a broken output.</summary>
+    static void CheckGrammarFits(GenerationParams p)
+    {
+        if (p.Grammar is { } g && g.MinLength > p.MaxTokens)
+            throw ApiException.BadRequest($"max_tokens = {p.MaxTokens} is too small for the requested format: the shortest valid output takes {g.MinLength} tokens",
+                "max_tokens", "max_tokens_too_small");
+    }
+
+    static JsonObject UsageChunk(string id, string obj, long created, string model, int prompt, int completion) => new()
+    {
+        ["id"] = id, ["object"] = obj, ["created"] = created, ["model"] = model, ["choices"] = new JsonArray(), ["usage"] = Usage(prompt, completion),
+    };
+
+    /// <summary>A token's text for logprobs: its UTF-8 text, or "bytes:\xNN…" when it holds part of a character (as OpenAI).</summary>
+    static string TokenText(LoadedModel m, int token)
+    {
+        var bytes = m.Tokenizer.TokenBytes(token);
+        if (token != m.Tokenizer.EotToken && System.Text.Unicode.Utf8.IsValid(bytes)) return System.Text.Encoding.UTF8.GetString(bytes);
+        if (token == m.Tokenizer.EotToken) return m.Tokenizer.Decode([token]);
+        return "bytes:" + string.Concat(bytes.Select(b => $"\\x{b:x2}"));
+    }
+
+    /// <summary>OpenAI's legacy shape: {tokens, token_logprobs, top_logprobs: [{token: logprob}], text_offset}; with echo the prompt's tokens first (the first has null).</summary>
+    static JsonObject CompletionLogprobs(LoadedModel m, IReadOnlyList<TokenInfo> generated, int offsetBase, int[]? prompt = null, IReadOnlyList<TokenLogprob>? promptLps = null)
+    {
+        var tokens = new JsonArray(); var lps = new JsonArray(); var tops = new JsonArray(); var offsets = new JsonArray();
+        JsonObject Top(TokenLogprob lp)
+        {
+            var o = new JsonObject();
+            foreach (var (t, v) in lp.Top) o[TokenText(m, t)] ??= v;   // two tokens with one text: the likelier shows
+            return o;
+        }
+        if (prompt is not null)
+        {
+            var decoder = new TokenTextDecoder(m.Tokenizer);
+            int at = 0;
+            for (int i = 0; i < prompt.Length; i++)
+            {
+                tokens.Add(TokenText(m, prompt[i]));
+                var lp = i == 0 || promptLps is null || i - 1 >= promptLps.Count ? null : promptLps[i - 1];
+                lps.Add(lp is null ? null : (JsonNode)lp.Logprob);
+                tops.Add(lp is null ? null : Top(lp));
+                offsets.Add(at);
+                at += decoder.Add(prompt[i]).Length;
+            }
+        }
+        foreach (var g in generated)
+        {
+            tokens.Add(TokenText(m, g.Logprob.Token));
+            lps.Add(g.Logprob.Logprob);
+            tops.Add(Top(g.Logprob));
+            offsets.Add(offsetBase + g.Offset);
+        }
+        return new JsonObject { ["tokens"] = tokens, ["token_logprobs"] = lps, ["top_logprobs"] = tops, ["text_offset"] = offsets };
+    }
+
+    /// <summary>Chat's shape: {content: [{token, logprob, bytes, top_logprobs: [{token, logprob, bytes}]}]}.</summary>
+    static JsonObject ChatLogprobs(LoadedModel m, IEnumerable<TokenInfo> generated)
+    {
+        JsonObject Entry(int token, float lp) => new()
+        {
+            ["token"] = TokenText(m, token), ["logprob"] = lp,
+            ["bytes"] = new JsonArray(m.Tokenizer.TokenBytes(token).Select(b => (JsonNode)(int)b).ToArray()),
+        };
+        return new JsonObject
+        {
+            ["content"] = new JsonArray(generated.Select(g =>
+            {
+                var e = Entry(g.Logprob.Token, g.Logprob.Logprob);
+                e["top_logprobs"] = new JsonArray(g.Logprob.Top.Select(t => (JsonNode)Entry(t.Token, t.Logprob)).ToArray());
+                return (JsonNode)e;
+            }).ToArray()),
+        };
     }
 
     public static async Task Chat(HttpContext ctx, ServerState s)
@@ -53,28 +155,77 @@ public static class CompletionEndpoints
         var (r, doc) = await RequestReader.ReadAsync(ctx.Request, ctx.RequestAborted);
         using var _ = doc;
         CheckModel(r, m);
+        var tools = StructuredOutput.Tools(r);
+        var toolChoice = StructuredOutput.ToolChoice(r, tools);
+        if (r.Get("parallel_tool_calls") is { } ptc && ptc.ValueKind is not (JsonValueKind.True or JsonValueKind.False))
+            throw ApiException.BadRequest("'parallel_tool_calls' must be a boolean", "parallel_tool_calls", "invalid_type");
         var messages = Messages(r);
+        if (tools is not null) messages.Insert(0, ChatTemplate.ToolsMessage(tools.Select(t => (t.Name, t.Description, t.Parameters))));
         var ids = Encode(m, ChatTemplate.Render(messages));
         var p = Generation.Parse(r, ids.Length, m, s.Options, ChatTemplate.Stops);
+        bool logprobs = r.Bool("logprobs") ?? false;
+        var top = r.Integer("top_logprobs", 0, MaxTopLogprobs);
+        if (top is not null && !logprobs) throw ApiException.BadRequest("'top_logprobs' needs 'logprobs': true", "top_logprobs");
+        p = p with
+        {
+            TopLogprobs = logprobs ? (int)(top ?? 0) : -1,
+            Grammar = StructuredOutput.Grammar(StructuredOutput.ResponseFormat(r), tools, toolChoice, chat: true),
+        };
+        CheckGrammarFits(p);
         r.RejectUnread("user");
         CheckFits(p.N, m);
         string id = "chatcmpl-" + Guid.NewGuid().ToString("N")[..24];
         long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
-        JsonObject Chunk(int index, JsonObject delta, string? finish) => new()
+        JsonObject Chunk(int index, JsonObject delta, JsonNode? lps, string? finish) => new()
         {
             ["id"] = id, ["object"] = "chat.completion.chunk", ["created"] = created, ["model"] = m.Name,
-            ["choices"] = new JsonArray(new JsonObject { ["index"] = index, ["delta"] = delta, ["logprobs"] = null, ["finish_reason"] = finish }),
+            ["choices"] = new JsonArray(new JsonObject { ["index"] = index, ["delta"] = delta, ["logprobs"] = lps, ["finish_reason"] = finish }),
         };
+        // With tools a reply may turn out to be a call: its text is held back and sent as tool_calls at the end.
+        bool holdText = tools is not null && toolChoice != "none";
         if (p.Stream)
         {
             Sse? sse = null;
             async Task Start()
             {
                 sse = await Sse.StartAsync(ctx);
-                for (int i = 0; i < p.N; i++) await sse.SendAsync(Chunk(i, new JsonObject { ["role"] = "assistant", ["content"] = "" }, null));
+                for (int i = 0; i < p.N; i++) await sse.SendAsync(Chunk(i, new JsonObject { ["role"] = "assistant", ["content"] = "" }, null, null));
             }
-            var results = await RunAll(s, m, [ids], p, Start, (i, t) => sse!.SendAsync(Chunk(i, new JsonObject { ["content"] = t }, null)), ctx.RequestAborted);
-            foreach (var c in results) await sse!.SendAsync(Chunk(c.Index, new JsonObject(), c.FinishReason));
+            var held = new Dictionary<int, (System.Text.StringBuilder Text, List<TokenInfo> Lps)>();
+            var plain = new HashSet<int>();
+            async Task Delta(int i, string t, IReadOnlyList<TokenInfo> lps)
+            {
+                if (holdText && !plain.Contains(i))
+                {
+                    if (!held.TryGetValue(i, out var h)) held[i] = h = (new(), []);
+                    h.Text.Append(t); h.Lps.AddRange(lps);
+                    var sofar = h.Text.ToString().TrimStart();
+                    if (sofar.Length == 0 || ChatTemplate.ToolCallOpen.StartsWith(sofar, StringComparison.Ordinal)
+                        || sofar.StartsWith(ChatTemplate.ToolCallOpen, StringComparison.Ordinal)) return;   // may still be a call
+                    plain.Add(i); held.Remove(i);
+                    t = h.Text.ToString(); lps = h.Lps;
+                }
+                await sse!.SendAsync(Chunk(i, new JsonObject { ["content"] = t }, p.TopLogprobs < 0 ? null : ChatLogprobs(m, lps), null));
+            }
+            var results = await RunAll(s, m, [ids], p, Start, Delta, ctx.RequestAborted);
+            foreach (var c in results)
+            {
+                string finish = c.FinishReason;
+                if (held.TryGetValue(c.Index, out var h))
+                {
+                    var lps = p.TopLogprobs < 0 ? null : ChatLogprobs(m, h.Lps);
+                    if (StructuredOutput.ParseToolCalls(c.Text, tools) is { } calls)
+                    {
+                        for (int k = 0; k < calls.Count; k++) calls[k]!["index"] = k;
+                        await sse!.SendAsync(Chunk(c.Index, new JsonObject { ["tool_calls"] = calls }, lps, null));
+                        finish = "tool_calls";
+                    }
+                    else if (h.Text.Length > 0 || h.Lps.Count > 0)
+                        await sse!.SendAsync(Chunk(c.Index, new JsonObject { ["content"] = h.Text.ToString() }, lps, null));
+                }
+                await sse!.SendAsync(Chunk(c.Index, new JsonObject(), null, finish));
+            }
+            if (p.IncludeUsage) await sse!.SendAsync(UsageChunk(id, "chat.completion.chunk", created, m.Name, ids.Length, results.Sum(c => c.CompletionTokens)));
             await sse!.DoneAsync();
             return;
         }
@@ -82,12 +233,18 @@ public static class CompletionEndpoints
         await Json(ctx, new JsonObject
         {
             ["id"] = id, ["object"] = "chat.completion", ["created"] = created, ["model"] = m.Name,
-            ["choices"] = new JsonArray(all.Select(c => (JsonNode)new JsonObject
+            ["choices"] = new JsonArray(all.Select(c =>
             {
-                ["index"] = c.Index,
-                ["message"] = new JsonObject { ["role"] = "assistant", ["content"] = c.Text.Trim() },
-                ["logprobs"] = null,
-                ["finish_reason"] = c.FinishReason,
+                var calls = StructuredOutput.ParseToolCalls(c.Text, tools);
+                return (JsonNode)new JsonObject
+                {
+                    ["index"] = c.Index,
+                    ["message"] = calls is null
+                        ? new JsonObject { ["role"] = "assistant", ["content"] = c.Text.Trim() }
+                        : new JsonObject { ["role"] = "assistant", ["content"] = null, ["tool_calls"] = calls },
+                    ["logprobs"] = p.TopLogprobs < 0 ? null : ChatLogprobs(m, c.Logprobs!),
+                    ["finish_reason"] = calls is null ? c.FinishReason : "tool_calls",
+                };
             }).ToArray()),
             ["usage"] = Usage(ids.Length, all.Sum(c => c.CompletionTokens)),
         });
@@ -98,13 +255,13 @@ public static class CompletionEndpoints
     /// <paramref name="admitted"/> (streams send their headers there), then collects the results.
     /// </summary>
     internal static async Task<ChoiceResult[]> RunAll(ServerState s, LoadedModel m, List<int[]> prompts, GenerationParams p,
-        Func<Task>? admitted, Func<int, string, Task>? onDelta, CancellationToken ct)
+        Func<Task>? admitted, Func<int, string, IReadOnlyList<TokenInfo>, Task>? onDelta, CancellationToken ct)
     {
         var gate = new SemaphoreSlim(1);
-        Func<int, string, Task>? Delta(int offset) => onDelta is null ? null : async (i, t) =>
+        Func<int, string, IReadOnlyList<TokenInfo>, Task>? Delta(int offset) => onDelta is null ? null : async (i, t, lps) =>
         {
             await gate.WaitAsync();
-            try { await onDelta(offset + i, t); } finally { gate.Release(); }
+            try { await onDelta(offset + i, t, lps); } finally { gate.Release(); }
         };
         var runs = new List<Generation.Run>();
         try
@@ -190,7 +347,7 @@ public static class CompletionEndpoints
         return result;
     }
 
-    static List<(string Role, string Content)> Messages(RequestReader r)
+    internal static List<(string Role, string Content)> Messages(RequestReader r)
     {
         if (r.Get("messages") is not { } v) throw ApiException.BadRequest("'messages' is required", "messages", "missing_required_parameter");
         if (v.ValueKind != JsonValueKind.Array || v.GetArrayLength() == 0)
@@ -204,9 +361,16 @@ public static class CompletionEndpoints
             if (!e.TryGetProperty("role", out var role) || role.ValueKind != JsonValueKind.String)
                 throw ApiException.BadRequest($"'{where}.role' must be a string", where + ".role", "invalid_type");
             var rs = role.GetString()!;
-            if (rs is not ("system" or "user" or "assistant" or "developer"))
-                throw ApiException.BadRequest($"'{where}.role' = '{rs}': expected system, developer, user or assistant", where + ".role");
-            if (!e.TryGetProperty("content", out var content)) throw ApiException.BadRequest($"'{where}.content' is required", where + ".content");
+            if (rs is not ("system" or "user" or "assistant" or "developer" or "tool"))
+                throw ApiException.BadRequest($"'{where}.role' = '{rs}': expected system, developer, user, assistant or tool", where + ".role");
+            // An assistant turn that called tools may have no content; its calls are written as the model writes them.
+            var calls = rs == "assistant" && e.TryGetProperty("tool_calls", out var tc) && tc.ValueKind != JsonValueKind.Null ? ToolCallsText(tc, where + ".tool_calls") : "";
+            if (!e.TryGetProperty("content", out var content) || (content.ValueKind == JsonValueKind.Null && calls.Length > 0))
+            {
+                if (calls.Length == 0) throw ApiException.BadRequest($"'{where}.content' is required", where + ".content");
+                list.Add((rs, calls));
+                continue;
+            }
             string text = content.ValueKind switch
             {
                 JsonValueKind.String => content.GetString()!,
@@ -216,9 +380,34 @@ public static class CompletionEndpoints
                     : throw ApiException.BadRequest($"'{where}.content' parts must be text parts", where + ".content", "invalid_type"))),
                 _ => throw ApiException.BadRequest($"'{where}.content' must be a string", where + ".content", "invalid_type"),
             };
+            if (calls.Length > 0) text = text.Trim().Length == 0 ? calls : text.Trim() + " " + calls;
             list.Add((rs == "developer" ? "system" : rs, text));
         }
         return list;
+    }
+
+    /// <summary>An assistant message's tool_calls [{id, type: function, function: {name, arguments (a JSON string)}}] as template text.</summary>
+    static string ToolCallsText(JsonElement calls, string where)
+    {
+        if (calls.ValueKind != JsonValueKind.Array) throw ApiException.BadRequest($"'{where}' must be an array", where, "invalid_type");
+        var sb = new System.Text.StringBuilder();
+        int i = 0;
+        foreach (var c in calls.EnumerateArray())
+        {
+            string at = $"{where}[{i++}]";
+            if (c.ValueKind != JsonValueKind.Object || !c.TryGetProperty("function", out var f) || f.ValueKind != JsonValueKind.Object
+                || !f.TryGetProperty("name", out var name) || name.ValueKind != JsonValueKind.String)
+                throw ApiException.BadRequest($"'{at}' must be {{type: function, function: {{name, arguments}}}}", at, "invalid_type");
+            string args = "{}";
+            if (f.TryGetProperty("arguments", out var a) && a.ValueKind != JsonValueKind.Null)
+            {
+                if (a.ValueKind != JsonValueKind.String) throw ApiException.BadRequest($"'{at}.function.arguments' must be a JSON string", at + ".function.arguments", "invalid_type");
+                try { args = JsonNode.Parse(a.GetString()!)?.ToJsonString() ?? "null"; }
+                catch (JsonException) { throw ApiException.BadRequest($"'{at}.function.arguments' is not valid JSON", at + ".function.arguments"); }
+            }
+            sb.Append(ChatTemplate.ToolCall(name.GetString()!, args));
+        }
+        return sb.ToString();
     }
 
     internal static async Task Json(HttpContext ctx, JsonNode body, int status = 200)

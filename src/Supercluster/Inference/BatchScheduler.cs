@@ -124,13 +124,14 @@ public sealed class BatchScheduler : IDisposable
             _active.Add(h);
             Volatile.Write(ref _activeCount, _active.Count);
             h.Generator = new Generator((ulong)h.Options.Seed, _device);
+            h.Picker = new SequenceSampler(h.Options, h.Generator);
             try
             {
                 using var scope = NewDisposeScope();
                 _cache.Begin([h.Slot], h.Prompt.Length);
                 var ids = tensor(h.Prompt.Select(i => (long)i).ToArray(), device: _device).unsqueeze(0);
                 var logits = _model.Forward(ids, _cache);                                    // [1, T, V]
-                Emit(h, Sampler.Pick(logits[0, -1].to(ScalarType.Float32), h.Options, h.Generator));
+                Emit(h, h.Picker.Prefilled(logits[0], h.Prompt));
             }
             catch (Exception e) { Finish(h, "error", e); }
             finally { _cache.End(); }
@@ -153,7 +154,7 @@ public sealed class BatchScheduler : IDisposable
             var ids = tensor(batch.Select(h => (long)h.Last).ToArray(), device: _device).unsqueeze(1);   // [B, 1]
             var logits = _model.Forward(ids, _cache).select(1, 0).to(ScalarType.Float32);                // [B, V]
             bool finite = logits.isfinite().all().item<bool>();
-            long[]? greedy = finite && batch.Any(h => Sampler.IsGreedy(h.Options)) ? logits.argmax(1).cpu().data<long>().ToArray() : null;
+            long[]? greedy = finite && batch.Any(h => SequenceSampler.PlainGreedy(h.Options)) ? logits.argmax(1).cpu().data<long>().ToArray() : null;
             Interlocked.Increment(ref _steps);
             for (int i = 0; i < batch.Length; i++)
             {
@@ -161,7 +162,7 @@ public sealed class BatchScheduler : IDisposable
                 // One sequence's failure (e.g. non-finite logits of its row) ends that sequence only, never the batch.
                 try
                 {
-                    int next = greedy is not null && Sampler.IsGreedy(h.Options) ? (int)greedy[i] : Sampler.Pick(logits[i], h.Options, h.Generator!);
+                    int next = greedy is not null && SequenceSampler.PlainGreedy(h.Options) ? (int)greedy[i] : h.Picker!.Next(logits[i]);
                     Emit(h, next);
                 }
                 catch (Exception e) { Finish(h, "error", e); }
@@ -221,6 +222,8 @@ public sealed class GenerationHandle
     internal int Slot = -1;
     internal int Last;
     internal Generator? Generator;
+    /// <summary>Where logits become this sequence's next token (processors, constraint, logprobs); set at admission.</summary>
+    public SequenceSampler? Picker { get; internal set; }
 
     internal void Add(int token)
     {

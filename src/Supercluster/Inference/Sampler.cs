@@ -15,6 +15,17 @@ public sealed record SamplingOptions
     public bool UseCache { get; init; } = true;
     /// <summary>Generation ends after this token (e.g. end-of-text), which is included in the output.</summary>
     public int? StopToken { get; init; }
+    /// <summary>OpenAI's penalties over generated tokens (see <see cref="LogitsProcessors"/>); 0 = off.</summary>
+    public double PresencePenalty { get; init; }
+    public double FrequencyPenalty { get; init; }
+    /// <summary>Added to the logits of these token ids before sampling.</summary>
+    public IReadOnlyDictionary<int, float>? LogitBias { get; init; }
+    /// <summary>Record each token's logprob and this many alternatives (-1 = no logprobs).</summary>
+    public int TopLogprobs { get; init; } = -1;
+    /// <summary>With <see cref="TopLogprobs"/> ≥ 0: also the prompt's tokens' logprobs (OpenAI's echo).</summary>
+    public bool PromptLogprobs { get; init; }
+    /// <summary>Makes the sequence's structured-output constraint (a fresh one per sequence); null = free text.</summary>
+    public Func<Structured.TokenConstraint>? Constraint { get; init; }
 
     public SamplingOptions Validate()
     {

@@ -29,9 +29,11 @@ public readonly record struct StepResult(double Loss, double GradNorm, double Co
 /// <summary>
 /// One training step, the same for <c>train</c>, <c>bench</c> and the tests: forward and loss
 /// (<see cref="NextTokenLoss"/>) and backward over the micro-batches, gradient averaging and norm
-/// (<see cref="DataParallel"/>), clipping, the optimizer (<see cref="TrainingOptimizer"/>), and ZeRO-1's parameter
+/// (<see cref="DataParallel"/>), clipping, the optimizer (<see cref="TrainingOptimizer"/>), and ZeRO-1/2's parameter
 /// gather. It composes around the model: parameters become views of flat buffers (<see cref="FlatParameters"/>), and
-/// under bf16 the model is converted to bf16 compute weights whose fp32 masters the optimizer keeps.
+/// under bf16 the model is converted to bf16 compute weights whose fp32 masters the optimizer keeps. ZeRO-3 instead
+/// shards the parameters per unit (<see cref="FullyShard"/>), which gathers them around each unit's forward and
+/// backward and reduce-scatters their gradients during backward.
 /// </summary>
 public sealed class TrainStep : IDisposable
 {

@@ -52,11 +52,13 @@ public sealed class FlatParameters : IDisposable
     /// <summary>All parameters (fp32; the master copy under mixed precision), end to end (padding stays 0).</summary>
     public Tensor Values { get; }
     /// <summary>All gradients (fp32), end to end; autograd accumulates into these views in place (fp32 compute).</summary>
-    public Tensor Gradients { get; }
+    public Tensor Gradients { get; private set; }
     /// <summary>The compute weights the model uses under mixed precision [padded], or null (the model uses <see cref="Values"/>).</summary>
     public Tensor? ComputeValues { get; private set; }
     /// <summary>Compute-dtype gradients autograd fills under mixed precision [padded], or null.</summary>
     public Tensor? ComputeGradients { get; private set; }
+    /// <summary>False between ZeRO-2 steps: the full gradient buffers are released (<see cref="ReleaseGradients"/>).</summary>
+    public bool HasGradients { get; private set; } = true;
     /// <summary>The dtype the model computes in: fp32, or that of the compute weights.</summary>
     public ScalarType ComputeDtype => ComputeValues?.dtype ?? ScalarType.Float32;
 
@@ -88,11 +90,34 @@ public sealed class FlatParameters : IDisposable
         _compute = ps.Select(p => p.P).ToArray();
     }
 
-    /// <summary>Zeroes every gradient at once (they are views of one buffer; two under mixed precision).</summary>
+    /// <summary>Zeroes every gradient at once (they are views of one buffer; two under mixed precision), allocating them if released.</summary>
     public void ZeroGradients()
     {
+        if (!HasGradients)
+        {
+            Gradients = zeros(PaddedCount, device: Values.device).DetachFromDisposeScope();
+            if (ComputeValues is not null) ComputeGradients = zeros(PaddedCount, dtype: ComputeValues.dtype, device: Values.device).DetachFromDisposeScope();
+            HasGradients = true;
+            EnsureGradientViews();   // every parameter's .grad a view of the new buffer
+            return;
+        }
         Gradients.zero_();
         ComputeGradients?.zero_();
+    }
+
+    /// <summary>
+    /// ZeRO-2: frees the full gradient buffers (fp32 and, under mixed precision, the compute dtype's) once their
+    /// reduce-scatter has run; every parameter's .grad becomes null. <see cref="ZeroGradients"/> allocates them again.
+    /// </summary>
+    public void ReleaseGradients()
+    {
+        if (!HasGradients) return;
+        for (int i = 0; i < _items.Length; i++) (_compute?[i] ?? _items[i].P).grad = null;
+        Gradients.Dispose();
+        ComputeGradients?.Dispose();
+        Gradients = empty(0, device: Values.device).DetachFromDisposeScope();
+        ComputeGradients = null;
+        HasGradients = false;
     }
 
     /// <summary>

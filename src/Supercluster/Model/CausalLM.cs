@@ -21,6 +21,13 @@ public abstract class CausalLM : nn.Module<Tensor, Tensor>
 
     public override Tensor forward(Tensor idx) => Forward(idx, null);
 
+    /// <summary>
+    /// Runs one unit of the forward (the embedding, a block, the final norm and head) that uses the parameters of the
+    /// named modules. Parallelism may wrap it (fully sharded data parallelism gathers their parameters for it and again
+    /// for its backward: <c>Parallelism/FullyShard.cs</c>); by default it just runs.
+    /// </summary>
+    public Func<string[], Tensor, Func<Tensor, Tensor>, Tensor> RunUnit { get; set; } = static (_, x, f) => f(x);
+
     /// <summary>Parameters with one row per token ([padded vocab, n_embd]); checkpoints store only their first vocab rows.</summary>
     public abstract IReadOnlyList<string> VocabTables { get; }
 

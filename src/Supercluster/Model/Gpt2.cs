@@ -112,11 +112,10 @@ public sealed class Gpt2 : CausalLM
     public override Tensor Forward(Tensor idx, KvCache? cache)
     {
         cache ??= KvCache.None(idx.device);
-        var x = Embed(idx, cache);
-        for (int i = 0; i < h.Count; i++) x = h[i].Forward(x, cache, i);
+        var x = RunUnit(["wte", "wpe"], idx, idx => Embed(idx, cache));
+        for (int i = 0; i < h.Count; i++) { int layer = i; x = RunUnit([$"h.{i}"], x, x => h[layer].Forward(x, cache, layer)); }
         cache.Advance(idx.shape[1]);
-        x = ln_f.forward(x);
-        return Head(x);                                                        // [B, T, vocab]
+        return RunUnit(["ln_f", "wte"], x, x => Head(ln_f.forward(x)));      // [B, T, vocab]
     }
 
     public override Tensor Hidden(Tensor idx)

@@ -201,7 +201,7 @@ public sealed class Llama : CausalLM
         cache ??= KvCache.None(idx.device);
         var x = Trunk(idx, cache);
         cache.Advance(idx.shape[1]);
-        return CutPadding(lm_head.forward(x));                                      // [B, T, vocab]
+        return RunUnit(["lm_head"], x, x => CutPadding(lm_head.forward(x)));        // [B, T, vocab]
     }
 
     public override Tensor Hidden(Tensor idx) => Trunk(idx, KvCache.None(idx.device));
@@ -210,9 +210,9 @@ public sealed class Llama : CausalLM
     {
         if (cache.Length + idx.shape[1] > Config.SeqLen)
             throw new BadInputException($"sequence of {cache.Length + idx.shape[1]} tokens exceeds the model context {Config.SeqLen}");
-        var x = embed_tokens.forward(idx);                                          // [B, T, d]
-        for (int i = 0; i < layers.Count; i++) x = layers[i].Forward(x, cache, i);
-        return norm.forward(x);
+        var x = RunUnit(["embed_tokens"], idx, idx => embed_tokens.forward(idx));   // [B, T, d]
+        for (int i = 0; i < layers.Count; i++) { int layer = i; x = RunUnit([$"layers.{i}"], x, x => layers[layer].Forward(x, cache, layer)); }
+        return RunUnit(["norm"], x, x => norm.forward(x));
     }
 
     public override IReadOnlyList<string> VocabTables => ["embed_tokens.weight", "lm_head.weight"];

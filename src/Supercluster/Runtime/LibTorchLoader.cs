@@ -63,6 +63,8 @@ public static class LibTorchLoader
             }
 
             _tensorData = NativeLibrary.GetExport(handle, "THSTensor_data");
+            _storageData = NativeLibrary.GetExport(handle, "THSStorage_data_ptr");
+            _storageBytes = NativeLibrary.GetExport(handle, "THSStorage_nbytes");
             NativeLibrary.SetDllImportResolver(typeof(torch).Assembly,
                 (name, _, _) => name == "LibTorchSharp" ? handle : IntPtr.Zero);
             MarkTorchSharpBackendLoaded();
@@ -91,6 +93,15 @@ public static class LibTorchLoader
     {
         if (_tensorData == IntPtr.Zero) throw new InvalidOperationException("libtorch not loaded");
         return ((delegate* unmanaged<IntPtr, IntPtr>)_tensorData)(t.Handle);
+    }
+
+    static IntPtr _storageData, _storageBytes;
+
+    /// <summary>The allocation a tensor lives in (its storage: address and bytes), so memory can be measured, not computed: views share one.</summary>
+    public static unsafe (IntPtr Address, long Bytes) Storage(torch.Tensor t)
+    {
+        if (_storageData == IntPtr.Zero) throw new InvalidOperationException("libtorch not loaded");
+        return (((delegate* unmanaged<IntPtr, IntPtr>)_storageData)(t.Handle), (long)((delegate* unmanaged<IntPtr, ulong>)_storageBytes)(t.Handle));
     }
 
     /// <summary>Where the NuGet packages' native files sit for this app: runtimes/linux-x64/native in a build, the app folder when published.</summary>

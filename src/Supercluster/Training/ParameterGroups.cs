@@ -20,12 +20,18 @@ public enum ParameterGroup
 /// </summary>
 public sealed class ParameterGroups
 {
-    readonly FlatParameters _flat;
+    readonly long _length;
+    readonly Device _device;
 
     public ParameterGroups(FlatParameters flat)
+        : this(flat.Items.Select(i => (i.Name, i.Offset, i.Length, i.Dim, i.Trainable)), flat.PaddedCount, flat.Values.device) { }
+
+    /// <param name="items">Every parameter's place in the model's flat order, its number of dims, whether it trains.</param>
+    /// <param name="length">Length of the masks (the flat vector with its padding).</param>
+    public ParameterGroups(IEnumerable<(string Name, long Offset, long Length, int Dim, bool Trainable)> items, long length, Device device)
     {
-        _flat = flat;
-        Assignments = flat.Items.Select(i => (i.Name, !i.Trainable ? ParameterGroup.Frozen : i.Dim >= 2 ? ParameterGroup.Decay : ParameterGroup.NoDecay, i.Offset, i.Length)).ToArray();
+        (_length, _device) = (length, device);
+        Assignments = items.Select(i => (i.Name, !i.Trainable ? ParameterGroup.Frozen : i.Dim >= 2 ? ParameterGroup.Decay : ParameterGroup.NoDecay, i.Offset, i.Length)).ToArray();
     }
 
     /// <summary>Every parameter's group and place in the flat vector, in flat order.</summary>
@@ -36,7 +42,7 @@ public sealed class ParameterGroups
     /// <summary>fp32 [padded]: 1 where the group is <paramref name="group"/>, else 0 (padding 0).</summary>
     public Tensor Mask(ParameterGroup group)
     {
-        var mask = zeros(_flat.PaddedCount, device: _flat.Values.device);
+        var mask = zeros(_length, device: _device);
         foreach (var a in Assignments)
             if (a.Group == group) mask.narrow(0, a.Offset, a.Length).fill_(1.0);
         return mask;

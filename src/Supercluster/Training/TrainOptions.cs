@@ -65,8 +65,8 @@ public sealed record TrainOptions
     /// <summary>Collectives: auto (single process alone, NCCL on GPUs, else MPI), mpi or nccl.</summary>
     [Flag("--backend", "Collectives: auto (NCCL on GPUs, else MPI; none for one rank), mpi or nccl")]
     public string Backend { get; init; } = "auto";
-    /// <summary>0: replicated optimizer state; 1: ZeRO-1, optimizer state sharded across ranks.</summary>
-    [Flag("--zero", "1: shard optimizer state across ranks (ZeRO-1)")]
+    /// <summary>0: replicated; 1: optimizer state sharded across data-parallel ranks; 2: and gradients; 3: and parameters (FSDP).</summary>
+    [Flag("--zero", "ZeRO stage (Rajbhandari et al. 2020): 0 replicated, 1 shard optimizer state, 2 and gradients, 3 and parameters (FSDP)")]
     public int Zero { get; init; } = 0;
     /// <summary>Round the vocabulary tables up to a multiple of this; null: 128 on a GPU (tensor-core tiles), 1 on a CPU.</summary>
     [Flag("--pad-vocab", "Round the vocabulary tables up to a multiple of this (default 128 on a GPU, 1 on a CPU; results are the same)")]
@@ -94,7 +94,7 @@ public sealed record TrainOptions
         if (!Directory.Exists(DataDir)) throw new BadInputException($"--data: directory '{DataDir}' does not exist (run prepare first)");
         if (PadVocab is <= 0) throw new BadInputException($"--pad-vocab = {PadVocab}, expected a positive multiple (1 = no padding)");
         Optimizers.Parse(Optimizer);
-        if (Zero is not (0 or 1)) throw new BadInputException($"--zero = {Zero}, expected 0 or 1");
+        if (Zero is not (0 or 1 or 2 or 3)) throw new BadInputException($"--zero = {Zero}, expected 0, 1, 2 or 3");
         FaultPlan.Parse(Fault);
     }
 }

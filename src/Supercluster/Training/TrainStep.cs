@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using Supercluster.Distributed;
 using Supercluster.Model;
+using Supercluster.Parallelism;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -11,7 +12,7 @@ public sealed record TrainStepOptions
 {
     public required int BatchSize { get; init; }
     public required int SeqLen { get; init; }
-    /// <summary>0: replicated optimizer state; 1: ZeRO-1.</summary>
+    /// <summary>0: replicated optimizer state; 1: ZeRO-1; 2: and sharded gradients; 3: and sharded parameters (FSDP).</summary>
     public int Zero { get; init; }
     public double WeightDecay { get; init; } = 0.1;
     /// <summary>Clip the global gradient norm to this (0 = off).</summary>
@@ -28,9 +29,11 @@ public readonly record struct StepResult(double Loss, double GradNorm, double Co
 /// <summary>
 /// One training step, the same for <c>train</c>, <c>bench</c> and the tests: forward and loss
 /// (<see cref="NextTokenLoss"/>) and backward over the micro-batches, gradient averaging and norm
-/// (<see cref="DataParallel"/>), clipping, the optimizer (<see cref="TrainingOptimizer"/>), and ZeRO-1's parameter
+/// (<see cref="DataParallel"/>), clipping, the optimizer (<see cref="TrainingOptimizer"/>), and ZeRO-1/2's parameter
 /// gather. It composes around the model: parameters become views of flat buffers (<see cref="FlatParameters"/>), and
-/// under bf16 the model is converted to bf16 compute weights whose fp32 masters the optimizer keeps.
+/// under bf16 the model is converted to bf16 compute weights whose fp32 masters the optimizer keeps. ZeRO-3 instead
+/// shards the parameters per unit (<see cref="FullyShard"/>), which gathers them around each unit's forward and
+/// backward and reduce-scatters their gradients during backward.
 /// </summary>
 public sealed class TrainStep : IDisposable
 {
@@ -47,31 +50,58 @@ public sealed class TrainStep : IDisposable
         _model = model;
         _comm = comm;
         _o = options;
-        Flat = new FlatParameters(model.named_parameters().Select(p => (p.name, p.parameter)), comm.WorldSize);
-        if (options.ComputeDtype != ScalarType.Float32)
+        if (options.Zero == 3)
         {
-            model.to(options.ComputeDtype);                  // new parameter tensors; bound to the compute buffer next
-            Flat.BindCompute(model.named_parameters().Select(p => (p.name, p.parameter)));
+            Fsdp = new FullyShard(model, comm, options.ComputeDtype);
+            Optimizer = new TrainingOptimizer(Fsdp, comm.Rank, options.Optimizer, options.WeightDecay);
         }
-        DataParallel = new DataParallel(Flat, comm, options.Zero);
-        Optimizer = new TrainingOptimizer(Flat, DataParallel.ShardRange, comm.Rank, comm.WorldSize, options.Zero == 1, options.Optimizer, options.WeightDecay);
+        else
+        {
+            _flat = new FlatParameters(model.named_parameters().Select(p => (p.name, p.parameter)), comm.WorldSize);
+            if (options.ComputeDtype != ScalarType.Float32)
+            {
+                model.to(options.ComputeDtype);                  // new parameter tensors; bound to the compute buffer next
+                _flat.BindCompute(model.named_parameters().Select(p => (p.name, p.parameter)));
+            }
+            _dataParallel = new DataParallel(_flat, comm, options.Zero);
+            Optimizer = new TrainingOptimizer(_flat, _dataParallel.ShardRange, comm.Rank, comm.WorldSize, options.Zero >= 1, options.Optimizer, options.WeightDecay);
+        }
         _x = new long[(long)options.BatchSize * options.SeqLen];
         _y = new long[_x.Length];
     }
 
-    public FlatParameters Flat { get; }
-    public DataParallel DataParallel { get; }
+    readonly FlatParameters? _flat;
+    readonly DataParallel? _dataParallel;
+    /// <summary>ZeRO 0–2: the flat parameter and gradient vectors.</summary>
+    public FlatParameters Flat => _flat ?? throw new InvalidOperationException("ZeRO-3 keeps no flat parameter vector (see Fsdp)");
+    /// <summary>ZeRO 0–2: gradient averaging and the ZeRO-1/2 parameter gather.</summary>
+    public DataParallel DataParallel => _dataParallel ?? throw new InvalidOperationException("ZeRO-3 averages gradients in FullyShard (see Fsdp)");
+    /// <summary>ZeRO-3: the sharded parameters and their gather/reduce-scatter around each unit; else null.</summary>
+    public FullyShard? Fsdp { get; }
     public TrainingOptimizer Optimizer { get; }
-    public Device Device => Flat.Values.device;
+    public Device Device => Fsdp?.Values.device ?? Flat.Values.device;
 
-    /// <summary>The fp32 (master) weights by parameter name, for checkpoints.</summary>
-    public IReadOnlyDictionary<string, Tensor> MasterWeights => Flat.Items.ToDictionary(i => i.Name, i => i.Value);
+    /// <summary>The fp32 (master) weights by parameter name, for checkpoints. Collective under ZeRO-3 (gathers the model): every rank calls it.</summary>
+    public IReadOnlyDictionary<string, Tensor> MasterWeights => Fsdp?.GatherParameters() ?? Flat.Items.ToDictionary(i => i.Name, i => i.Value);
 
-    /// <summary>Bytes this rank holds for parameters (master + compute), gradients and optimizer state.</summary>
+    /// <summary>
+    /// Collective under ZeRO-3: the model's parameters whole on every rank until disposed (evaluation and samples on
+    /// one rank); nothing to do otherwise.
+    /// </summary>
+    public IDisposable? Unsharded() => Fsdp?.Unshard();
+
+    /// <summary>
+    /// Bytes this rank holds now for parameters (model tensors, master and compute copies), gradients and optimizer
+    /// state: measured as the sizes of the distinct allocations behind those tensors (<see cref="ResidentMemory"/>).
+    /// </summary>
     public (long Parameters, long Gradients, long Optimizer) MemoryPerRank()
     {
-        long compute = Flat.ComputeValues is { } c ? c.numel() * c.ElementSize : 0;
-        return (Flat.PaddedCount * 4 + compute, Flat.PaddedCount * 4 + compute, Optimizer.StateBytes);
+        var parameters = _model.parameters().Select(p => (Tensor?)p);
+        if (Fsdp is { } f)
+            return (ResidentMemory.Bytes([.. parameters, f.Values]), ResidentMemory.Bytes([.. _model.parameters().Select(p => p.grad), f.Gradients]),
+                ResidentMemory.Bytes(Optimizer.StateTensors));
+        return (ResidentMemory.Bytes([.. parameters, Flat.Values, Flat.ComputeValues]),
+            ResidentMemory.Bytes([.. _model.parameters().Select(p => p.grad), .. DataParallel.GradientTensors]), ResidentMemory.Bytes(Optimizer.StateTensors));
     }
 
     /// <summary>
@@ -83,7 +113,7 @@ public sealed class TrainStep : IDisposable
         using var scope = NewDisposeScope();
         var device = Device;
         _comm.TakeCommunicationSeconds();       // collectives between steps (stop flag, checkpoints, timings) are not this step's
-        Flat.ZeroGradients();
+        if (Fsdp is null) Flat.ZeroGradients(); else Fsdp.ZeroGradients();
         var lossSum = zeros(1, device: device);
         using var accumScalar = ((double)accumulation).ToScalar();
         for (int micro = 0; micro < accumulation; micro++)
@@ -93,13 +123,13 @@ public sealed class TrainStep : IDisposable
             var l = NextTokenLoss.Batch(_model, _x, _y, _o.BatchSize, _o.SeqLen, device).div_(accumScalar);
             clock?.Mark(StepPhase.Forward);
             l.backward();
-            Flat.AccumulateComputeGradients(first: micro == 0);
+            _flat?.AccumulateComputeGradients(first: micro == 0);
             lossSum.add_(l.detach());
             clock?.Mark(StepPhase.Backward);
         }
-        var (grad, norm) = DataParallel.ReduceGradients();
+        var (grad, norm) = Fsdp?.ReduceGradients() ?? DataParallel.ReduceGradients();
         Optimizer.Step(grad, lr, ClipScale(norm, _o.GradClip));
-        DataParallel.GatherParameters();
+        _dataParallel?.GatherParameters();          // ZeRO-3 gathers parameters unit by unit in the next forward
         if (_comm.WorldSize > 1) _comm.AllReduceSum(lossSum);
         // The one host sync per step: loss and gradient norm, read together at the step's end.
         var logged = cat([lossSum.to(ScalarType.Float64), norm]).cpu().data<double>().ToArray();
@@ -124,7 +154,8 @@ public sealed class TrainStep : IDisposable
     public void Dispose()
     {
         Optimizer.Dispose();
-        Flat.Dispose();
+        _flat?.Dispose();
+        Fsdp?.Dispose();
     }
 }
 

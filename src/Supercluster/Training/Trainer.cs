@@ -79,21 +79,23 @@ public sealed class Trainer
             Optimizer = _o.Optimizer, ComputeDtype = dtype,
         });
 
+        var startMemory = trainStep.MemoryPerRank();   // measured: bytes of the allocations behind them, before the first step
         long startStep = 0, tokensSeen = 0;
         if (resumeDir is not null) (startStep, tokensSeen) = Restore(resumeDir, trainStep.Optimizer, train);
         if (lead)
             DurableFile.WriteAllText(Path.Combine(_o.OutDir, "config.json"), JsonSerializer.Serialize(new
             {
                 options = _o, model = config, dataset = meta, gradient_accumulation = accum, seq_len = seqLen, world_size = comm.WorldSize, backend = comm.Backend,
+                memory_per_rank = new { zero = _o.Zero, parameters = startMemory.Parameters, gradients = startMemory.Gradients, optimizer_state = startMemory.Optimizer },
             }, ModelConfig.Json));
 
         var schedule = new LrSchedule(_o.Lr, _o.Warmup ?? Math.Min(100, _o.Steps / 10), _o.Steps, _o.MinLrRatio);
         var fault = FaultPlan.Parse(_o.Fault);
         double flopsPerToken = Planning.FlopsModel.ModelFlopsPerToken(config, seqLen);
         double? peak = DeviceSelect.PeakFlops(device, dtype);
-        var mem = trainStep.MemoryPerRank();
+        var mem = startMemory;
         log.WriteLine($"model {_o.Model}: {config.ParameterCount():N0} parameters, {config.NLayer} layers, d={config.NEmbd}, context {config.SeqLen}, vocab {config.VocabSize}{(config.PaddedVocab != config.VocabSize ? $" (tables padded to {config.PaddedVocab})" : "")}; {device.type} {_o.Dtype}");
-        log.WriteLine($"ranks: {comm.WorldSize} ({comm.Backend}{(comm.WorldSize > 1 ? $", launched by {env.Launcher}" : "")}){(_o.Zero == 1 ? ", ZeRO-1" : "")}; per rank: parameters {Mb(mem.Parameters)}, gradients {Mb(mem.Gradients)}, optimizer state {Mb(mem.Optimizer)}");
+        log.WriteLine($"ranks: {comm.WorldSize} ({comm.Backend}{(comm.WorldSize > 1 ? $", launched by {env.Launcher}" : "")}){(_o.Zero > 0 ? $", ZeRO-{_o.Zero}" : "")}; per rank (measured): parameters {Mb(mem.Parameters)}, gradients {Mb(mem.Gradients)}, optimizer state {Mb(mem.Optimizer)}");
         log.WriteLine($"global batch = {_o.BatchSize} sequences × {seqLen} tokens × {accum} accumulation × {comm.WorldSize} ranks = {total:N0} tokens/step; {_o.Steps} steps; lr {_o.Lr} (warmup {schedule.WarmupSteps}, cosine to {_o.Lr * _o.MinLrRatio:G3})");
         log.WriteLine($"optimizer: {trainStep.Optimizer.Describe()}; {trainStep.Optimizer.Groups.Describe()}");
         if (resumeDir is not null) log.WriteLine($"resumed from {resumeDir} at step {startStep}");
@@ -135,6 +137,10 @@ public sealed class Trainer
                 force: done == _o.Steps);
 
             bool last = done == _o.Steps;
+            if (done == startStep + 1)   // between steps, after the first: what a rank keeps (ZeRO-2/3 free their full buffers by now)
+                metrics?.Write(MemoryRecord(trainStep.MemoryPerRank(), done));
+            bool evalDue = meta.ValTokens > 0 && ((_o.EvalEvery > 0 && done % _o.EvalEvery == 0) || last), sampleDue = _o.SampleEvery > 0 && (done % _o.SampleEvery == 0 || last);
+            var whole = evalDue || sampleDue ? trainStep.Unsharded() : null;   // ZeRO-3: the model whole for rank 0's eval and sample (collective)
             if (val is not null && ((_o.EvalEvery > 0 && done % _o.EvalEvery == 0) || last))
             {
                 var eval = Evaluator.Evaluate(model, val, _o.BatchSize, seqLen, _o.EvalTokens, device); lastVal = eval.Loss;
@@ -149,6 +155,7 @@ public sealed class Trainer
                 progress.Done();
                 log.WriteLine($"step {done} sample: {text.ReplaceLineEndings(" ")}");
             }
+            whole?.Dispose();
             fault?.MaybeFire("sigterm", comm.Rank, done, _o.OutDir, _log);
             bool stopping = stop.ShouldStop(comm, device);
             if ((_o.CheckpointEvery > 0 && done % _o.CheckpointEvery == 0) || last || stopping)
@@ -168,6 +175,11 @@ public sealed class Trainer
     public static int DefaultPadVocab(Device device) => device.type == DeviceType.CUDA ? 128 : 1;
 
     static string Mb(long bytes) => $"{bytes / 1e6:F1} MB";
+
+    static JsonObject MemoryRecord((long Parameters, long Gradients, long Optimizer) m, long step) => new()
+    {
+        ["type"] = "memory", ["step"] = step, ["parameters_bytes"] = m.Parameters, ["gradients_bytes"] = m.Gradients, ["optimizer_state_bytes"] = m.Optimizer,
+    };
 
     /// <summary>
     /// Every rank's step time and time in the step's collectives (ms), gathered so a straggler shows up in rank 0's
@@ -237,9 +249,10 @@ public sealed class Trainer
         trainStep.Optimizer.Save(tmp);
         string? final = null;
         comm.Barrier();
+        var weights = trainStep.MasterWeights;   // collective under ZeRO-3 (full tensors gathered), views otherwise
         if (comm.Rank == 0)
         {
-            ModelCheckpoint.WriteModel(tmp, model, tokenizer, trainStep.MasterWeights);
+            ModelCheckpoint.WriteModel(tmp, model, tokenizer, weights);
             using var rng = torch.random.get_rng_state();
             ModelCheckpoint.WriteState(tmp, new TrainingState(step, tokenizer, train.State, Convert.ToBase64String(rng.bytes), trainStep.Optimizer.StepCount, tokens) { WorldSize = comm.WorldSize, Zero = _o.Zero });
             fault?.MaybeFire("crash-in-checkpoint", 0, step, _o.OutDir, _log);

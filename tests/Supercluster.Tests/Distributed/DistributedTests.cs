@@ -32,7 +32,7 @@ public class DistributedTests : IClassFixture<TrainingFixture>
         return ["train", .. o.SelectMany(kv => new[] { kv.Key, kv.Value })];
     }
 
-    static CliProcess.Result Mpirun(int ranks, string[] args)
+    internal static CliProcess.Result Mpirun(int ranks, string[] args)
     {
         string[] full = [.. JobSupervisor.MpirunArgs(ranks), "dotnet", Path.Combine(AppContext.BaseDirectory, "Supercluster.Cli.dll"), .. args];
         var psi = new ProcessStartInfo(JobSupervisor.FindMpirun()) { RedirectStandardOutput = true, RedirectStandardError = true };
@@ -45,10 +45,10 @@ public class DistributedTests : IClassFixture<TrainingFixture>
         return new CliProcess.Result(p.ExitCode, o.Result, e.Result);
     }
 
-    static List<JsonObject> Train(string run) =>
+    internal static List<JsonObject> Train(string run) =>
         MetricsLog.Read(Path.Combine(run, "metrics.jsonl")).Where(r => (string?)r["type"] == "train").ToList();
 
-    static List<double> Losses(string run) => Train(run).Select(r => (double)r["loss"]!).ToList();
+    internal static List<double> Losses(string run) => Train(run).Select(r => (double)r["loss"]!).ToList();
 
     static Dictionary<string, torch.Tensor> FinalWeights(string run) =>
         SafeTensors.Read(Path.Combine(new CheckpointStore(run).Latest()!, ModelCheckpoint.ModelFile)).Tensors;

@@ -122,7 +122,7 @@ function plot(id, data, lines) {
   if (state.charts[id]) { state.charts[id].setData(data); return; }
   const opts = {
     width: Math.max(300, el.clientWidth - 16), height: 220,
-    scales: { x: { time: false } },
+    scales: { x: { time: false }, ...(id === "task" ? { y: { range: [0, 1] } } : {}) },   // accuracy: the whole 0..1
     axes: [{ label: "step" }, { size: 64 }],
     series: [{ label: "step" }, ...lines.map((l) => ({ width: 1.5, ...l }))],
   };

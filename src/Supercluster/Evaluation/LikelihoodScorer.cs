@@ -27,6 +27,8 @@ public readonly record struct RowScore(double SumNats, int Tokens)
 /// </summary>
 public static class LikelihoodScorer
 {
+    const long IgnoreIndex = -100;
+
     /// <summary>
     /// Scores every row of every group. The rows of one group go through one forward together (the endings of one
     /// question); groups are packed into forwards of up to <paramref name="batchRows"/> rows (a larger group is a
@@ -73,24 +75,24 @@ public static class LikelihoodScorer
         var rows = batch.SelectMany(gi => groups[gi].Select((r, ri) => (gi, ri, r))).ToList();
         int b = rows.Count, t = rows.Max(x => x.r.Tokens.Length) - 1;   // inputs are every token but the last
         var input = new long[b * t];
-        var positions = new List<long>();   // flat [b·t] index of the logits that predict a scored token
-        var targets = new List<long>();
+        var target = new long[b * t];
+        Array.Fill(target, IgnoreIndex);    // context and padding positions: not scored
         for (int i = 0; i < b; i++)
         {
             var tok = rows[i].r.Tokens;
             for (int p = 0; p < tok.Length - 1; p++) input[i * t + p] = tok[p];   // right padding stays token 0
-            for (int p = rows[i].r.From; p < tok.Length; p++) { positions.Add(i * t + p - 1); targets.Add(tok[p]); }
+            for (int p = rows[i].r.From; p < tok.Length; p++) target[i * t + p - 1] = tok[p];
         }
         var logits = model.forward(tensor(input, [b, t], device: device));                        // [B, T, V]
-        var picked = logits.view(b * t, -1).index_select(0, tensor(positions.ToArray(), device: device)); // [N, V]
-        var logp = nn.functional.log_softmax(picked.to(ScalarType.Float32), -1)
-            .gather(1, tensor(targets.ToArray(), device: device).unsqueeze(1)).squeeze(1);         // [N]
-        var logProbs = logp.to(ScalarType.Float64).cpu().data<double>().ToArray();
-        int k = 0;
-        foreach (var (gi, ri, r) in rows)
+        // −log softmax at the target (fp32 under any compute dtype); 0 where ignored. Not a [N, V] copy of the logits.
+        var nll = nn.functional.cross_entropy(logits.view(b * t, -1).to(ScalarType.Float32), tensor(target, device: device),
+            ignore_index: IgnoreIndex, reduction: nn.Reduction.None);                                // [B·T]
+        var losses = nll.to(ScalarType.Float64).cpu().data<double>().ToArray();
+        for (int i = 0; i < b; i++)
         {
+            var (gi, ri, r) = rows[i];
             double sum = 0;
-            for (int j = 0; j < r.Scored; j++) sum -= logProbs[k++];
+            for (int p = r.From; p < r.Tokens.Length; p++) sum += losses[i * t + p - 1];
             results[gi][ri] = new RowScore(sum, r.Scored);
         }
     }

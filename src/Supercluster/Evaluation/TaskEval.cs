@@ -117,6 +117,6 @@ public static class TaskEval
 
     /// <summary>One line per task file, as <c>eval</c> and <c>train</c> print it.</summary>
     public static string Describe(TaskResult r) =>
-        $"{r.Path}: {r.Count:N0} questions ({string.Join(", ", r.Formats.Select(f => $"{f.Key}"))}), acc {r.Acc:F4}, acc_norm {r.AccNorm:F4}" +
+        $"{r.Path}: {r.Count:N0} question{(r.Count == 1 ? "" : "s")} ({string.Join(", ", r.Formats.Select(f => $"{f.Key}"))}), acc {r.Acc:F4}, acc_norm {r.AccNorm:F4}" +
         (r.TruncatedContexts > 0 ? $"; {r.TruncatedContexts:N0} contexts cut to fit the model's window" : "");
 }

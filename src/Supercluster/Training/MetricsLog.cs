@@ -4,7 +4,7 @@ using System.Text.Json.Nodes;
 namespace Supercluster.Training;
 
 /// <summary>
-/// <c>RUN_DIR/metrics.jsonl</c>: one JSON object per line ("type": "train" | "eval" | "sample"), flushed per line so
+/// <c>RUN_DIR/metrics.jsonl</c>: one JSON object per line ("type": "train" | "eval" | "task_eval" | "sample"), flushed per line so
 /// a dashboard can tail it. On resume, records after the resumed step are dropped so each step appears once.
 /// </summary>
 public sealed class MetricsLog : IDisposable

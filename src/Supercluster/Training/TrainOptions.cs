@@ -47,6 +47,10 @@ public sealed record TrainOptions
     public int EvalEvery { get; init; } = 0;
     [Flag("--eval-tokens", "Validation tokens per evaluation")]
     public long EvalTokens { get; init; } = Evaluator.DefaultTokens;
+    [Flag("--eval-task", "Multiple-choice task JSONL (HellaSwag or {context, endings, label}) scored with each validation: acc, acc_norm to metrics.jsonl; repeatable")]
+    public string[]? EvalTask { get; init; }
+    [Flag("--eval-task-limit", "Only the first N questions of each --eval-task file (0 = all)")]
+    public int EvalTaskLimit { get; init; } = 0;
     [Flag("--sample-every", "Print a sample every N steps (and at the end; 0 = never)")]
     public int SampleEvery { get; init; } = 0;
     [Flag("--sample-tokens", "Tokens per training sample")]
@@ -90,6 +94,7 @@ public sealed record TrainOptions
         if (GradClip < 0) throw new BadInputException($"--grad-clip = {GradClip}, expected ≥ 0 (0 disables clipping)");
         if (EvalEvery < 0 || SampleEvery < 0 || CheckpointEvery < 0) throw new BadInputException("--eval-every, --sample-every and --checkpoint-every must be ≥ 0 (0 = only at the end / never)");
         if (EvalTokens <= 0) throw new BadInputException($"--eval-tokens = {EvalTokens}, expected a positive number");
+        if (EvalTaskLimit < 0) throw new BadInputException($"--eval-task-limit = {EvalTaskLimit}, expected ≥ 0 (0 = all)");
         if (KeepCheckpoints <= 0) throw new BadInputException($"--keep-checkpoints = {KeepCheckpoints}, expected ≥ 1");
         if (!Directory.Exists(DataDir)) throw new BadInputException($"--data: directory '{DataDir}' does not exist (run prepare first)");
         if (PadVocab is <= 0) throw new BadInputException($"--pad-vocab = {PadVocab}, expected a positive multiple (1 = no padding)");

@@ -50,6 +50,8 @@ public sealed class Trainer
         int seqLen = _o.SeqLen ?? config.SeqLen;
         if (seqLen > config.SeqLen)
             throw new BadInputException($"--seq-len {seqLen} exceeds the model context {config.SeqLen} of '{_o.Model}'");
+        // Task files are read and rendered on every rank before anything is written (a bad one stops all); rank 0 scores them.
+        var tasks = (_o.EvalTask ?? []).Select(f => Evaluation.TaskEval.Render(Evaluation.TaskSet.Load(f, _o.EvalTaskLimit), Tokenizers.Create(meta.Tokenizer), config.SeqLen)).ToList();
 
         long tokensPerMicro = (long)_o.BatchSize * seqLen;
         long perStepAllRanks = tokensPerMicro * comm.WorldSize;
@@ -148,6 +150,14 @@ public sealed class Trainer
                 progress.Done();
                 log.WriteLine($"step {done}: val loss {lastVal:F4} over {eval.Tokens:N0} tokens");
             }
+            if (lead && tasks.Count > 0 && ((_o.EvalEvery > 0 && done % _o.EvalEvery == 0) || last))
+                foreach (var task in tasks)
+                {
+                    var (r, _) = Evaluation.TaskEval.Evaluate(model, task, _o.BatchSize, device);
+                    metrics?.Write(Evaluation.TaskEval.MetricsRecord(r, done, clock.Elapsed.TotalSeconds));
+                    progress.Done();
+                    log.WriteLine($"step {done}: {Evaluation.TaskEval.Describe(r)}");
+                }
             if (lead && _o.SampleEvery > 0 && (done % _o.SampleEvery == 0 || last))
             {
                 string text = SampleText(model, tokenizer, device, done);

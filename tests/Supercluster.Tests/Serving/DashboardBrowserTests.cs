@@ -6,7 +6,8 @@ namespace Supercluster.Tests.Serving;
 
 /// <summary>
 /// A real headless Chromium (Debian's /usr/bin/chromium, installed by scripts/setup.sh; never downloaded) opens the
-/// dashboard, sees the loss chart with points (and a new point appear live), and streams text in the playground.
+/// dashboard, sees the loss chart with points (and a new point appear live), the task accuracy chart appear with its first
+/// task_eval record, and streams text in the playground.
 /// The screenshot is kept at bin/…/artifacts/dashboard.png.
 /// </summary>
 [Collection("Serving")]
@@ -53,6 +54,15 @@ public class DashboardBrowserTests(ServingFixture f, ITestOutputHelper output)
         File.AppendAllText(Path.Combine(f.RunDir, "metrics.jsonl"),
             new JsonObject { ["type"] = "train", ["step"] = 301, ["loss"] = 1.0, ["lr"] = 1e-3, ["tokens_per_s"] = 1000.0, ["mfu"] = null }.ToJsonString() + "\n");
         await page.WaitForFunctionAsync("() => +document.querySelector('#chart-loss').dataset.points >= 301", null, new() { Timeout = 10000 });
+
+        // Task accuracy (train --eval-task): no chart until a task_eval record arrives, then one point per step and a
+        // series per task, the record written by the same method the trainer logs with.
+        Assert.Equal("0", await page.GetAttributeAsync("#chart-task", "data-points"));
+        var task = new Supercluster.Evaluation.TaskResult("hellaswag_val", "hellaswag_val.jsonl", 8, 3, 5, 0, new Dictionary<string, int> { ["hellaswag"] = 8 });
+        File.AppendAllText(Path.Combine(f.RunDir, "metrics.jsonl"), Supercluster.Evaluation.TaskEval.MetricsRecord(task, 301, 1.0).ToJsonString() + "\n");
+        await page.WaitForFunctionAsync("() => +document.querySelector('#chart-task').dataset.points >= 1", null, new() { Timeout = 10000 });
+        Assert.True(await page.Locator("#chart-task canvas").CountAsync() > 0, "no task chart canvas");
+        Assert.Contains("hellaswag_val acc_norm", await page.Locator("#chart-task").InnerTextAsync());
 
         // Playground: type a prompt, generate, see streamed text arrive.
         await page.ClickAsync("#tab-playground");

@@ -2,7 +2,7 @@
 // (streamed completions over /v1/completions, search over /v1/search). No network access beyond this server.
 "use strict";
 const $ = (s) => document.querySelector(s);
-const state = { info: {}, run: null, offset: 0, train: [], evals: [], charts: {}, timer: null, abort: null };
+const state = { info: {}, run: null, offset: 0, train: [], evals: [], tasks: [], charts: {}, timer: null, abort: null };
 
 document.querySelectorAll("nav .tab").forEach((b) => b.addEventListener("click", () => {
   document.querySelectorAll("nav .tab").forEach((t) => t.classList.toggle("active", t === b));
@@ -50,7 +50,7 @@ async function loadRuns() {
 }
 
 function selectRun(name) {
-  state.run = name; state.offset = 0; state.train = []; state.evals = [];
+  state.run = name; state.offset = 0; state.train = []; state.evals = []; state.tasks = [];
   document.querySelectorAll("#run-list tbody tr").forEach((tr) => tr.classList.toggle("selected", tr.dataset.name === name));
   $("#run-title").textContent = name;
   Object.values(state.charts).forEach((c) => c.destroy());
@@ -72,12 +72,13 @@ async function refreshRun() {
   while (more) {
     const m = await getJson(`/api/runs/${encodeURIComponent(name).replace(/%2F/g, "/")}/metrics?offset=${state.offset}`);
     if (name !== state.run) return;
-    if (m.offset < state.offset) { state.train = []; state.evals = []; }
+    if (m.offset < state.offset) { state.train = []; state.evals = []; state.tasks = []; }
     more = m.records.length > 0 && m.offset !== state.offset && m.records.length >= 20000;
     state.offset = m.offset;
     for (const r of m.records) {
       if (r.type === "train") state.train.push(r);
       else if (r.type === "eval") state.evals.push(r);
+      else if (r.type === "task_eval") state.tasks.push(r);
       else if (r.type === "sample") $("#sample").textContent = `step ${r.step}: ${r.text}`;
     }
   }
@@ -96,20 +97,37 @@ function drawCharts() {
     const s = series(state.train, key);
     plot(id, [s.map((p) => p[0]), s.map((p) => p[1])], [{ label: key, stroke: color }]);
   }
+  // Task accuracy (train --eval-task): acc_norm (solid) and acc (dashed) of each task file over steps.
+  const names = [...new Set(state.tasks.map((r) => r.task))].sort();
+  const tsteps = [...new Set(state.tasks.map((r) => r.step))].sort((a, b) => a - b);
+  const palette = ["#2a8be0", "#e0702a", "#2e9d57", "#c94040", "#6a4fc9", "#8a6d3b"];
+  const data = [tsteps], lines = [];
+  names.forEach((n, i) => {
+    const at = new Map(state.tasks.filter((r) => r.task === n).map((r) => [r.step, r]));
+    for (const [key, dash] of [["acc_norm", undefined], ["acc", [4, 4]]]) {
+      data.push(tsteps.map((s) => at.get(s)?.[key] ?? null));
+      lines.push({ label: `${n} ${key}`, stroke: palette[i % palette.length], dash, spanGaps: true, points: { show: true, size: 5 } });
+    }
+  });
+  if (names.length) plot("task", data, lines);
+  else { const el = $("#chart-task"); el.dataset.points = "0"; el.querySelector("h3").dataset.empty = " (none: train --eval-task FILE)"; }
 }
 
 function plot(id, data, lines) {
   const el = $("#chart-" + id);
   el.dataset.points = String(data[0].length);
   el.querySelector("h3").dataset.empty = data[0].length ? "" : id === "mfu" ? " (no data: MFU is null on CPU)" : " (no data yet)";
+  const labels = lines.map((l) => l.label).join("\n");
+  if (state.charts[id] && state.charts[id].labels !== labels) { state.charts[id].destroy(); delete state.charts[id]; }   // a new series (task)
   if (state.charts[id]) { state.charts[id].setData(data); return; }
   const opts = {
     width: Math.max(300, el.clientWidth - 16), height: 220,
-    scales: { x: { time: false } },
+    scales: { x: { time: false }, ...(id === "task" ? { y: { range: [0, 1] } } : {}) },   // accuracy: the whole 0..1
     axes: [{ label: "step" }, { size: 64 }],
     series: [{ label: "step" }, ...lines.map((l) => ({ width: 1.5, ...l }))],
   };
   state.charts[id] = new uPlot(opts, data, el);
+  state.charts[id].labels = labels;
 }
 function resize(c) { const el = c.root.parentElement; if (el && el.clientWidth) c.setSize({ width: Math.max(300, el.clientWidth - 16), height: 220 }); }
 window.addEventListener("resize", () => Object.values(state.charts).forEach(resize));

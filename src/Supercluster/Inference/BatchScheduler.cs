@@ -10,49 +10,63 @@ namespace Supercluster.Inference;
 public sealed class SchedulerBusyException(string message) : Exception(message);
 
 /// <summary>
-/// Continuous batching: one thread owns the model and, per iteration, prefills newly admitted sequences (one at a
-/// time, each into its own cache slot) and then runs ONE batched decode forward over all active sequences.
-/// Sequences join and leave between steps; a cancelled sequence (client gone, stop string seen) frees its slot at
-/// the next step. One-at-a-time and batched generation use the same code path (a single client is a batch of one).
+/// Continuous batching: one thread owns the model and, per iteration, (1) admits waiting sequences into free cache
+/// slots (a prefix-cache hit copies the prompt's cached blocks in), (2) runs one prefill forward over the next chunks
+/// of the prompts not yet prefilled (at most <see cref="PrefillChunk"/> prompt tokens per iteration, so a long prompt
+/// is prefilled over several iterations instead of stalling the running streams), and (3) runs ONE batched decode
+/// forward over all sequences past their prompt. Sequences join and leave between steps; a cancelled sequence (client
+/// gone, stop string seen) frees its slot at the next step. One-at-a-time and batched generation use the same code
+/// path (a single client is a batch of one).
 /// </summary>
 public sealed class BatchScheduler : IDisposable
 {
     readonly CausalLM _model;
     readonly Device _device;
     readonly BatchKvCache _cache;
+    readonly PrefixCache? _prefix;
     readonly ConcurrentQueue<GenerationHandle> _pending = new();
-    readonly List<GenerationHandle> _active = [];
+    readonly List<GenerationHandle> _active = [];         // in admission order
     readonly SemaphoreSlim _wake = new(0);
     readonly Thread _thread;
     readonly CancellationTokenSource _stop = new();
-    long _tokensGenerated, _steps;
+    long _tokensGenerated, _steps, _prefillForwards;
     int _pendingCount, _activeCount;
 
-    public BatchScheduler(CausalLM model, Device device, int maxBatch = 32, int maxQueue = 64)
+    /// <param name="prefillChunk">Prompt tokens prefilled per iteration (0 = every waiting prompt whole).</param>
+    /// <param name="prefixCacheBytes">Memory for cached prompt blocks (0 = no prefix caching).</param>
+    /// <param name="prefixBlock">Tokens per prefix-cache block.</param>
+    public BatchScheduler(CausalLM model, Device device, int maxBatch = 32, int maxQueue = 64, int prefillChunk = 0, long prefixCacheBytes = 0, int prefixBlock = 16)
     {
         if (maxBatch < 1) throw new BadInputException($"max batch = {maxBatch}, expected ≥ 1");
+        if (prefillChunk < 0) throw new BadInputException($"prefill chunk = {prefillChunk}, expected ≥ 0 (0 = whole prompts)");
         _model = model;
         _device = device;
         MaxBatch = maxBatch;
         MaxQueue = maxQueue;
+        PrefillChunk = prefillChunk;
         model.eval();
         _cache = new BatchKvCache(model.Config, maxBatch, device, model.parameters().First().dtype);
+        if (prefixCacheBytes > 0) _prefix = new PrefixCache(model.Config.NLayer, prefixCacheBytes, prefixBlock);
         _thread = new Thread(Loop) { IsBackground = true, Name = "supercluster-scheduler" };
         _thread.Start();
     }
 
     public int MaxBatch { get; }
     public int MaxQueue { get; }
+    public int PrefillChunk { get; }
     public ModelConfig Config => _model.Config;
     /// <summary>Requests waiting for a slot.</summary>
     public int QueueDepth => Volatile.Read(ref _pendingCount);
-    /// <summary>Sequences being decoded.</summary>
+    /// <summary>Sequences being prefilled or decoded.</summary>
     public int Active => Volatile.Read(ref _activeCount);
     public long TokensGenerated => Interlocked.Read(ref _tokensGenerated);
     public long DecodeSteps => Interlocked.Read(ref _steps);
+    public long PrefillForwards => Interlocked.Read(ref _prefillForwards);
+    /// <summary>Prompt tokens served from the prefix cache, and looked up there (whole blocks); 0 without one.</summary>
+    public (long Hit, long Lookup) PrefixCacheTokens { get { var p = _prefix; return p is null ? (0, 0) : (p.HitTokens, p.LookupTokens); } }
     /// <summary>Pause after each decode step (tests and demos: makes a tiny model as slow as a big one). Default none.</summary>
     public TimeSpan StepDelay { get; set; }
-    /// <summary>Called on the scheduler thread after each token (for metrics).</summary>
+    /// <summary>Called on the scheduler thread after each step with the number of tokens it produced (for metrics).</summary>
     public event Action<int>? TokensEmitted;
 
     /// <summary>Queues a sequence; read its tokens from the handle. Throws <see cref="SchedulerBusyException"/> when the queue is full.</summary>
@@ -98,7 +112,9 @@ public sealed class BatchScheduler : IDisposable
             {
                 Admit();
                 DropCancelled();
-                if (_active.Count > 0) DecodeStep();
+                int produced = Prefill();
+                if (_active.Any(h => h.Decoding)) produced += DecodeStep();
+                if (produced > 0) TokensEmitted?.Invoke(produced);
             }
             catch (Exception e)
             {
@@ -110,6 +126,7 @@ public sealed class BatchScheduler : IDisposable
         while (_pending.TryDequeue(out var p)) p.Complete("error", new OperationCanceledException("server stopping"));
     }
 
+    /// <summary>Waiting sequences take free slots (no compute here: their prompts are prefilled by <see cref="Prefill"/>).</summary>
     void Admit()
     {
         var admitted = new List<GenerationHandle>();
@@ -121,20 +138,10 @@ public sealed class BatchScheduler : IDisposable
             if (h.Cancel.IsCancellationRequested) { h.Complete("cancelled", null); continue; }
             if (h.Options.MaxNewTokens == 0) { h.Complete("length", null); continue; }
             h.Slot = _cache.Rent();
-            _active.Add(h);
-            Volatile.Write(ref _activeCount, _active.Count);
             h.Generator = new Generator((ulong)h.Options.Seed, _device);
-            try
-            {
-                using var scope = NewDisposeScope();
-                _cache.Begin([h.Slot], h.Prompt.Length);
-                var ids = tensor(h.Prompt.Select(i => (long)i).ToArray(), device: _device).unsqueeze(0);
-                var logits = _model.Forward(ids, _cache);                                    // [1, T, V]
-                Emit(h, Sampler.Pick(logits[0, -1].to(ScalarType.Float32), h.Options, h.Generator));
-            }
-            catch (Exception e) { Finish(h, "error", e); }
-            finally { _cache.End(); }
+            _active.Add(h);
         }
+        Volatile.Write(ref _activeCount, _active.Count);
     }
 
     void DropCancelled()
@@ -143,39 +150,113 @@ public sealed class BatchScheduler : IDisposable
             if (h.Cancel.IsCancellationRequested) Finish(h, "cancelled", null);
     }
 
-    void DecodeStep()
+    /// <summary>
+    /// One forward per length class over the next prompt chunks (oldest sequences first, at most
+    /// <see cref="PrefillChunk"/> tokens in all); a sequence whose prompt is then complete samples its first token.
+    /// Returns the tokens produced.
+    /// </summary>
+    int Prefill()
     {
-        var batch = _active.ToArray();
+        long budget = PrefillChunk > 0 ? PrefillChunk : long.MaxValue;
+        var plan = new List<(GenerationHandle H, int N)>();
+        var leaders = new HashSet<ulong>();
+        foreach (var h in _active)
+        {
+            if (h.Prefilled == h.Prompt.Length || budget <= 0) continue;
+            if (_prefix is not null && !h.Restored && h.Prompt.Length > 1)
+            {
+                // Sequences sharing a first block (n choices, one system prompt) start one after another: the first
+                // stores the shared blocks, the others then hit them instead of computing them again.
+                if (_prefix.FirstBlock(h.Prompt) is { } first && !leaders.Add(first)) continue;
+                h.Prefilled = _prefix.Restore(h.Prompt, h.Prompt.Length - 1, _cache, h.Slot);
+            }
+            else if (_prefix is not null && h.Prefilled < h.Prompt.Length && _prefix.FirstBlock(h.Prompt) is { } going)
+                leaders.Add(going);                                        // mid-prefill: followers wait for its blocks
+            h.Restored = true;
+            int n = (int)Math.Min(h.Prompt.Length - h.Prefilled, budget);
+            plan.Add((h, n));
+            budget -= n;
+        }
+        int produced = 0;
+        // Rows padded to their group's longest chunk: chunks within a factor of 2 share a forward.
+        foreach (var group in plan.GroupBy(r => BitLength(r.N)))
+            produced += PrefillGroup(group.ToArray());
+        return produced;
+    }
+
+    static int BitLength(int n) => 32 - System.Numerics.BitOperations.LeadingZeroCount((uint)n);
+
+    int PrefillGroup((GenerationHandle H, int N)[] rows)
+    {
+        var done = new List<int>();
         using var scope = NewDisposeScope();
-        _cache.Begin(batch.Select(h => h.Slot).ToArray(), 1);
         try
         {
-            var ids = tensor(batch.Select(h => (long)h.Last).ToArray(), device: _device).unsqueeze(1);   // [B, 1]
-            var logits = _model.Forward(ids, _cache).select(1, 0).to(ScalarType.Float32);                // [B, V]
-            bool finite = logits.isfinite().all().item<bool>();
-            long[]? greedy = finite && batch.Any(h => Sampler.IsGreedy(h.Options)) ? logits.argmax(1).cpu().data<long>().ToArray() : null;
-            Interlocked.Increment(ref _steps);
-            for (int i = 0; i < batch.Length; i++)
+            _cache.Begin(rows.Select(r => r.H.Slot).ToArray(), rows.Select(r => (long)r.N).ToArray());
+            int t = rows.Max(r => r.N);
+            var ids = new long[rows.Length * t];
+            for (int i = 0; i < rows.Length; i++)
+                for (int j = 0; j < rows[i].N; j++) ids[i * t + j] = rows[i].H.Prompt[rows[i].H.Prefilled + j];
+            var logits = _model.Forward(tensor(ids, device: _device).view(rows.Length, t), _cache);        // [B, T, V]
+            Interlocked.Increment(ref _prefillForwards);
+            for (int i = 0; i < rows.Length; i++)
             {
-                var h = batch[i];
-                // One sequence's failure (e.g. non-finite logits of its row) ends that sequence only, never the batch.
-                try
-                {
-                    int next = greedy is not null && Sampler.IsGreedy(h.Options) ? (int)greedy[i] : Sampler.Pick(logits[i], h.Options, h.Generator!);
-                    Emit(h, next);
-                }
-                catch (Exception e) { Finish(h, "error", e); }
+                var (h, n) = rows[i];
+                h.Prefilled += n;
+                _prefix?.Store(h.Prompt, h.Prefilled, _cache, h.Slot);
+                if (h.Prefilled == h.Prompt.Length) done.Add(i);
             }
+            if (done.Count == 0) return 0;
+            // The last real position of each finished row: [D, V].
+            var last = logits.index_select(0, tensor(done.Select(i => (long)i).ToArray(), device: _device))
+                .gather(1, tensor(done.Select(i => (long)rows[i].N - 1).ToArray(), device: _device).view(-1, 1, 1).expand(-1, 1, logits.shape[2]))
+                .squeeze(1).to(ScalarType.Float32);
+            return Sample(done.Select(i => rows[i].H).ToArray(), last);
+        }
+        catch (Exception e)
+        {
+            foreach (var (h, _) in rows) Finish(h, "error", e);
+            return 0;
         }
         finally { _cache.End(); }
+    }
+
+    int DecodeStep()
+    {
+        var batch = _active.Where(h => h.Decoding).ToArray();
+        int produced;
+        using (var scope = NewDisposeScope())
+        {
+            _cache.Begin(batch.Select(h => h.Slot).ToArray(), 1);
+            try
+            {
+                var ids = tensor(batch.Select(h => (long)h.Last).ToArray(), device: _device).unsqueeze(1);   // [B, 1]
+                var logits = _model.Forward(ids, _cache).select(1, 0).to(ScalarType.Float32);                // [B, V]
+                Interlocked.Increment(ref _steps);
+                produced = Sample(batch, logits);
+            }
+            finally { _cache.End(); }
+        }
         if (StepDelay > TimeSpan.Zero) Thread.Sleep(StepDelay);
+        return produced;
+    }
+
+    /// <summary>Picks the next token of each sequence from its logits row [B, V], the whole batch at once; one sequence's failure (e.g. non-finite logits) ends that sequence only.</summary>
+    int Sample(GenerationHandle[] batch, Tensor logits)
+    {
+        var picks = BatchSampler.Pick(logits, batch.Select(h => h.Options).ToArray(), batch.Select(h => h.Generator!).ToArray(), batch.Select(h => h.Output).ToArray());
+        for (int i = 0; i < batch.Length; i++)
+        {
+            if (picks[i].Error is { } e) Finish(batch[i], "error", e);
+            else Emit(batch[i], picks[i].Token);
+        }
+        return batch.Length;
     }
 
     void Emit(GenerationHandle h, int token)
     {
         h.Add(token);
         Interlocked.Increment(ref _tokensGenerated);
-        TokensEmitted?.Invoke(1);
         if (token == h.Options.StopToken) Finish(h, "stop", null);
         else if (h.Generated >= h.Options.MaxNewTokens || _cache.LengthOf(h.Slot) >= Config.SeqLen) Finish(h, "length", null);
     }
@@ -193,6 +274,7 @@ public sealed class BatchScheduler : IDisposable
         _stop.Cancel();
         _thread.Join(TimeSpan.FromSeconds(10));
         _cache.Dispose();
+        _prefix?.Dispose();
     }
 }
 
@@ -221,11 +303,18 @@ public sealed class GenerationHandle
     internal int Slot = -1;
     internal int Last;
     internal Generator? Generator;
+    /// <summary>Prompt tokens in the cache (prefilled or restored from the prefix cache).</summary>
+    internal int Prefilled;
+    /// <summary>The prefix cache was consulted (once, before the first prefill chunk).</summary>
+    internal bool Restored;
+    internal readonly List<int> Output = [];
+    internal bool Decoding => Prefilled == Prompt.Length && Generated > 0;
 
     internal void Add(int token)
     {
         Last = token;
         Generated++;
+        Output.Add(token);
         _tokens.Writer.TryWrite(token);
     }
 

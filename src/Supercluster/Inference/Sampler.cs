@@ -15,6 +15,11 @@ public sealed record SamplingOptions
     public bool UseCache { get; init; } = true;
     /// <summary>Generation ends after this token (e.g. end-of-text), which is included in the output.</summary>
     public int? StopToken { get; init; }
+    /// <summary>
+    /// Per sequence, before sampling: (tokens generated so far, logits row [V] float32) → the logits to sample from
+    /// (penalties, logit_bias, a grammar mask). The batch scheduler calls it for this sequence's row only.
+    /// </summary>
+    public Func<IReadOnlyList<int>, Tensor, Tensor>? LogitsProcessor { get; init; }
 
     public SamplingOptions Validate()
     {

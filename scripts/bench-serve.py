@@ -8,11 +8,12 @@ For each client count N: N threads send greedy streaming /v1/completions request
 reports total completion tokens/s, requests, p50/p99 request latency and p50/p99 time to first token (TTFT: request
 sent → first text chunk), and the 1-minute load average before and after (the machine is shared: a number measured
 under load is not the code's). "single-stream tokens/s" is the N=1 figure (one request at a time, prefill included).
-Completion tokens are counted from the server's usage when it streams one, else as the text chunks received (one per
-token unless a token ends inside a multi-byte character).
+Completion tokens are the server's own count (supercluster_tokens_generated_total on /metrics, before and after the
+run): a stream that falls behind gets several tokens per SSE event, so events are not tokens.
 
---system-prompt-tokens K puts the same K-character prefix (K tokens with the byte tokenizer; fewer with BPE) before
-every prompt, as a shared system prompt would; each prompt still ends differently.
+--system-prompt-tokens K sends prompts as token ids: the same K tokens first (a shared system prompt) and then a
+different ending per request (the ids of the prompt's characters: any tokenizer's vocabulary has ids 32..126).
+Run it against `serve --prefix-cache-mb 0` and the default to see what prefix caching does to time to first token.
 """
 import argparse, json, os, threading, time, urllib.request
 
@@ -21,28 +22,31 @@ PROMPTS = ["The state of the union", "We the people", "Our nation", "The economy
 SYSTEM = ("You are the clerk of the House. Answer in the plain style of the annual messages to Congress, with the "
           "facts first and the recommendations after them, and never more than one paragraph for each subject. ")
 
-def system_prefix(chars):
-    s = (SYSTEM * (chars // len(SYSTEM) + 1))[:chars]
-    return s
+def system_prefix(tokens):
+    s = (SYSTEM * (tokens // len(SYSTEM) + 1))[:tokens]
+    return [ord(c) for c in s]
 
 def one(url, prompt, max_tokens):
     body = json.dumps({"prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "stream": True}).encode()
     req = urllib.request.Request(url + "/v1/completions", body, {"Content-Type": "application/json"})
     t0 = time.perf_counter()
-    first, chunks, usage = None, 0, None
+    first = None
     with urllib.request.urlopen(req, timeout=300) as r:
         for raw in r:
             line = raw.decode().strip()
             if not line.startswith("data: ") or line == "data: [DONE]": continue
             ev = json.loads(line[6:])
             if "error" in ev: raise RuntimeError(ev["error"])
-            if ev.get("usage"): usage = ev["usage"]["completion_tokens"]
-            for c in ev.get("choices", []):
-                if c.get("text"):
-                    chunks += 1
-                    if first is None: first = time.perf_counter() - t0
+            if first is None and any(c.get("text") for c in ev.get("choices", [])): first = time.perf_counter() - t0
     total = time.perf_counter() - t0
-    return total, first if first is not None else total, usage if usage is not None else chunks
+    return total, first if first is not None else total
+
+def generated(url):
+    with urllib.request.urlopen(url + "/metrics", timeout=30) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith("supercluster_tokens_generated_total"):
+                return float(line.split()[-1])
+    raise RuntimeError("no supercluster_tokens_generated_total on /metrics")
 
 def load():
     return round(os.getloadavg()[0], 2)
@@ -51,19 +55,21 @@ def pct(xs, q):
     return round(xs[min(len(xs) - 1, int(q * len(xs)))] * 1000) if xs else float("nan")
 
 def run(url, clients, seconds, max_tokens, prefix):
-    lat, ttft, toks, errors = [], [], [0], [0]
+    lat, ttft, errors = [], [], [0]
     lock = threading.Lock()
     load0 = load()
+    gen0 = generated(url)
     stop = time.perf_counter() + seconds
     def worker(c):
         n = 0
         while time.perf_counter() < stop:
             # A distinct ending per request: the shared part is only the system prefix.
-            prompt = prefix + PROMPTS[(c * 1000 + n) % len(PROMPTS)] + f" ({c}.{n})"
+            text = PROMPTS[(c * 1000 + n) % len(PROMPTS)] + f" ({c}.{n})"
+            prompt = prefix + [ord(ch) for ch in text] if prefix else text
             try:
-                dt, first, k = one(url, prompt, max_tokens)
+                dt, first = one(url, prompt, max_tokens)
                 with lock:
-                    lat.append(dt); ttft.append(first); toks[0] += k
+                    lat.append(dt); ttft.append(first)
             except Exception as e:
                 with lock: errors[0] += 1
             n += 1
@@ -72,9 +78,10 @@ def run(url, clients, seconds, max_tokens, prefix):
     for t in ts: t.start()
     for t in ts: t.join()
     wall = time.perf_counter() - t0
+    toks = int(generated(url) - gen0)
     lat.sort(); ttft.sort()
-    return {"clients": clients, "requests": len(lat), "errors": errors[0], "tokens": toks[0], "seconds": round(wall, 1),
-            "tokens_per_s": round(toks[0] / wall, 1), "p50_ms": pct(lat, 0.5), "p99_ms": pct(lat, 0.99),
+    return {"clients": clients, "requests": len(lat), "errors": errors[0], "tokens": toks, "seconds": round(wall, 1),
+            "tokens_per_s": round(toks / wall, 1), "p50_ms": pct(lat, 0.5), "p99_ms": pct(lat, 0.99),
             "ttft_p50_ms": pct(ttft, 0.5), "ttft_p99_ms": pct(ttft, 0.99), "load_before": load0, "load_after": load()}
 
 if __name__ == "__main__":
@@ -83,10 +90,10 @@ if __name__ == "__main__":
     ap.add_argument("--clients", default="1,4,16")
     ap.add_argument("--seconds", type=float, default=15)
     ap.add_argument("--max-tokens", type=int, default=64)
-    ap.add_argument("--system-prompt-tokens", type=int, default=0, help="shared prefix length in characters (0 = none)")
+    ap.add_argument("--system-prompt-tokens", type=int, default=0, help="shared prefix of this many tokens before every prompt (0 = none)")
     a = ap.parse_args()
     prefix = system_prefix(a.system_prompt_tokens)
-    one(a.url, prefix + PROMPTS[0], 8)  # warm-up
+    one(a.url, prefix + [ord(c) for c in PROMPTS[0]] if prefix else PROMPTS[0], 8)  # warm-up
     base = None
     for n in [int(x) for x in a.clients.split(",")]:
         r = run(a.url, n, a.seconds, a.max_tokens, prefix)

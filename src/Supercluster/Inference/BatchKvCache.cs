@@ -47,6 +47,26 @@ public sealed class BatchKvCache : KvCache
 
     public void Release(int slot) { _len[slot] = 0; _free.Add(slot); }
 
+    /// <summary>
+    /// Moves a slot's keys/values and length to the free slot <paramref name="to"/> and frees <paramref name="from"/>:
+    /// the scheduler fills the hole a finished sequence leaves with its highest slot, once per finished sequence, so
+    /// the running batch stays in consecutive slots that attention reads in place at every step.
+    /// </summary>
+    public void Move(int from, int to)
+    {
+        if (!_free.Remove(to)) throw new InvalidOperationException($"KV cache slot {to} is in use");
+        long n = _len[from];
+        using (no_grad())
+            for (int l = 0; l < _k.Length && n > 0; l++)
+            {
+                var (k, v) = View(l, from, 0, n);
+                var (kd, vd) = View(l, to, 0, n);
+                using (k) using (v) using (kd) using (vd) { kd.copy_(k); vd.copy_(v); }
+            }
+        _len[to] = n;
+        Release(from);
+    }
+
     /// <summary>Tokens cached in <paramref name="slot"/>.</summary>
     public long LengthOf(int slot) => _len[slot];
 
@@ -105,20 +125,31 @@ public sealed class BatchKvCache : KvCache
         _firstRow = consecutive ? _rows[0] : -1;
         using var scope = NewDisposeScope();
         var starts = tensor(_rows.Select(s => _len[s]).ToArray(), device: _device);                 // [B]
-        var count = tensor(_counts, device: _device);                                                // [B]
-        var steps = arange(_t, dtype: ScalarType.Int64, device: _device);                             // [T]
-        var real = steps.unsqueeze(0) < count.unsqueeze(1);                                           // [B, T]
-        // A padding query takes its row's last real position: it stays inside the context and sees only real keys.
-        var pos = starts.unsqueeze(1) + minimum(steps.unsqueeze(0), (count - 1).unsqueeze(1));      // [B, T]
+        var rows = tensor(_rows.Select(s => (long)s).ToArray(), device: _device);                    // [B]
         var keys = arange(_keys, dtype: ScalarType.Int64, device: _device);                           // [K]
+        Tensor pos;
+        if (_t == 1)
+        {
+            // Decode step: one token per row, at its row's length.
+            pos = starts.unsqueeze(1);                                                                // [B, 1]
+            _writeRows = rows.DetachFromDisposeScope();
+            _writePos = starts.DetachFromDisposeScope();
+        }
+        else
+        {
+            var count = tensor(_counts, device: _device);                                            // [B]
+            var steps = arange(_t, dtype: ScalarType.Int64, device: _device);                         // [T]
+            var real = steps.unsqueeze(0) < count.unsqueeze(1);                                       // [B, T]
+            // A padding query takes its row's last real position: it stays inside the context and sees only real keys.
+            pos = starts.unsqueeze(1) + minimum(steps.unsqueeze(0), (count - 1).unsqueeze(1));      // [B, T]
+            // Where the real tokens go: (slot, position) pairs, row-major — the order of k[real] in Append.
+            _writeRows = rows.unsqueeze(1).expand(b, _t).masked_select(real).DetachFromDisposeScope(); // [N]
+            _writePos = pos.masked_select(real).DetachFromDisposeScope();                            // [N]
+            _realQueries = real.DetachFromDisposeScope();
+        }
         _mask = (keys.view(1, 1, 1, -1) <= pos.view(b, 1, _t, 1)).DetachFromDisposeScope();         // [B, 1, T, K]
         _positions = pos.DetachFromDisposeScope();
-        if (_firstRow < 0) _rowIndex = tensor(_rows.Select(s => (long)s).ToArray(), device: _device).DetachFromDisposeScope();
-        // Where the real tokens go: (slot, position) pairs, row-major — the order of k[real] below.
-        var rows = tensor(_rows.Select(s => (long)s).ToArray(), device: _device).unsqueeze(1).expand(b, _t);
-        _writeRows = rows.masked_select(real).DetachFromDisposeScope();                              // [N]
-        _writePos = pos.masked_select(real).DetachFromDisposeScope();                                // [N]
-        _realQueries = _t == 1 ? null : real.DetachFromDisposeScope();
+        if (_firstRow < 0) _rowIndex = (_t == 1 ? rows.clone() : rows).DetachFromDisposeScope();       // (decode: rows is _writeRows)
     }
 
     /// <summary>Drops the per-forward tensors (also done by the next <see cref="Begin(IReadOnlyList{int}, IReadOnlyList{long})"/>).</summary>

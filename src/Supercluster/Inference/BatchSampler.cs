@@ -21,10 +21,10 @@ public static class BatchSampler
     /// <summary>
     /// The next token of each row of <paramref name="logits"/> [B, V] (float32); a row that fails (no finite logit)
     /// gets its exception instead, and only that row. <paramref name="generated"/>[i] are row i's tokens so far (for
-    /// its logits processor).
+    /// its logits processor). <paramref name="plain"/>[i] = <see cref="IsPlain"/>(options[i]) when the caller knows it already.
     /// </summary>
     public static (int Token, Exception? Error)[] Pick(Tensor logits, IReadOnlyList<SamplingOptions> options, IReadOnlyList<Generator> generators,
-        IReadOnlyList<IReadOnlyList<int>> generated)
+        IReadOnlyList<IReadOnlyList<int>> generated, IReadOnlyList<bool>? plain = null)
     {
         int b = options.Count;
         var result = new (int, Exception?)[b];
@@ -35,7 +35,7 @@ public static class BatchSampler
         for (int i = 0; i < b; i++)
         {
             var o = options[i];
-            if (!finite[i] || !IsPlain(o))
+            if (!finite[i] || !(plain?[i] ?? IsPlain(o)))
             {
                 try
                 {

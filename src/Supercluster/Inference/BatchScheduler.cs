@@ -180,7 +180,7 @@ public sealed class BatchScheduler : IDisposable
         int produced = 0;
         // Rows padded to their group's longest chunk: chunks within a factor of 2 share a forward.
         foreach (var group in plan.GroupBy(r => BitLength(r.N)))
-            produced += PrefillGroup(group.ToArray());
+            produced += PrefillGroup(group.OrderBy(r => r.H.Slot).ToArray());
         return produced;
     }
 
@@ -223,7 +223,7 @@ public sealed class BatchScheduler : IDisposable
 
     int DecodeStep()
     {
-        var batch = _active.Where(h => h.Decoding).ToArray();
+        var batch = _active.Where(h => h.Decoding).OrderBy(h => h.Slot).ToArray();   // consecutive slots: KV read in place
         int produced;
         using (var scope = NewDisposeScope())
         {
@@ -244,7 +244,7 @@ public sealed class BatchScheduler : IDisposable
     /// <summary>Picks the next token of each sequence from its logits row [B, V], the whole batch at once; one sequence's failure (e.g. non-finite logits) ends that sequence only.</summary>
     int Sample(GenerationHandle[] batch, Tensor logits)
     {
-        var picks = BatchSampler.Pick(logits, batch.Select(h => h.Options).ToArray(), batch.Select(h => h.Generator!).ToArray(), batch.Select(h => h.Output).ToArray());
+        var picks = BatchSampler.Pick(logits, batch.Select(h => h.Options).ToArray(), batch.Select(h => h.Generator!).ToArray(), batch.Select(h => h.Output).ToArray(), batch.Select(h => h.Plain).ToArray());
         for (int i = 0; i < batch.Length; i++)
         {
             if (picks[i].Error is { } e) Finish(batch[i], "error", e);
@@ -263,7 +263,17 @@ public sealed class BatchScheduler : IDisposable
 
     void Finish(GenerationHandle h, string reason, Exception? error)
     {
-        if (_active.Remove(h)) _cache.Release(h.Slot);
+        if (_active.Remove(h))
+        {
+            _cache.Release(h.Slot);
+            // Keep the running sequences in consecutive slots: the highest one moves into the hole.
+            var last = _active.MaxBy(a => a.Slot);
+            if (last is not null && last.Slot > h.Slot)
+            {
+                _cache.Move(last.Slot, h.Slot);
+                last.Slot = h.Slot;
+            }
+        }
         Volatile.Write(ref _activeCount, _active.Count);
         h.Generator?.Dispose();
         h.Complete(reason, error);
@@ -287,6 +297,7 @@ public sealed class GenerationHandle
     {
         Prompt = prompt;
         Options = options;
+        Plain = BatchSampler.IsPlain(options);
         Cancel = cancel;
         Started = Stopwatch.GetTimestamp();
     }
@@ -308,6 +319,8 @@ public sealed class GenerationHandle
     /// <summary>The prefix cache was consulted (once, before the first prefill chunk).</summary>
     internal bool Restored;
     internal readonly List<int> Output = [];
+    /// <summary>Sampled by <see cref="BatchSampler"/>'s vectorised path (decided once, not per step).</summary>
+    internal readonly bool Plain;
     internal bool Decoding => Prefilled == Prompt.Length && Generated > 0;
 
     internal void Add(int token)

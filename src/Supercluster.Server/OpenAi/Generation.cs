@@ -98,21 +98,12 @@ public static class Generation
             text.Append(s);
             if (onDelta is not null) await onDelta(index, s);
         }
-        // Every token already waiting is turned into text and shown as one delta (one SSE write and flush): a stream
-        // that falls behind the decode steps catches up in fewer, larger writes instead of one per token.
-        var delta = new System.Text.StringBuilder();
-        bool done = false;
-        while (!done && await h.Tokens.WaitToReadAsync(CancellationToken.None))
+        await foreach (var token in h.Tokens.ReadAllAsync(CancellationToken.None))
         {
-            while (h.Tokens.TryRead(out var token))
-            {
-                count++;
-                if (token == m.Tokenizer.EotToken) { eot = done = true; break; }   // the scheduler may not have marked it finished yet
-                delta.Append(matcher.Feed(decoder.Add(token)));
-                if (matcher.Stopped) { stop.Cancel(); done = true; break; }
-            }
-            await Show(delta.ToString());
-            delta.Clear();
+            count++;
+            if (token == m.Tokenizer.EotToken) { eot = true; break; }   // the scheduler may not have marked it finished yet
+            await Show(matcher.Feed(decoder.Add(token)));
+            if (matcher.Stopped) { stop.Cancel(); break; }
         }
         if (!matcher.Stopped) await Show(matcher.Feed(decoder.Flush()) + matcher.Flush());
         // Drain so the scheduler's writes complete (the sequence was cancelled if we stopped early).

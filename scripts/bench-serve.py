@@ -1,36 +1,75 @@
 #!/usr/bin/env python3
 """Throughput/latency of a running `supercluster serve` (loopback only; Python standard library only).
 
-  python3 scripts/bench-serve.py --url http://127.0.0.1:8080 --clients 1,4,16 --seconds 15 --max-tokens 64
+  python3 scripts/bench-serve.py --url http://127.0.0.1:8080 --clients 1,4,16,64 --seconds 15 --max-tokens 64
+  python3 scripts/bench-serve.py --clients 1,16 --system-prompt-tokens 200      # shared prefix (prefix caching)
 
-For each client count N: N threads send greedy /v1/completions requests back to back for --seconds;
-reports total completion tokens/s, requests, and p50/p99 request latency. "single-stream tokens/s" is the
-N=1 figure (one request at a time: decode speed of one sequence, prefill included).
+For each client count N: N threads send greedy streaming /v1/completions requests back to back for --seconds;
+reports total completion tokens/s, requests, p50/p99 request latency and p50/p99 time to first token (TTFT: request
+sent → first text chunk), and the 1-minute load average before and after (the machine is shared: a number measured
+under load is not the code's). "single-stream tokens/s" is the N=1 figure (one request at a time, prefill included).
+Completion tokens are the server's own count (supercluster_tokens_generated_total on /metrics, before and after the
+run): a stream that falls behind gets several tokens per SSE event, so events are not tokens.
+
+--system-prompt-tokens K sends prompts as token ids: the same K tokens first (a shared system prompt) and then a
+different ending per request (the ids of the prompt's characters: any tokenizer's vocabulary has ids 32..126).
+Run it against `serve --prefix-cache-mb 0` and the default to see what prefix caching does to time to first token.
 """
-import argparse, json, statistics, threading, time, urllib.request
+import argparse, json, os, threading, time, urllib.request
 
 PROMPTS = ["The state of the union", "We the people", "Our nation", "The economy", "In this year", "Congress must",
            "Fellow citizens", "The war"]
+SYSTEM = ("You are the clerk of the House. Answer in the plain style of the annual messages to Congress, with the "
+          "facts first and the recommendations after them, and never more than one paragraph for each subject. ")
 
-def one(url, i, max_tokens):
-    body = json.dumps({"prompt": PROMPTS[i % len(PROMPTS)], "max_tokens": max_tokens, "temperature": 0}).encode()
+def system_prefix(tokens):
+    s = (SYSTEM * (tokens // len(SYSTEM) + 1))[:tokens]
+    return [ord(c) for c in s]
+
+def one(url, prompt, max_tokens):
+    body = json.dumps({"prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "stream": True}).encode()
     req = urllib.request.Request(url + "/v1/completions", body, {"Content-Type": "application/json"})
     t0 = time.perf_counter()
-    with urllib.request.urlopen(req, timeout=120) as r:
-        out = json.load(r)
-    return time.perf_counter() - t0, out["usage"]["completion_tokens"]
+    first = None
+    with urllib.request.urlopen(req, timeout=300) as r:
+        for raw in r:
+            line = raw.decode().strip()
+            if not line.startswith("data: ") or line == "data: [DONE]": continue
+            ev = json.loads(line[6:])
+            if "error" in ev: raise RuntimeError(ev["error"])
+            if first is None and any(c.get("text") for c in ev.get("choices", [])): first = time.perf_counter() - t0
+    total = time.perf_counter() - t0
+    return total, first if first is not None else total
 
-def run(url, clients, seconds, max_tokens):
-    lat, toks, errors = [], [0], [0]
+def generated(url):
+    with urllib.request.urlopen(url + "/metrics", timeout=30) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith("supercluster_tokens_generated_total"):
+                return float(line.split()[-1])
+    raise RuntimeError("no supercluster_tokens_generated_total on /metrics")
+
+def load():
+    return round(os.getloadavg()[0], 2)
+
+def pct(xs, q):
+    return round(xs[min(len(xs) - 1, int(q * len(xs)))] * 1000) if xs else float("nan")
+
+def run(url, clients, seconds, max_tokens, prefix):
+    lat, ttft, errors = [], [], [0]
     lock = threading.Lock()
+    load0 = load()
+    gen0 = generated(url)
     stop = time.perf_counter() + seconds
     def worker(c):
         n = 0
         while time.perf_counter() < stop:
+            # A distinct ending per request: the shared part is only the system prefix.
+            text = PROMPTS[(c * 1000 + n) % len(PROMPTS)] + f" ({c}.{n})"
+            prompt = prefix + [ord(ch) for ch in text] if prefix else text
             try:
-                dt, k = one(url, c * 1000 + n, max_tokens)
+                dt, first = one(url, prompt, max_tokens)
                 with lock:
-                    lat.append(dt); toks[0] += k
+                    lat.append(dt); ttft.append(first)
             except Exception as e:
                 with lock: errors[0] += 1
             n += 1
@@ -39,10 +78,11 @@ def run(url, clients, seconds, max_tokens):
     for t in ts: t.start()
     for t in ts: t.join()
     wall = time.perf_counter() - t0
-    lat.sort()
-    p = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] * 1000 if lat else float("nan")
-    return {"clients": clients, "requests": len(lat), "errors": errors[0], "tokens": toks[0], "seconds": round(wall, 1),
-            "tokens_per_s": round(toks[0] / wall, 1), "p50_ms": round(p(0.5)), "p99_ms": round(p(0.99))}
+    toks = int(generated(url) - gen0)
+    lat.sort(); ttft.sort()
+    return {"clients": clients, "requests": len(lat), "errors": errors[0], "tokens": toks, "seconds": round(wall, 1),
+            "tokens_per_s": round(toks / wall, 1), "p50_ms": pct(lat, 0.5), "p99_ms": pct(lat, 0.99),
+            "ttft_p50_ms": pct(ttft, 0.5), "ttft_p99_ms": pct(ttft, 0.99), "load_before": load0, "load_after": load()}
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
@@ -50,7 +90,13 @@ if __name__ == "__main__":
     ap.add_argument("--clients", default="1,4,16")
     ap.add_argument("--seconds", type=float, default=15)
     ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--system-prompt-tokens", type=int, default=0, help="shared prefix of this many tokens before every prompt (0 = none)")
     a = ap.parse_args()
-    one(a.url, 0, 8)  # warm-up
+    prefix = system_prefix(a.system_prompt_tokens)
+    one(a.url, prefix + [ord(c) for c in PROMPTS[0]] if prefix else PROMPTS[0], 8)  # warm-up
+    base = None
     for n in [int(x) for x in a.clients.split(",")]:
-        print(json.dumps(run(a.url, n, a.seconds, a.max_tokens)), flush=True)
+        r = run(a.url, n, a.seconds, a.max_tokens, prefix)
+        base = base or r["tokens_per_s"]
+        r["speedup"] = round(r["tokens_per_s"] / base, 2) if base else None
+        print(json.dumps(r), flush=True)

@@ -28,6 +28,9 @@ public static class CliRunner
     public const int BadInputExit = 2;
     public const int DiskFullExit = 1;
 
+    /// <summary>Verbs that register their own SIGINT/SIGTERM handlers.</summary>
+    public static readonly HashSet<string> OwnTermination = ["serve"];
+
     public static int Run(RootCommand root, string[] args)
     {
         HelpExamples.Install(root);
@@ -39,7 +42,9 @@ public static class CliRunner
         }
         try
         {
-            return parse.Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
+            // A verb in OwnTermination handles SIGINT/SIGTERM itself (serve drains its streams for longer than the 2 s default).
+            return parse.Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false,
+                ProcessTerminationTimeout = OwnTermination.Contains(parse.CommandResult.Command.Name) ? null : TimeSpan.FromSeconds(2) });
         }
         catch (BadInputException e)
         {

@@ -56,7 +56,7 @@ public sealed class LoadedModel : IDisposable
         var (model, tokName, dir) = ModelCheckpoint.LoadForInference(o.Checkpoint!, device);
         var tok = Tokenizers.Create(tokName);
         string name = o.ModelName ?? DefaultName(dir);
-        return new LoadedModel(name, model, tok, new BatchScheduler(model, device, o.MaxBatch, o.MaxQueue), new Embedder(model, device), dir);
+        return new LoadedModel(name, model, tok, new BatchScheduler(model, device, o.MaxBatch, o.MaxQueue, o.PrefillChunk, o.PrefixCacheBytes) { StepDelay = o.StepDelay }, new Embedder(model, device), dir);
     }
 
     /// <summary>"RUN/step_0000100" for a checkpoint in a run, else the directory's name.</summary>

@@ -19,6 +19,14 @@ public sealed record ServerOptions
     public int MaxBatch { get; init; } = 32;
     /// <summary>Sequences waiting for a batch slot before new ones get 429.</summary>
     public int MaxQueue { get; init; } = 64;
+    /// <summary>Prompt tokens prefilled per scheduler iteration, between decode steps (0 = whole prompts at once).</summary>
+    public int PrefillChunk { get; init; } = 256;
+    /// <summary>Memory for cached prompt blocks shared by requests with a common prefix (0 = no prefix caching).</summary>
+    public long PrefixCacheBytes { get; init; } = 256L << 20;
+    /// <summary>Pause after each decode step (demos and tests of draining: a tiny model as slow as a big one). Default none.</summary>
+    public TimeSpan StepDelay { get; init; }
+    /// <summary>How long a SIGTERM/Ctrl+C waits for running requests to finish (new ones get 503) before stopping.</summary>
+    public TimeSpan ShutdownTimeout { get; init; } = TimeSpan.FromSeconds(30);
     /// <summary>Generation/embedding requests in flight before new ones get 429.</summary>
     public int MaxConcurrentRequests { get; init; } = 96;
     public long MaxRequestBytes { get; init; } = 1 << 20;

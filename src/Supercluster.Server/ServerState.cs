@@ -16,6 +16,12 @@ public sealed class ServerState(ServerOptions options, LoadedModel? model, Searc
     public EmbeddingModel? Embedding { get; init; }
     public RunScanner? Runs { get; } = runs;
     public IReadOnlySet<string> ApiKeys { get; } = apiKeys;
+    /// <summary>Per-key requests per minute from the key file (keys without a limit pass).</summary>
+    public Security.KeyRateLimiter RateLimits { get; init; } = new(new Dictionary<string, int>());
+    /// <summary>Set on SIGTERM/Ctrl+C: running requests finish, new API requests get 503.</summary>
+    public bool Draining { get; set; }
+    /// <summary>Generation/embedding requests in flight.</summary>
+    public int InFlight => Volatile.Read(ref _inFlight);
     public ServerMetrics Metrics { get; } = new();
     /// <summary>The server log (stderr by default): details of internal errors go here, never to the client.</summary>
     public Action<string> Log { get; init; } = Console.Error.WriteLine;

@@ -36,7 +36,7 @@ public sealed class SuperclusterServer : IAsyncDisposable
         if (!IPAddress.TryParse(o.Host == "localhost" ? "127.0.0.1" : o.Host, out var ip))
             throw new BadInputException($"--host {o.Host}: expected an IP address such as 127.0.0.1");
         if (o.Port is < 0 or > 65535) throw new BadInputException($"--port {o.Port}: expected 0–65535");
-        var keys = ReadKeys(o.ApiKeyFile);
+        (HashSet<string> keys, Dictionary<string, int> perMinute) = o.ApiKeyFile is null ? (new(), new()) : KeyRateLimiter.ReadKeyFile(o.ApiKeyFile);
         LoadedModel? model = null;
         if (o.Checkpoint is not null)
         {
@@ -58,6 +58,7 @@ public sealed class SuperclusterServer : IAsyncDisposable
         var state = new ServerState(o, model, index, o.RunsDir is null ? null : new RunScanner(o.RunsDir), keys)
         {
             Embedding = embedding,
+            RateLimits = new KeyRateLimiter(perMinute),
             Log = log ?? (m => Console.Error.WriteLine($"[serve] {m}")),
         };
         var connections = new ClientConnectionLimit(o.MaxConnectionsPerClient);
@@ -83,15 +84,6 @@ public sealed class SuperclusterServer : IAsyncDisposable
         var url = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
         url = url.Replace("[::]", "127.0.0.1").Replace("0.0.0.0", "127.0.0.1").TrimEnd('/');
         return new SuperclusterServer(app, state, url);
-    }
-
-    static IReadOnlySet<string> ReadKeys(string? file)
-    {
-        if (file is null) return new HashSet<string>();
-        if (!File.Exists(file)) throw new BadInputException($"--api-key-file {file} does not exist");
-        var keys = File.ReadAllLines(file).Select(l => l.Trim()).Where(l => l.Length > 0 && !l.StartsWith('#')).ToHashSet(StringComparer.Ordinal);
-        if (keys.Count == 0) throw new BadInputException($"--api-key-file {file} holds no keys (one per line)");
-        return keys;
     }
 
     static void Map(WebApplication app, ServerState s)
@@ -145,8 +137,18 @@ public sealed class SuperclusterServer : IAsyncDisposable
                 var auth = ctx.Request.Headers.Authorization.ToString();
                 if (!auth.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase))
                     throw new ApiException(401, "missing API key: send 'Authorization: Bearer KEY'", code: "invalid_api_key");
-                if (!s.ApiKeys.Contains(auth[7..].Trim())) throw new ApiException(401, "incorrect API key provided", code: "invalid_api_key");
+                var key = auth[7..].Trim();
+                if (!s.ApiKeys.Contains(key)) throw new ApiException(401, "incorrect API key provided", code: "invalid_api_key");
+                if (api && !s.RateLimits.TryAcquire(key, out var wait))
+                {
+                    int seconds = Math.Max(1, (int)Math.Ceiling(wait.TotalSeconds));
+                    ctx.Items[RetryAfterKey] = seconds.ToString(System.Globalization.CultureInfo.InvariantCulture);
+                    throw new ApiException(429, $"rate limit reached for this API key: {s.RateLimits.LimitOf(key)} requests per minute (--api-key-file); retry in {seconds} s",
+                        "requests", code: "rate_limit_exceeded");
+                }
             }
+            if (api && s.Draining)
+                throw new ApiException(503, "the server is shutting down; retry on another replica or after it restarts", "server_error", code: "server_shutting_down");
             if (heavy)
             {
                 ctx.Items[RequestReader.ParsedBodyKey] = await RequestReader.ParseBodyAsync(ctx.Request, ctx.RequestAborted);
@@ -190,6 +192,8 @@ public sealed class SuperclusterServer : IAsyncDisposable
         }
     }
 
+    const string RetryAfterKey = "supercluster.retry-after";
+
     static string Clip(string s) => s.Length > 100 ? s[..100] + "…" : s;
 
     static async Task WriteError(HttpContext ctx, ApiException err, string requestId)
@@ -205,13 +209,25 @@ public sealed class SuperclusterServer : IAsyncDisposable
             }
             ctx.Response.Clear();   // drops the headers too
             ctx.Response.Headers["X-Request-Id"] = requestId;
-            if (err.Status == 429) ctx.Response.Headers.RetryAfter = "1";
+            if (err.Status == 429) ctx.Response.Headers.RetryAfter = ctx.Items.TryGetValue(RetryAfterKey, out var after) ? (string)after! : "1";
             await CompletionEndpoints.Json(ctx, err.ToJson(), err.Status);
         }
         catch (Exception) { /* the client is gone */ }
     }
 
     public Task WaitForShutdownAsync(CancellationToken ct = default) => _app.WaitForShutdownAsync(ct);
+
+    /// <summary>
+    /// Graceful shutdown, first half: new API requests get 503 while running ones (streams included) finish, for at
+    /// most <paramref name="timeout"/>. Returns whether everything finished; <see cref="DisposeAsync"/> then stops.
+    /// </summary>
+    public async Task<bool> DrainAsync(TimeSpan timeout)
+    {
+        State.Draining = true;
+        var until = Stopwatch.GetTimestamp() + (long)(timeout.TotalSeconds * Stopwatch.Frequency);
+        while (State.InFlight > 0 && Stopwatch.GetTimestamp() < until) await Task.Delay(50);
+        return State.InFlight == 0;
+    }
 
     public async ValueTask DisposeAsync()
     {

@@ -46,7 +46,8 @@ public static class DashboardCommand
         {
             Console.Error.WriteLine($"[serve] listening on {server.Url} (dashboard at {server.Url}/); Ctrl+C stops");
             try { await Task.Delay(Timeout.Infinite, ct); } catch (OperationCanceledException) { }
-            Console.Error.WriteLine("[serve] stopping");
+            Console.Error.WriteLine($"[serve] stopping: {server.State.InFlight} requests in flight finish first (at most {options.ShutdownTimeout.TotalSeconds:0} s), new ones get 503");
+            if (!await server.DrainAsync(options.ShutdownTimeout)) Console.Error.WriteLine($"[serve] {server.State.InFlight} requests still running after {options.ShutdownTimeout.TotalSeconds:0} s: stopping them");
         }
         return 0;
     }

@@ -20,10 +20,14 @@ public static class ServeCommand
         var threads = new Option<int>("--threads") { Description = "CPU threads for libtorch ops (0 = libtorch's default); 1 can be faster on a busy machine", DefaultValueFactory = _ => 0 };
         var name = new Option<string?>("--model-name") { Description = "Model id in /v1/models (default: from the checkpoint path)" };
         var (allowedHosts, allowedOrigins, perClient) = DashboardCommand.SecurityOptions();
+        var prefillChunk = new Option<int>("--prefill-chunk") { Description = "Prompt tokens prefilled per step between decode steps, so long prompts do not stall running streams (0 = whole prompts)", DefaultValueFactory = _ => 256 };
+        var prefixCacheMb = new Option<int>("--prefix-cache-mb") { Description = "Memory for the KV blocks of prompt prefixes shared by requests, e.g. a system prompt (0 = no prefix caching)", DefaultValueFactory = _ => 256 };
+        var stepDelay = new Option<int>("--step-delay-ms") { Description = "Pause after each decode step (demos, drain tests)", Hidden = true };
+        var shutdownTimeout = new Option<int>("--shutdown-timeout") { Description = "Seconds SIGTERM/Ctrl+C waits for running requests to finish (new ones get 503) before stopping", DefaultValueFactory = _ => 30 };
 
         var cmd = new Command("serve", "Serve a model: OpenAI-compatible API, search, metrics and the dashboard");
         HelpExamples.Add(cmd, "serve --checkpoint runs/sotu --runs runs --port 8080", "serve --checkpoint runs/sotu --index sotu.index --api-key-file keys.txt --host 0.0.0.0");
-        foreach (var o in new Option[] { checkpoint, host, port, keys, index, runs, device, maxBatch, maxQueue, threads, name, allowedHosts, allowedOrigins, perClient }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { checkpoint, host, port, keys, index, runs, device, maxBatch, maxQueue, threads, name, allowedHosts, allowedOrigins, perClient, prefillChunk, prefixCacheMb, shutdownTimeout, stepDelay }) cmd.Options.Add(o);
         cmd.SetAction(async (parse, ct) =>
         {
             CliRunner.LoadTorch(parse);
@@ -35,9 +39,25 @@ public static class ServeCommand
                 MaxBatch = parse.GetValue(maxBatch), MaxQueue = parse.GetValue(maxQueue), ModelName = parse.GetValue(name),
                 AllowedHosts = parse.GetValue(allowedHosts) ?? [], AllowedOrigins = parse.GetValue(allowedOrigins) ?? [],
                 MaxConnectionsPerClient = parse.GetValue(perClient),
+                PrefillChunk = parse.GetValue(prefillChunk), PrefixCacheBytes = (long)parse.GetValue(prefixCacheMb) << 20,
+                ShutdownTimeout = TimeSpan.FromSeconds(parse.GetValue(shutdownTimeout)), StepDelay = TimeSpan.FromMilliseconds(Math.Max(0, parse.GetValue(stepDelay))),
             };
             if (options.MaxBatch < 1 || options.MaxQueue < 0) throw new BadInputException("--max-batch must be ≥ 1 and --max-queue ≥ 0");
-            return await DashboardCommand.RunUntilStopped(options, ct);
+            if (options.PrefillChunk < 0) throw new BadInputException($"--prefill-chunk {options.PrefillChunk}: expected ≥ 0 tokens (0 = whole prompts)");
+            if (parse.GetValue(prefixCacheMb) < 0) throw new BadInputException($"--prefix-cache-mb {parse.GetValue(prefixCacheMb)}: expected ≥ 0 (0 = off)");
+            if (options.ShutdownTimeout < TimeSpan.Zero) throw new BadInputException($"--shutdown-timeout {parse.GetValue(shutdownTimeout)}: expected ≥ 0 seconds");
+            // SIGTERM/Ctrl+C: drain (running streams finish, new requests get 503) up to --shutdown-timeout, exit 0.
+            // A second signal stops at once.
+            using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
+            void OnSignal(System.Runtime.InteropServices.PosixSignalContext c)
+            {
+                if (stop.IsCancellationRequested) return;       // second signal: the default (terminate)
+                c.Cancel = true;
+                stop.Cancel();
+            }
+            using var term = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGTERM, OnSignal);
+            using var intr = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGINT, OnSignal);
+            return await DashboardCommand.RunUntilStopped(options, stop.Token);
         });
         return cmd;
     }

@@ -434,10 +434,16 @@ public sealed class Sse
         return new Sse(ctx);
     }
 
+    static readonly byte[] Data = "data: "u8.ToArray(), End = "\n\n"u8.ToArray();
+
+    /// <summary>One event, serialised straight into the response pipe and sent with one flush.</summary>
     public async Task SendAsync(JsonNode chunk)
     {
-        await _ctx.Response.WriteAsync("data: " + chunk.ToJsonString() + "\n\n", _ctx.RequestAborted);
-        await _ctx.Response.Body.FlushAsync(_ctx.RequestAborted);
+        var w = _ctx.Response.BodyWriter;
+        System.Buffers.BuffersExtensions.Write<byte>(w, Data);
+        using (var json = new System.Text.Json.Utf8JsonWriter(w)) chunk.WriteTo(json);
+        System.Buffers.BuffersExtensions.Write<byte>(w, End);
+        await w.FlushAsync(_ctx.RequestAborted);
     }
 
     public async Task DoneAsync()

@@ -5,67 +5,158 @@ using static TorchSharp.torch;
 namespace Supercluster.Inference;
 
 /// <summary>
-/// A KV cache with one slot (row) per sequence, each at its own length, for continuous batching: sequences join
-/// (rent a slot, prefill it alone) and leave (release it) between decode steps. Before each forward,
-/// <see cref="Begin"/> names the slots it covers; the model then sees per-row positions and an attention mask
-/// so each row attends to its own keys only (padding beyond a row's length is masked out).
+/// A KV cache with one preallocated slot (row, per layer [slots, H_kv, context, hd]) per sequence, each at its own
+/// length, for continuous batching: sequences join (rent a slot, prefill it) and leave (release it) between steps.
+/// Before each forward, <see cref="Begin(IReadOnlyList{int}, IReadOnlyList{long})"/> names the slots it covers and how
+/// many new tokens each row brings (rows shorter than the forward's T are padded at the end: a batch of prompt chunks of
+/// different lengths is one forward). The model then sees per-row positions and a mask so each row attends to its own
+/// keys only; only a row's real tokens are written, and padding queries see only their row's real keys.
+/// Nothing is concatenated or reallocated per step: new keys/values are scattered into the slots (one
+/// <c>index_put_</c> per layer and tensor), and attention reads the slots in place when the batch's rows are
+/// consecutive slots (the scheduler rents the lowest free slot to keep them so), else one gather of the used length.
 /// </summary>
 public sealed class BatchKvCache : KvCache
 {
     readonly long[] _len;
-    readonly Stack<int> _free;
+    readonly SortedSet<int> _free;
     readonly Device _device;
     int[] _rows = [];
+    long[] _counts = [];
     long _t, _keys;
-    Tensor? _rowIndex, _positions, _mask, _writeAt;
+    int _firstRow = -1;                                  // ≥ 0: rows are slots _firstRow.. consecutively (read in place)
+    Tensor? _rowIndex, _positions, _mask, _writeRows, _writePos, _realQueries;
 
     public BatchKvCache(ModelConfig c, int slots, Device device, ScalarType dtype) : base(c, slots, device, dtype)
     {
         _len = new long[slots];
-        _free = new Stack<int>(Enumerable.Range(0, slots).Reverse());
+        _free = new SortedSet<int>(Enumerable.Range(0, slots));
         _device = device;
     }
 
     public int Slots => _len.Length;
     public int FreeSlots => _free.Count;
 
-    /// <summary>A free slot (length 0), or -1 when all are in use.</summary>
-    public int Rent() => _free.Count > 0 ? _free.Pop() : -1;
+    /// <summary>The lowest free slot (length 0), or -1 when all are in use. Lowest-first keeps a batch's slots consecutive.</summary>
+    public int Rent()
+    {
+        if (_free.Count == 0) return -1;
+        int s = _free.Min;
+        _free.Remove(s);
+        return s;
+    }
 
-    public void Release(int slot) { _len[slot] = 0; _free.Push(slot); }
+    public void Release(int slot) { _len[slot] = 0; _free.Add(slot); }
+
+    /// <summary>
+    /// Moves a slot's keys/values and length to the free slot <paramref name="to"/> and frees <paramref name="from"/>:
+    /// the scheduler fills the hole a finished sequence leaves with its highest slot, once per finished sequence, so
+    /// the running batch stays in consecutive slots that attention reads in place at every step.
+    /// </summary>
+    public void Move(int from, int to)
+    {
+        if (!_free.Remove(to)) throw new InvalidOperationException($"KV cache slot {to} is in use");
+        long n = _len[from];
+        using (no_grad())
+            for (int l = 0; l < _k.Length && n > 0; l++)
+            {
+                var (k, v) = View(l, from, 0, n);
+                var (kd, vd) = View(l, to, 0, n);
+                using (k) using (v) using (kd) using (vd) { kd.copy_(k); vd.copy_(v); }
+            }
+        _len[to] = n;
+        Release(from);
+    }
 
     /// <summary>Tokens cached in <paramref name="slot"/>.</summary>
     public long LengthOf(int slot) => _len[slot];
 
-    /// <summary>The next forward covers <paramref name="slots"/> (row i = slots[i]), each with <paramref name="t"/> new tokens.</summary>
-    public void Begin(IReadOnlyList<int> slots, long t)
+    /// <summary>Per layer [H_kv, n, hd] views of keys and values at <paramref name="start"/>..start+n of a slot (to copy out).</summary>
+    public (Tensor K, Tensor V) View(int layer, int slot, long start, long n) =>
+        (_k[layer][slot].narrow(1, start, n), _v[layer][slot].narrow(1, start, n));
+
+    /// <summary>Elements of one layer's keys for <paramref name="tokens"/> tokens of one slot (H_kv × tokens × hd).</summary>
+    public long BlockElements(long tokens) => _k[0].shape[1] * tokens * _k[0].shape[3];
+    public long ElementSize => _k[0].ElementSize;
+
+    /// <summary>Writes keys/values [H_kv, n, hd] of one layer at <paramref name="start"/> of a slot (a prefix-cache hit).</summary>
+    public void Write(int layer, int slot, long start, Tensor k, Tensor v)
     {
-        End();
-        _rows = slots.ToArray();
-        _t = t;
-        long maxLen = 0;
-        foreach (var s in _rows)
+        using (no_grad())
         {
-            if (_len[s] + t > Capacity) throw new InvalidOperationException($"KV cache slot {s} full: {_len[s]} + {t} > context {Capacity}");
-            maxLen = Math.Max(maxLen, _len[s]);
+            using var kd = _k[layer][slot].narrow(1, start, k.shape[1]);
+            using var vd = _v[layer][slot].narrow(1, start, v.shape[1]);
+            kd.copy_(k);
+            vd.copy_(v);
         }
-        _keys = maxLen + t;
-        using var scope = NewDisposeScope();
-        var starts = tensor(_rows.Select(s => _len[s]).ToArray(), device: _device);                 // [B]
-        var steps = arange(t, dtype: ScalarType.Int64, device: _device);                              // [T]
-        var pos = starts.unsqueeze(1) + steps.unsqueeze(0);                                           // [B, T]
-        var keys = arange(_keys, dtype: ScalarType.Int64, device: _device);                           // [K]
-        _mask = (keys.view(1, 1, 1, -1) <= pos.view(_rows.Length, 1, t, 1)).DetachFromDisposeScope(); // [B, 1, T, K]
-        _positions = pos.DetachFromDisposeScope();
-        _rowIndex = tensor(_rows.Select(s => (long)s).ToArray(), device: _device).DetachFromDisposeScope();
-        _writeAt = starts.DetachFromDisposeScope();                                                  // [B] position of the next token
     }
 
-    /// <summary>Drops the per-forward tensors (also done by the next <see cref="Begin"/>).</summary>
+    /// <summary>Sets a slot's length after <see cref="Write"/> filled it (a prefix-cache hit of <paramref name="length"/> tokens).</summary>
+    public void SetLength(int slot, long length)
+    {
+        if (length < 0 || length > Capacity) throw new ArgumentOutOfRangeException(nameof(length));
+        _len[slot] = length;
+    }
+
+    /// <summary>The next forward covers <paramref name="slots"/> (row i = slots[i]), each with <paramref name="t"/> new tokens.</summary>
+    public void Begin(IReadOnlyList<int> slots, long t) => Begin(slots, slots.Select(_ => t).ToArray());
+
+    /// <summary>
+    /// The next forward covers <paramref name="slots"/> (row i = slots[i]) with input [B, T], T = max(counts): row i
+    /// brings counts[i] ≥ 1 real tokens followed by padding (whose outputs are to be ignored).
+    /// </summary>
+    public void Begin(IReadOnlyList<int> slots, IReadOnlyList<long> counts)
+    {
+        End();
+        if (slots.Count == 0 || slots.Count != counts.Count) throw new ArgumentException("one count per slot, at least one slot");
+        _rows = slots.ToArray();
+        _counts = counts.ToArray();
+        int b = _rows.Length;
+        _t = _counts.Max();
+        _keys = 0;
+        bool consecutive = true;
+        for (int i = 0; i < b; i++)
+        {
+            int s = _rows[i];
+            if (_counts[i] < 1) throw new ArgumentException($"row {i}: {_counts[i]} new tokens, expected ≥ 1");
+            if (_len[s] + _counts[i] > Capacity) throw new InvalidOperationException($"KV cache slot {s} full: {_len[s]} + {_counts[i]} > context {Capacity}");
+            _keys = Math.Max(_keys, _len[s] + _counts[i]);
+            consecutive &= s == _rows[0] + i;
+        }
+        _firstRow = consecutive ? _rows[0] : -1;
+        using var scope = NewDisposeScope();
+        var starts = tensor(_rows.Select(s => _len[s]).ToArray(), device: _device);                 // [B]
+        var rows = tensor(_rows.Select(s => (long)s).ToArray(), device: _device);                    // [B]
+        var keys = arange(_keys, dtype: ScalarType.Int64, device: _device);                           // [K]
+        Tensor pos;
+        if (_t == 1)
+        {
+            // Decode step: one token per row, at its row's length.
+            pos = starts.unsqueeze(1);                                                                // [B, 1]
+            _writeRows = rows.DetachFromDisposeScope();
+            _writePos = starts.DetachFromDisposeScope();
+        }
+        else
+        {
+            var count = tensor(_counts, device: _device);                                            // [B]
+            var steps = arange(_t, dtype: ScalarType.Int64, device: _device);                         // [T]
+            var real = steps.unsqueeze(0) < count.unsqueeze(1);                                       // [B, T]
+            // A padding query takes its row's last real position: it stays inside the context and sees only real keys.
+            pos = starts.unsqueeze(1) + minimum(steps.unsqueeze(0), (count - 1).unsqueeze(1));      // [B, T]
+            // Where the real tokens go: (slot, position) pairs, row-major — the order of k[real] in Append.
+            _writeRows = rows.unsqueeze(1).expand(b, _t).masked_select(real).DetachFromDisposeScope(); // [N]
+            _writePos = pos.masked_select(real).DetachFromDisposeScope();                            // [N]
+            _realQueries = real.DetachFromDisposeScope();
+        }
+        _mask = (keys.view(1, 1, 1, -1) <= pos.view(b, 1, _t, 1)).DetachFromDisposeScope();         // [B, 1, T, K]
+        _positions = pos.DetachFromDisposeScope();
+        if (_firstRow < 0) _rowIndex = (_t == 1 ? rows.clone() : rows).DetachFromDisposeScope();       // (decode: rows is _writeRows)
+    }
+
+    /// <summary>Drops the per-forward tensors (also done by the next <see cref="Begin(IReadOnlyList{int}, IReadOnlyList{long})"/>).</summary>
     public void End()
     {
-        _rowIndex?.Dispose(); _positions?.Dispose(); _mask?.Dispose(); _writeAt?.Dispose();
-        _rowIndex = _positions = _mask = _writeAt = null;
+        foreach (var t in new[] { _rowIndex, _positions, _mask, _writeRows, _writePos, _realQueries }) t?.Dispose();
+        _rowIndex = _positions = _mask = _writeRows = _writePos = _realQueries = null;
     }
 
     public override Tensor Positions(long t) =>
@@ -80,34 +171,26 @@ public sealed class BatchKvCache : KvCache
 
     public override (Tensor K, Tensor V) Append(int layer, Tensor k, Tensor v)
     {
-        if (_rowIndex is null) throw new InvalidOperationException("BatchKvCache.Begin must precede the forward");
+        if (_writeRows is null) throw new InvalidOperationException("BatchKvCache.Begin must precede the forward");
         using (no_grad())
         {
-            if (_t == 1)
-            {
-                // Decode step: one scatter per tensor writes every row's new key/value at its own position.
-                using var kv = k.squeeze(2);                                                   // [B, H, hd]
-                using var vv = v.squeeze(2);
-                _k[layer].index_put_(kv, TensorIndex.Tensor(_rowIndex), TensorIndex.Colon, TensorIndex.Tensor(_writeAt!));
-                _v[layer].index_put_(vv, TensorIndex.Tensor(_rowIndex), TensorIndex.Colon, TensorIndex.Tensor(_writeAt!));
-            }
-            else for (int i = 0; i < _rows.Length; i++)
-            {
-                int s = _rows[i];
-                using var kd = _k[layer][s].narrow(1, _len[s], _t);
-                using var vd = _v[layer][s].narrow(1, _len[s], _t);
-                using var ki = k[i];
-                using var vi = v[i];
-                kd.copy_(ki);
-                vd.copy_(vi);
-            }
+            // k, v [B, H, T, hd] → the real tokens' [N, H, hd], scattered to (slot, position): one op per tensor.
+            using var kt = k.transpose(1, 2);                                                          // [B, T, H, hd]
+            using var vt = v.transpose(1, 2);
+            using var kr = _realQueries is null ? kt.squeeze(1) : kt[_realQueries];
+            using var vr = _realQueries is null ? vt.squeeze(1) : vt[_realQueries];
+            _k[layer].index_put_(kr, TensorIndex.Tensor(_writeRows), TensorIndex.Colon, TensorIndex.Tensor(_writePos!));
+            _v[layer].index_put_(vr, TensorIndex.Tensor(_writeRows), TensorIndex.Colon, TensorIndex.Tensor(_writePos!));
         }
-        return (_k[layer].index_select(0, _rowIndex).narrow(2, 0, _keys), _v[layer].index_select(0, _rowIndex).narrow(2, 0, _keys));
+        if (_firstRow >= 0)                                                                            // in place: no copy
+            return (_k[layer].narrow(0, _firstRow, _rows.Length).narrow(2, 0, _keys), _v[layer].narrow(0, _firstRow, _rows.Length).narrow(2, 0, _keys));
+        return (_k[layer].narrow(2, 0, _keys).index_select(0, _rowIndex!), _v[layer].narrow(2, 0, _keys).index_select(0, _rowIndex!));
     }
 
     public override void Advance(long tokens)
     {
-        foreach (var s in _rows) _len[s] += tokens;
+        // Each row advances by its own real tokens (the model passes T, the padded length).
+        for (int i = 0; i < _rows.Length; i++) _len[_rows[i]] += _counts[i];
     }
 
     public override void Dispose()

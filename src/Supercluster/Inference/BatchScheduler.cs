@@ -10,49 +10,63 @@ namespace Supercluster.Inference;
 public sealed class SchedulerBusyException(string message) : Exception(message);
 
 /// <summary>
-/// Continuous batching: one thread owns the model and, per iteration, prefills newly admitted sequences (one at a
-/// time, each into its own cache slot) and then runs ONE batched decode forward over all active sequences.
-/// Sequences join and leave between steps; a cancelled sequence (client gone, stop string seen) frees its slot at
-/// the next step. One-at-a-time and batched generation use the same code path (a single client is a batch of one).
+/// Continuous batching: one thread owns the model and, per iteration, (1) admits waiting sequences into free cache
+/// slots (a prefix-cache hit copies the prompt's cached blocks in), (2) runs one prefill forward over the next chunks
+/// of the prompts not yet prefilled (at most <see cref="PrefillChunk"/> prompt tokens per iteration, so a long prompt
+/// is prefilled over several iterations instead of stalling the running streams), and (3) runs ONE batched decode
+/// forward over all sequences past their prompt. Sequences join and leave between steps; a cancelled sequence (client
+/// gone, stop string seen) frees its slot at the next step. One-at-a-time and batched generation use the same code
+/// path (a single client is a batch of one).
 /// </summary>
 public sealed class BatchScheduler : IDisposable
 {
     readonly CausalLM _model;
     readonly Device _device;
     readonly BatchKvCache _cache;
+    readonly PrefixCache? _prefix;
     readonly ConcurrentQueue<GenerationHandle> _pending = new();
-    readonly List<GenerationHandle> _active = [];
+    readonly List<GenerationHandle> _active = [];         // in admission order
     readonly SemaphoreSlim _wake = new(0);
     readonly Thread _thread;
     readonly CancellationTokenSource _stop = new();
-    long _tokensGenerated, _steps;
+    long _tokensGenerated, _steps, _prefillForwards;
     int _pendingCount, _activeCount;
 
-    public BatchScheduler(CausalLM model, Device device, int maxBatch = 32, int maxQueue = 64)
+    /// <param name="prefillChunk">Prompt tokens prefilled per iteration (0 = every waiting prompt whole).</param>
+    /// <param name="prefixCacheBytes">Memory for cached prompt blocks (0 = no prefix caching).</param>
+    /// <param name="prefixBlock">Tokens per prefix-cache block.</param>
+    public BatchScheduler(CausalLM model, Device device, int maxBatch = 32, int maxQueue = 64, int prefillChunk = 0, long prefixCacheBytes = 0, int prefixBlock = 16)
     {
         if (maxBatch < 1) throw new BadInputException($"max batch = {maxBatch}, expected ≥ 1");
+        if (prefillChunk < 0) throw new BadInputException($"prefill chunk = {prefillChunk}, expected ≥ 0 (0 = whole prompts)");
         _model = model;
         _device = device;
         MaxBatch = maxBatch;
         MaxQueue = maxQueue;
+        PrefillChunk = prefillChunk;
         model.eval();
         _cache = new BatchKvCache(model.Config, maxBatch, device, model.parameters().First().dtype);
+        if (prefixCacheBytes > 0) _prefix = new PrefixCache(model.Config.NLayer, prefixCacheBytes, prefixBlock);
         _thread = new Thread(Loop) { IsBackground = true, Name = "supercluster-scheduler" };
         _thread.Start();
     }
 
     public int MaxBatch { get; }
     public int MaxQueue { get; }
+    public int PrefillChunk { get; }
     public ModelConfig Config => _model.Config;
     /// <summary>Requests waiting for a slot.</summary>
     public int QueueDepth => Volatile.Read(ref _pendingCount);
-    /// <summary>Sequences being decoded.</summary>
+    /// <summary>Sequences being prefilled or decoded.</summary>
     public int Active => Volatile.Read(ref _activeCount);
     public long TokensGenerated => Interlocked.Read(ref _tokensGenerated);
     public long DecodeSteps => Interlocked.Read(ref _steps);
+    public long PrefillForwards => Interlocked.Read(ref _prefillForwards);
+    /// <summary>Prompt tokens served from the prefix cache, and looked up there (whole blocks); 0 without one.</summary>
+    public (long Hit, long Lookup) PrefixCacheTokens { get { var p = _prefix; return p is null ? (0, 0) : (p.HitTokens, p.LookupTokens); } }
     /// <summary>Pause after each decode step (tests and demos: makes a tiny model as slow as a big one). Default none.</summary>
     public TimeSpan StepDelay { get; set; }
-    /// <summary>Called on the scheduler thread after each token (for metrics).</summary>
+    /// <summary>Called on the scheduler thread after each step with the number of tokens it produced (for metrics).</summary>
     public event Action<int>? TokensEmitted;
 
     /// <summary>Queues a sequence; read its tokens from the handle. Throws <see cref="SchedulerBusyException"/> when the queue is full.</summary>
@@ -98,7 +112,9 @@ public sealed class BatchScheduler : IDisposable
             {
                 Admit();
                 DropCancelled();
-                if (_active.Count > 0) DecodeStep();
+                int produced = Prefill();
+                if (_active.Any(h => h.Decoding)) produced += DecodeStep();
+                if (produced > 0) TokensEmitted?.Invoke(produced);
             }
             catch (Exception e)
             {
@@ -110,6 +126,7 @@ public sealed class BatchScheduler : IDisposable
         while (_pending.TryDequeue(out var p)) p.Complete("error", new OperationCanceledException("server stopping"));
     }
 
+    /// <summary>Waiting sequences take free slots (no compute here: their prompts are prefilled by <see cref="Prefill"/>).</summary>
     void Admit()
     {
         var admitted = new List<GenerationHandle>();
@@ -121,21 +138,11 @@ public sealed class BatchScheduler : IDisposable
             if (h.Cancel.IsCancellationRequested) { h.Complete("cancelled", null); continue; }
             if (h.Options.MaxNewTokens == 0) { h.Complete("length", null); continue; }
             h.Slot = _cache.Rent();
-            _active.Add(h);
-            Volatile.Write(ref _activeCount, _active.Count);
             h.Generator = new Generator((ulong)h.Options.Seed, _device);
             h.Picker = new SequenceSampler(h.Options, h.Generator);
-            try
-            {
-                using var scope = NewDisposeScope();
-                _cache.Begin([h.Slot], h.Prompt.Length);
-                var ids = tensor(h.Prompt.Select(i => (long)i).ToArray(), device: _device).unsqueeze(0);
-                var logits = _model.Forward(ids, _cache);                                    // [1, T, V]
-                Emit(h, h.Picker.Prefilled(logits[0], h.Prompt));
-            }
-            catch (Exception e) { Finish(h, "error", e); }
-            finally { _cache.End(); }
+            _active.Add(h);
         }
+        Volatile.Write(ref _activeCount, _active.Count);
     }
 
     void DropCancelled()
@@ -144,46 +151,165 @@ public sealed class BatchScheduler : IDisposable
             if (h.Cancel.IsCancellationRequested) Finish(h, "cancelled", null);
     }
 
-    void DecodeStep()
+    /// <summary>
+    /// One forward per length class over the next prompt chunks (oldest sequences first, at most
+    /// <see cref="PrefillChunk"/> tokens in all); a sequence whose prompt is then complete samples its first token.
+    /// Returns the tokens produced.
+    /// </summary>
+    int Prefill()
     {
-        var batch = _active.ToArray();
+        long budget = PrefillChunk > 0 ? PrefillChunk : long.MaxValue;
+        var plan = new List<(GenerationHandle H, int N)>();
+        var leaders = new HashSet<ulong>();
+        foreach (var h in _active)
+        {
+            if (h.Prefilled == h.Prompt.Length || budget <= 0) continue;
+            if (_prefix is not null && !h.Restored && h.Prompt.Length > 1 && !h.WantsPromptLogprobs)
+            {
+                // Sequences sharing a first block (n choices, one system prompt) start one after another: the first
+                // stores the shared blocks, the others then hit them instead of computing them again.
+                if (_prefix.FirstBlock(h.Prompt) is { } first && !leaders.Add(first)) continue;
+                h.Prefilled = _prefix.Restore(h.Prompt, h.Prompt.Length - 1, _cache, h.Slot);
+            }
+            else if (_prefix is not null && h.Prefilled < h.Prompt.Length && _prefix.FirstBlock(h.Prompt) is { } going)
+                leaders.Add(going);                                        // mid-prefill: followers wait for its blocks
+            h.Restored = true;
+            int n = (int)Math.Min(h.Prompt.Length - h.Prefilled, budget);
+            plan.Add((h, n));
+            budget -= n;
+        }
+        int produced = 0;
+        // Rows padded to their group's longest chunk: chunks within a factor of 2 share a forward.
+        foreach (var group in plan.GroupBy(r => BitLength(r.N)))
+            produced += PrefillGroup(group.OrderBy(r => r.H.Slot).ToArray());
+        return produced;
+    }
+
+    static int BitLength(int n) => 32 - System.Numerics.BitOperations.LeadingZeroCount((uint)n);
+
+    int PrefillGroup((GenerationHandle H, int N)[] rows)
+    {
+        var done = new List<int>();
         using var scope = NewDisposeScope();
-        _cache.Begin(batch.Select(h => h.Slot).ToArray(), 1);
         try
         {
-            var ids = tensor(batch.Select(h => (long)h.Last).ToArray(), device: _device).unsqueeze(1);   // [B, 1]
-            var logits = _model.Forward(ids, _cache).select(1, 0).to(ScalarType.Float32);                // [B, V]
-            bool finite = logits.isfinite().all().item<bool>();
-            long[]? greedy = finite && batch.Any(h => SequenceSampler.PlainGreedy(h.Options)) ? logits.argmax(1).cpu().data<long>().ToArray() : null;
-            Interlocked.Increment(ref _steps);
-            for (int i = 0; i < batch.Length; i++)
+            _cache.Begin(rows.Select(r => r.H.Slot).ToArray(), rows.Select(r => (long)r.N).ToArray());
+            int t = rows.Max(r => r.N);
+            var ids = new long[rows.Length * t];
+            for (int i = 0; i < rows.Length; i++)
+                for (int j = 0; j < rows[i].N; j++) ids[i * t + j] = rows[i].H.Prompt[rows[i].H.Prefilled + j];
+            var logits = _model.Forward(tensor(ids, device: _device).view(rows.Length, t), _cache);        // [B, T, V]
+            Interlocked.Increment(ref _prefillForwards);
+            for (int i = 0; i < rows.Length; i++)
             {
-                var h = batch[i];
-                // One sequence's failure (e.g. non-finite logits of its row) ends that sequence only, never the batch.
+                var (h, n) = rows[i];
+                h.Prefilled += n;
+                _prefix?.Store(h.Prompt, h.Prefilled, _cache, h.Slot);
+                // Prompt logprobs (echo) need every prompt position's logits: kept per chunk (such rows skip the prefix cache).
+                if (h.WantsPromptLogprobs) h.PromptLogits.Add(logits[i].narrow(0, 0, n).to(ScalarType.Float32).detach().clone().DetachFromDisposeScope());
+                if (h.Prefilled == h.Prompt.Length) done.Add(i);
+            }
+            if (done.Count == 0) return 0;
+            // The last real position of each finished row: [D, V].
+            var last = logits.index_select(0, tensor(done.Select(i => (long)i).ToArray(), device: _device))
+                .gather(1, tensor(done.Select(i => (long)rows[i].N - 1).ToArray(), device: _device).view(-1, 1, 1).expand(-1, 1, logits.shape[2]))
+                .squeeze(1).to(ScalarType.Float32);
+            var echo = done.Where(i => rows[i].H.WantsPromptLogprobs).ToList();
+            foreach (int i in echo)
+            {
+                var h = rows[i].H;
                 try
                 {
-                    int next = greedy is not null && SequenceSampler.PlainGreedy(h.Options) ? (int)greedy[i] : h.Picker!.Next(logits[i]);
-                    Emit(h, next);
+                    using var all = cat(h.PromptLogits, 0);                                               // [T, V]
+                    Emit(h, h.Picker!.Prefilled(all, h.Prompt));
                 }
                 catch (Exception e) { Finish(h, "error", e); }
+                finally { foreach (var chunk in h.PromptLogits) chunk.Dispose(); h.PromptLogits.Clear(); }
             }
+            if (echo.Count == done.Count) return echo.Count;
+            var rest = done.Where(i => !rows[i].H.WantsPromptLogprobs).ToList();
+            var restLast = rest.Count == done.Count ? last : last.index_select(0, tensor(rest.Select(i => (long)done.IndexOf(i)).ToArray(), device: _device));
+            return echo.Count + Sample(rest.Select(i => rows[i].H).ToArray(), restLast);
+        }
+        catch (Exception e)
+        {
+            foreach (var (h, _) in rows) Finish(h, "error", e);
+            return 0;
         }
         finally { _cache.End(); }
+    }
+
+    int DecodeStep()
+    {
+        var batch = _active.Where(h => h.Decoding).OrderBy(h => h.Slot).ToArray();   // consecutive slots: KV read in place
+        int produced;
+        using (var scope = NewDisposeScope())
+        {
+            _cache.Begin(batch.Select(h => h.Slot).ToArray(), 1);
+            try
+            {
+                var ids = tensor(batch.Select(h => (long)h.Last).ToArray(), device: _device).unsqueeze(1);   // [B, 1]
+                var logits = _model.Forward(ids, _cache).select(1, 0).to(ScalarType.Float32);                // [B, V]
+                Interlocked.Increment(ref _steps);
+                produced = Sample(batch, logits);
+            }
+            finally { _cache.End(); }
+        }
         if (StepDelay > TimeSpan.Zero) Thread.Sleep(StepDelay);
+        return produced;
+    }
+
+    /// <summary>Picks the next token of each sequence from its logits row [B, V], the whole batch at once; one sequence's failure (e.g. non-finite logits) ends that sequence only.</summary>
+    /// <remarks>
+    /// Plain rows (temperature / top-k / top-p only) are sampled together by <see cref="BatchSampler"/>; the others
+    /// (penalties, logit_bias, logprobs, structured output) by their own <see cref="SequenceSampler"/>, row by row.
+    /// </remarks>
+    int Sample(GenerationHandle[] batch, Tensor logits)
+    {
+        var plain = Enumerable.Range(0, batch.Length).Where(i => batch[i].Plain).ToArray();
+        var picks = new (int Token, Exception? Error)[batch.Length];
+        if (plain.Length > 0)
+        {
+            var rows = plain.Length == batch.Length ? logits : logits.index_select(0, tensor(plain.Select(i => (long)i).ToArray(), device: logits.device));
+            var p = BatchSampler.Pick(rows, plain.Select(i => batch[i].Options).ToArray(), plain.Select(i => batch[i].Generator!).ToArray(),
+                plain.Select(i => (IReadOnlyList<int>)batch[i].Output).ToArray(), plain.Select(_ => true).ToArray());
+            for (int j = 0; j < plain.Length; j++) picks[plain[j]] = p[j];
+        }
+        for (int i = 0; i < batch.Length; i++)
+        {
+            if (batch[i].Plain) continue;
+            try { picks[i] = (batch[i].Picker!.Next(logits[i]), null); }
+            catch (Exception e) { picks[i] = (-1, e); }
+        }
+        for (int i = 0; i < batch.Length; i++)
+        {
+            if (picks[i].Error is { } e) Finish(batch[i], "error", e);
+            else Emit(batch[i], picks[i].Token);
+        }
+        return batch.Length;
     }
 
     void Emit(GenerationHandle h, int token)
     {
         h.Add(token);
         Interlocked.Increment(ref _tokensGenerated);
-        TokensEmitted?.Invoke(1);
         if (token == h.Options.StopToken) Finish(h, "stop", null);
         else if (h.Generated >= h.Options.MaxNewTokens || _cache.LengthOf(h.Slot) >= Config.SeqLen) Finish(h, "length", null);
     }
 
     void Finish(GenerationHandle h, string reason, Exception? error)
     {
-        if (_active.Remove(h)) _cache.Release(h.Slot);
+        if (_active.Remove(h))
+        {
+            _cache.Release(h.Slot);
+            // Keep the running sequences in consecutive slots: the highest one moves into the hole.
+            var last = _active.MaxBy(a => a.Slot);
+            if (last is not null && last.Slot > h.Slot)
+            {
+                _cache.Move(last.Slot, h.Slot);
+                last.Slot = h.Slot;
+            }
+        }
         Volatile.Write(ref _activeCount, _active.Count);
         h.Generator?.Dispose();
         h.Complete(reason, error);
@@ -194,6 +320,7 @@ public sealed class BatchScheduler : IDisposable
         _stop.Cancel();
         _thread.Join(TimeSpan.FromSeconds(10));
         _cache.Dispose();
+        _prefix?.Dispose();
     }
 }
 
@@ -206,6 +333,7 @@ public sealed class GenerationHandle
     {
         Prompt = prompt;
         Options = options;
+        Plain = BatchSampler.IsPlain(options);
         Cancel = cancel;
         Started = Stopwatch.GetTimestamp();
     }
@@ -222,13 +350,25 @@ public sealed class GenerationHandle
     internal int Slot = -1;
     internal int Last;
     internal Generator? Generator;
+    /// <summary>Prompt tokens in the cache (prefilled or restored from the prefix cache).</summary>
+    internal int Prefilled;
+    /// <summary>The prefix cache was consulted (once, before the first prefill chunk).</summary>
+    internal bool Restored;
+    internal readonly List<int> Output = [];
+    /// <summary>Sampled by <see cref="BatchSampler"/>'s vectorised path (decided once, not per step).</summary>
+    internal readonly bool Plain;
+    internal bool Decoding => Prefilled == Prompt.Length && Generated > 0;
     /// <summary>Where logits become this sequence's next token (processors, constraint, logprobs); set at admission.</summary>
     public SequenceSampler? Picker { get; internal set; }
+    internal bool WantsPromptLogprobs => Options.PromptLogprobs && Options.TopLogprobs >= 0;
+    /// <summary>Prompt logits [n, V] per prefill chunk, kept only for prompt logprobs.</summary>
+    internal readonly List<Tensor> PromptLogits = [];
 
     internal void Add(int token)
     {
         Last = token;
         Generated++;
+        Output.Add(token);
         _tokens.Writer.TryWrite(token);
     }
 

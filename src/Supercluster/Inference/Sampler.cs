@@ -26,6 +26,11 @@ public sealed record SamplingOptions
     public bool PromptLogprobs { get; init; }
     /// <summary>Makes the sequence's structured-output constraint (a fresh one per sequence); null = free text.</summary>
     public Func<Structured.TokenConstraint>? Constraint { get; init; }
+    /// <summary>
+    /// Per sequence, before sampling: (tokens generated so far, logits row [V] float32) → the logits to sample from
+    /// (penalties, logit_bias, a grammar mask). The batch scheduler calls it for this sequence's row only.
+    /// </summary>
+    public Func<IReadOnlyList<int>, Tensor, Tensor>? LogitsProcessor { get; init; }
 
     public SamplingOptions Validate()
     {

@@ -108,7 +108,11 @@ public class ApiSurfaceTests(ServingFixture f)
         Assert.True(done);
         var streamed = chunks.SelectMany(c => c["choices"]!.AsArray()).Where(c => c!["logprobs"] is JsonObject)
             .SelectMany(c => c!["logprobs"]!["content"]!.AsArray()).ToArray();
-        Assert.Equal(content.Select(c => c!.ToJsonString()), streamed.Select(c => c!.ToJsonString()));
+        // Same tokens; logprobs equal within Tol, not bitwise: the second request's prompt may come from the prefix
+        // cache, whose KV was computed in a forward of a different shape (fp32 rounding differs in the last digits).
+        Assert.Equal(content.Select(c => (string)c!["token"]!), streamed.Select(c => (string)c!["token"]!));
+        for (int i = 0; i < content.Count; i++)
+            Assert.True(Math.Abs((double)content[i]!["logprob"]! - (double)streamed[i]!["logprob"]!) <= Tol, $"streamed token {i}");
     }
 
     [Fact]

@@ -14,7 +14,8 @@ public sealed record TpShard(int Dim, int Blocks = 1)
     public Tensor Take(Tensor full, int rank, int ranks)
     {
         var blocks = full.chunk(Blocks, Dim);
-        return cat(blocks.Select(b => b.chunk(ranks, Dim)[rank]).ToArray(), Dim).contiguous();
+        // A copy that owns its memory (cat of one block may alias the input, which autograd then treats as a view).
+        return cat(blocks.Select(b => b.chunk(ranks, Dim)[rank]).ToArray(), Dim).contiguous().clone();
     }
 
     /// <summary>The full tensor from every rank's part (an all-gather over <paramref name="group"/>).</summary>
@@ -39,11 +40,9 @@ public static class TensorParallel
     public static void ColumnParallel(Linear lin, ICommunicator tp, int blocks, IDictionary<string, TpShard> shards, string name)
     {
         var spec = new TpShard(0, blocks);
-        using (no_grad())
-        {
-            lin.weight = new Parameter(spec.Take(lin.weight, tp.Rank, tp.WorldSize));
-            if (lin.bias is { } b) lin.bias = new Parameter(spec.Take(b, tp.Rank, tp.WorldSize));
-        }
+        // Parameters are made in grad mode: one made under no_grad is a view that autograd refuses once the flat buffers rebind it.
+        lin.weight = new Parameter(Part(spec, lin.weight!, tp));
+        if (lin.bias is { } bias) lin.bias = new Parameter(Part(spec, bias, tp));
         shards[name + ".weight"] = spec;
         if (lin.bias is not null) shards[name + ".bias"] = spec;
     }
@@ -57,7 +56,7 @@ public static class TensorParallel
     public static void RowParallel(Linear lin, ICommunicator tp, bool sequenceParallel, IDictionary<string, TpShard> shards, string name)
     {
         var spec = new TpShard(1);
-        using (no_grad()) lin.weight = new Parameter(spec.Take(lin.weight, tp.Rank, tp.WorldSize));
+        lin.weight = new Parameter(Part(spec, lin.weight!, tp));
         shards[name + ".weight"] = spec;
         lin.register_forward_hook((m, _, y) =>
         {
@@ -72,6 +71,13 @@ public static class TensorParallel
     /// </summary>
     public static void EnterAfter(nn.Module<Tensor, Tensor> norm, ICommunicator tp, bool sequenceParallel) =>
         norm.register_forward_hook((_, _, y) => Enter(y, tp, sequenceParallel));
+
+    /// <summary>This rank's part of a full parameter, detached (no_grad).</summary>
+    internal static Tensor Part(TpShard spec, Tensor full, ICommunicator tp)
+    {
+        using var _ = no_grad();
+        return spec.Take(full, tp.Rank, tp.WorldSize);
+    }
 
     public static Tensor Enter(Tensor y, ICommunicator tp, bool sequenceParallel) =>
         sequenceParallel ? Region.GatherAlong(y, 1, tp) : Region.CopyTo(y, tp);

@@ -19,13 +19,9 @@ public static class VocabParallel
     public static void Embedding(Embedding emb, ICommunicator tp, bool sequenceParallel, IDictionary<string, TpShard> shards, string name)
     {
         var spec = new TpShard(0);
-        long rows;
-        using (no_grad())
-        {
-            var part = spec.Take(emb.weight!, tp.Rank, tp.WorldSize);
-            rows = part.shape[0];
-            emb.weight = new Parameter(part);
-        }
+        var part = TensorParallel.Part(spec, emb.weight!, tp);
+        long rows = part.shape[0];
+        emb.weight = new Parameter(part);
         shards[name] = spec;
         long start = tp.Rank * rows;
         Tensor? outside = null;    // set by the pre-hook, used by the post-hook of the same call

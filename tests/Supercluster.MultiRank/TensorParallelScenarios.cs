@@ -49,6 +49,23 @@ static class TensorParallelScenarios
 
         ctx.Report("loss", new[] { r.Loss, p.Loss });
         ctx.Report("norm", new[] { r.GradNorm, p.GradNorm });
+        // Under ZeRO-1 the flat gradients are not the averaged ones (only this rank's reduce-scattered shard is): loss,
+        // norm and updated weights are compared then.
+        if (zero == 0) ReportGradients(ctx, refStep, step, parallel);
+        // The weights after the update, too (optimizer on shards): difference of the whole model relative to its norm.
+        double wd = 0, wn = 0;
+        var refW = refStep.MasterWeights;
+        foreach (var (name, w) in step.MasterWeights)
+        {
+            var full = parallel.Full(name, w);
+            wd += Math.Pow((full - refW[name]).norm().item<float>(), 2);
+            wn += Math.Pow(refW[name].norm().item<float>(), 2);
+        }
+        ctx.Report("weights_rel", Math.Sqrt(wd / wn));
+    }
+
+    static void ReportGradients(ScenarioContext ctx, TrainStep refStep, TrainStep step, ParallelModel parallel)
+    {
         var refGrads = refStep.Flat.Items.ToDictionary(i => i.Name, i => refStep.Flat.Gradients.narrow(0, i.Offset, i.Length).view(i.Value.shape));
         var names = new List<string>();
         var diffs = new List<double>();
@@ -64,15 +81,5 @@ static class TensorParallelScenarios
         ctx.Report("names", names);
         ctx.Report("diff", diffs);
         ctx.Report("ref", norms);
-        // The weights after the update, too (optimizer on shards): difference of the whole model relative to its norm.
-        double wd = 0, wn = 0;
-        var refW = refStep.MasterWeights;
-        foreach (var (name, w) in step.MasterWeights)
-        {
-            var full = parallel.Full(name, w);
-            wd += Math.Pow((full - refW[name]).norm().item<float>(), 2);
-            wn += Math.Pow(refW[name].norm().item<float>(), 2);
-        }
-        ctx.Report("weights_rel", Math.Sqrt(wd / wn));
     }
 }

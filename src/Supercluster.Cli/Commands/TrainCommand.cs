@@ -10,7 +10,8 @@ public static class TrainCommand
     {
         var flags = Flags();
         var cmd = new Command("train", "Train a GPT on prepared token shards");
-        HelpExamples.Add(cmd, "train --data data/sotu-byte --model small --batch-size 16 --steps 1500 --lr 2e-3 --eval-every 250 --out runs/sotu", "train --data data/sotu-gpt2 --model gpt2 --device cuda --dtype bf16 --batch-size 16 --total-batch-tokens 65536 --steps 500 --out runs/sotu-gpt2");
+        HelpExamples.Add(cmd, "train --data data/sotu-byte --model small --batch-size 16 --steps 1500 --lr 2e-3 --eval-every 250 --out runs/sotu", "train --data data/sotu-gpt2 --model gpt2 --device cuda --dtype bf16 --batch-size 16 --total-batch-tokens 65536 --steps 500 --out runs/sotu-gpt2",
+            "train --data data/sotu-byte --model llama-small --tp 2 --sequence-parallel --batch-size 16 --steps 500 --out runs/sotu-tp2");
         foreach (var o in flags.Options) cmd.Options.Add(o);
         cmd.SetAction(parse =>
         {

@@ -106,4 +106,6 @@ public sealed record TrainingState(long Step, string Tokenizer, Data.DataLoaderS
     /// <summary>Ranks that wrote the checkpoint (it resumes on any number).</summary>
     public int WorldSize { get; init; } = 1;
     public int Zero { get; init; }
+    /// <summary>The rank grid that wrote it (e.g. "TP 2 × CP 1 × PP 1 × DP 2"); informational: checkpoints hold full tensors and resume on any layout.</summary>
+    public string? Layout { get; init; }
 }

@@ -20,9 +20,12 @@ public sealed class DataParallel
     readonly ICommunicator _comm;
     readonly FlatParameters _flat;
     readonly Tensor? _gradShard;          // ZeRO-2: this rank's averaged gradient shard, the only gradient memory kept between steps
+    readonly Parallelism.GradientNorm? _norm;
 
-    public DataParallel(FlatParameters flat, ICommunicator comm, int zeroStage)
+    /// <param name="norm">How model-parallel ranks count the gradient norm (<see cref="Parallelism.ParallelModel.GradientNorm"/>); null: this rank's gradients are all of it.</param>
+    public DataParallel(FlatParameters flat, ICommunicator comm, int zeroStage, Parallelism.GradientNorm? norm = null)
     {
+        _norm = norm;
         if (zeroStage is not (0 or 1 or 2)) throw new ArgumentException($"ZeRO stage {zeroStage}: DataParallel runs 0, 1 and 2 (3 is FullyShard)");
         if (flat.WorldSize != comm.WorldSize) throw new ArgumentException($"flat parameters padded for {flat.WorldSize} ranks, the job has {comm.WorldSize}");
         _comm = comm;
@@ -75,9 +78,15 @@ public sealed class DataParallel
             using (var world = ((double)_comm.WorldSize).ToScalar()) grad.div_(world);
 
         // Global norm: each rank's shard contributes its sum of squares.
-        var local = linalg.vector_norm(grad).to(ScalarType.Float64).reshape(1);    // one pass, no temporary
-        var sq = local.mul_(local);
+        Tensor sq;
+        if (_norm is null)
+        {
+            var local = linalg.vector_norm(grad).to(ScalarType.Float64).reshape(1);    // one pass, no temporary
+            sq = local.mul_(local);
+        }
+        else sq = _norm.LocalSquares(grad, ShardRange.Offset);
         if (Zero >= 1) _comm.AllReduceSum(sq);
+        _norm?.Reduce(sq);                                                             // over TP (and other model-parallel groups)
         var norm = sq.sqrt();
         // The full buffer and ZeRO-2's shard are long-lived (not in any scope); only ZeRO-1's reduce-scatter output belongs to the caller.
         return (Zero == 1 ? grad.MoveToOuterDisposeScope() : grad, norm.MoveToOuterDisposeScope());

@@ -26,15 +26,16 @@ public sealed class CausalSelfAttention : Module<Tensor, Tensor>
 
     public Tensor Forward(Tensor x, KvCache cache, int layer)
     {
-        long b = x.shape[0], t = x.shape[1], d = x.shape[2], hd = d / _nHead;
-        var qkv = c_attn.forward(x).split(d, dim: 2);                  // 3 × [B, T, d]
-        var q = qkv[0].view(b, t, _nHead, hd).transpose(1, 2);                 // [B, H, T, hd]
-        var k = qkv[1].view(b, t, _nHead, hd).transpose(1, 2);
-        var v = qkv[2].view(b, t, _nHead, hd).transpose(1, 2);
+        long b = x.shape[0], t = x.shape[1], hd = x.shape[2] / _nHead;
+        var qkv = c_attn.call(x);                                              // [B, T, 3·d] (a TP rank: its heads' q, k, v)
+        var qkvs = qkv.split(qkv.shape[2] / 3, dim: 2);                        // 3 × [B, T, d]
+        var q = qkvs[0].view(b, t, -1, hd).transpose(1, 2);                    // [B, H, T, hd]
+        var k = qkvs[1].view(b, t, -1, hd).transpose(1, 2);
+        var v = qkvs[2].view(b, t, -1, hd).transpose(1, 2);
         (k, v) = cache.Append(layer, k, v);                                    // [B, H, T_past + T, hd]
         var y = CausalLM.Attend(q, k, v, cache.Mask(t));                       // [B, H, T, hd]
-        y = y.transpose(1, 2).contiguous().view(b, t, d);                      // re-assemble heads
-        return c_proj.forward(y);
+        y = y.transpose(1, 2).contiguous().view(b, t, -1);                     // re-assemble heads
+        return c_proj.call(y);
     }
 }
 
@@ -51,7 +52,7 @@ public sealed class Mlp : Module<Tensor, Tensor>
     }
 
     public override Tensor forward(Tensor x) =>
-        c_proj.forward(functional.gelu(c_fc.forward(x), TorchSharp.Modules.GELU.Approximate.tanh));
+        c_proj.call(functional.gelu(c_fc.call(x), TorchSharp.Modules.GELU.Approximate.tanh));
 }
 
 /// <summary>Pre-norm residual block: x + attn(ln(x)), then x + mlp(ln(x)).</summary>
@@ -74,8 +75,8 @@ public sealed class Block : Module<Tensor, Tensor>
 
     public Tensor Forward(Tensor x, KvCache cache, int layer)
     {
-        x = x + attn.Forward(ln_1.forward(x), cache, layer);
-        return x + mlp.forward(ln_2.forward(x));
+        x = x + attn.Forward(ln_1.call(x), cache, layer);
+        return x + mlp.forward(ln_2.call(x));
     }
 }
 
@@ -131,7 +132,7 @@ public sealed class Gpt2 : CausalLM
         long t = idx.shape[1];
         if (cache.Length + t > Config.SeqLen)
             throw new BadInputException($"sequence of {cache.Length + t} tokens exceeds the model context {Config.SeqLen}");
-        return wte.forward(idx) + wpe.forward(cache.Positions(t));            // [B, T, d] + [B or 1, T, d]
+        return wte.call(idx) + wpe.call(cache.Positions(t));            // [B, T, d] + [B or 1, T, d]
     }
 
     Tensor Head(Tensor x) => CutPadding(functional.linear(x, wte.weight!));    // [B, T, padded] → [B, T, vocab]

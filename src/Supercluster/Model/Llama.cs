@@ -104,21 +104,21 @@ public sealed class LlamaAttention : Module<Tensor, Tensor>
     public Tensor Forward(Tensor x, KvCache cache, int layer)
     {
         long b = x.shape[0], t = x.shape[1], hd = _hd;
-        var q = q_proj.forward(x).view(b, t, _nHead, hd).transpose(1, 2);     // [B, H, T, hd]
-        var k = k_proj.forward(x).view(b, t, _nKv, hd).transpose(1, 2);       // [B, H_kv, T, hd]
-        var v = v_proj.forward(x).view(b, t, _nKv, hd).transpose(1, 2);
+        var q = q_proj.call(x).view(b, t, -1, hd).transpose(1, 2);            // [B, H, T, hd] (a TP rank: its heads)
+        var k = k_proj.call(x).view(b, t, -1, hd).transpose(1, 2);            // [B, H_kv, T, hd]
+        var v = v_proj.call(x).view(b, t, -1, hd).transpose(1, 2);
         var pos = cache.Positions(t);                                                  // [B or 1, T]
         q = _rotary.Apply(q, pos);
         k = _rotary.Apply(k, pos);
         (k, v) = cache.Append(layer, k, v);                                            // [B, H_kv, T_all, hd]
         if (_nKv != _nHead)
         {
-            k = k.repeat_interleave(_nHead / _nKv, dim: 1);                          // [B, H, T_all, hd]
-            v = v.repeat_interleave(_nHead / _nKv, dim: 1);
+            k = k.repeat_interleave(q.shape[1] / k.shape[1], dim: 1);                // [B, H, T_all, hd]
+            v = v.repeat_interleave(q.shape[1] / v.shape[1], dim: 1);
         }
         var att = CausalLM.Attend(q, k, v, cache.Mask(t));                             // [B, H, T, hd]
-        var y = att.transpose(1, 2).contiguous().view(b, t, _nHead * hd);
-        return o_proj.forward(y);
+        var y = att.transpose(1, 2).contiguous().view(b, t, -1);
+        return o_proj.call(y);
     }
 }
 
@@ -136,7 +136,7 @@ public sealed class SwiGlu : Module<Tensor, Tensor>
     }
 
     public override Tensor forward(Tensor x) =>
-        down_proj.forward(functional.silu(gate_proj.forward(x)) * up_proj.forward(x));
+        down_proj.call(functional.silu(gate_proj.call(x)) * up_proj.call(x));
 }
 
 /// <summary>Pre-RMSNorm residual block.</summary>
@@ -159,8 +159,8 @@ public sealed class LlamaBlock : Module<Tensor, Tensor>
 
     public Tensor Forward(Tensor x, KvCache cache, int layer)
     {
-        x = x + self_attn.Forward(input_layernorm.forward(x), cache, layer);
-        return x + mlp.forward(post_attention_layernorm.forward(x));
+        x = x + self_attn.Forward(input_layernorm.call(x), cache, layer);
+        return x + mlp.forward(post_attention_layernorm.call(x));
     }
 }
 
@@ -210,9 +210,9 @@ public sealed class Llama : CausalLM
     {
         if (cache.Length + idx.shape[1] > Config.SeqLen)
             throw new BadInputException($"sequence of {cache.Length + idx.shape[1]} tokens exceeds the model context {Config.SeqLen}");
-        var x = RunUnit(["embed_tokens"], idx, idx => embed_tokens.forward(idx));   // [B, T, d]
+        var x = RunUnit(["embed_tokens"], idx, idx => embed_tokens.call(idx));   // [B, T, d]
         for (int i = 0; i < layers.Count; i++) { int layer = i; x = RunUnit([$"layers.{i}"], x, x => layers[layer].Forward(x, cache, layer)); }
-        return RunUnit(["norm"], x, x => norm.forward(x));
+        return RunUnit(["norm"], x, x => norm.call(x));
     }
 
     public override IReadOnlyList<string> VocabTables => ["embed_tokens.weight", "lm_head.weight"];

@@ -61,6 +61,14 @@ public static class MemoryModel
         return linear + scores;
     }
 
+    /// <summary>
+    /// Activation bytes of one layer for one micro-batch that sequence parallelism saves on one GPU: without it the
+    /// h-wide tensors outside the tensor-parallel layers (the two norms' inputs, the inputs of the column-parallel layers
+    /// and the dropout masks: 10·s·b·h bytes, Korthikanti et al. 2022 Table 2) are whole on every TP rank; with it, 1/t.
+    /// </summary>
+    public static double SequenceParallelSavingPerLayer(ModelSpec m, int seqLen, ParallelLayout l) =>
+        l.Recompute == Recompute.Full ? 0 : 10.0 * seqLen / l.Cp * l.MicroBatch * m.Hidden * (1 - 1.0 / l.Tp);
+
     public static double ActivationBytes(ModelSpec m, TrainingRun run, ParallelLayout l)
     {
         long microBatches = run.BatchSequences / ((long)l.Dp * l.MicroBatch);

@@ -28,7 +28,8 @@ public static class Evaluator
     /// Loss over the first ⌈tokens / T⌉ rows of <paramref name="rows"/> (from <see cref="OpenRows"/>), or all of them
     /// when the split is smaller, computed <paramref name="batchSize"/> rows at a time.
     /// </summary>
-    public static EvalResult Evaluate(CausalLM model, TokenDataLoader rows, int batchSize, int seqLen, long tokens, Device device)
+    /// <param name="loss">A parallelised model's loss (<see cref="NextTokenLoss.Batch"/>); every rank of its group evaluates together.</param>
+    public static EvalResult Evaluate(CausalLM model, TokenDataLoader rows, int batchSize, int seqLen, long tokens, Device device, Func<Tensor, Tensor, Tensor>? loss = null)
     {
         if (tokens <= 0) throw new BadInputException($"--eval-tokens = {tokens}, expected a positive number");
         if (batchSize <= 0) throw new BadInputException($"--batch-size = {batchSize}, expected a positive number");
@@ -55,7 +56,7 @@ public static class Evaluator
                 }
                 using var scope = NewDisposeScope();
                 var (xs, ys) = n == batchSize ? (x, y) : (x[..(n * seqLen)], y[..(n * seqLen)]);
-                sum += NextTokenLoss.Batch(model, xs, ys, n, seqLen, device).item<float>() * n;
+                sum += NextTokenLoss.Batch(model, xs, ys, n, seqLen, device, loss).item<float>() * n;
                 done += n;
             }
         }

@@ -78,6 +78,17 @@ public sealed record TrainOptions
     /// <summary>auto: the fused CUDA AdamW kernel when NVRTC is found and the parameters are on a GPU; torch: always torch ops.</summary>
     [Flag("--optimizer", "auto (AdamW; fused CUDA kernel compiled with NVRTC where available), torch, fused, or NAME[:auto|fused|torch] of a registered optimizer: adamw, lion (Chen et al. 2023; torch ops)")]
     public string Optimizer { get; init; } = "auto";
+    /// <summary>Model-parallel layout, with plan's names and meaning; the rank grid orders TP innermost, then CP, DP, PP.</summary>
+    [Flag("--tp", "Tensor-parallel size: layers and vocabulary split over this many neighbouring ranks (Megatron-LM)")]
+    public int Tp { get; init; } = 1;
+    [Flag("--cp", "Context-parallel size: each sequence split over this many ranks")]
+    public int Cp { get; init; } = 1;
+    [Flag("--pp", "Pipeline-parallel size: layers split into this many stages")]
+    public int Pp { get; init; } = 1;
+    [Flag("--dp", "Data-parallel size (default world ÷ (tp × cp × pp))")]
+    public int? Dp { get; init; }
+    [Flag("--sequence-parallel", "With --tp: norms and residuals split along the sequence (all-gather / reduce-scatter instead of all-reduce)")]
+    public bool SequenceParallel { get; init; }
 
     public void Validate()
     {
@@ -101,5 +112,10 @@ public sealed record TrainOptions
         Optimizers.Parse(Optimizer);
         if (Zero is not (0 or 1 or 2 or 3)) throw new BadInputException($"--zero = {Zero}, expected 0, 1, 2 or 3");
         FaultPlan.Parse(Fault);
+        void AtLeastOne(string flag, int v) { if (v < 1) throw new BadInputException($"{flag} {v}: expected a positive integer"); }
+        AtLeastOne("--tp", Tp); AtLeastOne("--cp", Cp); AtLeastOne("--pp", Pp);
+        if (Dp is { } dp) AtLeastOne("--dp", dp);
+        if (SequenceParallel && Tp == 1)
+            throw new BadInputException("--sequence-parallel needs --tp > 1: it splits the regions between tensor-parallel layers over the TP ranks");
     }
 }

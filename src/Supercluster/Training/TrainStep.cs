@@ -24,7 +24,11 @@ public sealed record TrainStepOptions
 }
 
 /// <summary>What one step did: mean loss over micro-batches and ranks, gradient norm before clipping, communication time.</summary>
-public readonly record struct StepResult(double Loss, double GradNorm, double CommSeconds);
+public readonly record struct StepResult(double Loss, double GradNorm, double CommSeconds)
+{
+    /// <summary>The step's collective time per communicator group (tp, dp_cp, …; "world" for plain data parallelism).</summary>
+    public IReadOnlyDictionary<string, double>? CommSecondsByGroup { get; init; }
+}
 
 /// <summary>
 /// One training step, the same for <c>train</c>, <c>bench</c> and the tests: forward and loss
@@ -38,33 +42,40 @@ public readonly record struct StepResult(double Loss, double GradNorm, double Co
 public sealed class TrainStep : IDisposable
 {
     readonly CausalLM _model;
-    readonly ICommunicator _comm;
+    readonly ICommunicator _comm, _dp;
     readonly TrainStepOptions _o;
+    readonly Parallelism.ParallelModel? _parallel;
     readonly long[] _x, _y;
 
     /// <param name="model">fp32 parameters on the training device, weights already loaded (they become the master copy).</param>
-    public TrainStep(CausalLM model, ICommunicator comm, TrainStepOptions options)
+    /// <param name="parallel">The model after <see cref="Parallelism.Parallelize.Apply"/>: its loss, its data-parallel group
+    /// (gradients are averaged over DP × CP), sequence-parallel gradient sums and the model-parallel gradient norm; null: plain data parallelism over <paramref name="comm"/>.</param>
+    public TrainStep(CausalLM model, ICommunicator comm, TrainStepOptions options, Parallelism.ParallelModel? parallel = null)
     {
         if (options.ComputeDtype is not (ScalarType.Float32 or ScalarType.BFloat16))
             throw new BadInputException($"--dtype {options.ComputeDtype}: expected fp32 or bf16");
         _model = model;
         _comm = comm;
+        _parallel = parallel;
+        _dp = parallel?.DataParallel ?? comm;
         _o = options;
         if (options.Zero == 3)
         {
-            Fsdp = new FullyShard(model, comm, options.ComputeDtype);
-            Optimizer = new TrainingOptimizer(Fsdp, comm.Rank, options.Optimizer, options.WeightDecay);
+            if (parallel is { IsTensorParallel: true } || parallel?.Grid.Dims.Cp > 1)
+                throw new BadInputException("--zero 3 with --tp or --cp: fully sharded data parallelism composes with data parallelism only in this build; expected --zero 0, 1 or 2");
+            Fsdp = new FullyShard(model, _dp, options.ComputeDtype);
+            Optimizer = new TrainingOptimizer(Fsdp, _dp.Rank, options.Optimizer, options.WeightDecay);
         }
         else
         {
-            _flat = new FlatParameters(model.named_parameters().Select(p => (p.name, p.parameter)), comm.WorldSize);
+            _flat = new FlatParameters(model.named_parameters().Select(p => (p.name, p.parameter)), _dp.WorldSize);
             if (options.ComputeDtype != ScalarType.Float32)
             {
                 model.to(options.ComputeDtype);                  // new parameter tensors; bound to the compute buffer next
                 _flat.BindCompute(model.named_parameters().Select(p => (p.name, p.parameter)));
             }
-            _dataParallel = new DataParallel(_flat, comm, options.Zero);
-            Optimizer = new TrainingOptimizer(_flat, _dataParallel.ShardRange, comm.Rank, comm.WorldSize, options.Zero >= 1, options.Optimizer, options.WeightDecay);
+            _dataParallel = new DataParallel(_flat, _dp, options.Zero, parallel?.GradientNorm(_flat));
+            Optimizer = new TrainingOptimizer(_flat, _dataParallel.ShardRange, _dp.Rank, _dp.WorldSize, options.Zero >= 1, options.Optimizer, options.WeightDecay);
         }
         _x = new long[(long)options.BatchSize * options.SeqLen];
         _y = new long[_x.Length];
@@ -112,7 +123,7 @@ public sealed class TrainStep : IDisposable
     {
         using var scope = NewDisposeScope();
         var device = Device;
-        _comm.TakeCommunicationSeconds();       // collectives between steps (stop flag, checkpoints, timings) are not this step's
+        TakeCommunicationSeconds();             // collectives between steps (stop flag, checkpoints, timings) are not this step's
         if (Fsdp is null) Flat.ZeroGradients(); else Fsdp.ZeroGradients();
         var lossSum = zeros(1, device: device);
         using var accumScalar = ((double)accumulation).ToScalar();
@@ -120,23 +131,29 @@ public sealed class TrainStep : IDisposable
         {
             next(_x, _y);
             clock?.Mark(StepPhase.Data);
-            var l = NextTokenLoss.Batch(_model, _x, _y, _o.BatchSize, _o.SeqLen, device).div_(accumScalar);
+            var l = NextTokenLoss.Batch(_model, _x, _y, _o.BatchSize, _o.SeqLen, device, _parallel is { IsTensorParallel: true } p ? p.Loss : null).div_(accumScalar);
             clock?.Mark(StepPhase.Forward);
             l.backward();
             _flat?.AccumulateComputeGradients(first: micro == 0);
             lossSum.add_(l.detach());
             clock?.Mark(StepPhase.Backward);
         }
+        if (_flat is not null) _parallel?.ReduceSequenceParallelGradients(_flat);
         var (grad, norm) = Fsdp?.ReduceGradients() ?? DataParallel.ReduceGradients();
         Optimizer.Step(grad, lr, ClipScale(norm, _o.GradClip));
         _dataParallel?.GatherParameters();          // ZeRO-3 gathers parameters unit by unit in the next forward
-        if (_comm.WorldSize > 1) _comm.AllReduceSum(lossSum);
+        if (_dp.WorldSize > 1) _dp.AllReduceSum(lossSum);          // TP ranks of a replica have the same loss already
         // The one host sync per step: loss and gradient norm, read together at the step's end.
         var logged = cat([lossSum.to(ScalarType.Float64), norm]).cpu().data<double>().ToArray();
         clock?.Mark(StepPhase.Optimizer);
         // After the sync, so a GPU backend's event timings are complete: the step's collectives, gradients to loss.
-        return new StepResult(logged[0] / _comm.WorldSize, logged[1], _comm.TakeCommunicationSeconds());
+        var byGroup = TakeCommunicationSeconds();
+        return new StepResult(logged[0] / _dp.WorldSize, logged[1], byGroup.Values.Sum()) { CommSecondsByGroup = byGroup };
     }
+
+    /// <summary>Seconds in collectives since the last call, per group (world only without a rank grid).</summary>
+    IReadOnlyDictionary<string, double> TakeCommunicationSeconds() =>
+        _parallel?.Grid.TakeCommunicationSeconds() ?? new Dictionary<string, double> { ["world"] = _comm.TakeCommunicationSeconds() };
 
     /// <summary>
     /// min(1, clip / (norm + 1e-6)) as torch.nn.utils.clip_grad_norm_, computed on the device as a one-element fp32

@@ -6,6 +6,7 @@ using Supercluster.Data;
 using Supercluster.Distributed;
 using Supercluster.Inference;
 using Supercluster.Model;
+using Supercluster.Parallelism;
 using Supercluster.Runtime;
 using Supercluster.Tokenization;
 using TorchSharp;
@@ -45,45 +46,61 @@ public sealed class Trainer
         bool lead = comm.Rank == 0;
         var log = lead ? _log : TextWriter.Null;
 
+        var dims = ParallelDims.For(comm.WorldSize, _o.Tp, _o.Cp, _o.Pp, _o.Dp);
         var meta = DatasetMeta.Load(_o.DataDir);
-        var config = BuildConfig(meta) with { PadVocabMultiple = _o.PadVocab ?? DefaultPadVocab(device) };
+        // TP splits the vocabulary tables: their rows are padded to a multiple of TP as well (Megatron-LM does the same).
+        var config = BuildConfig(meta) with { PadVocabMultiple = Parallelize.PadVocabMultiple(_o.PadVocab ?? DefaultPadVocab(device), _o.Tp) };
+        if (_o.PadVocab is { } pv && pv % _o.Tp != 0)
+            throw new BadInputException($"--pad-vocab {pv} with --tp {_o.Tp}: expected a multiple of {_o.Tp} (each TP rank holds an equal share of the vocabulary rows)");
         int seqLen = _o.SeqLen ?? config.SeqLen;
         if (seqLen > config.SeqLen)
             throw new BadInputException($"--seq-len {seqLen} exceeds the model context {config.SeqLen} of '{_o.Model}'");
         // Task files are read and rendered on every rank before anything is written (a bad one stops all); rank 0 scores them.
         var tasks = (_o.EvalTask ?? []).Select(f => Evaluation.TaskEval.Render(Evaluation.TaskSet.Load(f, _o.EvalTaskLimit), Tokenizers.Create(meta.Tokenizer), config.SeqLen)).ToList();
+        Parallelize.Validate(config, dims, _o.SequenceParallel, seqLen);
+        if (_o.Tp > 1 && tasks.Count > 0)
+            throw new BadInputException($"--eval-task with --tp {_o.Tp}: task scoring runs the whole model on one rank; expected no --eval-task (score a checkpoint with `eval --task`)");
+        if (_o.Tp > 1 && _o.SampleEvery > 0)
+            throw new BadInputException($"--sample-every {_o.SampleEvery} with --tp {_o.Tp}: samples need the whole model on one rank; expected 0 (sample from a checkpoint with `sample`)");
 
+        // Every rank of one data-parallel replica (its TP, CP and PP ranks) works on the same micro-batches.
         long tokensPerMicro = (long)_o.BatchSize * seqLen;
-        long perStepAllRanks = tokensPerMicro * comm.WorldSize;
+        long perStepAllRanks = tokensPerMicro * dims.Dp;
         long total = _o.TotalBatchTokens ?? perStepAllRanks;
         if (total % perStepAllRanks != 0)
-            throw new BadInputException($"--total-batch-tokens {total} is not a multiple of batch-size × seq-len × world size = {_o.BatchSize} × {seqLen} × {comm.WorldSize} = {perStepAllRanks}");
+            throw new BadInputException(dims.Dp == comm.WorldSize
+                ? $"--total-batch-tokens {total} is not a multiple of batch-size × seq-len × world size = {_o.BatchSize} × {seqLen} × {comm.WorldSize} = {perStepAllRanks}"
+                : $"--total-batch-tokens {total} is not a multiple of batch-size × seq-len × data-parallel size = {_o.BatchSize} × {seqLen} × {dims.Dp} = {perStepAllRanks}");
         int accum = (int)(total / perStepAllRanks);
+        using var grid = new RankGrid(comm, dims);
+        bool evalRank = grid.DpRank == 0 && grid.CpRank == 0 && grid.PpRank == 0;   // rank 0's TP group evaluates together
 
         Directory.CreateDirectory(_o.OutDir);
         using var runLock = lead ? RunLock.Acquire(_o.OutDir, log.WriteLine) : null;   // one job per run directory (exit 2 naming the holder)
         var store = new CheckpointStore(_o.OutDir);
         string? resumeDir = FindResume(store, log);
 
-        using var train = new TokenDataLoader(_o.DataDir, "train", _o.BatchSize, seqLen, comm.Rank, comm.WorldSize, _o.Seed);
-        using var val = meta.ValTokens > 0 && lead ? Evaluator.OpenRows(_o.DataDir, "val", seqLen) : null;
+        using var train = new TokenDataLoader(_o.DataDir, "train", _o.BatchSize, seqLen, grid.DpRank, dims.Dp, _o.Seed);
+        using var val = meta.ValTokens > 0 && (lead || (_o.Tp > 1 && evalRank)) ? Evaluator.OpenRows(_o.DataDir, "val", seqLen) : null;
         var tokenizer = Tokenizers.Create(meta.Tokenizer);
 
         using var model = CausalLM.Create(config, _o.Seed);
         // Weights are loaded into the fp32 model before the step makes them its master copy (and bf16 compute weights).
         if (_o.InitFrom is not null && resumeDir is null) ModelCheckpoint.LoadWeights(model, _o.InitFrom);
         if (resumeDir is not null) LoadResumeWeights(resumeDir, model, config);
+        // Model parallelism is applied to the full, loaded model: each rank keeps its shards (layout-free checkpoints).
+        var parallel = Parallelize.Apply(model, grid, new ParallelizeOptions(_o.SequenceParallel));
         model.to(device);
         model.train();
         using var trainStep = new TrainStep(model, comm, new TrainStepOptions
         {
             BatchSize = _o.BatchSize, SeqLen = seqLen, Zero = _o.Zero, WeightDecay = _o.WeightDecay, GradClip = _o.GradClip,
             Optimizer = _o.Optimizer, ComputeDtype = dtype,
-        });
+        }, parallel);
 
         var startMemory = trainStep.MemoryPerRank();   // measured: bytes of the allocations behind them, before the first step
         long startStep = 0, tokensSeen = 0;
-        if (resumeDir is not null) (startStep, tokensSeen) = Restore(resumeDir, trainStep.Optimizer, train);
+        if (resumeDir is not null) (startStep, tokensSeen) = Restore(resumeDir, trainStep, parallel, train);
         if (lead)
             DurableFile.WriteAllText(Path.Combine(_o.OutDir, "config.json"), JsonSerializer.Serialize(new
             {
@@ -98,7 +115,10 @@ public sealed class Trainer
         var mem = startMemory;
         log.WriteLine($"model {_o.Model}: {config.ParameterCount():N0} parameters, {config.NLayer} layers, d={config.NEmbd}, context {config.SeqLen}, vocab {config.VocabSize}{(config.PaddedVocab != config.VocabSize ? $" (tables padded to {config.PaddedVocab})" : "")}; {device.type} {_o.Dtype}");
         log.WriteLine($"ranks: {comm.WorldSize} ({comm.Backend}{(comm.WorldSize > 1 ? $", launched by {env.Launcher}" : "")}){(_o.Zero > 0 ? $", ZeRO-{_o.Zero}" : "")}; per rank (measured): parameters {Mb(mem.Parameters)}, gradients {Mb(mem.Gradients)}, optimizer state {Mb(mem.Optimizer)}");
-        log.WriteLine($"global batch = {_o.BatchSize} sequences × {seqLen} tokens × {accum} accumulation × {comm.WorldSize} ranks = {total:N0} tokens/step; {_o.Steps} steps; lr {_o.Lr} (warmup {schedule.WarmupSteps}, cosine to {_o.Lr * _o.MinLrRatio:G3})");
+        if (dims.World > 1) foreach (var line in RankGrid.Describe(dims)) log.WriteLine(line);
+        if (_o.SequenceParallel)
+            log.WriteLine($"sequence parallel: saves {Mb((long)(SequenceParallel.ActivationSavingBytes(config, seqLen, _o.BatchSize, dims) * (dtype == ScalarType.Float32 ? 2 : 1)))} of activations per micro-batch per rank (Korthikanti et al. 2022 Table 2: 10·s·b·h·(1 − 1/t) per layer)");
+        log.WriteLine($"global batch = {_o.BatchSize} sequences × {seqLen} tokens × {accum} accumulation × {dims.Dp} {(dims.Dp == comm.WorldSize ? "ranks" : "data-parallel replicas")} = {total:N0} tokens/step; {_o.Steps} steps; lr {_o.Lr} (warmup {schedule.WarmupSteps}, cosine to {_o.Lr * _o.MinLrRatio:G3})");
         log.WriteLine($"optimizer: {trainStep.Optimizer.Describe()}; {trainStep.Optimizer.Groups.Describe()}");
         if (resumeDir is not null) log.WriteLine($"resumed from {resumeDir} at step {startStep}");
 
@@ -118,7 +138,8 @@ public sealed class Trainer
         {
             var stepClock = Stopwatch.StartNew();
             double lr = schedule.At((int)step);
-            var (loss, norm, commSeconds) = trainStep.Run(train.NextBatch, accum, lr);
+            var stepResult = trainStep.Run(train.NextBatch, accum, lr);
+            var (loss, norm, commSeconds) = stepResult;
             long done = step + 1;
             tokensSeen += total;
             tokensThisRun += total;
@@ -133,6 +154,7 @@ public sealed class Trainer
                 ["type"] = "train", ["step"] = done, ["loss"] = loss, ["lr"] = lr, ["grad_norm"] = norm, ["tokens"] = tokensSeen,
                 ["tokens_per_s"] = Math.Round(total / dt, 1), ["step_ms"] = Math.Round(dt * 1000, 2), ["mfu"] = mfu, ["time_s"] = Math.Round(clock.Elapsed.TotalSeconds, 3),
                 ["rank_step_ms"] = rankStepMs, ["rank_comm_ms"] = rankCommMs,
+                ["comm_ms_by_group"] = dims.World > 1 ? CommByGroup(stepResult.CommSecondsByGroup) : null,
             });
             var eta = TimeSpan.FromSeconds((_o.Steps - done) * clock.Elapsed.TotalSeconds / (done - startStep));
             progress.Update($"step {done}/{_o.Steps} | loss {loss:F4} | lr {lr:0.00e+0} | norm {norm:F2} | {tokPerSec:N0} tok/s{(mfu is { } m ? $" | MFU {m:P1}" : "")}{(comm.WorldSize > 1 ? $" | comm {commSeconds * 1000:F0} ms" : "")} | ETA {ProgressLine.Format(eta)}",
@@ -145,7 +167,7 @@ public sealed class Trainer
             var whole = evalDue || sampleDue ? trainStep.Unsharded() : null;   // ZeRO-3: the model whole for rank 0's eval and sample (collective)
             if (val is not null && ((_o.EvalEvery > 0 && done % _o.EvalEvery == 0) || last))
             {
-                var eval = Evaluator.Evaluate(model, val, _o.BatchSize, seqLen, _o.EvalTokens, device); lastVal = eval.Loss;
+                var eval = Evaluator.Evaluate(model, val, _o.BatchSize, seqLen, _o.EvalTokens, device, parallel.IsTensorParallel ? parallel.Loss : null); lastVal = eval.Loss;
                 metrics?.Write(new JsonObject { ["type"] = "eval", ["step"] = done, ["val_loss"] = lastVal, ["time_s"] = Math.Round(clock.Elapsed.TotalSeconds, 3) });
                 progress.Done();
                 log.WriteLine($"step {done}: val loss {lastVal:F4} over {eval.Tokens:N0} tokens");
@@ -169,7 +191,7 @@ public sealed class Trainer
             fault?.MaybeFire("sigterm", comm.Rank, done, _o.OutDir, _log);
             bool stopping = stop.ShouldStop(comm, device);
             if ((_o.CheckpointEvery > 0 && done % _o.CheckpointEvery == 0) || last || stopping)
-                lastCheckpoint = store.Guard(done, () => SaveCheckpoint(store, comm, done, tokensSeen, model, trainStep, train, tokenizer.Name, fault));
+                lastCheckpoint = store.Guard(done, () => SaveCheckpoint(store, comm, done, tokensSeen, model, trainStep, parallel, train, tokenizer.Name, fault));
             // Step-end faults fire after this step's checkpoint, so a restart resumes from it.
             fault?.MaybeFire("kill", comm.Rank, done, _o.OutDir, _log);
             fault?.MaybeFire("hang", comm.Rank, done, _o.OutDir, _log);
@@ -190,6 +212,10 @@ public sealed class Trainer
     {
         ["type"] = "memory", ["step"] = step, ["parameters_bytes"] = m.Parameters, ["gradients_bytes"] = m.Gradients, ["optimizer_state_bytes"] = m.Optimizer,
     };
+
+    /// <summary>This rank's collective time per group in ms (groups of one rank left out).</summary>
+    static JsonObject? CommByGroup(IReadOnlyDictionary<string, double>? seconds) => seconds is null ? null
+        : new JsonObject(seconds.Where(kv => kv.Value > 0).Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)Math.Round(kv.Value * 1000, 2))));
 
     /// <summary>
     /// Every rank's step time and time in the step's collectives (ms), gathered so a straggler shows up in rank 0's
@@ -229,17 +255,19 @@ public sealed class Trainer
     static void LoadResumeWeights(string dir, CausalLM model, ModelConfig config)
     {
         var saved = ModelCheckpoint.ReadConfig(dir);
-        if (saved != config)
+        // Padding rows are not part of the model (checkpoints hold the real vocabulary), so a layout may pad differently.
+        if (saved with { PadVocabMultiple = config.PadVocabMultiple } != config)
             throw new BadInputException($"{Path.Combine(dir, ModelCheckpoint.ConfigFile)}: checkpoint model config ({Describe(saved)}) does not match the requested model ({Describe(config)})");
         ModelCheckpoint.ReadState(dir);   // refuse a model-only checkpoint before anything is built
         ModelCheckpoint.LoadWeights(model, Path.Combine(dir, ModelCheckpoint.ModelFile));
     }
 
     /// <summary>Optimizer state, data position and RNG of a checkpoint (its weights are loaded by <see cref="LoadResumeWeights"/>).</summary>
-    static (long Step, long Tokens) Restore(string dir, TrainingOptimizer optimizer, TokenDataLoader train)
+    static (long Step, long Tokens) Restore(string dir, TrainStep trainStep, ParallelModel parallel, TokenDataLoader train)
     {
         var state = ModelCheckpoint.ReadState(dir);
-        optimizer.Load(dir);
+        var optimizer = trainStep.Optimizer;
+        LayoutFreeCheckpoint.LoadOptimizer(dir, trainStep, parallel);
         if (optimizer.StepCount != state.OptimizerSteps)
             throw new BadInputException($"{dir}: optimizer state is at step {optimizer.StepCount}, state.json says {state.OptimizerSteps}");
         train.Restore(state.Data);
@@ -251,20 +279,22 @@ public sealed class Trainer
     static string Describe(ModelConfig c) => $"{c.Family.ToString().ToLowerInvariant()} n_layer={c.NLayer} n_head={c.NHead} n_embd={c.NEmbd} vocab={c.VocabSize} pad_vocab={c.PadVocabMultiple} context={c.SeqLen}";
 
     /// <summary>Rank 0 opens the temporary directory, every rank writes its optimizer shard, rank 0 writes the rest and commits.</summary>
-    string? SaveCheckpoint(CheckpointStore store, ICommunicator comm, long step, long tokens, CausalLM model, TrainStep trainStep, TokenDataLoader train, string tokenizer, FaultPlan? fault)
+    string? SaveCheckpoint(CheckpointStore store, ICommunicator comm, long step, long tokens, CausalLM model, TrainStep trainStep, ParallelModel parallel, TokenDataLoader train, string tokenizer, FaultPlan? fault)
     {
         string tmp = Path.Combine(store.Root, $".tmp-{CheckpointStore.DirName(step)}");
         if (comm.Rank == 0) tmp = store.BeginWrite(step);
         comm.Barrier();
-        trainStep.Optimizer.Save(tmp);
+        LayoutFreeCheckpoint.SaveOptimizer(tmp, trainStep, parallel);
+        // Full tensors under Hugging Face names: TP shards are gathered (a collective over each TP group).
+        using var weightScope = torch.NewDisposeScope();
+        var weights = LayoutFreeCheckpoint.FullWeights(trainStep, parallel);
         string? final = null;
         comm.Barrier();
-        var weights = trainStep.MasterWeights;   // collective under ZeRO-3 (full tensors gathered), views otherwise
         if (comm.Rank == 0)
         {
             ModelCheckpoint.WriteModel(tmp, model, tokenizer, weights);
             using var rng = torch.random.get_rng_state();
-            ModelCheckpoint.WriteState(tmp, new TrainingState(step, tokenizer, train.State, Convert.ToBase64String(rng.bytes), trainStep.Optimizer.StepCount, tokens) { WorldSize = comm.WorldSize, Zero = _o.Zero });
+            ModelCheckpoint.WriteState(tmp, new TrainingState(step, tokenizer, train.State, Convert.ToBase64String(rng.bytes), trainStep.Optimizer.StepCount, tokens) { WorldSize = comm.WorldSize, Zero = _o.Zero, Layout = parallel.Grid.Dims.ToString() });
             fault?.MaybeFire("crash-in-checkpoint", 0, step, _o.OutDir, _log);
             final = store.Commit(step, tmp);
             store.Prune(_o.KeepCheckpoints);

@@ -215,6 +215,25 @@ public sealed class Llama : CausalLM
         return norm.forward(x);
     }
 
+    public override Tensor EmbedTokens(Tensor idx)
+    {
+        if (idx.shape[1] > Config.SeqLen) throw new BadInputException($"sequence of {idx.shape[1]} tokens exceeds the model context {Config.SeqLen}");
+        return embed_tokens.forward(idx);                                          // [B, T, d]
+    }
+
+    public override Tensor RunBlocks(Tensor x, int from, int to)
+    {
+        var cache = KvCache.None(x.device);
+        for (int i = from; i < to; i++) x = layers[i].Forward(x, cache, i);
+        return x;
+    }
+
+    public override Tensor NormAndHead(Tensor x) => CutPadding(lm_head.forward(norm.forward(x)));
+
+    public override IReadOnlyList<string> EmbeddingParameters => ["embed_tokens.weight"];
+    public override IReadOnlyList<string> HeadParameters => ["norm.weight", "lm_head.weight"];
+    protected override string BlocksName => "layers";
+
     public override IReadOnlyList<string> VocabTables => ["embed_tokens.weight", "lm_head.weight"];
 
     protected override void Dispose(bool disposing)

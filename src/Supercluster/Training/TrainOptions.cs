@@ -75,6 +75,10 @@ public sealed record TrainOptions
     [Flag("--optimizer", "auto (AdamW; fused CUDA kernel compiled with NVRTC where available), torch, fused, or NAME[:auto|fused|torch] of a registered optimizer: adamw, lion (Chen et al. 2023; torch ops)")]
     public string Optimizer { get; init; } = "auto";
 
+    /// <summary>Pipeline-parallel stages (as <c>plan</c>'s --pp): the layers split over P ranks, 1F1B over the micro-batches.</summary>
+    [Flag("--pp", "Pipeline-parallel stages: layers split over P ranks, 1F1B schedule over the gradient-accumulation micro-batches")]
+    public int Pp { get; init; } = 1;
+
     public void Validate()
     {
         void Positive(string flag, double v) { if (!(v > 0)) throw new BadInputException($"{flag} = {v}, expected a positive number"); }
@@ -96,5 +100,6 @@ public sealed record TrainOptions
         Optimizers.Parse(Optimizer);
         if (Zero is not (0 or 1)) throw new BadInputException($"--zero = {Zero}, expected 0 or 1");
         FaultPlan.Parse(Fault);
+        if (Pp < 1) throw new BadInputException($"--pp {Pp}: expected a positive integer");
     }
 }

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using Supercluster.Distributed;
 using Supercluster.Model;
+using Supercluster.Parallelism;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -38,25 +39,30 @@ public sealed class TrainStep : IDisposable
     readonly ICommunicator _comm;
     readonly TrainStepOptions _o;
     readonly long[] _x, _y;
+    readonly PipelineSchedule? _pipeline;
 
     /// <param name="model">fp32 parameters on the training device, weights already loaded (they become the master copy).</param>
-    public TrainStep(CausalLM model, ICommunicator comm, TrainStepOptions options)
+    /// <param name="comm">The ranks holding the same parameters (data parallelism).</param>
+    /// <param name="stage">Pipeline parallelism: this rank's stage of the model (its parameters only; the step runs 1F1B).</param>
+    public TrainStep(CausalLM model, ICommunicator comm, TrainStepOptions options, PipelineStage? stage = null)
     {
         if (options.ComputeDtype is not (ScalarType.Float32 or ScalarType.BFloat16))
             throw new BadInputException($"--dtype {options.ComputeDtype}: expected fp32 or bf16");
         _model = model;
         _comm = comm;
         _o = options;
-        Flat = new FlatParameters(model.named_parameters().Select(p => (p.name, p.parameter)), comm.WorldSize);
+        var parameters = () => (stage?.NamedParameters() ?? model.named_parameters()).Select(p => (p.name, p.parameter));
+        Flat = new FlatParameters(parameters(), comm.WorldSize);
         if (options.ComputeDtype != ScalarType.Float32)
         {
             model.to(options.ComputeDtype);                  // new parameter tensors; bound to the compute buffer next
-            Flat.BindCompute(model.named_parameters().Select(p => (p.name, p.parameter)));
+            Flat.BindCompute(parameters());
         }
         DataParallel = new DataParallel(Flat, comm, options.Zero);
         Optimizer = new TrainingOptimizer(Flat, DataParallel.ShardRange, comm.Rank, comm.WorldSize, options.Zero == 1, options.Optimizer, options.WeightDecay);
         _x = new long[(long)options.BatchSize * options.SeqLen];
         _y = new long[_x.Length];
+        if (stage is not null) _pipeline = new PipelineSchedule(stage, this, options);
     }
 
     public FlatParameters Flat { get; }
@@ -80,6 +86,7 @@ public sealed class TrainStep : IDisposable
     /// </summary>
     public StepResult Run(Action<long[], long[]> next, int accumulation, double lr, PhaseClock? clock = null)
     {
+        if (_pipeline is not null) return _pipeline.Step(next, accumulation, lr, clock);
         using var scope = NewDisposeScope();
         var device = Device;
         _comm.TakeCommunicationSeconds();       // collectives between steps (stop flag, checkpoints, timings) are not this step's

@@ -6,6 +6,7 @@ using Supercluster.Data;
 using Supercluster.Distributed;
 using Supercluster.Inference;
 using Supercluster.Model;
+using Supercluster.Parallelism;
 using Supercluster.Runtime;
 using Supercluster.Tokenization;
 using TorchSharp;
@@ -44,6 +45,9 @@ public sealed class Trainer
         using var comm = Communicators.Create(_o.Backend, device.type == DeviceType.CUDA, env);
         bool lead = comm.Rank == 0;
         var log = lead ? _log : TextWriter.Null;
+        // Pipeline parallelism: a grid whose DP×CP group averages gradients and whose PP group carries activations.
+        using var grid = _o.Pp > 1 ? new RankGrid(comm, ParallelDims.For(comm.WorldSize, pp: _o.Pp)) : null;
+        var dpComm = grid?.DpCp ?? comm;
 
         var meta = DatasetMeta.Load(_o.DataDir);
         var config = BuildConfig(meta) with { PadVocabMultiple = _o.PadVocab ?? DefaultPadVocab(device) };
@@ -52,10 +56,11 @@ public sealed class Trainer
             throw new BadInputException($"--seq-len {seqLen} exceeds the model context {config.SeqLen} of '{_o.Model}'");
 
         long tokensPerMicro = (long)_o.BatchSize * seqLen;
-        long perStepAllRanks = tokensPerMicro * comm.WorldSize;
+        long perStepAllRanks = tokensPerMicro * dpComm.WorldSize;
         long total = _o.TotalBatchTokens ?? perStepAllRanks;
         if (total % perStepAllRanks != 0)
-            throw new BadInputException($"--total-batch-tokens {total} is not a multiple of batch-size × seq-len × world size = {_o.BatchSize} × {seqLen} × {comm.WorldSize} = {perStepAllRanks}");
+            throw new BadInputException($"--total-batch-tokens {total} is not a multiple of batch-size × seq-len × {(grid is null ? "world" : "data-parallel")} size = {_o.BatchSize} × {seqLen} × {dpComm.WorldSize} = {perStepAllRanks}");
+        if (grid is not null) PipelineStage.Validate(_o.Pp, config.NLayer);
         int accum = (int)(total / perStepAllRanks);
 
         Directory.CreateDirectory(_o.OutDir);
@@ -63,7 +68,7 @@ public sealed class Trainer
         var store = new CheckpointStore(_o.OutDir);
         string? resumeDir = FindResume(store, log);
 
-        using var train = new TokenDataLoader(_o.DataDir, "train", _o.BatchSize, seqLen, comm.Rank, comm.WorldSize, _o.Seed);
+        using var train = new TokenDataLoader(_o.DataDir, "train", _o.BatchSize, seqLen, dpComm.Rank, dpComm.WorldSize, _o.Seed);
         using var val = meta.ValTokens > 0 && lead ? Evaluator.OpenRows(_o.DataDir, "val", seqLen) : null;
         var tokenizer = Tokenizers.Create(meta.Tokenizer);
 
@@ -73,14 +78,15 @@ public sealed class Trainer
         if (resumeDir is not null) LoadResumeWeights(resumeDir, model, config);
         model.to(device);
         model.train();
-        using var trainStep = new TrainStep(model, comm, new TrainStepOptions
+        var stage = grid is null ? null : new PipelineStage(model, grid.Pp);
+        using var trainStep = new TrainStep(model, dpComm, new TrainStepOptions
         {
             BatchSize = _o.BatchSize, SeqLen = seqLen, Zero = _o.Zero, WeightDecay = _o.WeightDecay, GradClip = _o.GradClip,
             Optimizer = _o.Optimizer, ComputeDtype = dtype,
-        });
+        }, stage);
 
         long startStep = 0, tokensSeen = 0;
-        if (resumeDir is not null) (startStep, tokensSeen) = Restore(resumeDir, trainStep.Optimizer, train);
+        if (resumeDir is not null) (startStep, tokensSeen) = Restore(resumeDir, trainStep, stage, train);
         if (lead)
             DurableFile.WriteAllText(Path.Combine(_o.OutDir, "config.json"), JsonSerializer.Serialize(new
             {
@@ -94,8 +100,9 @@ public sealed class Trainer
         var mem = trainStep.MemoryPerRank();
         log.WriteLine($"model {_o.Model}: {config.ParameterCount():N0} parameters, {config.NLayer} layers, d={config.NEmbd}, context {config.SeqLen}, vocab {config.VocabSize}{(config.PaddedVocab != config.VocabSize ? $" (tables padded to {config.PaddedVocab})" : "")}; {device.type} {_o.Dtype}");
         log.WriteLine($"ranks: {comm.WorldSize} ({comm.Backend}{(comm.WorldSize > 1 ? $", launched by {env.Launcher}" : "")}){(_o.Zero == 1 ? ", ZeRO-1" : "")}; per rank: parameters {Mb(mem.Parameters)}, gradients {Mb(mem.Gradients)}, optimizer state {Mb(mem.Optimizer)}");
-        log.WriteLine($"global batch = {_o.BatchSize} sequences × {seqLen} tokens × {accum} accumulation × {comm.WorldSize} ranks = {total:N0} tokens/step; {_o.Steps} steps; lr {_o.Lr} (warmup {schedule.WarmupSteps}, cosine to {_o.Lr * _o.MinLrRatio:G3})");
+        log.WriteLine($"global batch = {_o.BatchSize} sequences × {seqLen} tokens × {accum} accumulation × {dpComm.WorldSize}{(grid is null ? "" : " data-parallel")} ranks = {total:N0} tokens/step; {_o.Steps} steps; lr {_o.Lr} (warmup {schedule.WarmupSteps}, cosine to {_o.Lr * _o.MinLrRatio:G3})");
         log.WriteLine($"optimizer: {trainStep.Optimizer.Describe()}; {trainStep.Optimizer.Groups.Describe()}");
+        if (grid is not null) PrintPipeline(log, grid, model, accum);
         if (resumeDir is not null) log.WriteLine($"resumed from {resumeDir} at step {startStep}");
 
         using var metrics = lead ? new MetricsLog(Path.Combine(_o.OutDir, "metrics.jsonl"), startStep) : null;
@@ -135,14 +142,14 @@ public sealed class Trainer
                 force: done == _o.Steps);
 
             bool last = done == _o.Steps;
-            if (val is not null && ((_o.EvalEvery > 0 && done % _o.EvalEvery == 0) || last))
+            if (val is not null && stage is null && ((_o.EvalEvery > 0 && done % _o.EvalEvery == 0) || last))
             {
                 var eval = Evaluator.Evaluate(model, val, _o.BatchSize, seqLen, _o.EvalTokens, device); lastVal = eval.Loss;
                 metrics?.Write(new JsonObject { ["type"] = "eval", ["step"] = done, ["val_loss"] = lastVal, ["time_s"] = Math.Round(clock.Elapsed.TotalSeconds, 3) });
                 progress.Done();
                 log.WriteLine($"step {done}: val loss {lastVal:F4} over {eval.Tokens:N0} tokens");
             }
-            if (lead && _o.SampleEvery > 0 && (done % _o.SampleEvery == 0 || last))
+            if (lead && stage is null && _o.SampleEvery > 0 && (done % _o.SampleEvery == 0 || last))
             {
                 string text = SampleText(model, tokenizer, device, done);
                 metrics?.Write(new JsonObject { ["type"] = "sample", ["step"] = done, ["text"] = text });
@@ -152,7 +159,7 @@ public sealed class Trainer
             fault?.MaybeFire("sigterm", comm.Rank, done, _o.OutDir, _log);
             bool stopping = stop.ShouldStop(comm, device);
             if ((_o.CheckpointEvery > 0 && done % _o.CheckpointEvery == 0) || last || stopping)
-                lastCheckpoint = store.Guard(done, () => SaveCheckpoint(store, comm, done, tokensSeen, model, trainStep, train, tokenizer.Name, fault));
+                lastCheckpoint = store.Guard(done, () => SaveCheckpoint(store, comm, done, tokensSeen, model, trainStep, stage, train, tokenizer.Name, fault));
             // Step-end faults fire after this step's checkpoint, so a restart resumes from it.
             fault?.MaybeFire("kill", comm.Rank, done, _o.OutDir, _log);
             fault?.MaybeFire("hang", comm.Rank, done, _o.OutDir, _log);
@@ -214,10 +221,11 @@ public sealed class Trainer
     }
 
     /// <summary>Optimizer state, data position and RNG of a checkpoint (its weights are loaded by <see cref="LoadResumeWeights"/>).</summary>
-    static (long Step, long Tokens) Restore(string dir, TrainingOptimizer optimizer, TokenDataLoader train)
+    static (long Step, long Tokens) Restore(string dir, TrainStep step, PipelineStage? stage, TokenDataLoader train)
     {
         var state = ModelCheckpoint.ReadState(dir);
-        optimizer.Load(dir);
+        var optimizer = step.Optimizer;
+        if (stage is null) optimizer.Load(dir); else PipelineCheckpoint.LoadOptimizer(dir, stage, step);
         if (optimizer.StepCount != state.OptimizerSteps)
             throw new BadInputException($"{dir}: optimizer state is at step {optimizer.StepCount}, state.json says {state.OptimizerSteps}");
         train.Restore(state.Data);
@@ -229,17 +237,18 @@ public sealed class Trainer
     static string Describe(ModelConfig c) => $"{c.Family.ToString().ToLowerInvariant()} n_layer={c.NLayer} n_head={c.NHead} n_embd={c.NEmbd} vocab={c.VocabSize} pad_vocab={c.PadVocabMultiple} context={c.SeqLen}";
 
     /// <summary>Rank 0 opens the temporary directory, every rank writes its optimizer shard, rank 0 writes the rest and commits.</summary>
-    string? SaveCheckpoint(CheckpointStore store, ICommunicator comm, long step, long tokens, CausalLM model, TrainStep trainStep, TokenDataLoader train, string tokenizer, FaultPlan? fault)
+    string? SaveCheckpoint(CheckpointStore store, ICommunicator comm, long step, long tokens, CausalLM model, TrainStep trainStep, PipelineStage? stage, TokenDataLoader train, string tokenizer, FaultPlan? fault)
     {
         string tmp = Path.Combine(store.Root, $".tmp-{CheckpointStore.DirName(step)}");
         if (comm.Rank == 0) tmp = store.BeginWrite(step);
         comm.Barrier();
-        trainStep.Optimizer.Save(tmp);
+        if (stage is null) trainStep.Optimizer.Save(tmp); else PipelineCheckpoint.SaveOptimizer(tmp, stage, trainStep, comm.Rank);
+        var weights = stage is null ? trainStep.MasterWeights : PipelineCheckpoint.GatherWeights(stage, trainStep, comm.Rank);
         string? final = null;
         comm.Barrier();
         if (comm.Rank == 0)
         {
-            ModelCheckpoint.WriteModel(tmp, model, tokenizer, trainStep.MasterWeights);
+            ModelCheckpoint.WriteModel(tmp, model, tokenizer, weights);
             using var rng = torch.random.get_rng_state();
             ModelCheckpoint.WriteState(tmp, new TrainingState(step, tokenizer, train.State, Convert.ToBase64String(rng.bytes), trainStep.Optimizer.StepCount, tokens) { WorldSize = comm.WorldSize, Zero = _o.Zero });
             fault?.MaybeFire("crash-in-checkpoint", 0, step, _o.OutDir, _log);
@@ -248,6 +257,17 @@ public sealed class Trainer
         }
         comm.Barrier();
         return final;
+    }
+
+    /// <summary>The grid, the stage split, and the bubble fraction <c>plan</c> assumes; a warning when micro-batches are fewer than stages.</summary>
+    void PrintPipeline(TextWriter log, RankGrid grid, CausalLM model, int microBatches)
+    {
+        foreach (var line in RankGrid.Describe(grid.Dims)) log.WriteLine(line);
+        log.WriteLine(PipelineStage.Describe(model, _o.Pp));
+        double bubble = Planning.StepTimeModel.BubbleFraction(_o.Pp, microBatches);
+        log.WriteLine($"pipeline schedule: 1F1B over {microBatches} micro-batches (the gradient accumulation); bubble (p−1)/(m+p−1) = {bubble:P1}; validation and samples are skipped (the model is split over ranks)");
+        if (microBatches < _o.Pp)
+            log.WriteLine($"warning: --pp {_o.Pp} with {microBatches} micro-batches: fewer micro-batches than stages leaves the pipeline idle {bubble:P0} of the step (the bubble); raise --total-batch-tokens to at least {_o.Pp} micro-batches");
     }
 
     string SampleText(CausalLM model, TextTokenizer tokenizer, Device device, long step)

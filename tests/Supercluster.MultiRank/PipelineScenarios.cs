@@ -12,16 +12,22 @@ static class PipelineScenarios
     const int Batch = 2, SeqLen = 16, Vocab = 67;
 
     /// <summary>
-    /// Args: family (gpt2|llama), pp, micro-batches per data-parallel rank, n_layer. Every rank builds the same seeded model;
+    /// Args: families (gpt2,llama), pp, micro-batches per data-parallel rank, n_layer. Every rank builds the same seeded model;
     /// the grid is PP × DP (DP = world ÷ pp). Each rank takes one step with its stage and reports its stage's gradients
     /// (fp32, after the tied-table sum and DP averaging), the loss, the norm and its updated weights, by parameter name.
     /// Rank 0 also takes the same step on the whole model in-process over the global batch (m·DP micro-batches) and
-    /// reports it under "ref.".
+    /// reports it under "ref.". Keys start with the family ("gpt2/grad.wte.weight").
     /// </summary>
     [Scenario("pipeline-step")]
-    static void Step(ScenarioContext ctx)
+    static void Steps(ScenarioContext ctx)
     {
-        var family = ctx.Arg(0, "gpt2") == "llama" ? ModelFamily.Llama : ModelFamily.Gpt2;
+        foreach (var family in ctx.Arg(0, "gpt2").Split(',')) Step(ctx, family);
+    }
+
+    static void Step(ScenarioContext ctx, string familyName)
+    {
+        var family = familyName == "llama" ? ModelFamily.Llama : ModelFamily.Gpt2;
+        void Report(string key, object value) => ctx.Report(familyName + "/" + key, value);
         int pp = int.Parse(ctx.Arg(1, "2")), m = int.Parse(ctx.Arg(2, "4")), nLayer = int.Parse(ctx.Arg(3, "4"));
         var config = (family == ModelFamily.Gpt2 ? ModelPresets.Get("tiny") : ModelPresets.Get("llama-tiny")) with { VocabSize = Vocab, NLayer = nLayer, SeqLen = SeqLen };
         var options = new TrainStepOptions { BatchSize = Batch, SeqLen = SeqLen, GradClip = 1.0 };
@@ -43,13 +49,13 @@ static class PipelineScenarios
         {
             int micro = 0;
             var result = step.Run((x, y) => Fill(x, y, grid.DpRank, micro++), m, lr);
-            ctx.Report("loss", result.Loss);
-            ctx.Report("norm", result.GradNorm);
-            ctx.Report("names", step.Flat.Items.Select(i => i.Name).ToArray());
+            Report("loss", result.Loss);
+            Report("norm", result.GradNorm);
+            Report("names", step.Flat.Items.Select(i => i.Name).ToArray());
             foreach (var item in step.Flat.Items)
             {
-                ctx.Report("grad." + item.Name, ScenarioContext.Values(step.Flat.Gradients.narrow(0, item.Offset, item.Length)));
-                ctx.Report("weight." + item.Name, ScenarioContext.Values(item.Value));
+                Report("grad." + item.Name, ScenarioContext.Values(step.Flat.Gradients.narrow(0, item.Offset, item.Length)));
+                Report("weight." + item.Name, ScenarioContext.Values(item.Value));
             }
         }
         if (ctx.World.Rank != 0) return;
@@ -60,12 +66,12 @@ static class PipelineScenarios
         using var reference = new TrainStep(whole, single, options);
         int k = 0;
         var r0 = reference.Run((x, y) => { Fill(x, y, k / m, k % m); k++; }, m * dims.Dp, lr);
-        ctx.Report("ref.loss", r0.Loss);
-        ctx.Report("ref.norm", r0.GradNorm);
+        Report("ref.loss", r0.Loss);
+        Report("ref.norm", r0.GradNorm);
         foreach (var item in reference.Flat.Items)
         {
-            ctx.Report("ref.grad." + item.Name, ScenarioContext.Values(reference.Flat.Gradients.narrow(0, item.Offset, item.Length)));
-            ctx.Report("ref.weight." + item.Name, ScenarioContext.Values(item.Value));
+            Report("ref.grad." + item.Name, ScenarioContext.Values(reference.Flat.Gradients.narrow(0, item.Offset, item.Length)));
+            Report("ref.weight." + item.Name, ScenarioContext.Values(item.Value));
         }
     }
 }

@@ -29,7 +29,7 @@ public class PipelineParallelTests : IClassFixture<TrainingFixture>
     {
         Assert.Equal([(0, 2), (2, 4)], PipelineStage.Split(4, 2));
         Assert.Equal([(0, 1), (1, 3), (3, 5), (5, 6)], PipelineStage.Split(6, 4));   // the remainder goes to the middle stages
-        Assert.Equal([(0, 2), (2, 3), (3, 4)], PipelineStage.Split(4, 3));
+        Assert.Equal([(0, 1), (1, 3), (3, 4)], PipelineStage.Split(4, 3));
         Assert.Equal(3.0 / 7, StepTimeModelBubble(4, 4), 12);   // (p−1)/(m+p−1)
         using var gpt = CausalLM.Create(ModelPresets.Get("tiny") with { VocabSize = 50, NLayer = 4 }, 1);
         Assert.Equal(["wte.weight", "wpe.weight", "h.0.ln_1.weight"], PipelineStage.NamesOf(gpt, 0, 2).Take(3));
@@ -46,14 +46,22 @@ public class PipelineParallelTests : IClassFixture<TrainingFixture>
     static double StepTimeModelBubble(int p, int m) => Supercluster.Planning.StepTimeModel.BubbleFraction(p, m);
 
     [Theory]
-    [InlineData("gpt2", 2, 2, 4)]   // PP2 × DP1, 4 micro-batches
-    [InlineData("llama", 2, 2, 4)]
-    [InlineData("gpt2", 4, 4, 4)]   // PP4: warm-up, steady and cool-down phases all non-empty on the middle stages
-    [InlineData("llama", 4, 4, 4)]
-    [InlineData("gpt2", 2, 4, 3)]   // PP2 × DP2: gradients averaged within each stage
-    public void One_pipeline_step_gives_the_gradients_loss_norm_and_update_of_one_process(string family, int pp, int ranks, int micro)
+    [InlineData(2, 2, 4)]   // PP2 × DP1, 4 micro-batches
+    [InlineData(4, 4, 4)]   // PP4: warm-up, steady and cool-down phases all non-empty on the middle stages
+    [InlineData(2, 4, 3)]   // PP2 × DP2: gradients averaged within each stage
+    public void One_pipeline_step_gives_the_gradients_loss_norm_and_update_of_one_process(int pp, int ranks, int micro)
     {
-        var reports = MultiRankJob.Run(ranks, "pipeline-step", family, pp.ToString(), micro.ToString(), "4");
+        var jobs = MultiRankJob.Run(ranks, "pipeline-step", "gpt2,llama", pp.ToString(), micro.ToString(), "4");
+        foreach (var family in new[] { "gpt2", "llama" })
+            CheckStep(jobs.Select(j => Family(j, family)).ToList(), family, pp, ranks);
+    }
+
+    /// <summary>One family's keys of a rank's report, without the family prefix.</summary>
+    static JsonElement Family(JsonElement report, string family) => JsonSerializer.SerializeToElement(
+        report.EnumerateObject().Where(p => p.Name.StartsWith(family + "/")).ToDictionary(p => p.Name[(family.Length + 1)..], p => p.Value));
+
+    static void CheckStep(IReadOnlyList<JsonElement> reports, string family, int pp, int ranks)
+    {
         var reference = reports[0];
         double Rel(double[] a, double[] b) => Math.Sqrt(a.Zip(b).Sum(z => (z.First - z.Second) * (z.First - z.Second))) / Math.Sqrt(b.Sum(v => v * v));
 
@@ -71,12 +79,12 @@ public class PipelineParallelTests : IClassFixture<TrainingFixture>
                 Assert.Equal(expected.Length, g.Length);
                 if (names.Add(name)) { grads.AddRange(g); refGrads.AddRange(expected); }
                 // Per tensor, where the true gradient is not ~0 (attention's key bias has an exactly-zero one: only rounding noise).
-                if (Math.Sqrt(expected.Sum(v => v * v)) > 1e-6) Assert.True(Rel(g, expected) <= 1e-5, $"rank {r} {name}: gradient differs by {Rel(g, expected):E2}");
+                if (Math.Sqrt(expected.Sum(v => v * v)) > 1e-6) Assert.True(Rel(g, expected) <= 1e-5, $"{family} rank {r} {name}: gradient differs by {Rel(g, expected):E2}");
             }
         }
         // Every parameter is on some stage, and the whole gradient matches.
         Assert.Equal(reference.EnumerateObject().Count(p => p.Name.StartsWith("ref.grad.")), names.Count);
-        Assert.True(Rel([.. grads], [.. refGrads]) <= 1e-5, $"gradients differ by {Rel([.. grads], [.. refGrads]):E2}");
+        Assert.True(Rel([.. grads], [.. refGrads]) <= 1e-5, $"{family}: gradients differ by {Rel([.. grads], [.. refGrads]):E2}");
         if (family == "gpt2")
         {
             // The tied table: on the first and the last stage, with one summed gradient and identical weights after the update.
@@ -91,8 +99,8 @@ public class PipelineParallelTests : IClassFixture<TrainingFixture>
     {
         var o = new Dictionary<string, string>
         {
-            ["--data"] = _data.DataDir, ["--out"] = run, ["--model"] = model, ["--n-layer"] = "4", ["--batch-size"] = "2", ["--seq-len"] = "32",
-            ["--total-batch-tokens"] = "256", ["--steps"] = "20", ["--lr"] = "3e-3", ["--warmup"] = "2", ["--checkpoint-every"] = "10", ["--device"] = "cpu", ["--seed"] = "3",
+            ["--data"] = _data.DataDir, ["--out"] = run, ["--model"] = model, ["--n-layer"] = "4", ["--batch-size"] = "1", ["--seq-len"] = "16",
+            ["--total-batch-tokens"] = "64", ["--eval-tokens"] = "16", ["--steps"] = "20", ["--lr"] = "3e-3", ["--warmup"] = "2", ["--checkpoint-every"] = "10", ["--device"] = "cpu", ["--seed"] = "3",
         };
         for (int i = 0; i < extra.Length; i += 2) o[extra[i]] = extra[i + 1];
         return ["train", .. o.SelectMany(kv => new[] { kv.Key, kv.Value })];
@@ -109,9 +117,9 @@ public class PipelineParallelTests : IClassFixture<TrainingFixture>
     }
 
     [Theory]
-    [InlineData("tiny", 2)]
-    [InlineData("llama-tiny", 4)]
-    public void Twenty_pipelined_steps_match_one_rank_and_resume_across_layouts(string model, int pp)
+    [InlineData("tiny", 2, true)]
+    [InlineData("llama-tiny", 4, false)]   // resuming is layout-independent code: tested once, on the first case
+    public void Twenty_pipelined_steps_match_one_rank_and_resume_across_layouts(string model, int pp, bool resume)
     {
         using var dir = new TempDir();
         var one = CliProcess.Run(TrainArgs(dir["one"], model));
@@ -133,6 +141,7 @@ public class PipelineParallelTests : IClassFixture<TrainingFixture>
         Assert.True((va - vb).norm().item<float>() / va.norm().item<float>() < 1e-5);
 
         // PP → one rank: the pipeline's step-10 checkpoint continues on one rank; one rank → PP: the other way.
+        if (!resume) return;
         var toOne = CliProcess.Run(TrainArgs(dir["to-one"], model, "--resume", Path.Combine(dir["pp"], "checkpoints", CheckpointStore.DirName(10))));
         Assert.True(toOne.ExitCode == 0, toOne.Err);
         AssertClose(reference.Skip(10).ToList(), Losses(dir["to-one"]), $"PP{pp} → 1 rank");
@@ -151,8 +160,9 @@ public class PipelineParallelTests : IClassFixture<TrainingFixture>
         var uneven = DistributedTests.Mpirun(2, TrainArgs(dir["b"], "tiny", "--pp", "3"));
         Assert.NotEqual(0, uneven.ExitCode);
         Assert.Contains("--pp 3 = 3 does not divide the world size 2", uneven.Err);
-        var few = DistributedTests.Mpirun(2, TrainArgs(dir["c"], "tiny", "--pp", "2", "--total-batch-tokens", "64", "--steps", "2"));
+        var few = DistributedTests.Mpirun(2, TrainArgs(dir["c"], "tiny", "--pp", "2", "--total-batch-tokens", "16", "--steps", "2"));
         Assert.True(few.ExitCode == 0, few.Err);
-        Assert.Contains("warning: --pp 2 with 1 micro-batches: fewer micro-batches than stages leaves the pipeline idle {0.5:P0} of the step (the bubble)", few.Out);
+        Assert.True(few.Out.Contains("warning: --pp 2 with 1 micro-batches: fewer micro-batches than stages leaves the pipeline idle ")
+            && few.Out.Contains("of the step (the bubble); raise --total-batch-tokens to at least 2 micro-batches"), few.Out);
     }
 }

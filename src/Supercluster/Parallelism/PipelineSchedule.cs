@@ -129,6 +129,33 @@ public sealed class PipelineSchedule
         return new StepResult(logged[0] / _dp.WorldSize, logged[1], _dp.TakeCommunicationSeconds() + _pp.TakeCommunicationSeconds());
     }
 
+    /// <summary>
+    /// Forward only, for evaluation: the mean loss of ids x → targets y ([n, T] each, flat) through every stage, on every
+    /// stage (the last computes it; the others add zeros). Every stage of the pipeline calls it with the same rows.
+    /// </summary>
+    public double Loss(long[] x, long[] y, int n)
+    {
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        var device = _step.Device;
+        long t = x.Length / n;
+        int s = _stage.Stage;
+        Tensor input;
+        if (_stage.IsFirst) input = tensor(x, [n, t], device: device);
+        else
+        {
+            var received = empty([n, t, _stage.Model.Config.NEmbd], dtype: _wire, device: device);
+            _pp.Recv(received, s - 1);
+            input = received.to(_step.Flat.ComputeDtype);
+        }
+        var output = _stage.Forward(input);
+        var loss = zeros(1, dtype: ScalarType.Float64, device: device);
+        if (!_stage.IsLast) _pp.Send(output.to(_wire), s + 1);
+        else loss.add_(nn.functional.cross_entropy(output.view(-1, output.shape[2]).to(ScalarType.Float32), tensor(y, [n * t], device: device)).to(ScalarType.Float64));
+        _pp.AllReduceSum(loss);
+        return loss.item<double>();
+    }
+
     /// <summary>Sum of squares of the averaged gradient of the tied table within this rank's shard of the flat vector (all-reduced over a ZeRO-1 group).</summary>
     Tensor TiedSquares(Tensor gradShard)
     {

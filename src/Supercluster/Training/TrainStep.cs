@@ -65,6 +65,8 @@ public sealed class TrainStep : IDisposable
         if (stage is not null) _pipeline = new PipelineSchedule(stage, this, options);
     }
 
+    /// <summary>The pipeline schedule of this stage, or null without pipeline parallelism.</summary>
+    public PipelineSchedule? Pipeline => _pipeline;
     public FlatParameters Flat { get; }
     public DataParallel DataParallel { get; }
     public TrainingOptimizer Optimizer { get; }

@@ -69,7 +69,7 @@ public sealed class Trainer
         string? resumeDir = FindResume(store, log);
 
         using var train = new TokenDataLoader(_o.DataDir, "train", _o.BatchSize, seqLen, dpComm.Rank, dpComm.WorldSize, _o.Seed);
-        using var val = meta.ValTokens > 0 && lead ? Evaluator.OpenRows(_o.DataDir, "val", seqLen) : null;
+        using var val = meta.ValTokens > 0 && (lead || grid is not null) ? Evaluator.OpenRows(_o.DataDir, "val", seqLen) : null;
         var tokenizer = Tokenizers.Create(meta.Tokenizer);
 
         using var model = CausalLM.Create(config, _o.Seed);
@@ -142,9 +142,12 @@ public sealed class Trainer
                 force: done == _o.Steps);
 
             bool last = done == _o.Steps;
-            if (val is not null && stage is null && ((_o.EvalEvery > 0 && done % _o.EvalEvery == 0) || last))
+            if (val is not null && ((_o.EvalEvery > 0 && done % _o.EvalEvery == 0) || last))
             {
-                var eval = Evaluator.Evaluate(model, val, _o.BatchSize, seqLen, _o.EvalTokens, device); lastVal = eval.Loss;
+                var eval = trainStep.Pipeline is { } pipeline   // every stage takes part
+                    ? Evaluator.Evaluate(pipeline.Loss, val, _o.BatchSize, seqLen, _o.EvalTokens)
+                    : Evaluator.Evaluate(model, val, _o.BatchSize, seqLen, _o.EvalTokens, device);
+                lastVal = eval.Loss;
                 metrics?.Write(new JsonObject { ["type"] = "eval", ["step"] = done, ["val_loss"] = lastVal, ["time_s"] = Math.Round(clock.Elapsed.TotalSeconds, 3) });
                 progress.Done();
                 log.WriteLine($"step {done}: val loss {lastVal:F4} over {eval.Tokens:N0} tokens");
@@ -265,7 +268,7 @@ public sealed class Trainer
         foreach (var line in RankGrid.Describe(grid.Dims)) log.WriteLine(line);
         log.WriteLine(PipelineStage.Describe(model, _o.Pp));
         double bubble = Planning.StepTimeModel.BubbleFraction(_o.Pp, microBatches);
-        log.WriteLine($"pipeline schedule: 1F1B over {microBatches} micro-batches (the gradient accumulation); bubble (p−1)/(m+p−1) = {bubble:P1}; validation and samples are skipped (the model is split over ranks)");
+        log.WriteLine($"pipeline schedule: 1F1B over {microBatches} micro-batches (the gradient accumulation); bubble (p−1)/(m+p−1) = {bubble:P1}; validation runs through the stages, samples are skipped (the model is split over ranks)");
         if (microBatches < _o.Pp)
             log.WriteLine($"warning: --pp {_o.Pp} with {microBatches} micro-batches: fewer micro-batches than stages leaves the pipeline idle {bubble:P0} of the step (the bubble); raise --total-batch-tokens to at least {_o.Pp} micro-batches");
     }

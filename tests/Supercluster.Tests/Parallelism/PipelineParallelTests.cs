@@ -109,6 +109,9 @@ public class PipelineParallelTests : IClassFixture<TrainingFixture>
     static List<double> Losses(string run) =>
         MetricsLog.Read(Path.Combine(run, "metrics.jsonl")).Where(r => (string?)r["type"] == "train").Select(r => (double)r["loss"]!).ToList();
 
+    static List<double> ValLosses(string run) =>
+        MetricsLog.Read(Path.Combine(run, "metrics.jsonl")).Where(r => (string?)r["type"] == "eval").Select(r => (double)r["val_loss"]!).ToList();
+
     static void AssertClose(IReadOnlyList<double> expected, IReadOnlyList<double> actual, string what)
     {
         Assert.Equal(expected.Count, actual.Count);
@@ -131,6 +134,8 @@ public class PipelineParallelTests : IClassFixture<TrainingFixture>
         Assert.Contains($"pipeline: {pp} stages of 4 layers; stage 0: embedding + layers 0-", r.Out);
         Assert.Contains($"bubble (p−1)/(m+p−1) = {Supercluster.Planning.StepTimeModel.BubbleFraction(pp, 4):P1}", r.Out);
         AssertClose(reference, Losses(dir["pp"]), $"PP{pp}");
+        // Validation runs through the stages too.
+        AssertClose(ValLosses(dir["one"]), ValLosses(dir["pp"]), $"PP{pp} validation");
 
         // The checkpoint holds the whole model under HF names: equal to one rank's to fp32 reduction-order tolerance.
         var a = SafeTensors.Read(Path.Combine(new CheckpointStore(dir["one"]).Latest()!, ModelCheckpoint.ModelFile)).Tensors;

@@ -17,7 +17,7 @@ public abstract class CausalLM : nn.Module<Tensor, Tensor>
     public abstract Tensor Forward(Tensor idx, KvCache? cache);
 
     /// <summary>Final hidden states [B, T, n_embd] after the last norm (embeddings for search).</summary>
-    public abstract Tensor Hidden(Tensor idx);
+    public abstract Tensor Hidden(Tensor idx, KvCache? cache = null);
 
     public override Tensor forward(Tensor idx) => Forward(idx, null);
 
@@ -27,6 +27,35 @@ public abstract class CausalLM : nn.Module<Tensor, Tensor>
     /// for its backward: <c>Parallelism/FullyShard.cs</c>); by default it just runs.
     /// </summary>
     public Func<string[], Tensor, Func<Tensor, Tensor>, Tensor> RunUnit { get; set; } = static (_, x, f) => f(x);
+
+    // The forward pass in three parts, Forward(idx) = NormAndHead(RunBlocks(EmbedTokens(idx), 0, n_layer)), so that a
+    // part of the model can run alone (a pipeline stage).
+
+    /// <summary>Embeddings of ids [B, T] → x [B, T, n_embd].</summary>
+    public abstract Tensor EmbedTokens(Tensor idx);
+
+    /// <summary>Blocks <paramref name="from"/> … <paramref name="to"/>−1 over x [B, T, n_embd].</summary>
+    public abstract Tensor RunBlocks(Tensor x, int from, int to);
+
+    /// <summary>Final norm and output head: x [B, T, n_embd] → logits [B, T, vocab].</summary>
+    public abstract Tensor NormAndHead(Tensor x);
+
+    /// <summary>Parameters used by <see cref="EmbedTokens"/> and by <see cref="NormAndHead"/> (a tied table is in both).</summary>
+    public abstract IReadOnlyList<string> EmbeddingParameters { get; }
+    public abstract IReadOnlyList<string> HeadParameters { get; }
+
+    /// <summary>The block a parameter belongs to, or −1 (its name starts with the block list's name and index).</summary>
+    public int LayerOf(string parameter)
+    {
+        string prefix = BlocksName + ".";
+        if (!parameter.StartsWith(prefix)) return -1;
+        var rest = parameter.AsSpan(prefix.Length);
+        int dot = rest.IndexOf('.');
+        return int.Parse(dot < 0 ? rest : rest[..dot]);
+    }
+
+    /// <summary>Name of the module list of blocks ("h", "layers").</summary>
+    protected abstract string BlocksName { get; }
 
     /// <summary>Parameters with one row per token ([padded vocab, n_embd]); checkpoints store only their first vocab rows.</summary>
     public abstract IReadOnlyList<string> VocabTables { get; }

@@ -119,13 +119,28 @@ public sealed class Gpt2 : CausalLM
         return RunUnit(["ln_f", "wte"], x, x => Head(ln_f.forward(x)));      // [B, T, vocab]
     }
 
-    public override Tensor Hidden(Tensor idx)
+    public override Tensor Hidden(Tensor idx, KvCache? cache = null)
     {
-        var cache = KvCache.None(idx.device);
+        cache ??= KvCache.None(idx.device);
         var x = Embed(idx, cache);
         for (int i = 0; i < h.Count; i++) x = h[i].Forward(x, cache, i);
         return ln_f.forward(x);
     }
+
+    public override Tensor EmbedTokens(Tensor idx) => Embed(idx, KvCache.None(idx.device));
+
+    public override Tensor RunBlocks(Tensor x, int from, int to)
+    {
+        var cache = KvCache.None(x.device);
+        for (int i = from; i < to; i++) x = h[i].Forward(x, cache, i);
+        return x;
+    }
+
+    public override Tensor NormAndHead(Tensor x) => Head(ln_f.forward(x));
+
+    public override IReadOnlyList<string> EmbeddingParameters => ["wte.weight", "wpe.weight"];
+    public override IReadOnlyList<string> HeadParameters => ["ln_f.weight", "ln_f.bias", "wte.weight"];   // wte: the tied head
+    protected override string BlocksName => "h";
 
     Tensor Embed(Tensor idx, KvCache cache)
     {

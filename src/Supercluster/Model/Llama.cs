@@ -204,7 +204,7 @@ public sealed class Llama : CausalLM
         return RunUnit(["lm_head"], x, x => CutPadding(lm_head.forward(x)));        // [B, T, vocab]
     }
 
-    public override Tensor Hidden(Tensor idx) => Trunk(idx, KvCache.None(idx.device));
+    public override Tensor Hidden(Tensor idx, KvCache? cache = null) => Trunk(idx, cache ?? KvCache.None(idx.device));
 
     Tensor Trunk(Tensor idx, KvCache cache)
     {
@@ -214,6 +214,25 @@ public sealed class Llama : CausalLM
         for (int i = 0; i < layers.Count; i++) { int layer = i; x = RunUnit([$"layers.{i}"], x, x => layers[layer].Forward(x, cache, layer)); }
         return RunUnit(["norm"], x, x => norm.call(x));
     }
+
+    public override Tensor EmbedTokens(Tensor idx)
+    {
+        if (idx.shape[1] > Config.SeqLen) throw new BadInputException($"sequence of {idx.shape[1]} tokens exceeds the model context {Config.SeqLen}");
+        return embed_tokens.forward(idx);                                          // [B, T, d]
+    }
+
+    public override Tensor RunBlocks(Tensor x, int from, int to)
+    {
+        var cache = KvCache.None(x.device);
+        for (int i = from; i < to; i++) x = layers[i].Forward(x, cache, i);
+        return x;
+    }
+
+    public override Tensor NormAndHead(Tensor x) => CutPadding(lm_head.forward(norm.forward(x)));
+
+    public override IReadOnlyList<string> EmbeddingParameters => ["embed_tokens.weight"];
+    public override IReadOnlyList<string> HeadParameters => ["norm.weight", "lm_head.weight"];
+    protected override string BlocksName => "layers";
 
     public override IReadOnlyList<string> VocabTables => ["embed_tokens.weight", "lm_head.weight"];
 

@@ -21,9 +21,8 @@ public static class Parallelize
     public static void Validate(ModelConfig c, ParallelDims d, bool sequenceParallel, int seqLen)
     {
         int t = d.Tp;
-        // Until context and pipeline parallelism land here, refuse them rather than run every rank on the whole model (merge: remove).
-        if (d.Cp > 1) throw new BadInputException($"--cp {d.Cp}: context parallelism is not in this build; expected 1");
-        if (d.Pp > 1) throw new BadInputException($"--pp {d.Pp}: pipeline parallelism is not in this build; expected 1");
+        if (d.Cp > 1 && seqLen % (2 * d.Cp) != 0)
+            throw new BadInputException($"--cp {d.Cp}: --seq-len {seqLen} is not divisible by 2 × cp = {2 * d.Cp}: expected a multiple (each rank holds two chunks of the sequence)");
         if (sequenceParallel && t == 1)
             throw new BadInputException("--sequence-parallel needs --tp > 1: it splits the regions between tensor-parallel layers over the TP ranks");
         if (t == 1) return;
@@ -124,6 +123,17 @@ public sealed class ParallelModel
     /// <summary>Parameters used on a sequence shard under sequence parallelism: their gradients are summed over TP.</summary>
     public IReadOnlySet<string> SequenceParallelParameters { get; }
     public bool IsTensorParallel => Grid.Dims.Tp > 1;
+    /// <summary>Whether the step needs <see cref="Loss"/> (tensor or context parallelism) instead of the model's plain loss.</summary>
+    public bool OwnsLoss => Grid.Dims.Tp > 1 || Grid.Dims.Cp > 1;
+
+    ContextParallel? _context;
+    /// <summary>One context per sequence length (positions and mask made once, kept for the backward passes).</summary>
+    ContextParallel Context(long seqLen, Device device)
+    {
+        if (_context is { } c && c.Capacity == seqLen) return c;
+        _context?.Dispose();
+        return _context = new ContextParallel(Grid.Cp, seqLen, device);
+    }
     /// <summary>Where gradients are averaged: the ranks holding the same parameters (DP × CP).</summary>
     public ICommunicator DataParallel => Grid.DpCp;
 
@@ -136,14 +146,34 @@ public sealed class ParallelModel
     /// </summary>
     public Tensor Loss(Tensor input, Tensor target)
     {
-        if (!IsTensorParallel) return Training.NextTokenLoss.FromLogits(_model.forward(input), target);
+        // Context parallelism: this rank's two chunks of every sequence, attending over the gathered keys (ContextParallel).
+        KvCache? context = null;
+        if (Grid.Dims.Cp > 1)
+        {
+            context = Context(input.shape[1], input.device);
+            var local = context.Positions(input.shape[1] / Grid.Dims.Cp)[0];                                   // [T/C]
+            target = target.view(input.shape[0], -1).index_select(1, local).reshape(-1);
+            input = input.index_select(1, local);                                                             // [B, T/C]
+        }
+        if (!IsTensorParallel) return Training.NextTokenLoss.FromLogits(_model.Forward(input, context), target);
         var tp = Grid.Tp;
-        var h = TensorParallel.Enter(_model.Hidden(input), tp, Options.SequenceParallel);                   // [B, T, d]
+        var h = TensorParallel.Enter(_model.Hidden(input, context), tp, Options.SequenceParallel);          // [B, T, d]
         var head = _model.named_parameters().First(p => p.name == _head).parameter;                        // [V/T, d]
         var logits = nn.functional.linear(h, head);                                                           // [B, T, V/T]
         long rows = head.shape[0], start = tp.Rank * rows;
         long real = Math.Clamp(_model.Config.VocabSize - start, 0, rows);
         return VocabParallel.CrossEntropy(logits.view(-1, rows).to(ScalarType.Float32), target, start, real, tp);
+    }
+
+    /// <summary>
+    /// <see cref="Loss"/> as the whole sequence's mean on every rank (evaluation): under context parallelism each rank's
+    /// loss covers its chunks only, so the CP ranks average theirs (equal token counts).
+    /// </summary>
+    public Tensor MeanLoss(Tensor input, Tensor target)
+    {
+        var loss = Loss(input, target);
+        if (Grid.Dims.Cp == 1) return loss;
+        return Region.AllReduce(loss.detach().reshape(1), Grid.Cp).div_(Grid.Dims.Cp).reshape([]);
     }
 
     /// <summary>Under sequence parallelism, after the backward: sums the gradients of <see cref="SequenceParallelParameters"/> over TP (one all-reduce).</summary>

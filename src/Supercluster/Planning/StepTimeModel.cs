@@ -32,6 +32,10 @@ public static class StepTimeModel
 {
     const double ActBytes = 2; // bf16 activations and gradients on the wire
 
+    /// <summary>The pipeline bubble as a fraction of the step, (p−1)/(v·m+p−1), which <c>plan</c> assumes and <c>train --pp</c> prints.</summary>
+    public static double BubbleFraction(int stages, int microBatches, int interleave = 1) =>
+        stages <= 1 ? 0 : (stages - 1.0) / (interleave * microBatches + stages - 1);
+
     public static StepTime Estimate(ModelSpec m, TrainingRun run, ParallelLayout l, ClusterSpec c, OverlapAssumptions ov)
     {
         long micro = run.BatchSequences / ((long)l.Dp * l.MicroBatch);

@@ -31,14 +31,21 @@ public static class Evaluator
     /// <param name="loss">A parallelised model's loss (<see cref="NextTokenLoss.Batch"/>); every rank of its group evaluates together.</param>
     public static EvalResult Evaluate(CausalLM model, TokenDataLoader rows, int batchSize, int seqLen, long tokens, Device device, Func<Tensor, Tensor, Tensor>? loss = null)
     {
+        bool wasTraining = model.training;
+        model.eval();
+        try { return Evaluate((x, y, n) => NextTokenLoss.Batch(model, x, y, n, seqLen, device, loss).item<float>(), rows, batchSize, seqLen, tokens); }
+        finally { if (wasTraining) model.train(); }
+    }
+
+    /// <summary>The same over any computation of a batch's mean loss (ids, targets, rows), e.g. a pipeline's forward pass.</summary>
+    public static EvalResult Evaluate(Func<long[], long[], int, double> batchLoss, TokenDataLoader rows, int batchSize, int seqLen, long tokens)
+    {
         if (tokens <= 0) throw new BadInputException($"--eval-tokens = {tokens}, expected a positive number");
         if (batchSize <= 0) throw new BadInputException($"--batch-size = {batchSize}, expected a positive number");
         rows.Reset();
         long wanted = (tokens + seqLen - 1) / seqLen, done = 0;
         var (xr, yr) = (new long[seqLen], new long[seqLen]);
         var (x, y) = (new long[batchSize * seqLen], new long[batchSize * seqLen]);
-        bool wasTraining = model.training;
-        model.eval();
         double sum = 0;   // Σ over batches of mean loss × rows; every row has T tokens, so sum / rows is the per-token mean
         bool splitRead = false;
         using (no_grad())
@@ -56,11 +63,10 @@ public static class Evaluator
                 }
                 using var scope = NewDisposeScope();
                 var (xs, ys) = n == batchSize ? (x, y) : (x[..(n * seqLen)], y[..(n * seqLen)]);
-                sum += NextTokenLoss.Batch(model, xs, ys, n, seqLen, device, loss).item<float>() * n;
+                sum += batchLoss(xs, ys, n) * n;
                 done += n;
             }
         }
-        if (wasTraining) model.train();
         return new EvalResult(sum / done, done * seqLen);
     }
 }

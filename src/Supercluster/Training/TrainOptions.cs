@@ -90,7 +90,7 @@ public sealed record TrainOptions
     [Flag("--sequence-parallel", "With --tp: norms and residuals split along the sequence (all-gather / reduce-scatter instead of all-reduce)")]
     public bool SequenceParallel { get; init; }
 
-    public void Validate()
+        public void Validate()
     {
         void Positive(string flag, double v) { if (!(v > 0)) throw new BadInputException($"{flag} = {v}, expected a positive number"); }
         Positive("--batch-size", BatchSize); Positive("--steps", Steps); Positive("--lr", Lr);

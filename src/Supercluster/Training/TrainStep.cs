@@ -46,11 +46,13 @@ public sealed class TrainStep : IDisposable
     readonly TrainStepOptions _o;
     readonly Parallelism.ParallelModel? _parallel;
     readonly long[] _x, _y;
+    readonly PipelineSchedule? _pipeline;
 
     /// <param name="model">fp32 parameters on the training device, weights already loaded (they become the master copy).</param>
     /// <param name="parallel">The model after <see cref="Parallelism.Parallelize.Apply"/>: its loss, its data-parallel group
     /// (gradients are averaged over DP × CP), sequence-parallel gradient sums and the model-parallel gradient norm; null: plain data parallelism over <paramref name="comm"/>.</param>
-    public TrainStep(CausalLM model, ICommunicator comm, TrainStepOptions options, Parallelism.ParallelModel? parallel = null)
+    /// <param name="stage">Pipeline parallelism: this rank's stage of the model (its parameters only; the step runs 1F1B).</param>
+    public TrainStep(CausalLM model, ICommunicator comm, TrainStepOptions options, Parallelism.ParallelModel? parallel = null, PipelineStage? stage = null)
     {
         if (options.ComputeDtype is not (ScalarType.Float32 or ScalarType.BFloat16))
             throw new BadInputException($"--dtype {options.ComputeDtype}: expected fp32 or bf16");
@@ -61,26 +63,30 @@ public sealed class TrainStep : IDisposable
         _o = options;
         if (options.Zero == 3)
         {
-            if (parallel is { IsTensorParallel: true } || parallel?.Grid.Dims.Cp > 1)
-                throw new BadInputException("--zero 3 with --tp or --cp: fully sharded data parallelism composes with data parallelism only in this build; expected --zero 0, 1 or 2");
+            if (parallel is { IsTensorParallel: true } || parallel?.Grid.Dims.Cp > 1 || stage is not null)
+                throw new BadInputException("--zero 3 with --tp, --cp or --pp: fully sharded data parallelism composes with data parallelism only in this build; expected --zero 0, 1 or 2");
             Fsdp = new FullyShard(model, _dp, options.ComputeDtype);
             Optimizer = new TrainingOptimizer(Fsdp, _dp.Rank, options.Optimizer, options.WeightDecay);
         }
         else
         {
-            _flat = new FlatParameters(model.named_parameters().Select(p => (p.name, p.parameter)), _dp.WorldSize);
+            var parameters = () => (stage?.NamedParameters() ?? model.named_parameters()).Select(p => (p.name, p.parameter));
+            _flat = new FlatParameters(parameters(), _dp.WorldSize);
             if (options.ComputeDtype != ScalarType.Float32)
             {
                 model.to(options.ComputeDtype);                  // new parameter tensors; bound to the compute buffer next
-                _flat.BindCompute(model.named_parameters().Select(p => (p.name, p.parameter)));
+                _flat.BindCompute(parameters());
             }
             _dataParallel = new DataParallel(_flat, _dp, options.Zero, parallel?.GradientNorm(_flat));
             Optimizer = new TrainingOptimizer(_flat, _dataParallel.ShardRange, _dp.Rank, _dp.WorldSize, options.Zero >= 1, options.Optimizer, options.WeightDecay);
         }
         _x = new long[(long)options.BatchSize * options.SeqLen];
         _y = new long[_x.Length];
+        if (stage is not null) _pipeline = new PipelineSchedule(stage, this, options);
     }
 
+    /// <summary>The pipeline schedule of this stage, or null without pipeline parallelism.</summary>
+    public PipelineSchedule? Pipeline => _pipeline;
     readonly FlatParameters? _flat;
     readonly DataParallel? _dataParallel;
     /// <summary>ZeRO 0–2: the flat parameter and gradient vectors.</summary>
@@ -121,6 +127,7 @@ public sealed class TrainStep : IDisposable
     /// </summary>
     public StepResult Run(Action<long[], long[]> next, int accumulation, double lr, PhaseClock? clock = null)
     {
+        if (_pipeline is not null) return _pipeline.Step(next, accumulation, lr, clock);
         using var scope = NewDisposeScope();
         var device = Device;
         TakeCommunicationSeconds();             // collectives between steps (stop flag, checkpoints, timings) are not this step's
@@ -131,7 +138,7 @@ public sealed class TrainStep : IDisposable
         {
             next(_x, _y);
             clock?.Mark(StepPhase.Data);
-            var l = NextTokenLoss.Batch(_model, _x, _y, _o.BatchSize, _o.SeqLen, device, _parallel is { IsTensorParallel: true } p ? p.Loss : null).div_(accumScalar);
+            var l = NextTokenLoss.Batch(_model, _x, _y, _o.BatchSize, _o.SeqLen, device, _parallel is { OwnsLoss: true } p ? p.Loss : null).div_(accumScalar);
             clock?.Mark(StepPhase.Forward);
             l.backward();
             _flat?.AccumulateComputeGradients(first: micro == 0);

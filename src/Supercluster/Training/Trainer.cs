@@ -71,9 +71,15 @@ public sealed class Trainer
             throw new BadInputException(dims.Dp == comm.WorldSize
                 ? $"--total-batch-tokens {total} is not a multiple of batch-size × seq-len × world size = {_o.BatchSize} × {seqLen} × {comm.WorldSize} = {perStepAllRanks}"
                 : $"--total-batch-tokens {total} is not a multiple of batch-size × seq-len × data-parallel size = {_o.BatchSize} × {seqLen} × {dims.Dp} = {perStepAllRanks}");
+        if (dims.Pp > 1)
+        {
+            PipelineStage.Validate(dims.Pp, config.NLayer);
+            if (dims.Tp > 1 || dims.Cp > 1)
+                throw new BadInputException($"--pp {dims.Pp} with --tp {dims.Tp} --cp {dims.Cp}: pipeline stages compose with data parallelism only in this build; expected --tp 1 --cp 1 with --pp");
+        }
         int accum = (int)(total / perStepAllRanks);
         using var grid = new RankGrid(comm, dims);
-        bool evalRank = grid.DpRank == 0 && grid.CpRank == 0 && grid.PpRank == 0;   // rank 0's TP group evaluates together
+        bool evalRank = grid.DpRank == 0 && grid.PpRank == 0;   // rank 0's TP × CP group evaluates together
 
         Directory.CreateDirectory(_o.OutDir);
         using var runLock = lead ? RunLock.Acquire(_o.OutDir, log.WriteLine) : null;   // one job per run directory (exit 2 naming the holder)
@@ -81,7 +87,7 @@ public sealed class Trainer
         string? resumeDir = FindResume(store, log);
 
         using var train = new TokenDataLoader(_o.DataDir, "train", _o.BatchSize, seqLen, grid.DpRank, dims.Dp, _o.Seed);
-        using var val = meta.ValTokens > 0 && (lead || (_o.Tp > 1 && evalRank)) ? Evaluator.OpenRows(_o.DataDir, "val", seqLen) : null;
+        using var val = meta.ValTokens > 0 && (lead || ((dims.Tp > 1 || dims.Cp > 1) && evalRank) || dims.Pp > 1) ? Evaluator.OpenRows(_o.DataDir, "val", seqLen) : null;
         var tokenizer = Tokenizers.Create(meta.Tokenizer);
 
         using var model = CausalLM.Create(config, _o.Seed);
@@ -92,15 +98,16 @@ public sealed class Trainer
         var parallel = Parallelize.Apply(model, grid, new ParallelizeOptions(_o.SequenceParallel));
         model.to(device);
         model.train();
+        var stage = dims.Pp > 1 ? new PipelineStage(model, grid.Pp) : null;
         using var trainStep = new TrainStep(model, comm, new TrainStepOptions
         {
             BatchSize = _o.BatchSize, SeqLen = seqLen, Zero = _o.Zero, WeightDecay = _o.WeightDecay, GradClip = _o.GradClip,
             Optimizer = _o.Optimizer, ComputeDtype = dtype,
-        }, parallel);
+        }, parallel, stage);
 
         var startMemory = trainStep.MemoryPerRank();   // measured: bytes of the allocations behind them, before the first step
         long startStep = 0, tokensSeen = 0;
-        if (resumeDir is not null) (startStep, tokensSeen) = Restore(resumeDir, trainStep, parallel, train);
+        if (resumeDir is not null) (startStep, tokensSeen) = Restore(resumeDir, trainStep, parallel, stage, train);
         if (lead)
             DurableFile.WriteAllText(Path.Combine(_o.OutDir, "config.json"), JsonSerializer.Serialize(new
             {
@@ -120,6 +127,7 @@ public sealed class Trainer
             log.WriteLine($"sequence parallel: saves {Mb((long)(SequenceParallel.ActivationSavingBytes(config, seqLen, _o.BatchSize, dims) * (dtype == ScalarType.Float32 ? 2 : 1)))} of activations per micro-batch per rank (Korthikanti et al. 2022 Table 2: 10·s·b·h·(1 − 1/t) per layer)");
         log.WriteLine($"global batch = {_o.BatchSize} sequences × {seqLen} tokens × {accum} accumulation × {dims.Dp} {(dims.Dp == comm.WorldSize ? "ranks" : "data-parallel replicas")} = {total:N0} tokens/step; {_o.Steps} steps; lr {_o.Lr} (warmup {schedule.WarmupSteps}, cosine to {_o.Lr * _o.MinLrRatio:G3})");
         log.WriteLine($"optimizer: {trainStep.Optimizer.Describe()}; {trainStep.Optimizer.Groups.Describe()}");
+        if (stage is not null) PrintPipeline(log, grid, model, accum);
         if (resumeDir is not null) log.WriteLine($"resumed from {resumeDir} at step {startStep}");
 
         using var metrics = lead ? new MetricsLog(Path.Combine(_o.OutDir, "metrics.jsonl"), startStep) : null;
@@ -167,12 +175,15 @@ public sealed class Trainer
             var whole = evalDue || sampleDue ? trainStep.Unsharded() : null;   // ZeRO-3: the model whole for rank 0's eval and sample (collective)
             if (val is not null && ((_o.EvalEvery > 0 && done % _o.EvalEvery == 0) || last))
             {
-                var eval = Evaluator.Evaluate(model, val, _o.BatchSize, seqLen, _o.EvalTokens, device, parallel.IsTensorParallel ? parallel.Loss : null); lastVal = eval.Loss;
+                var eval = trainStep.Pipeline is { } pipeline   // every stage takes part
+                    ? Evaluator.Evaluate(pipeline.Loss, val, _o.BatchSize, seqLen, _o.EvalTokens)
+                    : Evaluator.Evaluate(model, val, _o.BatchSize, seqLen, _o.EvalTokens, device, parallel.OwnsLoss ? parallel.MeanLoss : null);
+                lastVal = eval.Loss;
                 metrics?.Write(new JsonObject { ["type"] = "eval", ["step"] = done, ["val_loss"] = lastVal, ["time_s"] = Math.Round(clock.Elapsed.TotalSeconds, 3) });
                 progress.Done();
                 log.WriteLine($"step {done}: val loss {lastVal:F4} over {eval.Tokens:N0} tokens");
             }
-            if (lead && tasks.Count > 0 && ((_o.EvalEvery > 0 && done % _o.EvalEvery == 0) || last))
+            if (lead && stage is null && tasks.Count > 0 && ((_o.EvalEvery > 0 && done % _o.EvalEvery == 0) || last))
                 foreach (var task in tasks)
                 {
                     var (r, _) = Evaluation.TaskEval.Evaluate(model, task, _o.BatchSize, device);
@@ -180,7 +191,7 @@ public sealed class Trainer
                     progress.Done();
                     log.WriteLine($"step {done}: {Evaluation.TaskEval.Describe(r)}");
                 }
-            if (lead && _o.SampleEvery > 0 && (done % _o.SampleEvery == 0 || last))
+            if (lead && stage is null && _o.SampleEvery > 0 && (done % _o.SampleEvery == 0 || last))
             {
                 string text = SampleText(model, tokenizer, device, done);
                 metrics?.Write(new JsonObject { ["type"] = "sample", ["step"] = done, ["text"] = text });
@@ -191,7 +202,7 @@ public sealed class Trainer
             fault?.MaybeFire("sigterm", comm.Rank, done, _o.OutDir, _log);
             bool stopping = stop.ShouldStop(comm, device);
             if ((_o.CheckpointEvery > 0 && done % _o.CheckpointEvery == 0) || last || stopping)
-                lastCheckpoint = store.Guard(done, () => SaveCheckpoint(store, comm, done, tokensSeen, model, trainStep, parallel, train, tokenizer.Name, fault));
+                lastCheckpoint = store.Guard(done, () => SaveCheckpoint(store, comm, done, tokensSeen, model, trainStep, parallel, stage, train, tokenizer.Name, fault));
             // Step-end faults fire after this step's checkpoint, so a restart resumes from it.
             fault?.MaybeFire("kill", comm.Rank, done, _o.OutDir, _log);
             fault?.MaybeFire("hang", comm.Rank, done, _o.OutDir, _log);
@@ -263,11 +274,11 @@ public sealed class Trainer
     }
 
     /// <summary>Optimizer state, data position and RNG of a checkpoint (its weights are loaded by <see cref="LoadResumeWeights"/>).</summary>
-    static (long Step, long Tokens) Restore(string dir, TrainStep trainStep, ParallelModel parallel, TokenDataLoader train)
+    static (long Step, long Tokens) Restore(string dir, TrainStep trainStep, ParallelModel parallel, PipelineStage? stage, TokenDataLoader train)
     {
         var state = ModelCheckpoint.ReadState(dir);
         var optimizer = trainStep.Optimizer;
-        LayoutFreeCheckpoint.LoadOptimizer(dir, trainStep, parallel);
+        if (stage is null) LayoutFreeCheckpoint.LoadOptimizer(dir, trainStep, parallel); else PipelineCheckpoint.LoadOptimizer(dir, stage, trainStep);
         if (optimizer.StepCount != state.OptimizerSteps)
             throw new BadInputException($"{dir}: optimizer state is at step {optimizer.StepCount}, state.json says {state.OptimizerSteps}");
         train.Restore(state.Data);
@@ -279,15 +290,24 @@ public sealed class Trainer
     static string Describe(ModelConfig c) => $"{c.Family.ToString().ToLowerInvariant()} n_layer={c.NLayer} n_head={c.NHead} n_embd={c.NEmbd} vocab={c.VocabSize} pad_vocab={c.PadVocabMultiple} context={c.SeqLen}";
 
     /// <summary>Rank 0 opens the temporary directory, every rank writes its optimizer shard, rank 0 writes the rest and commits.</summary>
-    string? SaveCheckpoint(CheckpointStore store, ICommunicator comm, long step, long tokens, CausalLM model, TrainStep trainStep, ParallelModel parallel, TokenDataLoader train, string tokenizer, FaultPlan? fault)
+    string? SaveCheckpoint(CheckpointStore store, ICommunicator comm, long step, long tokens, CausalLM model, TrainStep trainStep, ParallelModel parallel, PipelineStage? stage, TokenDataLoader train, string tokenizer, FaultPlan? fault)
     {
         string tmp = Path.Combine(store.Root, $".tmp-{CheckpointStore.DirName(step)}");
         if (comm.Rank == 0) tmp = store.BeginWrite(step);
         comm.Barrier();
-        LayoutFreeCheckpoint.SaveOptimizer(tmp, trainStep, parallel);
-        // Full tensors under Hugging Face names: TP shards are gathered (a collective over each TP group).
         using var weightScope = torch.NewDisposeScope();
-        var weights = LayoutFreeCheckpoint.FullWeights(trainStep, parallel);
+        IReadOnlyDictionary<string, Tensor> weights;
+        if (stage is null)
+        {
+            LayoutFreeCheckpoint.SaveOptimizer(tmp, trainStep, parallel);
+            // Full tensors under Hugging Face names: TP shards are gathered (a collective over each TP group).
+            weights = LayoutFreeCheckpoint.FullWeights(trainStep, parallel);
+        }
+        else
+        {
+            PipelineCheckpoint.SaveOptimizer(tmp, stage, trainStep, comm.Rank);
+            weights = PipelineCheckpoint.GatherWeights(stage, trainStep, comm.Rank);
+        }
         string? final = null;
         comm.Barrier();
         if (comm.Rank == 0)
@@ -301,6 +321,16 @@ public sealed class Trainer
         }
         comm.Barrier();
         return final;
+    }
+
+    /// <summary>The grid, the stage split, and the bubble fraction <c>plan</c> assumes; a warning when micro-batches are fewer than stages.</summary>
+    void PrintPipeline(TextWriter log, RankGrid grid, CausalLM model, int microBatches)
+    {
+        log.WriteLine(PipelineStage.Describe(model, _o.Pp));
+        double bubble = Planning.StepTimeModel.BubbleFraction(_o.Pp, microBatches);
+        log.WriteLine($"pipeline schedule: 1F1B over {microBatches} micro-batches (the gradient accumulation); bubble (p−1)/(m+p−1) = {bubble:P1}; validation runs through the stages, samples are skipped (the model is split over ranks)");
+        if (microBatches < _o.Pp)
+            log.WriteLine($"warning: --pp {_o.Pp} with {microBatches} micro-batches: fewer micro-batches than stages leaves the pipeline idle {bubble:P0} of the step (the bubble); raise --total-batch-tokens to at least {_o.Pp} micro-batches");
     }
 
     string SampleText(CausalLM model, TextTokenizer tokenizer, Device device, long step)

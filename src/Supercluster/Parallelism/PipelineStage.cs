@@ -1,0 +1,110 @@
+using Supercluster.Distributed;
+using Supercluster.Model;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace Supercluster.Parallelism;
+
+/// <summary>
+/// One stage of a pipeline-parallel model (Narayanan et al. 2021): a balanced, contiguous range of blocks, plus the
+/// embedding on the first stage and the final norm, head and loss on the last. It is composed around the unchanged
+/// model: built whole (same seed, same weights on every rank), then every parameter of other stages is freed, so the
+/// rank holds only its stage. A table used by both ends (GPT-2's tied wte) lives on the first and the last stage.
+/// </summary>
+public sealed class PipelineStage
+{
+    /// <param name="pp">The pipeline group: this rank's stage is its rank there, the stage count its size.</param>
+    public PipelineStage(CausalLM model, ICommunicator pp)
+    {
+        Model = model;
+        Pp = pp;
+        Stage = pp.Rank;
+        Stages = pp.WorldSize;
+        Validate(Stages, model.Config.NLayer);
+        (FirstLayer, EndLayer) = Split(model.Config.NLayer, Stages)[Stage];
+        Layout = [.. model.named_parameters().Select(p => (p.name, p.parameter.shape))];
+        Tied = model.EmbeddingParameters.Intersect(model.HeadParameters).SingleOrDefault();
+        var mine = NamesOf(model, Stage, Stages).ToHashSet();
+        using var _ = no_grad();
+        foreach (var (name, p) in model.named_parameters())
+            if (!mine.Contains(name)) p.set_(empty(0, dtype: p.dtype, device: p.device));   // frees this rank's copy
+        _mine = mine;
+    }
+
+    readonly HashSet<string> _mine;
+
+    public CausalLM Model { get; }
+    public ICommunicator Pp { get; }
+    public int Stage { get; }
+    public int Stages { get; }
+    /// <summary>This stage's blocks: FirstLayer … EndLayer−1.</summary>
+    public int FirstLayer { get; }
+    public int EndLayer { get; }
+    public bool IsFirst => Stage == 0;
+    public bool IsLast => Stage == Stages - 1;
+    /// <summary>Every parameter of the whole model (name, shape) in the model's order: the layout of checkpoints.</summary>
+    public IReadOnlyList<(string Name, long[] Shape)> Layout { get; }
+    /// <summary>The parameter both ends use (GPT-2's wte.weight: embedding and tied head), or null.</summary>
+    public string? Tied { get; }
+    /// <summary>Whether this stage holds a copy of the tied table whose gradient it sums with the other end's.</summary>
+    public bool HoldsTied => Tied is not null && Stages > 1 && (IsFirst || IsLast);
+
+    /// <summary>This stage's parameters in the model's order (read again each time: a dtype conversion replaces them).</summary>
+    public IEnumerable<(string name, Parameter parameter)> NamedParameters() => Model.named_parameters().Where(p => _mine.Contains(p.name));
+
+    /// <summary>The parameters stage <paramref name="stage"/> of <paramref name="stages"/> holds, in the model's order.</summary>
+    public static IEnumerable<string> NamesOf(CausalLM model, int stage, int stages)
+    {
+        var (first, end) = Split(model.Config.NLayer, stages)[stage];
+        foreach (var (name, _) in model.named_parameters())
+        {
+            int layer = model.LayerOf(name);
+            if (layer >= 0 ? layer >= first && layer < end
+                : (stage == 0 && model.EmbeddingParameters.Contains(name)) || (stage == stages - 1 && model.HeadParameters.Contains(name)))
+                yield return name;
+        }
+    }
+
+    /// <summary>
+    /// Balanced blocks per stage: n_layer/p each, the remainder one more each on the middle stages first (the ends also
+    /// run the embedding and the head), as evenly as integers allow.
+    /// </summary>
+    public static (int First, int End)[] Split(int nLayer, int stages)
+    {
+        var count = Enumerable.Repeat(nLayer / stages, stages).ToArray();
+        int extra = nLayer % stages;
+        // Middle stages first (from the centre outwards), then the ends.
+        var order = Enumerable.Range(0, stages).OrderBy(s => s == 0 || s == stages - 1 ? 1 : 0).ThenBy(s => Math.Abs(2 * s - (stages - 1))).ToArray();
+        for (int i = 0; i < extra; i++) count[order[i]]++;
+        var ranges = new (int, int)[stages];
+        for (int s = 0, at = 0; s < stages; at += count[s], s++) ranges[s] = (at, at + count[s]);
+        return ranges;
+    }
+
+    /// <summary>Bad input: more stages than blocks.</summary>
+    public static void Validate(int stages, int nLayer)
+    {
+        if (stages > nLayer)
+            throw new BadInputException($"--pp {stages}: more pipeline stages than the model's {nLayer} layers; expected at most {nLayer}");
+    }
+
+    /// <summary>The split as one line: "pipeline: 4 stages; stage 0: embedding + layers 0-1, …".</summary>
+    public static string Describe(CausalLM model, int stages)
+    {
+        var split = Split(model.Config.NLayer, stages);
+        return $"pipeline: {stages} stages of {model.Config.NLayer} layers; " + string.Join(", ", split.Select((r, s) =>
+            $"stage {s}: {(s == 0 ? "embedding + " : "")}layers {r.First}-{r.End - 1}{(s == stages - 1 ? " + norm, head, loss" : "")}"));
+    }
+
+    /// <summary>
+    /// This stage's part of the forward pass: ids [B, T] on the first stage, else the previous stage's activation
+    /// [B, T, d]; returns the activation [B, T, d] for the next stage, or the logits [B, T, vocab] on the last.
+    /// </summary>
+    public Tensor Forward(Tensor input)
+    {
+        var x = IsFirst ? Model.EmbedTokens(input) : input;
+        x = Model.RunBlocks(x, FirstLayer, EndLayer);
+        return IsLast ? Model.NormAndHead(x) : x;
+    }
+}

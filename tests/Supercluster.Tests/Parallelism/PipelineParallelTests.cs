@@ -1,0 +1,173 @@
+using System.Text.Json;
+using Supercluster.Checkpointing;
+using Supercluster.Model;
+using Supercluster.Parallelism;
+using Supercluster.Tests.Distributed;
+using Supercluster.Tests.Training;
+using Supercluster.Training;
+
+namespace Supercluster.Tests.Parallelism;
+
+/// <summary>
+/// Pipeline parallelism (1F1B over real MPI ranks, CPU, fp32) against one process with the same global batch and seed.
+/// Tolerance 1e-5 relative: the stages compute the same operations on the same values; only the order of fp32 sums
+/// differs (the tied table's two gradient halves are added after backward instead of inside autograd; data-parallel
+/// averaging; the norm summed per stage).
+/// </summary>
+public class PipelineParallelTests : IClassFixture<TrainingFixture>
+{
+    readonly TrainingFixture _data;
+
+    public PipelineParallelTests(TrainingFixture data)
+    {
+        TorchSetup.Init();
+        _data = data;
+    }
+
+    [Fact]
+    public void Stages_are_balanced_contiguous_and_hold_the_embedding_first_and_the_head_last()
+    {
+        Assert.Equal([(0, 2), (2, 4)], PipelineStage.Split(4, 2));
+        Assert.Equal([(0, 1), (1, 3), (3, 5), (5, 6)], PipelineStage.Split(6, 4));   // the remainder goes to the middle stages
+        Assert.Equal([(0, 1), (1, 3), (3, 4)], PipelineStage.Split(4, 3));
+        Assert.Equal(3.0 / 7, StepTimeModelBubble(4, 4), 12);   // (p−1)/(m+p−1)
+        using var gpt = CausalLM.Create(ModelPresets.Get("tiny") with { VocabSize = 50, NLayer = 4 }, 1);
+        Assert.Equal(["wte.weight", "wpe.weight", "h.0.ln_1.weight"], PipelineStage.NamesOf(gpt, 0, 2).Take(3));
+        // The last stage holds the tied table too (as the head), then its blocks, the final norm.
+        Assert.Equal(["wte.weight", "h.2.ln_1.weight"], PipelineStage.NamesOf(gpt, 1, 2).Take(2));
+        Assert.Equal(["ln_f.weight", "ln_f.bias"], PipelineStage.NamesOf(gpt, 1, 2).TakeLast(2));
+        Assert.DoesNotContain("wpe.weight", PipelineStage.NamesOf(gpt, 1, 2));
+        using var llama = CausalLM.Create(ModelPresets.Get("llama-tiny") with { VocabSize = 50, NLayer = 4 }, 1);
+        Assert.DoesNotContain("embed_tokens.weight", PipelineStage.NamesOf(llama, 1, 2));
+        Assert.Equal(["norm.weight", "lm_head.weight"], PipelineStage.NamesOf(llama, 1, 2).TakeLast(2));
+        Assert.Equal(llama.named_parameters().Count(), Enumerable.Range(0, 4).Sum(s => PipelineStage.NamesOf(llama, s, 4).Count()));
+    }
+
+    static double StepTimeModelBubble(int p, int m) => Supercluster.Planning.StepTimeModel.BubbleFraction(p, m);
+
+    [Theory]
+    [InlineData(2, 2, 4)]   // PP2 × DP1, 4 micro-batches
+    [InlineData(4, 4, 4)]   // PP4: warm-up, steady and cool-down phases all non-empty on the middle stages
+    [InlineData(2, 4, 3)]   // PP2 × DP2: gradients averaged within each stage
+    public void One_pipeline_step_gives_the_gradients_loss_norm_and_update_of_one_process(int pp, int ranks, int micro)
+    {
+        var jobs = MultiRankJob.Run(ranks, "pipeline-step", "gpt2,llama", pp.ToString(), micro.ToString(), "4");
+        foreach (var family in new[] { "gpt2", "llama" })
+            CheckStep(jobs.Select(j => Family(j, family)).ToList(), family, pp, ranks);
+    }
+
+    /// <summary>One family's keys of a rank's report, without the family prefix.</summary>
+    static JsonElement Family(JsonElement report, string family) => JsonSerializer.SerializeToElement(
+        report.EnumerateObject().Where(p => p.Name.StartsWith(family + "/")).ToDictionary(p => p.Name[(family.Length + 1)..], p => p.Value));
+
+    static void CheckStep(IReadOnlyList<JsonElement> reports, string family, int pp, int ranks)
+    {
+        var reference = reports[0];
+        double Rel(double[] a, double[] b) => Math.Sqrt(a.Zip(b).Sum(z => (z.First - z.Second) * (z.First - z.Second))) / Math.Sqrt(b.Sum(v => v * v));
+
+        var names = new HashSet<string>();
+        var grads = new List<double>();
+        var refGrads = new List<double>();
+        for (int r = 0; r < ranks; r++)
+        {
+            var rep = reports[r];
+            Assert.Equal(reference.GetProperty("ref.loss").GetDouble(), rep.GetProperty("loss").GetDouble(), 1e-5 * reference.GetProperty("ref.loss").GetDouble());
+            Assert.Equal(reference.GetProperty("ref.norm").GetDouble(), rep.GetProperty("norm").GetDouble(), 1e-5 * reference.GetProperty("ref.norm").GetDouble());
+            foreach (var name in rep.GetProperty("names").EnumerateArray().Select(n => n.GetString()!))
+            {
+                double[] g = rep.Doubles("grad." + name), expected = reference.Doubles("ref.grad." + name);
+                Assert.Equal(expected.Length, g.Length);
+                if (names.Add(name)) { grads.AddRange(g); refGrads.AddRange(expected); }
+                // Per tensor, where the true gradient is not ~0 (attention's key bias has an exactly-zero one: only rounding noise).
+                if (Math.Sqrt(expected.Sum(v => v * v)) > 1e-6) Assert.True(Rel(g, expected) <= 1e-5, $"{family} rank {r} {name}: gradient differs by {Rel(g, expected):E2}");
+            }
+        }
+        // Every parameter is on some stage, and the whole gradient matches.
+        Assert.Equal(reference.EnumerateObject().Count(p => p.Name.StartsWith("ref.grad.")), names.Count);
+        Assert.True(Rel([.. grads], [.. refGrads]) <= 1e-5, $"{family}: gradients differ by {Rel([.. grads], [.. refGrads]):E2}");
+        if (family == "gpt2")
+        {
+            // The tied table: on the first and the last stage, with one summed gradient and identical weights after the update.
+            int last = ranks - ranks / pp;   // a rank of the last stage (PP is outermost)
+            Assert.Equal(reports[0].Doubles("grad.wte.weight"), reports[last].Doubles("grad.wte.weight"));
+            Assert.Equal(reports[0].Doubles("weight.wte.weight"), reports[last].Doubles("weight.wte.weight"));
+            Assert.True(Rel(reports[last].Doubles("weight.wte.weight"), reference.Doubles("ref.weight.wte.weight")) <= 1e-5);
+        }
+    }
+
+    string[] TrainArgs(string run, string model, params string[] extra)
+    {
+        var o = new Dictionary<string, string>
+        {
+            ["--data"] = _data.DataDir, ["--out"] = run, ["--model"] = model, ["--n-layer"] = "4", ["--batch-size"] = "1", ["--seq-len"] = "16",
+            ["--total-batch-tokens"] = "64", ["--eval-tokens"] = "16", ["--steps"] = "20", ["--lr"] = "3e-3", ["--warmup"] = "2", ["--checkpoint-every"] = "10", ["--device"] = "cpu", ["--seed"] = "3",
+        };
+        for (int i = 0; i < extra.Length; i += 2) o[extra[i]] = extra[i + 1];
+        return ["train", .. o.SelectMany(kv => new[] { kv.Key, kv.Value })];
+    }
+
+    static List<double> Losses(string run) =>
+        MetricsLog.Read(Path.Combine(run, "metrics.jsonl")).Where(r => (string?)r["type"] == "train").Select(r => (double)r["loss"]!).ToList();
+
+    static List<double> ValLosses(string run) =>
+        MetricsLog.Read(Path.Combine(run, "metrics.jsonl")).Where(r => (string?)r["type"] == "eval").Select(r => (double)r["val_loss"]!).ToList();
+
+    static void AssertClose(IReadOnlyList<double> expected, IReadOnlyList<double> actual, string what)
+    {
+        Assert.Equal(expected.Count, actual.Count);
+        for (int i = 0; i < expected.Count; i++)
+            Assert.True(Math.Abs(expected[i] - actual[i]) <= 1e-5 * Math.Abs(expected[i]), $"{what}, step {i + 1}: {expected[i]} vs {actual[i]}");
+    }
+
+    [Theory]
+    [InlineData("tiny", 2, true)]
+    [InlineData("llama-tiny", 4, false)]   // resuming is layout-independent code: tested once, on the first case
+    public void Twenty_pipelined_steps_match_one_rank_and_resume_across_layouts(string model, int pp, bool resume)
+    {
+        using var dir = new TempDir();
+        var one = CliProcess.Run(TrainArgs(dir["one"], model));
+        Assert.True(one.ExitCode == 0, one.Err);
+        var reference = Losses(dir["one"]);
+
+        var r = DistributedTests.Mpirun(pp, TrainArgs(dir["pp"], model, "--pp", pp.ToString()));
+        Assert.True(r.ExitCode == 0, r.Out + r.Err);
+        Assert.Contains($"pipeline: {pp} stages of 4 layers; stage 0: embedding + layers 0-", r.Out);
+        Assert.Contains($"bubble (p−1)/(m+p−1) = {Supercluster.Planning.StepTimeModel.BubbleFraction(pp, 4):P1}", r.Out);
+        AssertClose(reference, Losses(dir["pp"]), $"PP{pp}");
+        // Validation runs through the stages too.
+        AssertClose(ValLosses(dir["one"]), ValLosses(dir["pp"]), $"PP{pp} validation");
+
+        // The checkpoint holds the whole model under HF names: equal to one rank's to fp32 reduction-order tolerance.
+        var a = SafeTensors.Read(Path.Combine(new CheckpointStore(dir["one"]).Latest()!, ModelCheckpoint.ModelFile)).Tensors;
+        var b = SafeTensors.Read(Path.Combine(new CheckpointStore(dir["pp"]).Latest()!, ModelCheckpoint.ModelFile)).Tensors;
+        Assert.Equal(a.Keys.Order(), b.Keys.Order());
+        var va = TorchSharp.torch.cat(a.Keys.Order().Select(k => a[k].flatten()).ToList());
+        var vb = TorchSharp.torch.cat(a.Keys.Order().Select(k => b[k].flatten()).ToList());
+        Assert.True((va - vb).norm().item<float>() / va.norm().item<float>() < 1e-5);
+
+        // PP → one rank: the pipeline's step-10 checkpoint continues on one rank; one rank → PP: the other way.
+        if (!resume) return;
+        var toOne = CliProcess.Run(TrainArgs(dir["to-one"], model, "--resume", Path.Combine(dir["pp"], "checkpoints", CheckpointStore.DirName(10))));
+        Assert.True(toOne.ExitCode == 0, toOne.Err);
+        AssertClose(reference.Skip(10).ToList(), Losses(dir["to-one"]), $"PP{pp} → 1 rank");
+        var toPp = DistributedTests.Mpirun(pp, TrainArgs(dir["to-pp"], model, "--pp", pp.ToString(), "--resume", Path.Combine(dir["one"], "checkpoints", CheckpointStore.DirName(10))));
+        Assert.True(toPp.ExitCode == 0, toPp.Out + toPp.Err);
+        AssertClose(reference.Skip(10).ToList(), Losses(dir["to-pp"]), $"1 rank → PP{pp}");
+    }
+
+    [Fact]
+    public void Bad_pipeline_layouts_fail_with_one_line_and_few_micro_batches_warn_about_the_bubble()
+    {
+        using var dir = new TempDir();
+        var deep = DistributedTests.Mpirun(2, TrainArgs(dir["a"], "tiny", "--pp", "2", "--n-layer", "1"));
+        Assert.NotEqual(0, deep.ExitCode);
+        Assert.Contains("--pp 2: more pipeline stages than the model's 1 layers; expected at most 1", deep.Err);
+        var uneven = DistributedTests.Mpirun(2, TrainArgs(dir["b"], "tiny", "--pp", "3"));
+        Assert.NotEqual(0, uneven.ExitCode);
+        Assert.Contains("--pp 3 = 3 does not divide the world size 2", uneven.Err);
+        var few = DistributedTests.Mpirun(2, TrainArgs(dir["c"], "tiny", "--pp", "2", "--total-batch-tokens", "16", "--steps", "2"));
+        Assert.True(few.ExitCode == 0, few.Err);
+        Assert.True(few.Out.Contains("warning: --pp 2 with 1 micro-batches: fewer micro-batches than stages leaves the pipeline idle ")
+            && few.Out.Contains("of the step (the bubble); raise --total-batch-tokens to at least 2 micro-batches"), few.Out);
+    }
+}

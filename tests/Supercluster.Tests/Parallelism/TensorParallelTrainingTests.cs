@@ -97,6 +97,11 @@ public class TensorParallelTrainingTests : IClassFixture<TrainingFixture>
         var after = Losses(dir["resumed"]);
         Assert.Equal(Enumerable.Range(11, 10).Select(i => (long)i), after.Keys.Order());
         AssertClose(reference, after, $"{model} resumed from {ranks} ranks on {resumeRanks}");
+        if (ranks != 4) return;
+        // The other way: a one-rank checkpoint (flat optimizer state) resumes at TP 2, its state re-sharded by name.
+        var up = Run(2, TrainArgs(dir["up"], model, 1, "--tp", "2", "--resume", Path.Combine(dir["one"], "checkpoints", CheckpointStore.DirName(10))));
+        Assert.True(up.ExitCode == 0, up.Out + up.Err);
+        AssertClose(reference, Losses(dir["up"]), $"{model} resumed from one rank at TP 2");
     }
 
     [Fact]

@@ -51,7 +51,7 @@ public sealed class Trainer
         if (seqLen > config.SeqLen)
             throw new BadInputException($"--seq-len {seqLen} exceeds the model context {config.SeqLen} of '{_o.Model}'");
         // Task files are read and rendered on every rank before anything is written (a bad one stops all); rank 0 scores them.
-        var tasks = (_o.EvalTask ?? []).Select(f => Evaluation.TaskEval.Render(Evaluation.TaskSet.Load(f, _o.EvalTaskLimit), Tokenizers.Create(meta.Tokenizer), config.SeqLen)).ToList();
+        var tasks = Evaluation.TaskSet.Files(_o.EvalTask).Select(f => Evaluation.TaskEval.Render(Evaluation.TaskSet.Load(f, _o.EvalTaskLimit), Tokenizers.Create(meta.Tokenizer), config.SeqLen)).ToList();
 
         long tokensPerMicro = (long)_o.BatchSize * seqLen;
         long perStepAllRanks = tokensPerMicro * comm.WorldSize;

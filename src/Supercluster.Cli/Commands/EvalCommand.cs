@@ -21,7 +21,7 @@ public static class EvalCommand
         var data = new Option<string?>("--data") { Description = "Directory written by prepare: validation loss and perplexity" };
         var split = new Option<string>("--split") { Description = "val or train", DefaultValueFactory = _ => "val" };
         var tokens = new Option<long>("--eval-tokens") { Description = "Validation tokens (the first ⌈N / context⌉ rows of the split; train's default too)", DefaultValueFactory = _ => Evaluator.DefaultTokens };
-        var task = new Option<string[]>("--task") { Description = "Multiple-choice task JSONL (HellaSwag as published, or {context, endings, label}); acc and acc_norm as llm.c; repeatable" };
+        var task = new Option<string[]>("--task") { Description = "Multiple-choice task JSONL (HellaSwag as published, or {context, endings, label}); acc and acc_norm as llm.c; repeatable or comma-separated" };
         var limit = new Option<int>("--limit") { Description = "Only the first N questions of each task file (0 = all)", DefaultValueFactory = _ => 0 };
         var bpb = new Option<string[]>("--bpb") { Description = "UTF-8 text file: bits per byte (comparable across tokenizers); repeatable" };
         var stride = new Option<int?>("--bpb-stride") { Description = "Tokens a bits-per-byte window advances (default the model context: disjoint windows)" };
@@ -36,8 +36,9 @@ public static class EvalCommand
         cmd.SetAction(parse =>
         {
             string? dataDir = parse.GetValue(data);
-            string[] tasks = parse.GetValue(task) ?? [], texts = parse.GetValue(bpb) ?? [];
-            if (dataDir is null && tasks.Length == 0 && texts.Length == 0)
+            var tasks = (parse.GetValue(task) ?? []).SelectMany(TaskSet.Files).ToList();
+            string[] texts = parse.GetValue(bpb) ?? [];
+            if (dataDir is null && tasks.Count == 0 && texts.Length == 0)
                 throw new BadInputException("eval needs --data DIR (validation loss), --task FILE (multiple choice) or --bpb FILE (bits per byte)");
             if (parse.GetValue(limit) < 0) throw new BadInputException($"--limit = {parse.GetValue(limit)}, expected ≥ 0 (0 = all)");
             int b = parse.GetValue(batch);

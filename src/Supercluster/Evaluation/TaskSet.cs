@@ -20,6 +20,10 @@ public sealed record TaskExample(string Context, IReadOnlyList<string> Endings, 
 /// </summary>
 public sealed record TaskSet(string Path, string Name, IReadOnlyList<TaskExample> Examples, IReadOnlyDictionary<string, int> Formats)
 {
+    /// <summary>The files of a comma-separated list (<c>train --eval-task a.jsonl,b.jsonl</c>); none for null.</summary>
+    public static IReadOnlyList<string> Files(string? list) =>
+        (list ?? "").Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
+
     /// <summary>Reads <paramref name="path"/>; <paramref name="limit"/> &gt; 0 keeps only its first questions.</summary>
     public static TaskSet Load(string path, int limit = 0)
     {

@@ -47,8 +47,8 @@ public sealed record TrainOptions
     public int EvalEvery { get; init; } = 0;
     [Flag("--eval-tokens", "Validation tokens per evaluation")]
     public long EvalTokens { get; init; } = Evaluator.DefaultTokens;
-    [Flag("--eval-task", "Multiple-choice task JSONL (HellaSwag or {context, endings, label}) scored with each validation: acc, acc_norm to metrics.jsonl; repeatable")]
-    public string[]? EvalTask { get; init; }
+    [Flag("--eval-task", "Multiple-choice task JSONL (HellaSwag or {context, endings, label}; several: comma-separated) scored with each validation: acc, acc_norm to metrics.jsonl")]
+    public string? EvalTask { get; init; }
     [Flag("--eval-task-limit", "Only the first N questions of each --eval-task file (0 = all)")]
     public int EvalTaskLimit { get; init; } = 0;
     [Flag("--sample-every", "Print a sample every N steps (and at the end; 0 = never)")]

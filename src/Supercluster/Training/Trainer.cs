@@ -56,7 +56,7 @@ public sealed class Trainer
         if (seqLen > config.SeqLen)
             throw new BadInputException($"--seq-len {seqLen} exceeds the model context {config.SeqLen} of '{_o.Model}'");
         // Task files are read and rendered on every rank before anything is written (a bad one stops all); rank 0 scores them.
-        var tasks = (_o.EvalTask ?? []).Select(f => Evaluation.TaskEval.Render(Evaluation.TaskSet.Load(f, _o.EvalTaskLimit), Tokenizers.Create(meta.Tokenizer), config.SeqLen)).ToList();
+        var tasks = Evaluation.TaskSet.Files(_o.EvalTask).Select(f => Evaluation.TaskEval.Render(Evaluation.TaskSet.Load(f, _o.EvalTaskLimit), Tokenizers.Create(meta.Tokenizer), config.SeqLen)).ToList();
         Parallelize.Validate(config, dims, _o.SequenceParallel, seqLen);
         if (_o.Tp > 1 && tasks.Count > 0)
             throw new BadInputException($"--eval-task with --tp {_o.Tp}: task scoring runs the whole model on one rank; expected no --eval-task (score a checkpoint with `eval --task`)");

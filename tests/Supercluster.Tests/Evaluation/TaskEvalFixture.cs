@@ -29,6 +29,8 @@ public sealed class TaskEvalFixture : IDisposable
     public string DataDir => _dir["data"];
     public string RunDir => _dir["run"];
     public string TaskFile => _dir["construct.jsonl"];
+    /// <summary>The same questions in HellaSwag's published layout (context split into ctx_a and ctx_b, no ctx).</summary>
+    public string HellaSwagFile => _dir["construct-hs.jsonl"];
     public string Checkpoint { get; }
 
     public TaskEvalFixture()
@@ -37,6 +39,12 @@ public sealed class TaskEvalFixture : IDisposable
         File.WriteAllLines(TaskFile, Questions.Select(q => new JsonObject
         {
             ["context"] = q.Context, ["endings"] = new JsonArray(q.Endings.Select(e => (JsonNode)e).ToArray()), ["label"] = q.Label,
+        }.ToJsonString()));
+        File.WriteAllLines(HellaSwagFile, Questions.Select((q, i) => new JsonObject
+        {
+            ["ind"] = i, ["activity_label"] = "Pangram", ["ctx_a"] = q.Context[..q.Context.LastIndexOf(' ')], ["ctx_b"] = q.Context[(q.Context.LastIndexOf(' ') + 1)..],
+            ["split"] = "val", ["split_type"] = "indomain", ["label"] = q.Label, ["endings"] = new JsonArray(q.Endings.Select(e => (JsonNode)e).ToArray()),
+            ["source_id"] = $"made~{i}",
         }.ToJsonString()));
         Preparer.Run(Enumerable.Range(0, 30).Select(_ => new Document(string.Concat(Enumerable.Repeat(Sentence, 20)))),
             new PrepareOptions { OutDir = DataDir, Tokenizer = "byte", ValFraction = 0.1 });
@@ -47,7 +55,7 @@ public sealed class TaskEvalFixture : IDisposable
             var result = new Trainer(new TrainOptions
             {
                 DataDir = DataDir, OutDir = RunDir, Model = "tiny", NEmbd = 32, NHead = 4, BatchSize = 8, Steps = Steps, Lr = 1e-2, Warmup = 5,
-                Device = "cpu", Seed = 3, EvalEvery = EvalEvery, EvalTokens = 256, EvalTask = [TaskFile],
+                Device = "cpu", Seed = 3, EvalEvery = EvalEvery, EvalTokens = 256, EvalTask = $"{TaskFile},{HellaSwagFile}",
             }, TextWriter.Null).Run();
             Checkpoint = result.LastCheckpoint!;
         }

@@ -45,7 +45,7 @@ static class PipelineScenarios
         using var model = CausalLM.Create(config, seed: 5);
         model.train();
         var stage = new PipelineStage(model, grid.Pp);
-        using (var step = new TrainStep(model, grid.DpCp, options, stage))
+        using (var step = new TrainStep(model, grid.DpCp, options, stage: stage))
         {
             int micro = 0;
             var result = step.Run((x, y) => Fill(x, y, grid.DpRank, micro++), m, lr);

@@ -19,11 +19,13 @@ public static class ServeCommand
         var maxQueue = new Option<int>("--max-queue") { Description = "Sequences waiting for a slot before requests get 429", DefaultValueFactory = _ => 64 };
         var threads = new Option<int>("--threads") { Description = "CPU threads for libtorch ops (0 = libtorch's default); 1 can be faster on a busy machine", DefaultValueFactory = _ => 0 };
         var name = new Option<string?>("--model-name") { Description = "Model id in /v1/models (default: from the checkpoint path)" };
+        var adapter = new Option<string[]>("--adapter") { Description = "LoRA adapter [NAME=]DIR served beside the base (repeatable); requests choose it by 'model'", AllowMultipleArgumentsPerToken = false };
         var (allowedHosts, allowedOrigins, perClient) = DashboardCommand.SecurityOptions();
 
         var cmd = new Command("serve", "Serve a model: OpenAI-compatible API, search, metrics and the dashboard");
-        HelpExamples.Add(cmd, "serve --checkpoint runs/sotu --runs runs --port 8080", "serve --checkpoint runs/sotu --index sotu.index --api-key-file keys.txt --host 0.0.0.0");
-        foreach (var o in new Option[] { checkpoint, host, port, keys, index, runs, device, maxBatch, maxQueue, threads, name, allowedHosts, allowedOrigins, perClient }) cmd.Options.Add(o);
+        HelpExamples.Add(cmd, "serve --checkpoint runs/sotu --runs runs --port 8080", "serve --checkpoint runs/sotu --index sotu.index --api-key-file keys.txt --host 0.0.0.0",
+            "serve --checkpoint runs/demo --adapter ads=runs/ads-lora --port 8080");
+        foreach (var o in new Option[] { checkpoint, host, port, keys, index, runs, device, maxBatch, maxQueue, threads, name, adapter, allowedHosts, allowedOrigins, perClient }) cmd.Options.Add(o);
         cmd.SetAction(async (parse, ct) =>
         {
             CliRunner.LoadTorch(parse);
@@ -34,7 +36,7 @@ public static class ServeCommand
                 Index = parse.GetValue(index), RunsDir = parse.GetValue(runs), Device = parse.GetValue(device)!,
                 MaxBatch = parse.GetValue(maxBatch), MaxQueue = parse.GetValue(maxQueue), ModelName = parse.GetValue(name),
                 AllowedHosts = parse.GetValue(allowedHosts) ?? [], AllowedOrigins = parse.GetValue(allowedOrigins) ?? [],
-                MaxConnectionsPerClient = parse.GetValue(perClient),
+                MaxConnectionsPerClient = parse.GetValue(perClient), Adapters = parse.GetValue(adapter) ?? [],
             };
             if (options.MaxBatch < 1 || options.MaxQueue < 0) throw new BadInputException("--max-batch must be ≥ 1 and --max-queue ≥ 0");
             return await DashboardCommand.RunUntilStopped(options, ct);

@@ -1,5 +1,6 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using Supercluster.Inference;
 
 namespace Supercluster.Server.OpenAi;
 
@@ -11,7 +12,7 @@ public static class CompletionEndpoints
         var m = s.RequireModel();
         var (r, doc) = await RequestReader.ReadAsync(ctx.Request, ctx.RequestAborted);
         using var _ = doc;
-        CheckModel(r, m);
+        m = s.ModelFor(r, m);   // the base or a LoRA adapter by name
         if (!r.Has("prompt")) throw ApiException.BadRequest("'prompt' is required", "prompt", "missing_required_parameter");
         var prompts = PromptTokens(r, m);
         var p = Generation.Parse(r, prompts.Max(x => x.Length), m, s.Options, []);
@@ -52,7 +53,7 @@ public static class CompletionEndpoints
         var m = s.RequireModel();
         var (r, doc) = await RequestReader.ReadAsync(ctx.Request, ctx.RequestAborted);
         using var _ = doc;
-        CheckModel(r, m);
+        m = s.ModelFor(r, m);   // the base or a LoRA adapter by name
         var messages = Messages(r);
         var ids = Encode(m, ChatTemplate.Render(messages));
         var p = Generation.Parse(r, ids.Length, m, s.Options, ChatTemplate.Stops);

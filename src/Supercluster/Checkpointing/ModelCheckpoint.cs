@@ -31,7 +31,7 @@ public static class ModelCheckpoint
         var tensors = model.named_parameters().Select(p =>
         {
             var (name, transposed) = hf[p.name];
-            Tensor t = parameters?[p.name] ?? p.parameter;
+            Tensor t = parameters?.GetValueOrDefault(p.name) ?? p.parameter;   // frozen parameters have no master copy
             if (vocabTables.Contains(p.name)) t = t.narrow(0, 0, vocab);   // padding rows are not part of the model
             return (name, transposed ? t.t() : t);
         });

@@ -17,6 +17,7 @@ public enum ParameterGroup
 /// <summary>
 /// The optimizer's parameter groups over the flat vector: decay (rank ≥ 2), no decay (rank 1) and frozen
 /// (requires_grad = false, set on the model before training starts), as nanoGPT's configure_optimizers splits them.
+/// Frozen parameters are listed for the log but live outside the flat vector (offset -1): they have no optimizer state.
 /// </summary>
 public sealed class ParameterGroups
 {
@@ -25,7 +26,8 @@ public sealed class ParameterGroups
     public ParameterGroups(FlatParameters flat)
     {
         _flat = flat;
-        Assignments = flat.Items.Select(i => (i.Name, !i.Trainable ? ParameterGroup.Frozen : i.Dim >= 2 ? ParameterGroup.Decay : ParameterGroup.NoDecay, i.Offset, i.Length)).ToArray();
+        Assignments = flat.Items.Select(i => (i.Name, !i.Trainable ? ParameterGroup.Frozen : i.Dim >= 2 ? ParameterGroup.Decay : ParameterGroup.NoDecay, i.Offset, i.Length))
+            .Concat(flat.Frozen.Select(f => (f.Name, ParameterGroup.Frozen, -1L, f.Length))).ToArray();
     }
 
     /// <summary>Every parameter's group and place in the flat vector, in flat order.</summary>
@@ -38,7 +40,7 @@ public sealed class ParameterGroups
     {
         var mask = zeros(_flat.PaddedCount, device: _flat.Values.device);
         foreach (var a in Assignments)
-            if (a.Group == group) mask.narrow(0, a.Offset, a.Length).fill_(1.0);
+            if (a.Group == group && a.Offset >= 0) mask.narrow(0, a.Offset, a.Length).fill_(1.0);
         return mask;
     }
 

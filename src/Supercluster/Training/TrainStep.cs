@@ -23,7 +23,11 @@ public sealed record TrainStepOptions
 }
 
 /// <summary>What one step did: mean loss over micro-batches and ranks, gradient norm before clipping, communication time.</summary>
-public readonly record struct StepResult(double Loss, double GradNorm, double CommSeconds);
+public readonly record struct StepResult(double Loss, double GradNorm, double CommSeconds)
+{
+    /// <summary>The global batch had no trained target (all loss-masked): nothing was computed or updated.</summary>
+    public bool Skipped { get; init; }
+}
 
 /// <summary>
 /// One training step, the same for <c>train</c>, <c>bench</c> and the tests: forward and loss
@@ -80,17 +84,57 @@ public sealed class TrainStep : IDisposable
     /// </summary>
     public StepResult Run(Action<long[], long[]> next, int accumulation, double lr, PhaseClock? clock = null)
     {
+        using var accumScalar = ((double)accumulation).ToScalar();
+        return Step(accumulation, lr, clock, micro =>
+        {
+            next(_x, _y);
+            clock?.Mark(StepPhase.Data);
+            return NextTokenLoss.Batch(_model, _x, _y, _o.BatchSize, _o.SeqLen, Device).div_(accumScalar);
+        });
+    }
+
+    /// <summary>
+    /// One optimizer step on loss-masked data (chat fine-tuning): the loss is the mean over the trained targets of the
+    /// whole global batch, Σ masked losses / global count of trained targets (not a mean of per-micro-batch means), so
+    /// it is the same under any split into micro-batches and ranks. The count is known before the forward (masks are
+    /// host data) and all-reduced; each rank's sum is scaled by world / count, as the gradient average divides by the
+    /// world size. A global batch with no trained target is skipped: no forward, no update, <see cref="StepResult.Skipped"/>.
+    /// </summary>
+    public StepResult RunMasked(Action<long[], long[], byte[]> next, int accumulation, double lr, long? documentEnd, PhaseClock? clock = null)
+    {
+        var micro = new (long[] X, long[] Y, byte[] M)[accumulation];
+        long count = 0;
+        for (int i = 0; i < accumulation; i++)
+        {
+            micro[i] = (new long[_x.Length], new long[_x.Length], new byte[_x.Length]);
+            next(micro[i].X, micro[i].Y, micro[i].M);
+            foreach (var m in micro[i].M) count += m != 0 ? 1 : 0;
+        }
+        clock?.Mark(StepPhase.Data);
+        double global = count;
+        if (_comm.WorldSize > 1)
+        {
+            using var c = tensor(new double[] { count }, device: _comm.Device);
+            _comm.AllReduceSum(c);
+            global = c.cpu().item<double>();
+        }
+        if (global == 0) return new StepResult(double.NaN, double.NaN, _comm.TakeCommunicationSeconds()) { Skipped = true };
+        using var scale = (_comm.WorldSize / global).ToScalar();
+        return Step(accumulation, lr, clock, i =>
+            NextTokenLoss.MaskedSum(_model, micro[i].X, micro[i].Y, micro[i].M, _o.BatchSize, _o.SeqLen, Device, documentEnd).mul_(scale));
+    }
+
+    /// <summary>The step's body: micro-batch losses (already scaled so their sum is this rank's share) and backward, then sync, clip, update.</summary>
+    StepResult Step(int accumulation, double lr, PhaseClock? clock, Func<int, Tensor> microLoss)
+    {
         using var scope = NewDisposeScope();
         var device = Device;
         _comm.TakeCommunicationSeconds();       // collectives between steps (stop flag, checkpoints, timings) are not this step's
         Flat.ZeroGradients();
         var lossSum = zeros(1, device: device);
-        using var accumScalar = ((double)accumulation).ToScalar();
         for (int micro = 0; micro < accumulation; micro++)
         {
-            next(_x, _y);
-            clock?.Mark(StepPhase.Data);
-            var l = NextTokenLoss.Batch(_model, _x, _y, _o.BatchSize, _o.SeqLen, device).div_(accumScalar);
+            var l = microLoss(micro);
             clock?.Mark(StepPhase.Forward);
             l.backward();
             Flat.AccumulateComputeGradients(first: micro == 0);

@@ -46,8 +46,11 @@ public sealed class Trainer
         var log = lead ? _log : TextWriter.Null;
 
         var meta = DatasetMeta.Load(_o.DataDir);
-        var config = BuildConfig(meta) with { PadVocabMultiple = _o.PadVocab ?? DefaultPadVocab(device) };
-        int seqLen = _o.SeqLen ?? config.SeqLen;
+        var init = _o.InitFrom is null ? null : FineTuning.InitCheckpoint.Open(_o.InitFrom, meta);   // refuses another tokenizer
+        var config = (init?.Config ?? BuildConfig(meta)) with { PadVocabMultiple = _o.PadVocab ?? DefaultPadVocab(device) };
+        int seqLen = _o.SeqLen ?? meta.Chat?.SeqLen ?? config.SeqLen;
+        if (meta.Chat is { } chat && seqLen != chat.SeqLen)
+            throw new BadInputException($"--seq-len {seqLen}: {_o.DataDir} packs conversations into sequences of {chat.SeqLen} tokens (prepare --seq-len); train with --seq-len {chat.SeqLen}");
         if (seqLen > config.SeqLen)
             throw new BadInputException($"--seq-len {seqLen} exceeds the model context {config.SeqLen} of '{_o.Model}'");
 
@@ -67,10 +70,15 @@ public sealed class Trainer
         using var val = meta.ValTokens > 0 && lead ? Evaluator.OpenRows(_o.DataDir, "val", seqLen) : null;
         var tokenizer = Tokenizers.Create(meta.Tokenizer);
 
-        using var model = CausalLM.Create(config, _o.Seed);
+        using var baseModel = CausalLM.Create(config, _o.Seed);
+        var lora = _o.LoraRank > 0 ? new FineTuning.LoraOptions(_o.LoraRank, _o.LoraAlpha, FineTuning.LoraOptions.ParseTargets(_o.LoraTargets), _o.LoraDropout) : null;
         // Weights are loaded into the fp32 model before the step makes them its master copy (and bf16 compute weights).
-        if (_o.InitFrom is not null && resumeDir is null) ModelCheckpoint.LoadWeights(model, _o.InitFrom);
-        if (resumeDir is not null) LoadResumeWeights(resumeDir, model, config);
+        // A LoRA run's base always comes from --init-from; its checkpoints hold the adapters only.
+        if (init is not null && (resumeDir is null || lora is not null)) ModelCheckpoint.LoadWeights(baseModel, init.WeightsFile);
+        CausalLM model = lora is null ? baseModel : new FineTuning.LoraModel(baseModel, lora, _o.Seed);
+        if (resumeDir is not null && model is FineTuning.LoraModel resumed)
+            FineTuning.PeftAdapter.LoadInto(resumed, FineTuning.PeftAdapter.Read(resumeDir), resumeDir);
+        else if (resumeDir is not null) LoadResumeWeights(resumeDir, model, config);
         model.to(device);
         model.train();
         using var trainStep = new TrainStep(model, comm, new TrainStepOptions
@@ -97,6 +105,21 @@ public sealed class Trainer
         log.WriteLine($"global batch = {_o.BatchSize} sequences × {seqLen} tokens × {accum} accumulation × {comm.WorldSize} ranks = {total:N0} tokens/step; {_o.Steps} steps; lr {_o.Lr} (warmup {schedule.WarmupSteps}, cosine to {_o.Lr * _o.MinLrRatio:G3})");
         log.WriteLine($"optimizer: {trainStep.Optimizer.Describe()}; {trainStep.Optimizer.Groups.Describe()}");
         if (resumeDir is not null) log.WriteLine($"resumed from {resumeDir} at step {startStep}");
+        else if (init is not null) log.WriteLine($"initialised from {init.Source}{(init.Config is null ? "" : " (architecture from its config.json)")}; optimizer and step start fresh");
+        if (model is FineTuning.LoraModel lm)
+        {
+            long full = baseModel.parameters().Sum(p => p.numel()), trainable = trainStep.Flat.Count;
+            double perParameter = (double)mem.Optimizer / trainStep.DataParallel.ShardRange.Length;   // optimizer bytes per element this rank holds
+            log.WriteLine($"LoRA r={lora!.Rank} α={lora.Alpha} on {string.Join(",", lora.Targets)} ({lm.adapters.Count} matrices): trainable {trainable:N0} of {full + trainable:N0} parameters ({100.0 * trainable / full:F2} % of the base); " +
+                $"per rank: optimizer state {Mb(mem.Optimizer)} vs {Mb((long)(perParameter * full / (_o.Zero == 1 ? comm.WorldSize : 1)))} for full fine-tuning, gradients {Mb(mem.Gradients)} vs {Mb(full * 4)}");
+        }
+        if (init is not null && resumeDir is null && val is not null)
+        {
+            var start = Evaluator.Evaluate(model, val, _o.BatchSize, seqLen, _o.EvalTokens, device);   // where fine-tuning starts
+            using var startMetrics = new StreamWriter(Path.Combine(_o.OutDir, "metrics.jsonl"), append: false);
+            startMetrics.WriteLine(new JsonObject { ["type"] = "eval", ["step"] = 0, ["val_loss"] = start.Loss, ["time_s"] = 0.0 }.ToJsonString());
+            log.WriteLine($"step 0: val loss {start.Loss:F4} over {start.Tokens:N0} tokens");
+        }
 
         using var metrics = lead ? new MetricsLog(Path.Combine(_o.OutDir, "metrics.jsonl"), startStep) : null;
         var heartbeat = Heartbeat.FromEnvironment(comm.Rank);
@@ -114,7 +137,9 @@ public sealed class Trainer
         {
             var stepClock = Stopwatch.StartNew();
             double lr = schedule.At((int)step);
-            var (loss, norm, commSeconds) = trainStep.Run(train.NextBatch, accum, lr);
+            var result = train.HasLossMask ? trainStep.RunMasked(train.NextBatch, accum, lr, documentEnd: meta.EotToken) : trainStep.Run(train.NextBatch, accum, lr);
+            var (loss, norm, commSeconds) = result;
+            if (result.Skipped) { progress.Done(); log.WriteLine($"step {step + 1}: every target of the global batch is loss-masked (no assistant token); step skipped, no update"); }
             long done = step + 1;
             tokensSeen += total;
             tokensThisRun += total;
@@ -239,7 +264,12 @@ public sealed class Trainer
         comm.Barrier();
         if (comm.Rank == 0)
         {
-            ModelCheckpoint.WriteModel(tmp, model, tokenizer, trainStep.MasterWeights);
+            if (model is FineTuning.LoraModel lora)
+            {
+                File.WriteAllText(Path.Combine(tmp, ModelCheckpoint.ConfigFile), model.Config.ToJson());
+                FineTuning.PeftAdapter.Save(tmp, lora, Path.GetFullPath(_o.InitFrom!), tokenizer, trainStep.MasterWeights);
+            }
+            else ModelCheckpoint.WriteModel(tmp, model, tokenizer, trainStep.MasterWeights);
             using var rng = torch.random.get_rng_state();
             ModelCheckpoint.WriteState(tmp, new TrainingState(step, tokenizer, train.State, Convert.ToBase64String(rng.bytes), trainStep.Optimizer.StepCount, tokens) { WorldSize = comm.WorldSize, Zero = _o.Zero });
             fault?.MaybeFire("crash-in-checkpoint", 0, step, _o.OutDir, _log);

@@ -16,7 +16,6 @@ public sealed class TrainingOptimizer : IDisposable
     readonly long _offset, _length;
     readonly int _rank, _world;
     readonly bool _sharded;
-    readonly Tensor? _trainable;   // 0/1 over the shard where some parameters are frozen
 
     /// <param name="shard">(offset, length) of the flat vector this rank updates.</param>
     /// <param name="sharded">ZeRO-1: every rank saves its own shard; else rank 0 saves the whole state.</param>
@@ -28,23 +27,19 @@ public sealed class TrainingOptimizer : IDisposable
         Groups = new ParameterGroups(flat);
         using (var decay = Groups.Mask(ParameterGroup.Decay))
             Rule = Optimizers.Create(spec, decay.narrow(0, _offset, _length), weightDecay);
-        if (Groups.HasFrozen)
-            using (var frozen = Groups.Mask(ParameterGroup.Frozen))
-                _trainable = frozen.narrow(0, _offset, _length).neg().add_(1).DetachFromDisposeScope();
     }
 
     public IOptimizer Rule { get; }
     public ParameterGroups Groups { get; }
     public long StepCount => Rule.StepCount;
-    /// <summary>Bytes of optimizer state this rank holds.</summary>
-    public long StateBytes => Rule.StateBytes + (_trainable is null ? 0 : _length * 4);
+    /// <summary>Bytes of optimizer state this rank holds (frozen parameters have none: they are not in the flat vector).</summary>
+    public long StateBytes => Rule.StateBytes;
     public string Describe() => $"{Rule.Name}, {Rule.Implementation}";
 
     /// <summary>One update of this rank's parameters from its averaged gradient shard; then the compute weights of the shard.</summary>
     public void Step(Tensor gradShard, double lr, Tensor? gradScale)
     {
         using var _ = no_grad();
-        if (_trainable is not null) gradShard.mul_(_trainable);   // autograd leaves them 0; this keeps it so whatever wrote them
         Rule.Step(_flat.Values.narrow(0, _offset, _length), gradShard, lr, gradScale);
         _flat.WriteComputeWeights(_offset, _length);
     }
@@ -90,6 +85,5 @@ public sealed class TrainingOptimizer : IDisposable
     public void Dispose()
     {
         Rule.Dispose();
-        _trainable?.Dispose();
     }
 }

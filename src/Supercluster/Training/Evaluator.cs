@@ -34,8 +34,9 @@ public static class Evaluator
         if (batchSize <= 0) throw new BadInputException($"--batch-size = {batchSize}, expected a positive number");
         rows.Reset();
         long wanted = (tokens + seqLen - 1) / seqLen, done = 0;
-        var (xr, yr) = (new long[seqLen], new long[seqLen]);
-        var (x, y) = (new long[batchSize * seqLen], new long[batchSize * seqLen]);
+        var (xr, yr, mr) = (new long[seqLen], new long[seqLen], new byte[seqLen]);
+        var (x, y, m) = (new long[batchSize * seqLen], new long[batchSize * seqLen], new byte[batchSize * seqLen]);
+        double maskedSum = 0; long trained = 0;   // loss-masked data (chat): Σ loss and count over trained targets only
         bool wasTraining = model.training;
         model.eval();
         double sum = 0;   // Σ over batches of mean loss × rows; every row has T tokens, so sum / rows is the per-token mean
@@ -47,7 +48,8 @@ public static class Evaluator
                 int n = 0;
                 while (n < batchSize && done + n < wanted && !splitRead)
                 {
-                    rows.NextBatch(xr, yr);
+                    if (rows.HasLossMask) { rows.NextBatch(xr, yr, mr); Array.Copy(mr, 0, m, n * seqLen, seqLen); }
+                    else rows.NextBatch(xr, yr);
                     Array.Copy(xr, 0, x, n * seqLen, seqLen);
                     Array.Copy(yr, 0, y, n * seqLen, seqLen);
                     n++;
@@ -55,11 +57,18 @@ public static class Evaluator
                 }
                 using var scope = NewDisposeScope();
                 var (xs, ys) = n == batchSize ? (x, y) : (x[..(n * seqLen)], y[..(n * seqLen)]);
-                sum += NextTokenLoss.Batch(model, xs, ys, n, seqLen, device).item<float>() * n;
+                if (rows.HasLossMask)
+                {
+                    var ms = n == batchSize ? m : m[..(n * seqLen)];
+                    maskedSum += NextTokenLoss.MaskedSum(model, xs, ys, ms, n, seqLen, device, rows.Meta.EotToken).item<float>();
+                    foreach (var b in ms) trained += b != 0 ? 1 : 0;
+                }
+                else sum += NextTokenLoss.Batch(model, xs, ys, n, seqLen, device).item<float>() * n;
                 done += n;
             }
         }
         if (wasTraining) model.train();
+        if (rows.HasLossMask) return new EvalResult(trained > 0 ? maskedSum / trained : double.NaN, trained);
         return new EvalResult(sum / done, done * seqLen);
     }
 }

@@ -66,7 +66,7 @@ public class FineTuneRunTests : IClassFixture<TrainingFixture>
         using var dir = new TempDir();
         new Trainer(Base(dir["base"], "llama-tiny"), TextWriter.Null).Run();
         File.WriteAllLines(dir["ads.jsonl"], Enumerable.Range(0, 8).SelectMany(_ => Ads));
-        ChatPreparer.Run([dir["ads.jsonl"]], new ChatPrepareOptions { OutDir = dir["chat"], Tokenizer = "byte", SeqLen = 64, ValFraction = 0 });
+        ChatPreparer.Run([dir["ads.jsonl"]], new ChatPrepareOptions { OutDir = dir["chat"], Tokenizer = "byte", SeqLen = 64, ValFraction = 0.25 });
         TrainOptions Lora(string outDir, int steps) => new()
         {
             DataDir = dir["chat"], OutDir = outDir, BatchSize = 2, Steps = steps, Lr = 1e-2, Warmup = 0, MinLrRatio = 1, Device = "cpu", Seed = 7,
@@ -79,6 +79,9 @@ public class FineTuneRunTests : IClassFixture<TrainingFixture>
         string ckpt = new CheckpointStore(dir["straight"]).Latest()!;
         Assert.True(File.Exists(Path.Combine(ckpt, PeftAdapter.WeightsFile)) && File.Exists(Path.Combine(ckpt, PeftAdapter.ConfigFile)));
         Assert.False(File.Exists(Path.Combine(ckpt, ModelCheckpoint.ModelFile)));                        // the base is not copied
+        var evals = Metrics(dir["straight"], "eval");                                                    // val loss over the replies only
+        Assert.Equal([0, 4], evals.Select(e => (int)e["step"]!));
+        Assert.True((double)evals[1]["val_loss"]! < (double)evals[0]["val_loss"]!, "the adapter did not lower the validation loss on replies");
 
         // Exact resume (constant lr, so a 2-step run is the first half of the 4-step one): 2 steps, then 2 more.
         new Trainer(Lora(dir["resumed"], 2), TextWriter.Null).Run();

@@ -55,6 +55,22 @@ public class LoraTests
         Assert.All(lora.adapters, a => Assert.True(a.lora_B.abs().sum().item<float>() > 0));       // B moved off zero
     }
 
+    [Fact]
+    public void Under_bf16_the_frozen_base_computes_in_bf16_and_only_the_adapters_have_fp32_masters()
+    {
+        var baseModel = CausalLM.Create(TorchSetup.TinyLlama(), seed: 1);
+        var lora = new LoraModel(baseModel, new LoraOptions(2, 4, ["q", "v"]), seed: 3);
+        using var step = new TrainStep(lora, new SingleProcess(), new TrainStepOptions { BatchSize = 2, SeqLen = 8, ComputeDtype = ScalarType.BFloat16 });
+        var baseBefore = baseModel.parameters().Select(p => p.detach().clone()).ToList();
+        Assert.All(baseModel.parameters(), p => Assert.Equal(ScalarType.BFloat16, p.dtype));
+        Assert.Equal(lora.adapters.parameters().Sum(p => p.numel()), step.Flat.Count);
+        var rng = new Random(5);
+        var losses = Enumerable.Range(0, 4).Select(_ => step.Run((x, y) => { for (int j = 0; j < x.Length; j++) { x[j] = rng.Next(10); y[j] = (x[j] + 1) % 11; } }, 1, 1e-2).Loss).ToList();
+        Assert.All(losses, l => Assert.True(double.IsFinite(l)));
+        Assert.All(baseModel.parameters().Zip(baseBefore), z => Assert.True(Same(z.First, z.Second)));
+        Assert.All(lora.adapters, a => Assert.True(a.lora_B.abs().sum().to(ScalarType.Float32).item<float>() > 0));
+    }
+
     static LoraModel Trained(string family, out CausalLM baseModel)
     {
         baseModel = CausalLM.Create(Config(family), seed: 1);

@@ -89,6 +89,8 @@ public static class ModelCheckpoint
     public static (CausalLM Model, string Tokenizer, string Dir) LoadForInference(string path, Device device)
     {
         string dir = CheckpointStore.Resolve(path, Console.Error.WriteLine);
+        if (!File.Exists(Path.Combine(dir, ModelFile)) && File.Exists(Path.Combine(dir, "adapter_config.json")))
+            throw new BadInputException($"{path}: {dir} holds a LoRA adapter, not a model; give the base with --checkpoint and this with --adapter (or merge it: supercluster merge --adapter {path} --out DIR)");
         var config = ReadConfig(dir);
         var model = CausalLM.Create(config, seed: 0);
         LoadWeights(model, Path.Combine(dir, ModelFile));

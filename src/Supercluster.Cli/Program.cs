@@ -10,6 +10,7 @@ root.Subcommands.Add(EnvCommand.Create());
 root.Subcommands.Add(PrepareCommand.Create());
 root.Subcommands.Add(TrainCommand.Create());
 root.Subcommands.Add(SampleCommand.Create());
+root.Subcommands.Add(MergeCommand.Create());
 root.Subcommands.Add(EvalCommand.Create());
 root.Subcommands.Add(LaunchCommand.Create());
 root.Subcommands.Add(BenchCommand.Create());

@@ -11,10 +11,10 @@ namespace Supercluster.Server;
 /// <summary>The model, its tokenizer, the batching scheduler and the embedder: loaded once per server.</summary>
 public sealed class LoadedModel : IDisposable
 {
-    LoadedModel(string name, CausalLM model, TextTokenizer tokenizer, BatchScheduler scheduler, Embedder embedder, string dir)
+    LoadedModel(string name, CausalLM model, TextTokenizer tokenizer, BatchScheduler scheduler, Embedder embedder, string dir, IReadOnlySet<string>? aliases = null)
     {
         Name = name; Model = model; Tokenizer = tokenizer; Scheduler = scheduler; Embedder = embedder; Dir = dir;
-        Aliases = AliasesOf(name, dir);
+        Aliases = aliases ?? AliasesOf(name, dir);
     }
 
     /// <summary>
@@ -57,6 +57,25 @@ public sealed class LoadedModel : IDisposable
         var tok = Tokenizers.Create(tokName);
         string name = o.ModelName ?? DefaultName(dir);
         return new LoadedModel(name, model, tok, new BatchScheduler(model, device, o.MaxBatch, o.MaxQueue, o.PrefillChunk, o.PrefixCacheBytes) { StepDelay = o.StepDelay }, new Embedder(model, device), dir);
+    }
+
+    /// <summary>
+    /// <c>serve --adapter [NAME=]DIR</c>: the base checkpoint with a LoRA adapter merged into its own copy of the weights,
+    /// with its own scheduler, answering to NAME only (default: the adapter run's name). A copy per adapter costs memory
+    /// but keeps decoding at the base's speed and the batch scheduler unchanged (no per-request adapter math).
+    /// </summary>
+    public static LoadedModel LoadAdapter(ServerOptions o, string spec)
+    {
+        int eq = spec.IndexOf('=');
+        string? name = eq > 0 ? spec[..eq] : null;
+        string path = eq > 0 ? spec[(eq + 1)..] : spec;
+        var device = DeviceSelect.Resolve(o.Device);
+        var (baseModel, tokName, _) = ModelCheckpoint.LoadForInference(o.Checkpoint!, device);
+        string dir = FineTuning.AdapterLoader.Resolve(path);
+        var model = FineTuning.AdapterLoader.MergeInto(baseModel, tokName, dir);
+        name ??= FineTuning.AdapterLoader.DefaultName(dir);
+        return new LoadedModel(name, model, Tokenizers.Create(tokName), new BatchScheduler(model, device, o.MaxBatch, o.MaxQueue), new Embedder(model, device), dir,
+            new HashSet<string>(StringComparer.Ordinal) { name });
     }
 
     /// <summary>"RUN/step_0000100" for a checkpoint in a run, else the directory's name.</summary>

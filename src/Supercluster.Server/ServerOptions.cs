@@ -37,6 +37,8 @@ public sealed record ServerOptions
     public int MaxChoices { get; init; } = 8;
     /// <summary>Name in /v1/models (default: derived from the checkpoint path).</summary>
     public string? ModelName { get; init; }
+    /// <summary>LoRA adapters served beside the base, each <c>[NAME=]DIR</c> (<c>serve --adapter</c>, repeatable).</summary>
+    public IReadOnlyList<string> Adapters { get; init; } = [];
     /// <summary>
     /// Host names (besides IP literals and localhost) accepted in the Host header; "*" accepts any. Guards against DNS
     /// rebinding: a page on evil.example whose name resolves to 127.0.0.1 sends "Host: evil.example".

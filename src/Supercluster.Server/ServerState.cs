@@ -26,6 +26,17 @@ public sealed class ServerState(ServerOptions options, LoadedModel? model, Searc
     /// <summary>The server log (stderr by default): details of internal errors go here, never to the client.</summary>
     public Action<string> Log { get; init; } = Console.Error.WriteLine;
 
+    /// <summary>The base model with LoRA adapters merged in (<c>serve --adapter</c>), each served under its own name.</summary>
+    public IReadOnlyList<LoadedModel> Adapters { get; init; } = [];
+
+    /// <summary>The model a request's <c>model</c> field names: an adapter by its name, else the base (404 for an unknown name).</summary>
+    public LoadedModel ModelFor(RequestReader r, LoadedModel baseModel)
+    {
+        if (r.String("model") is { } name && Adapters.FirstOrDefault(a => a.Aliases.Contains(name)) is { } adapter) return adapter;
+        CompletionEndpoints.CheckModel(r, baseModel);
+        return baseModel;
+    }
+
     public LoadedModel RequireModel() =>
         Model ?? throw new ApiException(503, "no model loaded: start the server with --checkpoint PATH", "server_error", code: "no_model");
 

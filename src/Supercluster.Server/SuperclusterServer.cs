@@ -44,6 +44,15 @@ public sealed class SuperclusterServer : IAsyncDisposable
             model = LoadedModel.Load(o);
             log?.Invoke($"model {model.Name}: {model.Model.Config.ParameterCount():N0} parameters, context {model.Context}, tokenizer {model.Tokenizer.Name}");
         }
+        var adapters = new List<LoadedModel>();
+        foreach (var spec in o.Adapters)
+        {
+            if (model is null) throw new BadInputException("--adapter needs --checkpoint (the base model)");
+            var a = LoadedModel.LoadAdapter(o, spec);
+            if (adapters.Prepend(model).Any(m => m.Aliases.Contains(a.Name))) throw new BadInputException($"--adapter {spec}: the name '{a.Name}' is already served; name it with --adapter NAME=DIR");
+            adapters.Add(a);
+            log?.Invoke($"adapter {a.Name}: {a.Dir} merged into {model.Name}");
+        }
         SearchIndex? index = null;
         EmbeddingModel? embedding = null;
         if (o.Index is not null)
@@ -59,6 +68,7 @@ public sealed class SuperclusterServer : IAsyncDisposable
         {
             Embedding = embedding,
             RateLimits = new KeyRateLimiter(perMinute),
+            Adapters = adapters,
             Log = log ?? (m => Console.Error.WriteLine($"[serve] {m}")),
         };
         var connections = new ClientConnectionLimit(o.MaxConnectionsPerClient);
@@ -235,6 +245,7 @@ public sealed class SuperclusterServer : IAsyncDisposable
         await _app.StopAsync();
         await _app.DisposeAsync();
         State.Model?.Dispose();
+        foreach (var a in State.Adapters) a.Dispose();
         State.Index?.Dispose();
     }
 }

@@ -19,7 +19,9 @@ public static class PrepareCommand
         var sample = new Option<string?>("--sample") { Description = $"Built-in corpus instead of --input: {string.Join(", ", SampleCorpora.Names)}" };
         var output = new Option<string>("--out", "-o") { Description = "Output folder for shards and meta.json", Required = true };
         var tokenizer = new Option<string>("--tokenizer") { Description = $"Tokenizer: {string.Join(", ", Tokenizers.Names)}", DefaultValueFactory = _ => "gpt2" };
-        var format = new Option<string>("--format") { Description = "Input format: auto (by extension), txt, jsonl, parquet", DefaultValueFactory = _ => "auto" };
+        var format = new Option<string>("--format") { Description = "Input format: auto (by extension), txt, jsonl, parquet; or chat (JSONL of messages or prompt/completion → packed sequences + loss masks for fine-tuning, docs/data.md)", DefaultValueFactory = _ => "auto" };
+        var seqLen = new Option<int>("--seq-len") { Description = "chat: tokens per packed sequence (train with the same --seq-len)", DefaultValueFactory = _ => 1024 };
+        var overlong = new Option<string>("--overlong") { Description = "chat: conversations longer than --seq-len are truncated or dropped (counted either way)", DefaultValueFactory = _ => "truncate" };
         var textField = new Option<string>("--text-field") { Description = "JSONL/parquet field with the text (dotted paths like post.text work for JSONL)", DefaultValueFactory = _ => "text" };
         var valFraction = new Option<double>("--val-fraction") { Description = "Share of documents for the val split", DefaultValueFactory = _ => 0.05 };
         var shardTokens = new Option<long>("--shard-tokens") { Description = "Most tokens per shard file", DefaultValueFactory = _ => 100_000_000 };
@@ -37,15 +39,33 @@ public static class PrepareCommand
         var maxField = new Option<string[]>("--max-field") { Description = "Keep records whose numeric field is at most the value, FIELD=NUMBER", AllowMultipleArgumentsPerToken = true };
 
         var cmd = new Command("prepare", "Tokenize a corpus into llm.c-style train/val token shards");
-        HelpExamples.Add(cmd, "prepare --sample sotu --tokenizer byte --out data/sotu-byte", "prepare --input posts.jsonl --text-field text --tokenizer gpt2 --val-fraction 0.01 --out data/posts", "prepare --input posts/ --dedup near --filter --scrub-pii --where lang=en --tokenizer gpt2 --out data/posts-clean");
+        HelpExamples.Add(cmd, "prepare --sample sotu --tokenizer byte --out data/sotu-byte", "prepare --input posts.jsonl --text-field text --tokenizer gpt2 --val-fraction 0.01 --out data/posts", "prepare --input posts/ --dedup near --filter --scrub-pii --where lang=en --tokenizer gpt2 --out data/posts-clean",
+            "prepare --format chat --input ads.jsonl --tokenizer gpt2 --seq-len 512 --out data/ads-chat");
         foreach (var o in new Option[] { input, sample, output, tokenizer, format, textField, valFraction, shardTokens, chunkChars, dedup, nearThreshold, nearPerms, nearNgram,
-                     dedupReport, filter, filterThreshold, scrubPii, where, minField, maxField }) cmd.Options.Add(o);
+                     dedupReport, filter, filterThreshold, scrubPii, where, minField, maxField, seqLen, overlong }) cmd.Options.Add(o);
         cmd.SetAction(parse =>
         {
             var inputs = parse.GetValue(input) ?? [];
             var sampleName = parse.GetValue(sample);
             if ((inputs.Length > 0) == (sampleName is not null))
                 throw new BadInputException("give exactly one of --input PATH… or --sample NAME");
+            if (parse.GetValue(format)!.Trim().Equals("chat", StringComparison.OrdinalIgnoreCase))
+            {
+                if (sampleName is not null) throw new BadInputException("--format chat reads --input JSONL files, not --sample");
+                var policy = parse.GetValue(overlong)!.Trim().ToLowerInvariant() switch
+                {
+                    "truncate" => OverlongPolicy.Truncate, "drop" => OverlongPolicy.Drop,
+                    var other => throw new BadInputException($"--overlong '{other}': expected truncate or drop"),
+                };
+                var files = inputs.SelectMany(i => Directory.Exists(i) ? Directory.GetFiles(i, "*.jsonl", SearchOption.AllDirectories).Order(StringComparer.Ordinal).ToArray() : new[] { i }).ToList();
+                ChatPreparer.Run(files, new ChatPrepareOptions
+                {
+                    OutDir = parse.GetValue(output)!, Tokenizer = parse.GetValue(tokenizer)!, SeqLen = parse.GetValue(seqLen), ValFraction = parse.GetValue(valFraction),
+                    Overlong = policy, ShardTokens = parse.GetValue(shardTokens),
+                }, Console.WriteLine);
+                Console.WriteLine($"out         {Path.GetFullPath(parse.GetValue(output)!)}");
+                return 0;
+            }
             var fmt = CorpusReader.ParseFormat(parse.GetValue(format)!);
             var dedupMode = parse.GetValue(dedup)!.Trim().ToLowerInvariant() switch
             {

@@ -21,10 +21,11 @@ public static class SampleCommand
         var num = new Option<int>("--num-samples") { DefaultValueFactory = _ => 1 };
         var device = new Option<string>("--device") { Description = "auto, cpu or cuda[:N]", DefaultValueFactory = _ => "auto" };
         var noCache = new Option<bool>("--no-kv-cache") { Description = "Recompute the whole sequence each token (reference path)" };
+        var adapter = new Option<string?>("--adapter") { Description = "LoRA adapter directory (a LoRA run or checkpoint) merged into --checkpoint" };
 
         var cmd = new Command("sample", "Generate text from a trained model");
         HelpExamples.Add(cmd, "sample --checkpoint runs/sotu --prompt \"My fellow citizens,\" --max-new-tokens 80 --num-samples 2");
-        foreach (var o in new Option[] { checkpoint, prompt, maxNew, temperature, topK, topP, seed, num, device, noCache }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { checkpoint, prompt, maxNew, temperature, topK, topP, seed, num, device, noCache, adapter }) cmd.Options.Add(o);
         cmd.SetAction(parse =>
         {
             CliRunner.LoadTorch(parse);
@@ -32,6 +33,7 @@ public static class SampleCommand
             if (n <= 0) throw new BadInputException($"--num-samples = {n}, expected ≥ 1");
             var dev = DeviceSelect.Resolve(parse.GetValue(device)!);
             var (model, tokName, dir) = ModelCheckpoint.LoadForInference(parse.GetValue(checkpoint)!, dev);
+            if (parse.GetValue(adapter) is { } a) model = FineTuning.AdapterLoader.MergeInto(model, tokName, a);
             using var _ = model;
             var tok = Tokenizers.Create(tokName);
             string text = parse.GetValue(prompt)!;

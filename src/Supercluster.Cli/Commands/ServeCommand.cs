@@ -19,6 +19,7 @@ public static class ServeCommand
         var maxQueue = new Option<int>("--max-queue") { Description = "Sequences waiting for a slot before requests get 429", DefaultValueFactory = _ => 64 };
         var threads = new Option<int>("--threads") { Description = "CPU threads for libtorch ops (0 = libtorch's default); 1 can be faster on a busy machine", DefaultValueFactory = _ => 0 };
         var name = new Option<string?>("--model-name") { Description = "Model id in /v1/models (default: from the checkpoint path)" };
+        var adapter = new Option<string[]>("--adapter") { Description = "LoRA adapter [NAME=]DIR served beside the base (repeatable); requests choose it by 'model'", AllowMultipleArgumentsPerToken = false };
         var (allowedHosts, allowedOrigins, perClient) = DashboardCommand.SecurityOptions();
         var prefillChunk = new Option<int>("--prefill-chunk") { Description = "Prompt tokens prefilled per step between decode steps, so long prompts do not stall running streams (0 = whole prompts)", DefaultValueFactory = _ => 256 };
         var prefixCacheMb = new Option<int>("--prefix-cache-mb") { Description = "Memory for the KV blocks of prompt prefixes shared by requests, e.g. a system prompt (0 = no prefix caching)", DefaultValueFactory = _ => 256 };
@@ -26,8 +27,9 @@ public static class ServeCommand
         var shutdownTimeout = new Option<int>("--shutdown-timeout") { Description = "Seconds SIGTERM/Ctrl+C waits for running requests to finish (new ones get 503) before stopping", DefaultValueFactory = _ => 30 };
 
         var cmd = new Command("serve", "Serve a model: OpenAI-compatible API, search, metrics and the dashboard");
-        HelpExamples.Add(cmd, "serve --checkpoint runs/sotu --runs runs --port 8080", "serve --checkpoint runs/sotu --index sotu.index --api-key-file keys.txt --host 0.0.0.0");
-        foreach (var o in new Option[] { checkpoint, host, port, keys, index, runs, device, maxBatch, maxQueue, threads, name, allowedHosts, allowedOrigins, perClient, prefillChunk, prefixCacheMb, shutdownTimeout, stepDelay }) cmd.Options.Add(o);
+        HelpExamples.Add(cmd, "serve --checkpoint runs/sotu --runs runs --port 8080", "serve --checkpoint runs/sotu --index sotu.index --api-key-file keys.txt --host 0.0.0.0",
+            "serve --checkpoint runs/demo --adapter ads=runs/ads-lora --port 8080");
+        foreach (var o in new Option[] { checkpoint, host, port, keys, index, runs, device, maxBatch, maxQueue, threads, name, adapter, allowedHosts, allowedOrigins, perClient, prefillChunk, prefixCacheMb, shutdownTimeout, stepDelay }) cmd.Options.Add(o);
         cmd.SetAction(async (parse, ct) =>
         {
             CliRunner.LoadTorch(parse);
@@ -38,7 +40,7 @@ public static class ServeCommand
                 Index = parse.GetValue(index), RunsDir = parse.GetValue(runs), Device = parse.GetValue(device)!,
                 MaxBatch = parse.GetValue(maxBatch), MaxQueue = parse.GetValue(maxQueue), ModelName = parse.GetValue(name),
                 AllowedHosts = parse.GetValue(allowedHosts) ?? [], AllowedOrigins = parse.GetValue(allowedOrigins) ?? [],
-                MaxConnectionsPerClient = parse.GetValue(perClient),
+                MaxConnectionsPerClient = parse.GetValue(perClient), Adapters = parse.GetValue(adapter) ?? [],
                 PrefillChunk = parse.GetValue(prefillChunk), PrefixCacheBytes = (long)parse.GetValue(prefixCacheMb) << 20,
                 ShutdownTimeout = TimeSpan.FromSeconds(parse.GetValue(shutdownTimeout)), StepDelay = TimeSpan.FromMilliseconds(Math.Max(0, parse.GetValue(stepDelay))),
             };

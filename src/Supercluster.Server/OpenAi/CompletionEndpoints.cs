@@ -12,7 +12,7 @@ public static class CompletionEndpoints
         var m = s.RequireModel();
         var (r, doc) = await RequestReader.ReadAsync(ctx.Request, ctx.RequestAborted);
         using var _ = doc;
-        CheckModel(r, m);
+        m = s.ModelFor(r, m);   // the base or a LoRA adapter by name
         if (!r.Has("prompt")) throw ApiException.BadRequest("'prompt' is required", "prompt", "missing_required_parameter");
         var prompts = PromptTokens(r, m);
         var p = Generation.Parse(r, prompts.Max(x => x.Length), m, s.Options, []);
@@ -154,7 +154,7 @@ public static class CompletionEndpoints
         var m = s.RequireModel();
         var (r, doc) = await RequestReader.ReadAsync(ctx.Request, ctx.RequestAborted);
         using var _ = doc;
-        CheckModel(r, m);
+        m = s.ModelFor(r, m);   // the base or a LoRA adapter by name
         var tools = StructuredOutput.Tools(r);
         var toolChoice = StructuredOutput.ToolChoice(r, tools);
         if (r.Get("parallel_tool_calls") is { } ptc && ptc.ValueKind is not (JsonValueKind.True or JsonValueKind.False))

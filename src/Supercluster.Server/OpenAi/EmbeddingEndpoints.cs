@@ -72,12 +72,13 @@ public static class EmbeddingEndpoints
     public static Task Models(HttpContext ctx, ServerState s)
     {
         var data = new JsonArray();
-        if (s.Model is { } m)
+        foreach (var m in s.Model is { } b ? s.Adapters.Prepend(b) : [])
             data.Add(new JsonObject
             {
                 ["id"] = m.Name, ["object"] = "model", ["created"] = new DateTimeOffset(Directory.GetCreationTimeUtc(m.Dir)).ToUnixTimeSeconds(),
                 ["owned_by"] = "supercluster", ["context_length"] = m.Context, ["family"] = m.Model.Config.Family.ToString().ToLowerInvariant(),
                 ["parameters"] = m.Model.Config.ParameterCount(), ["tokenizer"] = m.Tokenizer.Name,
+                ["parent"] = ReferenceEquals(m, s.Model) ? null : s.Model!.Name,   // an adapter names its base, as vLLM's LoRA modules do
             });
         return CompletionEndpoints.Json(ctx, new JsonObject { ["object"] = "list", ["data"] = data });
     }

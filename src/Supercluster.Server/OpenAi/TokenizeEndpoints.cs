@@ -1,3 +1,4 @@
+using Supercluster.Inference;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 

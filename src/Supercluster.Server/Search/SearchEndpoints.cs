@@ -1,6 +1,7 @@
 using System.Text;
 using System.Text.Json.Nodes;
 using Supercluster.Search;
+using Supercluster.Inference;
 using Supercluster.Server.OpenAi;
 
 namespace Supercluster.Server.Search;

@@ -31,7 +31,7 @@ public static class ModelCheckpoint
         var tensors = model.named_parameters().Select(p =>
         {
             var (name, transposed) = hf[p.name];
-            Tensor t = parameters?[p.name] ?? p.parameter;
+            Tensor t = parameters?.GetValueOrDefault(p.name) ?? p.parameter;   // frozen parameters have no master copy
             if (vocabTables.Contains(p.name)) t = t.narrow(0, 0, vocab);   // padding rows are not part of the model
             return (name, transposed ? t.t() : t);
         });
@@ -89,6 +89,8 @@ public static class ModelCheckpoint
     public static (CausalLM Model, string Tokenizer, string Dir) LoadForInference(string path, Device device)
     {
         string dir = CheckpointStore.Resolve(path, Console.Error.WriteLine);
+        if (!File.Exists(Path.Combine(dir, ModelFile)) && File.Exists(Path.Combine(dir, "adapter_config.json")))
+            throw new BadInputException($"{path}: {dir} holds a LoRA adapter, not a model; give the base with --checkpoint and this with --adapter (or merge it: supercluster merge --adapter {path} --out DIR)");
         var config = ReadConfig(dir);
         var model = CausalLM.Create(config, seed: 0);
         LoadWeights(model, Path.Combine(dir, ModelFile));

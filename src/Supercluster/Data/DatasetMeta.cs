@@ -31,6 +31,8 @@ public sealed record DatasetMeta(
     [JsonPropertyName("source")] public string? Source { get; init; }
     /// <summary>Documents read, removed per stage, duplicates found, PII replaced (absent in folders from older versions).</summary>
     [JsonPropertyName("pipeline")] public Pipeline.PipelineReport? Pipeline { get; init; }
+    /// <summary>Packed chat conversations with loss masks (<c>prepare --format chat</c>); null for plain text.</summary>
+    [JsonPropertyName("chat"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public ChatDataInfo? Chat { get; init; }
 
     /// <summary>Shards of <c>train</c> or <c>val</c>.</summary>
     public IReadOnlyList<ShardInfo> Shards(string split) => split switch

@@ -14,6 +14,7 @@ public sealed record DataLoaderState(int Epoch, int ShardIndex, long Position);
 public sealed class TokenDataLoader : IDisposable
 {
     readonly ShardReader[] _shards;
+    readonly LossMask.Reader[]? _masks;   // parallel to _shards when the data has loss masks (prepare --format chat)
     readonly int _batch, _seq, _rank, _world;
     readonly long _seed;
     readonly int[] _buffer;
@@ -47,6 +48,8 @@ public sealed class TokenDataLoader : IDisposable
             throw new BadInputException($"the {split} split of {dataDir} is too small: its largest shard has {infos.Max(s => s.Tokens):N0} of {TokensPerEpoch:N0} tokens, " +
                 $"one batch needs batch·seq·world+1 = {batchSize}·{seqLen}·{worldSize}+1 = {needed:N0}; lower the batch size or sequence length");
         _shards = [.. usable];
+        if (Meta.Chat is not null)
+            _masks = _shards.Select(s => LossMask.Reader.Open(LossMask.FileFor(s.FilePath), s.TokenCount)).ToArray();
         _buffer = new int[batchSize * seqLen + 1];
         _order = Order(0);
     }
@@ -58,6 +61,23 @@ public sealed class TokenDataLoader : IDisposable
 
     /// <summary>Position of the next batch.</summary>
     public DataLoaderState State => new(_epoch, _shardIndex, _position);
+
+    /// <summary>The data has a loss mask per token (<see cref="NextBatch(long[], long[], byte[])"/>).</summary>
+    public bool HasLossMask => _masks is not null;
+
+    /// <summary>
+    /// <see cref="NextBatch(long[], long[])"/> and each target's loss mask (1 = trained), from the mask stream beside the
+    /// shards; all ones when the data has none.
+    /// </summary>
+    public void NextBatch(long[] inputs, long[] targets, byte[] trained)
+    {
+        if (trained.Length != inputs.Length) throw new ArgumentException("the mask must hold batchSize·seqLen entries");
+        int shard = _order[_shardIndex];
+        long start = _position + (long)_rank * _batch * _seq + 1;   // targets are the window's tokens 1..T
+        NextBatch(inputs, targets);
+        if (_masks is null) Array.Fill(trained, (byte)1);
+        else _masks[shard].Read(start, trained, 0, trained.Length);
+    }
 
     /// <summary>Fills this rank's rows of the next global batch: inputs = window[:-1], targets = window[1:], row-major [B, T].</summary>
     public void NextBatch(long[] inputs, long[] targets)
@@ -132,5 +152,6 @@ public sealed class TokenDataLoader : IDisposable
     public void Dispose()
     {
         foreach (var s in _shards) s.Dispose();
+        foreach (var m in _masks ?? []) m.Dispose();
     }
 }

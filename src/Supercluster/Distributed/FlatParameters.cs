@@ -5,7 +5,7 @@ using static TorchSharp.torch;
 namespace Supercluster.Distributed;
 
 /// <summary>
-/// The model's parameters and gradients as views into two flat fp32 vectors (in <c>named_parameters</c> order),
+/// The model's trainable parameters and gradients as views into two flat fp32 vectors (in <c>named_parameters</c> order),
 /// padded to a multiple of the world size so they split into equal ZeRO shards. Averaging gradients and the optimizer
 /// then work on one large tensor each, with no copies (as PyTorch DDP's gradient_as_bucket_view).
 /// <para>
@@ -14,6 +14,10 @@ namespace Supercluster.Distributed;
 /// master after each update, as llm.c keeps master weights; modules see plain tensors and cast nothing. Autograd
 /// accumulates the compute gradients; <see cref="AccumulateComputeGradients"/> adds them into the fp32 gradients after
 /// each micro-batch, so accumulation and the all-reduce stay in fp32 (Megatron-LM's main_grad).
+/// </para>
+/// <para>
+/// Frozen parameters (<c>requires_grad = false</c>, e.g. base weights under LoRA adapters) are not flattened: they get
+/// no gradient buffer, no optimizer state and no master copy, and stay the model's own tensors (<see cref="Frozen"/>).
 /// </para>
 /// </summary>
 public sealed class FlatParameters : IDisposable
@@ -25,7 +29,10 @@ public sealed class FlatParameters : IDisposable
     public FlatParameters(IEnumerable<(string Name, Parameter P)> parameters, int worldSize)
     {
         long offset = 0;
-        _items = parameters.Select(p => { var item = (p.Name, p.P, offset, p.P.numel(), p.P.shape, p.P.requires_grad); offset += p.P.numel(); return item; }).ToArray();
+        var all = parameters.ToList();
+        Frozen = all.Where(p => !p.P.requires_grad).Select(p => (p.Name, p.P.numel(), (int)p.P.dim())).ToArray();
+        if (all.Count == Frozen.Count) throw new BadInputException("every parameter of the model is frozen: nothing to train");
+        _items = all.Where(p => p.P.requires_grad).Select(p => { var item = (p.Name, p.P, offset, p.P.numel(), p.P.shape, p.P.requires_grad); offset += p.P.numel(); return item; }).ToArray();
         Count = offset;
         PaddedCount = (offset + worldSize - 1) / worldSize * worldSize;
         WorldSize = worldSize;
@@ -43,7 +50,10 @@ public sealed class FlatParameters : IDisposable
         }
     }
 
-    /// <summary>Real parameter count.</summary>
+    /// <summary>Frozen parameters (name, elements, rank), which live outside the flat vectors.</summary>
+    public IReadOnlyList<(string Name, long Length, int Dim)> Frozen { get; }
+
+    /// <summary>Real (trainable) parameter count.</summary>
     public long Count { get; }
     /// <summary>Count rounded up to a multiple of the world size.</summary>
     public long PaddedCount { get; }
@@ -73,7 +83,8 @@ public sealed class FlatParameters : IDisposable
     /// </summary>
     public void BindCompute(IEnumerable<(string Name, Parameter P)> computeParameters)
     {
-        var ps = computeParameters.ToArray();
+        var trainable = _items.Select(i => i.Name).ToHashSet();
+        var ps = computeParameters.Where(p => trainable.Contains(p.Name)).ToArray();
         if (ps.Length != _items.Length || ps.Zip(_items).Any(z => z.First.Name != z.Second.Name || z.First.P.numel() != z.Second.Length))
             throw new InvalidOperationException("compute parameters differ from the master parameters");
         var dtype = ps[0].P.dtype;

@@ -31,6 +31,7 @@ public static class Evaluator
     /// <param name="loss">A parallelised model's loss (<see cref="NextTokenLoss.Batch"/>); every rank of its group evaluates together.</param>
     public static EvalResult Evaluate(CausalLM model, TokenDataLoader rows, int batchSize, int seqLen, long tokens, Device device, Func<Tensor, Tensor, Tensor>? loss = null)
     {
+        if (rows.HasLossMask) return EvaluateMasked(model, rows, batchSize, seqLen, tokens, device);
         bool wasTraining = model.training;
         model.eval();
         try { return Evaluate((x, y, n) => NextTokenLoss.Batch(model, x, y, n, seqLen, device, loss).item<float>(), rows, batchSize, seqLen, tokens); }
@@ -67,6 +68,51 @@ public static class Evaluator
                 done += n;
             }
         }
+        return new EvalResult(sum / done, done * seqLen);
+    }
+
+    /// <summary>Loss-masked data (chat): mean over the trained targets only, attention within each conversation.</summary>
+    static EvalResult EvaluateMasked(CausalLM model, TokenDataLoader rows, int batchSize, int seqLen, long tokens, Device device)
+    {
+        if (tokens <= 0) throw new BadInputException($"--eval-tokens = {tokens}, expected a positive number");
+        if (batchSize <= 0) throw new BadInputException($"--batch-size = {batchSize}, expected a positive number");
+        rows.Reset();
+        long wanted = (tokens + seqLen - 1) / seqLen, done = 0;
+        var (xr, yr, mr) = (new long[seqLen], new long[seqLen], new byte[seqLen]);
+        var (x, y, m) = (new long[batchSize * seqLen], new long[batchSize * seqLen], new byte[batchSize * seqLen]);
+        double maskedSum = 0; long trained = 0;   // loss-masked data (chat): Σ loss and count over trained targets only
+        bool wasTraining = model.training;
+        model.eval();
+        double sum = 0;   // Σ over batches of mean loss × rows; every row has T tokens, so sum / rows is the per-token mean
+        bool splitRead = false;
+        using (no_grad())
+        {
+            while (done < wanted && !splitRead)
+            {
+                int n = 0;
+                while (n < batchSize && done + n < wanted && !splitRead)
+                {
+                    if (rows.HasLossMask) { rows.NextBatch(xr, yr, mr); Array.Copy(mr, 0, m, n * seqLen, seqLen); }
+                    else rows.NextBatch(xr, yr);
+                    Array.Copy(xr, 0, x, n * seqLen, seqLen);
+                    Array.Copy(yr, 0, y, n * seqLen, seqLen);
+                    n++;
+                    splitRead = rows.State.Epoch > 0;   // the loader wrapped: every row of the split has been read once
+                }
+                using var scope = NewDisposeScope();
+                var (xs, ys) = n == batchSize ? (x, y) : (x[..(n * seqLen)], y[..(n * seqLen)]);
+                if (rows.HasLossMask)
+                {
+                    var ms = n == batchSize ? m : m[..(n * seqLen)];
+                    maskedSum += NextTokenLoss.MaskedSum(model, xs, ys, ms, n, seqLen, device, rows.Meta.EotToken).item<float>();
+                    foreach (var b in ms) trained += b != 0 ? 1 : 0;
+                }
+                else sum += NextTokenLoss.Batch(model, xs, ys, n, seqLen, device).item<float>() * n;
+                done += n;
+            }
+        }
+        if (wasTraining) model.train();
+        if (rows.HasLossMask) return new EvalResult(trained > 0 ? maskedSum / trained : double.NaN, trained);
         return new EvalResult(sum / done, done * seqLen);
     }
 }

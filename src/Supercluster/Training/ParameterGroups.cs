@@ -17,6 +17,7 @@ public enum ParameterGroup
 /// <summary>
 /// The optimizer's parameter groups over the flat vector: decay (rank ≥ 2), no decay (rank 1) and frozen
 /// (requires_grad = false, set on the model before training starts), as nanoGPT's configure_optimizers splits them.
+/// Frozen parameters are listed for the log but live outside the flat vector (offset -1): they have no optimizer state.
 /// </summary>
 public sealed class ParameterGroups
 {
@@ -24,7 +25,8 @@ public sealed class ParameterGroups
     readonly Device _device;
 
     public ParameterGroups(FlatParameters flat)
-        : this(flat.Items.Select(i => (i.Name, i.Offset, i.Length, i.Dim, i.Trainable)), flat.PaddedCount, flat.Values.device) { }
+        : this(flat.Items.Select(i => (i.Name, i.Offset, i.Length, i.Dim, i.Trainable))
+            .Concat(flat.Frozen.Select(f => (f.Name, -1L, f.Length, 0, false))), flat.PaddedCount, flat.Values.device) { }
 
     /// <param name="items">Every parameter's place in the model's flat order, its number of dims, whether it trains.</param>
     /// <param name="length">Length of the masks (the flat vector with its padding).</param>
@@ -44,7 +46,7 @@ public sealed class ParameterGroups
     {
         var mask = zeros(_length, device: _device);
         foreach (var a in Assignments)
-            if (a.Group == group) mask.narrow(0, a.Offset, a.Length).fill_(1.0);
+            if (a.Group == group && a.Offset >= 0) mask.narrow(0, a.Offset, a.Length).fill_(1.0);
         return mask;
     }
 

@@ -62,8 +62,16 @@ public sealed record TrainOptions
     /// <summary>null: start fresh (refuse a run directory that has checkpoints); "auto": newest complete checkpoint if any; else a path.</summary>
     [Flag("--resume", "auto (newest complete checkpoint in --out, if any) or a checkpoint path")]
     public string? Resume { get; init; }
-    [Flag("--init-from", "Start a gpt2 model from Hugging Face GPT-2 weights (model.safetensors)")]
+    [Flag("--init-from", "Start from a checkpoint: a run or checkpoint directory of this project (any family; the architecture comes from it, optimizer and step start fresh) or Hugging Face GPT-2 weights (model.safetensors)")]
     public string? InitFrom { get; init; }
+    [Flag("--lora-rank", "LoRA rank r (0 = full fine-tuning); the base from --init-from is frozen and only the adapters train")]
+    public int LoraRank { get; init; } = 0;
+    [Flag("--lora-alpha", "LoRA α: the adapter update is scaled by α/r")]
+    public double LoraAlpha { get; init; } = 16;
+    [Flag("--lora-targets", "Projections LoRA adapts, comma-separated: q,k,v,o,up,down,gate (gpt2's q, k, v are one fused c_attn)")]
+    public string LoraTargets { get; init; } = "q,k,v,o";
+    [Flag("--lora-dropout", "Dropout on the adapters' input features (0 = off)")]
+    public double LoraDropout { get; init; } = 0;
     [Flag("--fault", "Fault injection: kill:rank=R:step=S, hang:rank=R:step=S, crash-in-checkpoint:step=S")]
     public string? Fault { get; init; }
     /// <summary>Collectives: auto (single process alone, NCCL on GPUs, else MPI), mpi or nccl.</summary>
@@ -117,5 +125,11 @@ public sealed record TrainOptions
         if (Dp is { } dp) AtLeastOne("--dp", dp);
         if (SequenceParallel && Tp == 1)
             throw new BadInputException("--sequence-parallel needs --tp > 1: it splits the regions between tensor-parallel layers over the TP ranks");
+        if (LoraRank < 0) throw new BadInputException($"--lora-rank = {LoraRank}, expected ≥ 0 (0 = no LoRA)");
+        if (LoraRank > 0)
+        {
+            if (InitFrom is null) throw new BadInputException("--lora-rank needs --init-from CHECKPOINT: LoRA adapts a trained base model");
+            new FineTuning.LoraOptions(LoraRank, LoraAlpha, FineTuning.LoraOptions.ParseTargets(LoraTargets), LoraDropout).Validate();
+        }
     }
 }

@@ -28,6 +28,8 @@ public readonly record struct StepResult(double Loss, double GradNorm, double Co
 {
     /// <summary>The step's collective time per communicator group (tp, dp_cp, …; "world" for plain data parallelism).</summary>
     public IReadOnlyDictionary<string, double>? CommSecondsByGroup { get; init; }
+    /// <summary>The global batch had no trained target (all loss-masked): nothing was computed or updated.</summary>
+    public bool Skipped { get; init; }
 }
 
 /// <summary>
@@ -128,17 +130,57 @@ public sealed class TrainStep : IDisposable
     public StepResult Run(Action<long[], long[]> next, int accumulation, double lr, PhaseClock? clock = null)
     {
         if (_pipeline is not null) return _pipeline.Step(next, accumulation, lr, clock);
+        using var accumScalar = ((double)accumulation).ToScalar();
+        return Step(accumulation, lr, clock, micro =>
+        {
+            next(_x, _y);
+            clock?.Mark(StepPhase.Data);
+            return NextTokenLoss.Batch(_model, _x, _y, _o.BatchSize, _o.SeqLen, Device, _parallel is { OwnsLoss: true } p ? p.Loss : null).div_(accumScalar);
+        });
+    }
+
+    /// <summary>
+    /// One optimizer step on loss-masked data (chat fine-tuning): the loss is the mean over the trained targets of the
+    /// whole global batch, Σ masked losses / global count of trained targets (not a mean of per-micro-batch means), so
+    /// it is the same under any split into micro-batches and ranks. The count is known before the forward (masks are
+    /// host data) and all-reduced; each rank's sum is scaled by world / count, as the gradient average divides by the
+    /// world size. A global batch with no trained target is skipped: no forward, no update, <see cref="StepResult.Skipped"/>.
+    /// </summary>
+    public StepResult RunMasked(Action<long[], long[], byte[]> next, int accumulation, double lr, long? documentEnd, PhaseClock? clock = null)
+    {
+        var micro = new (long[] X, long[] Y, byte[] M)[accumulation];
+        long count = 0;
+        for (int i = 0; i < accumulation; i++)
+        {
+            micro[i] = (new long[_x.Length], new long[_x.Length], new byte[_x.Length]);
+            next(micro[i].X, micro[i].Y, micro[i].M);
+            foreach (var m in micro[i].M) count += m != 0 ? 1 : 0;
+        }
+        clock?.Mark(StepPhase.Data);
+        double global = count;
+        if (_dp.WorldSize > 1)
+        {
+            using var c = tensor(new double[] { count }, device: _dp.Device);
+            _dp.AllReduceSum(c);
+            global = c.cpu().item<double>();
+        }
+        if (global == 0) return new StepResult(double.NaN, double.NaN, TakeCommunicationSeconds().Values.Sum()) { Skipped = true };
+        using var scale = (_dp.WorldSize / global).ToScalar();
+        return Step(accumulation, lr, clock, i =>
+            NextTokenLoss.MaskedSum(_model, micro[i].X, micro[i].Y, micro[i].M, _o.BatchSize, _o.SeqLen, Device, documentEnd).mul_(scale));
+    }
+
+    /// <summary>The step's body: micro-batch losses (already scaled so their sum is this rank's share) and backward, then sync, clip, update.</summary>
+    StepResult Step(int accumulation, double lr, PhaseClock? clock, Func<int, Tensor> microLoss)
+    {
         using var scope = NewDisposeScope();
         var device = Device;
         TakeCommunicationSeconds();             // collectives between steps (stop flag, checkpoints, timings) are not this step's
         if (Fsdp is null) Flat.ZeroGradients(); else Fsdp.ZeroGradients();
         var lossSum = zeros(1, device: device);
-        using var accumScalar = ((double)accumulation).ToScalar();
         for (int micro = 0; micro < accumulation; micro++)
         {
-            next(_x, _y);
-            clock?.Mark(StepPhase.Data);
-            var l = NextTokenLoss.Batch(_model, _x, _y, _o.BatchSize, _o.SeqLen, device, _parallel is { OwnsLoss: true } p ? p.Loss : null).div_(accumScalar);
+            var l = microLoss(micro);
             clock?.Mark(StepPhase.Forward);
             l.backward();
             _flat?.AccumulateComputeGradients(first: micro == 0);

@@ -48,11 +48,18 @@ public sealed class Trainer
 
         var dims = ParallelDims.For(comm.WorldSize, _o.Tp, _o.Cp, _o.Pp, _o.Dp);
         var meta = DatasetMeta.Load(_o.DataDir);
+        var init = _o.InitFrom is null ? null : FineTuning.InitCheckpoint.Open(_o.InitFrom, meta);   // refuses another tokenizer
         // TP splits the vocabulary tables: their rows are padded to a multiple of TP as well (Megatron-LM does the same).
-        var config = BuildConfig(meta) with { PadVocabMultiple = Parallelize.PadVocabMultiple(_o.PadVocab ?? DefaultPadVocab(device), _o.Tp) };
+        var config = (init?.Config ?? BuildConfig(meta)) with { PadVocabMultiple = Parallelize.PadVocabMultiple(_o.PadVocab ?? DefaultPadVocab(device), _o.Tp) };
         if (_o.PadVocab is { } pv && pv % _o.Tp != 0)
             throw new BadInputException($"--pad-vocab {pv} with --tp {_o.Tp}: expected a multiple of {_o.Tp} (each TP rank holds an equal share of the vocabulary rows)");
-        int seqLen = _o.SeqLen ?? config.SeqLen;
+        int seqLen = _o.SeqLen ?? meta.Chat?.SeqLen ?? config.SeqLen;
+        if (meta.Chat is { } chat && seqLen != chat.SeqLen)
+            throw new BadInputException($"--seq-len {seqLen}: {_o.DataDir} packs conversations into sequences of {chat.SeqLen} tokens (prepare --seq-len); train with --seq-len {chat.SeqLen}");
+        if (meta.Chat is not null && dims.World != dims.Dp)
+            throw new BadInputException($"--tp {dims.Tp} --cp {dims.Cp} --pp {dims.Pp} on loss-masked chat data ({_o.DataDir}): fine-tuning runs with data parallelism only in this build; expected --tp 1 --cp 1 --pp 1");
+        if (_o.LoraRank > 0 && dims.World != dims.Dp)
+            throw new BadInputException($"--lora-rank {_o.LoraRank} with --tp {dims.Tp} --cp {dims.Cp} --pp {dims.Pp}: LoRA runs with data parallelism only in this build; expected --tp 1 --cp 1 --pp 1");
         if (seqLen > config.SeqLen)
             throw new BadInputException($"--seq-len {seqLen} exceeds the model context {config.SeqLen} of '{_o.Model}'");
         // Task files are read and rendered on every rank before anything is written (a bad one stops all); rank 0 scores them.
@@ -90,10 +97,15 @@ public sealed class Trainer
         using var val = meta.ValTokens > 0 && (lead || ((dims.Tp > 1 || dims.Cp > 1) && evalRank) || dims.Pp > 1) ? Evaluator.OpenRows(_o.DataDir, "val", seqLen) : null;
         var tokenizer = Tokenizers.Create(meta.Tokenizer);
 
-        using var model = CausalLM.Create(config, _o.Seed);
+        using var baseModel = CausalLM.Create(config, _o.Seed);
+        var lora = _o.LoraRank > 0 ? new FineTuning.LoraOptions(_o.LoraRank, _o.LoraAlpha, FineTuning.LoraOptions.ParseTargets(_o.LoraTargets), _o.LoraDropout) : null;
         // Weights are loaded into the fp32 model before the step makes them its master copy (and bf16 compute weights).
-        if (_o.InitFrom is not null && resumeDir is null) ModelCheckpoint.LoadWeights(model, _o.InitFrom);
-        if (resumeDir is not null) LoadResumeWeights(resumeDir, model, config);
+        // A LoRA run's base always comes from --init-from; its checkpoints hold the adapters only.
+        if (init is not null && (resumeDir is null || lora is not null)) ModelCheckpoint.LoadWeights(baseModel, init.WeightsFile);
+        CausalLM model = lora is null ? baseModel : new FineTuning.LoraModel(baseModel, lora, _o.Seed);
+        if (resumeDir is not null && model is FineTuning.LoraModel resumed)
+            FineTuning.PeftAdapter.LoadInto(resumed, FineTuning.PeftAdapter.Read(resumeDir), resumeDir);
+        else if (resumeDir is not null) LoadResumeWeights(resumeDir, model, config);
         // Model parallelism is applied to the full, loaded model: each rank keeps its shards (layout-free checkpoints).
         var parallel = Parallelize.Apply(model, grid, new ParallelizeOptions(_o.SequenceParallel));
         model.to(device);
@@ -129,6 +141,21 @@ public sealed class Trainer
         log.WriteLine($"optimizer: {trainStep.Optimizer.Describe()}; {trainStep.Optimizer.Groups.Describe()}");
         if (stage is not null) PrintPipeline(log, grid, model, accum);
         if (resumeDir is not null) log.WriteLine($"resumed from {resumeDir} at step {startStep}");
+        else if (init is not null) log.WriteLine($"initialised from {init.Source}{(init.Config is null ? "" : " (architecture from its config.json)")}; optimizer and step start fresh");
+        if (model is FineTuning.LoraModel lm)
+        {
+            long full = baseModel.parameters().Sum(p => p.numel()), trainable = trainStep.Flat.Count;
+            double perParameter = (double)mem.Optimizer / trainStep.DataParallel.ShardRange.Length;   // optimizer bytes per element this rank holds
+            log.WriteLine($"LoRA r={lora!.Rank} α={lora.Alpha} on {string.Join(",", lora.Targets)} ({lm.adapters.Count} matrices): trainable {trainable:N0} of {full + trainable:N0} parameters ({100.0 * trainable / full:F2} % of the base); " +
+                $"per rank: optimizer state {Mb(mem.Optimizer)} vs {Mb((long)(perParameter * full / (_o.Zero == 1 ? comm.WorldSize : 1)))} for full fine-tuning, gradients {Mb(mem.Gradients)} vs {Mb(full * 4)}");
+        }
+        if (init is not null && resumeDir is null && val is not null)
+        {
+            var start = Evaluator.Evaluate(model, val, _o.BatchSize, seqLen, _o.EvalTokens, device);   // where fine-tuning starts
+            using var startMetrics = new StreamWriter(Path.Combine(_o.OutDir, "metrics.jsonl"), append: false);
+            startMetrics.WriteLine(new JsonObject { ["type"] = "eval", ["step"] = 0, ["val_loss"] = start.Loss, ["time_s"] = 0.0 }.ToJsonString());
+            log.WriteLine($"step 0: val loss {start.Loss:F4} over {start.Tokens:N0} tokens");
+        }
 
         using var metrics = lead ? new MetricsLog(Path.Combine(_o.OutDir, "metrics.jsonl"), startStep) : null;
         var heartbeat = Heartbeat.FromEnvironment(comm.Rank);
@@ -146,8 +173,9 @@ public sealed class Trainer
         {
             var stepClock = Stopwatch.StartNew();
             double lr = schedule.At((int)step);
-            var stepResult = trainStep.Run(train.NextBatch, accum, lr);
+            var stepResult = train.HasLossMask ? trainStep.RunMasked(train.NextBatch, accum, lr, documentEnd: meta.EotToken) : trainStep.Run(train.NextBatch, accum, lr);
             var (loss, norm, commSeconds) = stepResult;
+            if (stepResult.Skipped) { progress.Done(); log.WriteLine($"step {step + 1}: every target of the global batch is loss-masked (no assistant token); step skipped, no update"); }
             long done = step + 1;
             tokensSeen += total;
             tokensThisRun += total;
@@ -312,7 +340,12 @@ public sealed class Trainer
         comm.Barrier();
         if (comm.Rank == 0)
         {
-            ModelCheckpoint.WriteModel(tmp, model, tokenizer, weights);
+            if (model is FineTuning.LoraModel lora)
+            {
+                File.WriteAllText(Path.Combine(tmp, ModelCheckpoint.ConfigFile), model.Config.ToJson());
+                FineTuning.PeftAdapter.Save(tmp, lora, Path.GetFullPath(_o.InitFrom!), tokenizer, weights);
+            }
+            else ModelCheckpoint.WriteModel(tmp, model, tokenizer, weights);
             using var rng = torch.random.get_rng_state();
             ModelCheckpoint.WriteState(tmp, new TrainingState(step, tokenizer, train.State, Convert.ToBase64String(rng.bytes), trainStep.Optimizer.StepCount, tokens) { WorldSize = comm.WorldSize, Zero = _o.Zero, Layout = parallel.Grid.Dims.ToString() });
             fault?.MaybeFire("crash-in-checkpoint", 0, step, _o.OutDir, _log);

@@ -15,7 +15,6 @@ namespace Supercluster.Training;
 public sealed class TrainingOptimizer : IDisposable
 {
     readonly IParameterShard _part;
-    readonly Tensor? _trainable;   // 0/1 over the shard where some parameters are frozen
 
     /// <param name="shard">(offset, length) of the flat vector this rank updates.</param>
     /// <param name="sharded">ZeRO-1/2: every rank saves its own shard; else rank 0 saves the whole state.</param>
@@ -33,26 +32,21 @@ public sealed class TrainingOptimizer : IDisposable
         using (var decay = Groups.Mask(ParameterGroup.Decay))
         using (var mine = part.Take(decay))
             Rule = Optimizers.Create(spec, mine, weightDecay);
-        if (Groups.HasFrozen)
-            using (var frozen = Groups.Mask(ParameterGroup.Frozen))
-            using (var mine = part.Take(frozen))
-                _trainable = mine.neg().add_(1).DetachFromDisposeScope();
     }
 
     public IOptimizer Rule { get; }
     public ParameterGroups Groups { get; }
     public long StepCount => Rule.StepCount;
-    /// <summary>Bytes of optimizer state this rank holds.</summary>
-    public long StateBytes => Rule.StateBytes + (_trainable is null ? 0 : _trainable.numel() * 4);
-    /// <summary>The state tensors (and the frozen mask) this rank holds, for <see cref="ResidentMemory"/>.</summary>
-    public IEnumerable<Tensor?> StateTensors => [.. Rule.State.Select(s => s.Value), _trainable];
+    /// <summary>Bytes of optimizer state this rank holds (frozen parameters have none: they are not in the flat vector).</summary>
+    public long StateBytes => Rule.StateBytes;
+    /// <summary>The state tensors this rank holds, for <see cref="ResidentMemory"/>.</summary>
+    public IEnumerable<Tensor?> StateTensors => [.. Rule.State.Select(s => s.Value)];
     public string Describe() => $"{Rule.Name}, {Rule.Implementation}";
 
     /// <summary>One update of this rank's parameters from its averaged gradient shard; then the compute weights of the shard.</summary>
     public void Step(Tensor gradShard, double lr, Tensor? gradScale)
     {
         using var _ = no_grad();
-        if (_trainable is not null) gradShard.mul_(_trainable);   // autograd leaves them 0; this keeps it so whatever wrote them
         Rule.Step(_part.Values, gradShard, lr, gradScale);
         _part.WriteComputeWeights();
     }
@@ -97,7 +91,6 @@ public sealed class TrainingOptimizer : IDisposable
     public void Dispose()
     {
         Rule.Dispose();
-        _trainable?.Dispose();
     }
 
     /// <summary>

@@ -1,6 +1,7 @@
 using Supercluster.Checkpointing;
 using Supercluster.Model;
 using Supercluster.Parallelism;
+using Supercluster.Tests.Distributed;
 using Supercluster.Tests.Training;
 using Supercluster.Training;
 

@@ -67,8 +67,16 @@ public sealed class Trainer
         using var val = meta.ValTokens > 0 && lead ? Evaluator.OpenRows(_o.DataDir, "val", seqLen) : null;
         var tokenizer = Tokenizers.Create(meta.Tokenizer);
 
-        using var model = CausalLM.Create(config, _o.Seed);
+        // MoE: the expert-parallel grid (EP inside DP); each rank builds only its experts (Parallelism/ExpertParallel.cs).
+        if (_o.Ep > 1 && comm.WorldSize == 1) throw new BadInputException($"--ep {_o.Ep} needs {_o.Ep} or more ranks: this job has one (launch with mpirun -np N, N a multiple of {_o.Ep})");
+        if (_o.Ep > 1 && !config.IsMoE) throw new BadInputException($"--ep {_o.Ep}: model '{_o.Model}' has no experts; expected --experts E (E > 1) or an MoE preset");
+        if (config.IsMoE && config.Experts % _o.Ep != 0) throw new BadInputException($"--ep {_o.Ep} does not divide --experts {config.Experts}: expected a divisor of the expert count");
+        using var grid = config.IsMoE ? new Parallelism.RankGrid(comm, Parallelism.ParallelDims.For(comm.WorldSize, ep: _o.Ep)) : null;
+        using var model = CausalLM.Create(config, _o.Seed, grid is null ? null : new ExpertShard(grid.EpRank, _o.Ep));
+        if (grid is not null) Parallelism.ExpertParallel.Apply(model, grid.Ep, _o.CapacityFactor);
         // Weights are loaded into the fp32 model before the step makes them its master copy (and bf16 compute weights).
+        if (_o.InitFrom is not null && config.IsMoE)
+            throw new BadInputException($"--init-from {_o.InitFrom}: Hugging Face GPT-2 weights have no experts; expected a dense model (drop --experts {config.Experts})");
         if (_o.InitFrom is not null && resumeDir is null) ModelCheckpoint.LoadWeights(model, _o.InitFrom);
         if (resumeDir is not null) LoadResumeWeights(resumeDir, model, config);
         model.to(device);
@@ -76,11 +84,12 @@ public sealed class Trainer
         using var trainStep = new TrainStep(model, comm, new TrainStepOptions
         {
             BatchSize = _o.BatchSize, SeqLen = seqLen, Zero = _o.Zero, WeightDecay = _o.WeightDecay, GradClip = _o.GradClip,
-            Optimizer = _o.Optimizer, ComputeDtype = dtype,
-        });
+            Optimizer = _o.Optimizer, ComputeDtype = dtype, AuxLossCoef = _o.AuxLossCoef, ZLossCoef = _o.ZLossCoef,
+        }, grid is null ? null : (grid.Ep, grid.ExpertDp));
 
         long startStep = 0, tokensSeen = 0;
         if (resumeDir is not null) (startStep, tokensSeen) = Restore(resumeDir, trainStep.Optimizer, train);
+        if (resumeDir is not null) trainStep.Experts?.Load(resumeDir);
         if (lead)
             DurableFile.WriteAllText(Path.Combine(_o.OutDir, "config.json"), JsonSerializer.Serialize(new
             {
@@ -93,6 +102,7 @@ public sealed class Trainer
         double? peak = DeviceSelect.PeakFlops(device, dtype);
         var mem = trainStep.MemoryPerRank();
         log.WriteLine($"model {_o.Model}: {config.ParameterCount():N0} parameters, {config.NLayer} layers, d={config.NEmbd}, context {config.SeqLen}, vocab {config.VocabSize}{(config.PaddedVocab != config.VocabSize ? $" (tables padded to {config.PaddedVocab})" : "")}; {device.type} {_o.Dtype}");
+        log.WriteLine(Parallelism.ExpertParallel.Describe(config, seqLen, _o.Ep, _o.CapacityFactor));
         log.WriteLine($"ranks: {comm.WorldSize} ({comm.Backend}{(comm.WorldSize > 1 ? $", launched by {env.Launcher}" : "")}){(_o.Zero == 1 ? ", ZeRO-1" : "")}; per rank: parameters {Mb(mem.Parameters)}, gradients {Mb(mem.Gradients)}, optimizer state {Mb(mem.Optimizer)}");
         log.WriteLine($"global batch = {_o.BatchSize} sequences × {seqLen} tokens × {accum} accumulation × {comm.WorldSize} ranks = {total:N0} tokens/step; {_o.Steps} steps; lr {_o.Lr} (warmup {schedule.WarmupSteps}, cosine to {_o.Lr * _o.MinLrRatio:G3})");
         log.WriteLine($"optimizer: {trainStep.Optimizer.Describe()}; {trainStep.Optimizer.Groups.Describe()}");
@@ -114,7 +124,8 @@ public sealed class Trainer
         {
             var stepClock = Stopwatch.StartNew();
             double lr = schedule.At((int)step);
-            var (loss, norm, commSeconds) = trainStep.Run(train.NextBatch, accum, lr);
+            var stepResult = trainStep.Run(train.NextBatch, accum, lr);
+            var (loss, norm, commSeconds) = stepResult;
             long done = step + 1;
             tokensSeen += total;
             tokensThisRun += total;
@@ -129,9 +140,10 @@ public sealed class Trainer
                 ["type"] = "train", ["step"] = done, ["loss"] = loss, ["lr"] = lr, ["grad_norm"] = norm, ["tokens"] = tokensSeen,
                 ["tokens_per_s"] = Math.Round(total / dt, 1), ["step_ms"] = Math.Round(dt * 1000, 2), ["mfu"] = mfu, ["time_s"] = Math.Round(clock.Elapsed.TotalSeconds, 3),
                 ["rank_step_ms"] = rankStepMs, ["rank_comm_ms"] = rankCommMs,
+                ["moe"] = Parallelism.ExpertParallel.MetricsJson(stepResult),
             });
             var eta = TimeSpan.FromSeconds((_o.Steps - done) * clock.Elapsed.TotalSeconds / (done - startStep));
-            progress.Update($"step {done}/{_o.Steps} | loss {loss:F4} | lr {lr:0.00e+0} | norm {norm:F2} | {tokPerSec:N0} tok/s{(mfu is { } m ? $" | MFU {m:P1}" : "")}{(comm.WorldSize > 1 ? $" | comm {commSeconds * 1000:F0} ms" : "")} | ETA {ProgressLine.Format(eta)}",
+            progress.Update($"step {done}/{_o.Steps} | loss {loss:F4} | lr {lr:0.00e+0} | norm {norm:F2} | {tokPerSec:N0} tok/s{(mfu is { } m ? $" | MFU {m:P1}" : "")}{(comm.WorldSize > 1 ? $" | comm {commSeconds * 1000:F0} ms" : "")}{Parallelism.ExpertParallel.ShortForm(stepResult)} | ETA {ProgressLine.Format(eta)}",
                 force: done == _o.Steps);
 
             bool last = done == _o.Steps;
@@ -198,7 +210,14 @@ public sealed class Trainer
             NKvHead = _o.NHead is { } h && preset.Family == ModelFamily.Gpt2 ? h : preset.NKvHead,
             NEmbd = _o.NEmbd ?? preset.NEmbd,
             FfnHidden = _o.NEmbd is { } e ? (preset.Family == ModelFamily.Gpt2 ? 4 * e : preset.FfnHidden * e / preset.NEmbd) : preset.FfnHidden,
+            Experts = _o.Experts ?? preset.Experts,
+            ActiveExperts = _o.ActiveExperts ?? (_o.Experts is 1 ? 1 : preset.ActiveExperts),
+            MoeEvery = _o.MoeEvery ?? preset.MoeEvery,
         };
+        if (c.ActiveExperts > c.Experts)
+            throw new BadInputException($"--active-experts {c.ActiveExperts} exceeds --experts {c.Experts}: expected K ≤ E");
+        if (!c.IsMoE && (_o.ActiveExperts is > 1 || _o.MoeEvery is not null || _o.CapacityFactor is not null))
+            throw new BadInputException($"--active-experts/--moe-every/--capacity-factor: model '{_o.Model}' has {c.Experts} expert; expected --experts E with E > 1");
         return c.Validate($"--model {_o.Model}");
     }
 
@@ -207,6 +226,8 @@ public sealed class Trainer
     static void LoadResumeWeights(string dir, CausalLM model, ModelConfig config)
     {
         var saved = ModelCheckpoint.ReadConfig(dir);
+        if (config.IsMoE && !saved.IsMoE)
+            throw new BadInputException($"--experts {config.Experts}: checkpoint {dir} has no experts (a dense model); expected a checkpoint trained with --experts {config.Experts}, or drop the MoE flags");
         if (saved != config)
             throw new BadInputException($"{Path.Combine(dir, ModelCheckpoint.ConfigFile)}: checkpoint model config ({Describe(saved)}) does not match the requested model ({Describe(config)})");
         ModelCheckpoint.ReadState(dir);   // refuse a model-only checkpoint before anything is built
@@ -226,7 +247,7 @@ public sealed class Trainer
         return (state.Step, state.TokensSeen);
     }
 
-    static string Describe(ModelConfig c) => $"{c.Family.ToString().ToLowerInvariant()} n_layer={c.NLayer} n_head={c.NHead} n_embd={c.NEmbd} vocab={c.VocabSize} pad_vocab={c.PadVocabMultiple} context={c.SeqLen}";
+    static string Describe(ModelConfig c) => $"{c.Family.ToString().ToLowerInvariant()} n_layer={c.NLayer} n_head={c.NHead} n_embd={c.NEmbd} vocab={c.VocabSize} pad_vocab={c.PadVocabMultiple} context={c.SeqLen}{(c.IsMoE ? $" experts={c.Experts} active={c.ActiveExperts} moe_every={c.MoeEvery}" : "")}";
 
     /// <summary>Rank 0 opens the temporary directory, every rank writes its optimizer shard, rank 0 writes the rest and commits.</summary>
     string? SaveCheckpoint(CheckpointStore store, ICommunicator comm, long step, long tokens, CausalLM model, TrainStep trainStep, TokenDataLoader train, string tokenizer, FaultPlan? fault)
@@ -235,11 +256,13 @@ public sealed class Trainer
         if (comm.Rank == 0) tmp = store.BeginWrite(step);
         comm.Barrier();
         trainStep.Optimizer.Save(tmp);
+        trainStep.Experts?.Save(tmp);
+        var remoteExperts = trainStep.Experts?.GatherRemote();          // collective: rank 0 writes every expert
         string? final = null;
         comm.Barrier();
         if (comm.Rank == 0)
         {
-            ModelCheckpoint.WriteModel(tmp, model, tokenizer, trainStep.MasterWeights);
+            ModelCheckpoint.WriteModel(tmp, model, tokenizer, trainStep.MasterWeights, remoteExperts);
             using var rng = torch.random.get_rng_state();
             ModelCheckpoint.WriteState(tmp, new TrainingState(step, tokenizer, train.State, Convert.ToBase64String(rng.bytes), trainStep.Optimizer.StepCount, tokens) { WorldSize = comm.WorldSize, Zero = _o.Zero });
             fault?.MaybeFire("crash-in-checkpoint", 0, step, _o.OutDir, _log);

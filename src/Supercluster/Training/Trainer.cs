@@ -68,9 +68,9 @@ public sealed class Trainer
         var tokenizer = Tokenizers.Create(meta.Tokenizer);
 
         // MoE: the expert-parallel grid (EP inside DP); each rank builds only its experts (Parallelism/ExpertParallel.cs).
-        if (_o.Ep > 1 && comm.WorldSize == 1) throw new BadInputException($"--ep {_o.Ep} needs {_o.Ep} or more ranks: this job has one (launch with mpirun -np N, N a multiple of {_o.Ep})");
         if (_o.Ep > 1 && !config.IsMoE) throw new BadInputException($"--ep {_o.Ep}: model '{_o.Model}' has no experts; expected --experts E (E > 1) or an MoE preset");
         if (config.IsMoE && config.Experts % _o.Ep != 0) throw new BadInputException($"--ep {_o.Ep} does not divide --experts {config.Experts}: expected a divisor of the expert count");
+        if (_o.Ep > 1 && comm.WorldSize == 1) throw new BadInputException($"--ep {_o.Ep} needs {_o.Ep} or more ranks: this job has one (launch with mpirun -np N, N a multiple of {_o.Ep})");
         using var grid = config.IsMoE ? new Parallelism.RankGrid(comm, Parallelism.ParallelDims.For(comm.WorldSize, ep: _o.Ep)) : null;
         using var model = CausalLM.Create(config, _o.Seed, grid is null ? null : new ExpertShard(grid.EpRank, _o.Ep));
         if (grid is not null) Parallelism.ExpertParallel.Apply(model, grid.Ep, _o.CapacityFactor);

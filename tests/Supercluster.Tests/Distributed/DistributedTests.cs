@@ -32,7 +32,7 @@ public class DistributedTests : IClassFixture<TrainingFixture>
         return ["train", .. o.SelectMany(kv => new[] { kv.Key, kv.Value })];
     }
 
-    static CliProcess.Result Mpirun(int ranks, string[] args)
+    internal static CliProcess.Result Mpirun(int ranks, string[] args)
     {
         string[] full = [.. JobSupervisor.MpirunArgs(ranks), "dotnet", Path.Combine(AppContext.BaseDirectory, "Supercluster.Cli.dll"), .. args];
         var psi = new ProcessStartInfo(JobSupervisor.FindMpirun()) { RedirectStandardOutput = true, RedirectStandardError = true };

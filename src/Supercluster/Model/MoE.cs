@@ -44,6 +44,15 @@ public sealed class GeluExpert : Module<Tensor, Tensor>
     public override Tensor forward(Tensor x) => w2.forward(functional.gelu(w1.forward(x), TorchSharp.Modules.GELU.Approximate.tanh));
 }
 
+/// <summary>A block's local experts registered under their global index (experts.5.w1.weight on every layout).</summary>
+public sealed class ExpertList : Module
+{
+    public ExpertList(IEnumerable<(int Index, Module<Tensor, Tensor> Expert)> experts) : base(nameof(ExpertList))
+    {
+        foreach (var (index, expert) in experts) register_module(index.ToString(), expert);
+    }
+}
+
 /// <summary>Which experts this rank holds: rank <see cref="Rank"/> of <see cref="Size"/> expert-parallel ranks holds a contiguous E/Size.</summary>
 public readonly record struct ExpertShard(int Rank, int Size)
 {
@@ -100,7 +109,7 @@ public sealed class MoE : Module<Tensor, Tensor>
     readonly int _experts, _k, _first;
     readonly (int Index, Module<Tensor, Tensor> Expert)[] _local;                     // the same modules as experts, by global index
     public readonly Linear gate;                                                       // router [E, d]
-    public readonly ModuleDict<Module<Tensor, Tensor>> experts;                          // keys: global expert index
+    public readonly ExpertList experts;                                                // named by global expert index
 
     public MoE(ModelConfig c, ExpertShard shard) : base(nameof(MoE))
     {
@@ -111,7 +120,7 @@ public sealed class MoE : Module<Tensor, Tensor>
         gate = Linear(c.NEmbd, c.Experts, hasBias: false);
         _local = Enumerable.Range(_first, shard.Count(c.Experts))
             .Select(e => (e, c.Family == ModelFamily.Llama ? (Module<Tensor, Tensor>)new SwiGluExpert(c) : new GeluExpert(c))).ToArray();
-        experts = ModuleDict(_local.Select(l => (l.Index.ToString(), l.Expert)).ToArray());
+        experts = new ExpertList(_local);
         RegisterComponents();
     }
 
@@ -185,6 +194,8 @@ public sealed class MoE : Module<Tensor, Tensor>
     }
 
     public int ExpertCount => _experts;
+    /// <summary>The expert with this global index (it must be local).</summary>
+    public Module<Tensor, Tensor> Expert(int index) => _local[index - _first].Expert;
     public int FirstLocalExpert => _first;
     public int LocalExperts => _local.Length;
 

@@ -27,7 +27,7 @@ public class MoeTrainTests : IClassFixture<TrainingFixture>
     {
         var options = new Dictionary<string, string>
         {
-            ["--data"] = _data.DataDir, ["--out"] = outDir, ["--model"] = "moe-tiny", ["--batch-size"] = "2", ["--seq-len"] = "16", ["--steps"] = "3", ["--device"] = "cpu",
+            ["--data"] = _data.DataDir, ["--out"] = outDir, ["--model"] = "moe-tiny", ["--batch-size"] = "2", ["--seq-len"] = "16", ["--steps"] = "3", ["--device"] = "cpu", ["--eval-tokens"] = "256",
         };
         for (int i = 0; i < extra.Length; i += 2) options[extra[i]] = extra[i + 1];
         return ["train", .. options.SelectMany(kv => new[] { kv.Key, kv.Value })];
@@ -39,7 +39,8 @@ public class MoeTrainTests : IClassFixture<TrainingFixture>
     [InlineData("--ep 2", "--ep 2 needs 2 or more ranks")]
     [InlineData("--capacity-factor 0", "--capacity-factor = 0, expected a positive number")]
     [InlineData("--capacity-factor -1.5", "--capacity-factor = -1.5")]
-    [InlineData("--model tiny --active-experts 2", "model 'tiny' has 1 expert")]
+    [InlineData("--model tiny --active-experts 2", "--active-experts 2 exceeds --experts 1")]
+    [InlineData("--model tiny --capacity-factor 1.5", "model 'tiny' has 1 expert")]
     public void Bad_moe_options_give_one_line_and_exit_2(string flags, string message)
     {
         using var dir = new TempDir();
@@ -86,7 +87,7 @@ public class MoeTrainTests : IClassFixture<TrainingFixture>
             }
             Assert.NotEqual((double)s["loss"]!, (double)s["moe"]!["aux_loss"]!);
         }
-        Assert.Matches(@"aux \d\.\d{3} z \d+\.\d{2} load max", output);
+        Assert.Matches(@"aux \d\.\d{3} z \d+\.\d{2} load max \d+\.\d{2}×", err);   // the live line (stderr)
 
         // train's parameters and FLOPs per token equal plan --json's for the same configuration.
         var m = Regex.Match(output, @"parameters \(plan's count\): total (\d+), active (\d+); model FLOPs per token ([0-9.E+]+) at seq (\d+)");

@@ -64,7 +64,9 @@ public sealed class Trainer
         string? resumeDir = FindResume(store, log);
 
         using var train = new TokenDataLoader(_o.DataDir, "train", _o.BatchSize, seqLen, comm.Rank, comm.WorldSize, _o.Seed);
-        using var val = meta.ValTokens > 0 && lead ? Evaluator.OpenRows(_o.DataDir, "val", seqLen) : null;
+        // Under expert parallelism a forward is collective (all-to-all), so every rank evaluates and samples with rank 0.
+        bool inferHere = lead || _o.Ep > 1;
+        using var val = meta.ValTokens > 0 && inferHere ? Evaluator.OpenRows(_o.DataDir, "val", seqLen) : null;
         var tokenizer = Tokenizers.Create(meta.Tokenizer);
 
         // MoE: the expert-parallel grid (EP inside DP); each rank builds only its experts (Parallelism/ExpertParallel.cs).
@@ -154,7 +156,7 @@ public sealed class Trainer
                 progress.Done();
                 log.WriteLine($"step {done}: val loss {lastVal:F4} over {eval.Tokens:N0} tokens");
             }
-            if (lead && _o.SampleEvery > 0 && (done % _o.SampleEvery == 0 || last))
+            if (inferHere && _o.SampleEvery > 0 && (done % _o.SampleEvery == 0 || last))
             {
                 string text = SampleText(model, tokenizer, device, done);
                 metrics?.Write(new JsonObject { ["type"] = "sample", ["step"] = done, ["text"] = text });

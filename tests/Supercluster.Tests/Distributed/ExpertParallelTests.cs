@@ -25,7 +25,7 @@ public class ExpertParallelTests : IClassFixture<TrainingFixture>
     string[] TrainArgs(string run, params string[] extra) =>
     [
         "train", "--data", _data.DataDir, "--out", run, "--model", "moe-tiny", "--batch-size", "2", "--seq-len", "32", "--steps", Steps.ToString(),
-        "--lr", "3e-3", "--warmup", "2", "--checkpoint-every", "10", "--device", "cpu", "--seed", "4", "--eval-tokens", "256", .. extra,
+        "--lr", "3e-3", "--warmup", "2", "--checkpoint-every", "10", "--device", "cpu", "--seed", "4", "--eval-tokens", "256", "--sample-every", "20", "--sample-tokens", "8", .. extra,
     ];
 
     static List<JsonObject> TrainRecords(string run) =>

@@ -108,7 +108,8 @@ function plot(id, data, lines) {
   const el = $("#chart-" + id);
   el.dataset.points = String(data[0].length);
   el.querySelector("h3").dataset.empty = data[0].length ? "" : id === "mfu" ? " (no data: MFU is null on CPU)" : id === "moe" ? " (no data: dense model)" : " (no data yet)";
-  if (state.charts[id]) { state.charts[id].setData(data); return; }
+  if (state.charts[id] && state.charts[id].series.length === lines.length + 1) { state.charts[id].setData(data); return; }
+  if (state.charts[id]) state.charts[id].destroy();   // the series changed (expert load: known once the first MoE step arrives)
   const opts = {
     width: Math.max(300, el.clientWidth - 16), height: 220,
     scales: { x: { time: false } },

@@ -18,6 +18,7 @@ public static class PlanCommand
     static readonly Option<int?> Vocab = new("--vocab") { Description = "Override: vocabulary size" };
     static readonly Option<int?> Experts = new("--experts") { Description = "Override: experts per MoE layer (1 = dense)" };
     static readonly Option<int?> ActiveExperts = new("--active-experts") { Description = "Override: experts each token uses (top-k)" };
+    static readonly Option<int?> MoeEveryOpt = new("--moe-every") { Description = "Override: every N-th layer is a mixture of experts (train's --moe-every; parameters and FLOPs count it, the step-time model assumes all)" };
     static readonly Option<int?> Seq = new("--seq") { Description = "Sequence length (default: the preset's context)" };
     static readonly Option<double> Tokens = new("--tokens") { Description = "Training tokens", DefaultValueFactory = _ => 1e12 };
     static readonly Option<long?> Batch = new("--batch") { Description = "Global batch in sequences (overrides --batch-tokens)" };
@@ -78,7 +79,7 @@ public static class PlanCommand
     {
         var cmd = new Command("plan", "Predict a training run on N GPUs: memory, step time, MFU, days, failures, checkpointing, energy and cost");
         HelpExamples.Add(cmd, "plan --model gpt4-class-1.8t --gpus 100000 --tokens 1e12 --batch 12288 --search");
-        foreach (var o in new Option[] { Model, Layers, Hidden, Heads, KvHeads, Ffn, Vocab, Experts, ActiveExperts, Seq, Tokens, Batch, BatchTokens, PrecisionOpt,
+        foreach (var o in new Option[] { Model, Layers, Hidden, Heads, KvHeads, Ffn, Vocab, Experts, ActiveExperts, MoeEveryOpt, Seq, Tokens, Batch, BatchTokens, PrecisionOpt,
                      Gpu, Gpus, GpusPerNode, GpuTflops, GpuMemory, GpuTdp, IntraGBs, IntraLatency, InterGbps, InterLatency, ComputeEff, NvlinkEff, NetEff,
                      Tp, Pp, Dp, Cp, Ep, MicroBatch, Interleave, Zero, RecomputeOpt, UnevenEnds, NoSequenceParallel, AttentionOpt, SearchOpt, Top, TpOverlap, CpOverlap, EpOverlap, DpOverlap,
                      FailureRate, CkptGBs, Restart, NodeOverhead, Pue, PriceGpuHour, PriceGpu, PriceKwh, Carbon, SweepOpt, Svg, Json, CalibrationOpt, DeviceOpt, CalibrateOpt })
@@ -184,6 +185,7 @@ public static class PlanCommand
             Vocab = parse.GetValue(Vocab) ?? preset.Vocab,
             Experts = parse.GetValue(Experts) ?? preset.Experts,
             ActiveExperts = parse.GetValue(ActiveExperts) ?? (parse.GetValue(Experts) is 1 ? 1 : preset.ActiveExperts),
+            MoeEvery = parse.GetValue(MoeEveryOpt) ?? preset.MoeEvery,
         };
         model.Validate();
 

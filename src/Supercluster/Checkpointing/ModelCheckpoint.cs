@@ -22,19 +22,31 @@ public static class ModelCheckpoint
 
     /// <param name="parameters">Values to write instead of the model's own, by parameter name (the fp32 master weights
     /// when the model computes in bf16); null: the model's parameters.</param>
-    public static void WriteModel(string dir, CausalLM model, string tokenizer, IReadOnlyDictionary<string, Tensor>? parameters = null)
+    /// <param name="remoteExperts">Expert parallelism: the experts other ranks hold, by parameter name (named like this model's own).</param>
+    public static void WriteModel(string dir, CausalLM model, string tokenizer, IReadOnlyDictionary<string, Tensor>? parameters = null,
+        IReadOnlyDictionary<string, Tensor>? remoteExperts = null)
     {
         File.WriteAllText(Path.Combine(dir, ConfigFile), model.Config.ToJson());
         var hf = model.HfNames;
         var vocabTables = model.VocabTables;
         int vocab = model.Config.VocabSize;
-        var tensors = model.named_parameters().Select(p =>
+        IEnumerable<(string Name, Tensor Tensor)> tensors = model.named_parameters().Select(p =>
         {
             var (name, transposed) = hf[p.name];
             Tensor t = parameters?.GetValueOrDefault(p.name) ?? p.parameter;   // frozen parameters have no master copy
             if (vocabTables.Contains(p.name)) t = t.narrow(0, 0, vocab);   // padding rows are not part of the model
             return (name, transposed ? t.t() : t);
         });
+        if (remoteExperts is { Count: > 0 })
+        {
+            // Another rank's expert: the HF name of this rank's sibling (same layer and weight) with the expert index changed.
+            var sibling = hf.Where(kv => MoE.IsExpertParameter(kv.Key)).GroupBy(kv => MoE.WithExpert(kv.Key, 0)).ToDictionary(g => g.Key, g => g.First().Value);
+            tensors = tensors.Concat(remoteExperts.Select(kv =>
+            {
+                var (hfName, transposed) = sibling[MoE.WithExpert(kv.Key, 0)];
+                return (MoE.WithExpert(hfName, MoE.ExpertOf(kv.Key)), transposed ? kv.Value.t() : kv.Value);
+            })).OrderBy(t => t.Item1, StringComparer.Ordinal).ToList();
+        }
         SafeTensors.Write(Path.Combine(dir, ModelFile), tensors,
             new Dictionary<string, string> { ["format"] = "pt", ["supercluster.family"] = model.Config.Family.ToString().ToLowerInvariant(), ["supercluster.tokenizer"] = tokenizer });
     }

@@ -75,13 +75,15 @@ public abstract class CausalLM : nn.Module<Tensor, Tensor>
     public abstract IReadOnlyDictionary<string, (string HfName, bool Transposed)> HfNames { get; }
 
     /// <summary>Builds the model for a config with its family's initialisation, seeded for reproducibility.</summary>
-    public static CausalLM Create(ModelConfig config, long seed)
+    /// <param name="experts">Expert parallelism: the experts this rank holds (null: all). The other parameters and every
+    /// expert's initial values are the same in every layout.</param>
+    public static CausalLM Create(ModelConfig config, long seed, ExpertShard? experts = null)
     {
         config.Validate();
         CausalLM model = config.Family switch
         {
-            ModelFamily.Gpt2 => new Gpt2(config),
-            ModelFamily.Llama => new Llama(config),
+            ModelFamily.Gpt2 => new Gpt2(config, experts),
+            ModelFamily.Llama => new Llama(config, experts),
             _ => throw new ArgumentOutOfRangeException(nameof(config)),
         };
         // Seeded after construction: the modules' own default init consumes random numbers in amounts that depend on
@@ -93,6 +95,16 @@ public abstract class CausalLM : nn.Module<Tensor, Tensor>
 
     /// <summary>The family's initialisation of every parameter (called once by <see cref="Create"/>, seeded).</summary>
     protected abstract void Initialise();
+
+    /// <summary>
+    /// Experts of every MoE block, N(0, std) and the down projection N(0, residualStd): one seed per block drawn from the
+    /// model's stream, then one generator per expert, so a rank holding some experts gets the values the full model has.
+    /// </summary>
+    protected void InitialiseExperts(double std, double residualStd)
+    {
+        foreach (var (_, moe) in MoE.Layers(this))
+            moe.InitialiseExperts(randint(0, int.MaxValue, [1], dtype: ScalarType.Int64).item<long>(), std, residualStd);
+    }
 
     /// <summary>
     /// Attention of q [B, H, Tq, hd] over k, v [B, H, Tk, hd] under the cache's mask (<see cref="KvCache.Mask"/>):

@@ -55,19 +55,21 @@ public sealed class Mlp : Module<Tensor, Tensor>
         c_proj.call(functional.gelu(c_fc.call(x), TorchSharp.Modules.GELU.Approximate.tanh));
 }
 
-/// <summary>Pre-norm residual block: x + attn(ln(x)), then x + mlp(ln(x)).</summary>
+/// <summary>Pre-norm residual block: x + attn(ln(x)), then x + mlp(ln(x)) (a mixture of experts in MoE blocks).</summary>
 public sealed class Block : Module<Tensor, Tensor>
 {
     public readonly LayerNorm ln_1, ln_2;
     public readonly CausalSelfAttention attn;
-    public readonly Mlp mlp;
+    public readonly Mlp? mlp;
+    public readonly MoE? block_sparse_moe;
 
-    public Block(ModelConfig c) : base(nameof(Block))
+    public Block(ModelConfig c, int layer = 0, ExpertShard? shard = null) : base(nameof(Block))
     {
         ln_1 = LayerNorm(c.NEmbd, c.NormEps);
         attn = new CausalSelfAttention(c);
         ln_2 = LayerNorm(c.NEmbd, c.NormEps);
-        mlp = new Mlp(c);
+        if (c.IsMoeLayer(layer)) block_sparse_moe = new MoE(c, shard ?? ExpertShard.All);
+        else mlp = new Mlp(c);
         RegisterComponents();
     }
 
@@ -76,7 +78,8 @@ public sealed class Block : Module<Tensor, Tensor>
     public Tensor Forward(Tensor x, KvCache cache, int layer)
     {
         x = x + attn.Forward(ln_1.call(x), cache, layer);
-        return x + mlp.forward(ln_2.call(x));
+        var h = ln_2.call(x);
+        return x + (mlp is not null ? mlp.forward(h) : block_sparse_moe!.forward(h));
     }
 }
 
@@ -87,11 +90,11 @@ public sealed class Gpt2 : CausalLM
     public readonly ModuleList<Block> h;
     public readonly LayerNorm ln_f;
 
-    public Gpt2(ModelConfig c) : base(nameof(Gpt2), c)
+    public Gpt2(ModelConfig c, ExpertShard? shard = null) : base(nameof(Gpt2), c)
     {
         wte = Embedding(c.PaddedVocab, c.NEmbd); // also the output head (weight tying)
         wpe = Embedding(c.SeqLen, c.NEmbd);
-        h = new ModuleList<Block>(Enumerable.Range(0, c.NLayer).Select(_ => new Block(c)).ToArray());
+        h = new ModuleList<Block>(Enumerable.Range(0, c.NLayer).Select(i => new Block(c, i, shard)).ToArray());
         ln_f = LayerNorm(c.NEmbd, c.NormEps);
         RegisterComponents();
     }
@@ -102,12 +105,14 @@ public sealed class Gpt2 : CausalLM
         double residualStd = 0.02 / Math.Sqrt(2 * Config.NLayer);
         foreach (var (name, p) in named_parameters())
         {
+            if (MoE.IsExpertParameter(name)) continue;                         // InitialiseExperts, below
             if (name.EndsWith(".bias")) p.zero_();
             else if (name.Contains("ln_")) p.fill_(1.0);
             else if (name.EndsWith("c_proj.weight")) init.normal_(p, 0, residualStd);
             else if (name == "wte.weight") InitVocabTable(p, 0.02);
             else init.normal_(p, 0, 0.02);
         }
+        InitialiseExperts(0.02, residualStd);
     }
 
     public override Tensor Forward(Tensor idx, KvCache? cache)

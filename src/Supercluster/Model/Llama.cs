@@ -139,19 +139,21 @@ public sealed class SwiGlu : Module<Tensor, Tensor>
         down_proj.call(functional.silu(gate_proj.call(x)) * up_proj.call(x));
 }
 
-/// <summary>Pre-RMSNorm residual block.</summary>
+/// <summary>Pre-RMSNorm residual block (a mixture of experts in place of the MLP in MoE blocks, as Mixtral).</summary>
 public sealed class LlamaBlock : Module<Tensor, Tensor>
 {
     public readonly RmsNorm input_layernorm, post_attention_layernorm;
     public readonly LlamaAttention self_attn;
-    public readonly SwiGlu mlp;
+    public readonly SwiGlu? mlp;
+    public readonly MoE? block_sparse_moe;
 
-    public LlamaBlock(Rotary rotary, ModelConfig c) : base(nameof(LlamaBlock))
+    public LlamaBlock(Rotary rotary, ModelConfig c, int layer = 0, ExpertShard? shard = null) : base(nameof(LlamaBlock))
     {
         input_layernorm = new RmsNorm(c.NEmbd, c.NormEps);
         self_attn = new LlamaAttention(rotary, c);
         post_attention_layernorm = new RmsNorm(c.NEmbd, c.NormEps);
-        mlp = new SwiGlu(c);
+        if (c.IsMoeLayer(layer)) block_sparse_moe = new MoE(c, shard ?? ExpertShard.All);
+        else mlp = new SwiGlu(c);
         RegisterComponents();
     }
 
@@ -160,7 +162,8 @@ public sealed class LlamaBlock : Module<Tensor, Tensor>
     public Tensor Forward(Tensor x, KvCache cache, int layer)
     {
         x = x + self_attn.Forward(input_layernorm.call(x), cache, layer);
-        return x + mlp.forward(post_attention_layernorm.call(x));
+        var h = post_attention_layernorm.call(x);
+        return x + (mlp is not null ? mlp.forward(h) : block_sparse_moe!.forward(h));
     }
 }
 
@@ -173,11 +176,11 @@ public sealed class Llama : CausalLM
     public readonly Linear lm_head;
     readonly Rotary _rotary;   // a plain object: shared cos/sin tables, not a module (nothing to train or save)
 
-    public Llama(ModelConfig c) : base(nameof(Llama), c)
+    public Llama(ModelConfig c, ExpertShard? shard = null) : base(nameof(Llama), c)
     {
         _rotary = new Rotary(c.HeadDim, c.SeqLen, c.RopeTheta);
         embed_tokens = Embedding(c.PaddedVocab, c.NEmbd);
-        layers = new ModuleList<LlamaBlock>(Enumerable.Range(0, c.NLayer).Select(_ => new LlamaBlock(_rotary, c)).ToArray());
+        layers = new ModuleList<LlamaBlock>(Enumerable.Range(0, c.NLayer).Select(i => new LlamaBlock(_rotary, c, i, shard)).ToArray());
         norm = new RmsNorm(c.NEmbd, c.NormEps);
         lm_head = nn.Linear(c.NEmbd, c.PaddedVocab, hasBias: false);
         RegisterComponents();
@@ -189,11 +192,13 @@ public sealed class Llama : CausalLM
         double residualStd = 0.02 / Math.Sqrt(2 * Config.NLayer);
         foreach (var (name, p) in named_parameters())
         {
+            if (MoE.IsExpertParameter(name)) continue;                                 // InitialiseExperts, below
             if (name.EndsWith("norm.weight") || name.EndsWith("layernorm.weight")) p.fill_(1.0);
             else if (name.EndsWith("o_proj.weight") || name.EndsWith("down_proj.weight")) init.normal_(p, 0, residualStd);
             else if (VocabTables.Contains(name)) InitVocabTable(p, 0.02);
             else init.normal_(p, 0, 0.02);
         }
+        InitialiseExperts(0.02, residualStd);
     }
 
     public override Tensor Forward(Tensor idx, KvCache? cache)

@@ -29,8 +29,24 @@ public sealed record ModelConfig
     /// are cut back to <see cref="VocabSize"/>, so padding changes speed, never results.
     /// </summary>
     public int PadVocabMultiple { get; init; } = 1;
+    /// <summary>Experts per MoE block (1 = dense; absent in older config.json files). Each expert is an MLP of <see cref="FfnHidden"/>.</summary>
+    public int Experts { get; init; } = 1;
+    /// <summary>Experts each token is routed to (top-K).</summary>
+    public int ActiveExperts { get; init; } = 1;
+    /// <summary>Every N-th block (blocks N−1, 2N−1, … counted from 0) has a mixture of experts instead of its MLP.</summary>
+    public int MoeEvery { get; init; } = 1;
 
     public int HeadDim => NEmbd / NHead;
+
+    [JsonIgnore]
+    public bool IsMoE => Experts > 1;
+
+    /// <summary>Whether block <paramref name="layer"/> (0-based) is a mixture of experts.</summary>
+    public bool IsMoeLayer(int layer) => IsMoE && (layer + 1) % MoeEvery == 0;
+
+    /// <summary>Blocks with a mixture of experts.</summary>
+    [JsonIgnore]
+    public int MoeLayers => IsMoE ? NLayer / MoeEvery : 0;
 
     /// <summary>Rows of the vocabulary tables: <see cref="VocabSize"/> rounded up to <see cref="PadVocabMultiple"/>.</summary>
     [JsonIgnore]
@@ -47,22 +63,32 @@ public sealed record ModelConfig
         if (NHead % NKvHead != 0) throw new BadInputException($"{where}: n_head = {NHead} is not divisible by n_kv_head = {NKvHead}");
         if (Family == ModelFamily.Gpt2 && NKvHead != NHead) throw new BadInputException($"{where}: gpt2 family needs n_kv_head = n_head ({NHead}), got {NKvHead}");
         if (Family == ModelFamily.Llama && HeadDim % 2 != 0) throw new BadInputException($"{where}: rotary embeddings need an even head dimension, got {HeadDim}");
+        Positive("experts", Experts); Positive("active_experts", ActiveExperts); Positive("moe_every", MoeEvery);
+        if (ActiveExperts > Experts) throw new BadInputException($"{where}: active_experts = {ActiveExperts} exceeds experts = {Experts}: expected K ≤ E");
         if (NormEps <= 0 || RopeTheta <= 0) throw new BadInputException($"{where}: norm_eps and rope_theta must be positive");
         return this;
     }
 
     /// <summary>Trainable parameters, counted from the shapes (tied GPT-2 head counted once; vocabulary padding, which never trains, not counted).</summary>
-    public long ParameterCount()
+    public long ParameterCount() => CountParameters(Experts);
+
+    /// <summary>Parameters one token passes through: the router and <see cref="ActiveExperts"/> experts of each MoE block (= <see cref="ParameterCount"/> when dense).</summary>
+    public long ActiveParameterCount() => CountParameters(ActiveExperts);
+
+    long CountParameters(int experts)
     {
         long d = NEmbd, f = FfnHidden, v = VocabSize, kv = (long)NKvHead * HeadDim;
+        long dense = NLayer - MoeLayers, router = d * Experts;
         if (Family == ModelFamily.Gpt2)
         {
-            long block = 2 * d + (d * 3 * d + 3 * d) + (d * d + d) + 2 * d + (d * f + f) + (f * d + d);
-            return v * d + (long)SeqLen * d + NLayer * block + 2 * d;
+            long mlp = (d * f + f) + (f * d + d);
+            long block = 2 * d + (d * 3 * d + 3 * d) + (d * d + d) + 2 * d;
+            return v * d + (long)SeqLen * d + NLayer * block + dense * mlp + MoeLayers * (router + experts * mlp) + 2 * d;
         }
         long attn = d * d + 2 * d * kv + d * d;
-        long llamaBlock = d + attn + d + 3 * d * f;
-        return v * d + NLayer * llamaBlock + d + v * d;
+        long llamaBlock = d + attn + d;
+        long swiglu = 3 * d * f;
+        return v * d + NLayer * llamaBlock + dense * swiglu + MoeLayers * (router + experts * swiglu) + d + v * d;
     }
 
     /// <summary>Parameters that multiply activations (excludes position embeddings, norms; includes the output head once).</summary>

@@ -26,7 +26,23 @@ public static class ModelPresets
         ["llama-tiny"] = Llama(2, 4, 2, 64, 172, 64),
         ["llama-small"] = Llama(4, 8, 2, 128, 344, 128),
         ["llama-110m"] = Llama(12, 12, 4, 768, 2048, 1024),
+        // Mixture of experts: 8 experts, top-2, grouped-query attention; each expert is half llama-tiny's MLP (86 = 172/2),
+        // so the active parameters equal llama-tiny's plus the router (the dense baseline of bench).
+        ["moe-tiny"] = Llama(2, 4, 2, 64, 86, 64) with { Experts = 8, ActiveExperts = 2 },
+        ["grok1-mini"] = GrokMini(),
     };
+
+    /// <summary>
+    /// Grok-1's shape ratios (plan's grok1-314b) at CPU size: 6 query heads per key/value head, expert width 16/3 of the
+    /// model width, 8 experts with 2 active, every block MoE; head dimension 32 instead of 128, 4 layers, context 256.
+    /// SwiGLU experts stand in for Grok's gated GELU.
+    /// </summary>
+    static ModelConfig GrokMini()
+    {
+        var g = Planning.ModelCatalog.Get("grok1-314b");
+        int kv = 1, heads = kv * g.Heads / g.KvHeads, d = heads * 32;
+        return Llama(4, heads, kv, d, (int)((long)d * g.Ffn / g.Hidden), 256) with { Experts = g.Experts, ActiveExperts = g.ActiveExperts, MoeEvery = g.MoeEvery };
+    }
 
     public static ModelConfig Get(string name) =>
         All.TryGetValue(name, out var c) ? c

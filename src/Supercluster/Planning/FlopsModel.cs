@@ -37,7 +37,8 @@ public static class FlopsModel
 
     /// <summary>A trainable model's shape for these formulas (the real vocabulary: padding rows are not useful work).</summary>
     public static ModelSpec Spec(ModelConfig c) => new(c.Family.ToString().ToLowerInvariant(), c.NLayer, c.NEmbd, c.NHead, c.NKvHead,
-        c.FfnHidden, c.VocabSize, GatedFfn: c.Family == ModelFamily.Llama, TiedEmbeddings: c.Family == ModelFamily.Gpt2, DefaultSeqLen: c.SeqLen);
+        c.FfnHidden, c.VocabSize, Experts: c.Experts, ActiveExperts: c.ActiveExperts, GatedFfn: c.Family == ModelFamily.Llama,
+        TiedEmbeddings: c.Family == ModelFamily.Gpt2, DefaultSeqLen: c.SeqLen) { MoeEvery = c.MoeEvery };
 
     /// <summary>Model FLOPs per token of a model trained at <paramref name="seqLen"/>: the MFU numerator of train and bench, as plan's.</summary>
     public static double ModelFlopsPerToken(ModelConfig c, int seqLen) => ModelFlopsPerToken(Spec(c), seqLen);

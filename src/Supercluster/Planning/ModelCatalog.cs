@@ -31,7 +31,9 @@ public static class ModelCatalog
         new(new("gpt4-class-1.8t", 120, 35840, 280, 280, 143360, 100352, DefaultSeqLen: 8192), "Supercluster stand-in: dense model with GPT-4's reported ~1.8T parameters and 120 layers"),
     ];
 
+    /// <summary>A catalog shape, or a train preset (tiny, moe-tiny, grok1-mini, …) as train builds it: one configuration for both commands.</summary>
     public static ModelSpec Get(string name) =>
         All.FirstOrDefault(e => string.Equals(e.Spec.Name, name, StringComparison.OrdinalIgnoreCase))?.Spec
-        ?? throw new BadInputException($"--model '{name}' is unknown: expected one of {string.Join(", ", All.Select(e => e.Spec.Name))}");
+        ?? (Model.ModelPresets.All.TryGetValue(name, out var preset) ? FlopsModel.Spec(preset) with { Name = name } : null)
+        ?? throw new BadInputException($"--model '{name}' is unknown: expected one of {string.Join(", ", All.Select(e => e.Spec.Name).Concat(Model.ModelPresets.All.Keys))}");
 }

@@ -23,6 +23,11 @@ public sealed record ModelSpec(
     bool TiedEmbeddings = false,
     int DefaultSeqLen = 2048)
 {
+    /// <summary>Every N-th layer is a mixture of experts (the others have one MLP of <see cref="Ffn"/>); 1: all (Grok-1, Mixtral).</summary>
+    public int MoeEvery { get; init; } = 1;
+    /// <summary>Layers with a mixture of experts.</summary>
+    public int MoeLayers => IsMoE ? Layers / MoeEvery : 0;
+
     public int HeadDim => Hidden / Heads;
     public long KvDim => (long)KvHeads * HeadDim;
     public bool IsMoE => Experts > 1;
@@ -39,9 +44,11 @@ public sealed record ModelSpec(
     /// <summary>Input embedding plus output projection (one matrix if tied).</summary>
     public long EmbeddingParams => (TiedEmbeddings ? 1L : 2L) * Vocab * Hidden;
 
-    public long TotalParams => (long)Layers * (DenseParamsPerLayer + ExpertParamsPerLayer) + EmbeddingParams;
+    public long TotalParams => (long)Layers * AttentionParamsPerLayer + MoeLayers * (RouterParamsPerLayer + ExpertParamsPerLayer)
+        + (long)(Layers - MoeLayers) * FfnParamsPerExpert + EmbeddingParams;
     /// <summary>Parameters a token passes through, excluding the input embedding lookup (Kaplan's N).</summary>
-    public long ActiveNonEmbeddingParams => (long)Layers * (DenseParamsPerLayer + ActiveExperts * FfnParamsPerExpert);
+    public long ActiveNonEmbeddingParams => (long)Layers * AttentionParamsPerLayer + MoeLayers * (RouterParamsPerLayer + ActiveExperts * FfnParamsPerExpert)
+        + (long)(Layers - MoeLayers) * FfnParamsPerExpert;
     public long ActiveParams => ActiveNonEmbeddingParams + EmbeddingParams;
 
     /// <summary>Throws <see cref="BadInputException"/> naming the first field that makes no sense.</summary>
@@ -51,6 +58,7 @@ public sealed record ModelSpec(
         Positive(Ffn, "--ffn"); Positive(Vocab, "--vocab"); Positive(Experts, "--experts"); Positive(ActiveExperts, "--active-experts");
         if (Hidden % Heads != 0) throw new BadInputException($"--hidden {Hidden} is not divisible by --heads {Heads}: expected hidden = heads × head dim");
         if (Heads % KvHeads != 0) throw new BadInputException($"--kv-heads {KvHeads} does not divide --heads {Heads}: expected a divisor (grouped-query attention)");
+        Positive(MoeEvery, "--moe-every");
         if (ActiveExperts > Experts) throw new BadInputException($"--active-experts {ActiveExperts} exceeds --experts {Experts}");
     }
 

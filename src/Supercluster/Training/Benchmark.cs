@@ -104,6 +104,7 @@ public static class Benchmark
         var phaseClock = new PhaseClock();
         var phases = new List<double[]>();
         var steps = new List<double>();
+        var routing = new List<double>();
         double firstLoss = double.NaN, lastLoss = double.NaN, peakMem = 0;
         // On a GPU the phase split needs a synchronise after each phase, which idles the GPU while the host queues the
         // next phase; so the step time comes from steps with one synchronise (at the loss read, as the PyTorch
@@ -116,7 +117,8 @@ public static class Benchmark
             phaseClock.Synchronize = gpu && s >= firstPhaseStep;
             if (gpu) cuda.synchronize();
             phaseClock.Start();
-            double l = step.Run(Next, accumulation: 1, o.Lr, phaseClock).Loss;   // its loss read waits for the step (the reference's loss.item())
+            var result = step.Run(Next, accumulation: 1, o.Lr, phaseClock);
+            double l = result.Loss;   // its loss read waits for the step (the reference's loss.item())
             double tStep = phaseClock.Total;
             if (s == 0) firstLoss = l;
             lastLoss = l;
@@ -124,8 +126,10 @@ public static class Benchmark
             if (s < o.WarmupSteps) continue;
             if (!phaseClock.Synchronize) steps.Add(tStep);
             if (s >= firstPhaseStep) phases.Add((double[])phaseClock.Milliseconds.Clone());
-            log.WriteLine($"step {s - o.WarmupSteps + 1}/{o.Steps}: {tStep:F1} ms{(phaseClock.Synchronize ? " (phases timed)" : "")}, loss {l:F4}");
+            if (result.Moe is not null) routing.Add(result.RoutingSeconds * 1000);
+            log.WriteLine($"step {s - o.WarmupSteps + 1}/{o.Steps}: {tStep:F1} ms{(phaseClock.Synchronize ? " (phases timed)" : "")}, loss {l:F4}{(result.Moe is not null ? $", MoE routing/dispatch {result.RoutingSeconds * 1000:F1} ms" : "")}");
         }
+        if (routing.Count > 0) log.WriteLine($"MoE routing and dispatch (router, sort, gather, scatter; forward only): median {routing.Order().ElementAt(routing.Count / 2):F1} ms per step");
 
         double Median(IEnumerable<double> v) { var a = v.Order().ToArray(); return a.Length % 2 == 1 ? a[a.Length / 2] : (a[a.Length / 2 - 1] + a[a.Length / 2]) / 2; }
         double ms = Median(steps);

@@ -10,7 +10,7 @@ public sealed record TrainOptions
     public required string DataDir { get; init; }
     [Flag("--out", "Run directory (metrics.jsonl, config.json, checkpoints/)")]
     public string OutDir { get; init; } = "runs/run";
-    [Flag("--model", "Preset: tiny, small, gpt2, gpt2-medium, gpt2-large, gpt2-xl, llama-tiny, llama-small, llama-110m")]
+    [Flag("--model", "Preset: tiny, small, gpt2, gpt2-medium, gpt2-large, gpt2-xl, llama-tiny, llama-small, llama-110m, moe-tiny, grok1-mini")]
     public string Model { get; init; } = "small";
     [Flag("--n-layer", "Override the preset's layer count")]
     public int? NLayer { get; init; }
@@ -97,6 +97,22 @@ public sealed record TrainOptions
     public int? Dp { get; init; }
     [Flag("--sequence-parallel", "With --tp: norms and residuals split along the sequence (all-gather / reduce-scatter instead of all-reduce)")]
     public bool SequenceParallel { get; init; }
+    // Mixture of experts (Model/MoE.cs): the names plan uses.
+    [Flag("--experts", "MoE: experts per MoE block (overrides the preset; 1 = dense)")]
+    public int? Experts { get; init; }
+    [Flag("--active-experts", "MoE: experts each token is routed to (top-K)")]
+    public int? ActiveExperts { get; init; }
+    [Flag("--moe-every", "MoE: every N-th block is a mixture of experts (default the preset's, 1)")]
+    public int? MoeEvery { get; init; }
+    [Flag("--aux-loss-coef", "MoE: weight of the Switch load-balancing loss E·Σ f·P")]
+    public double AuxLossCoef { get; init; } = 0.01;
+    [Flag("--z-loss-coef", "MoE: weight of the ST-MoE router z-loss")]
+    public double ZLossCoef { get; init; } = 0.001;
+    /// <summary>null: dropless; C: each expert takes at most ⌈C·tokens·K/E⌉ routed slots per micro-batch, the rest are dropped and counted.</summary>
+    [Flag("--capacity-factor", "MoE: cap tokens per expert at C·tokens·K/E (default dropless)")]
+    public double? CapacityFactor { get; init; }
+    [Flag("--ep", "MoE: expert-parallel size (experts sharded over this many ranks inside the data-parallel group)")]
+    public int Ep { get; init; } = 1;
 
         public void Validate()
     {
@@ -131,5 +147,12 @@ public sealed record TrainOptions
             if (InitFrom is null) throw new BadInputException("--lora-rank needs --init-from CHECKPOINT: LoRA adapts a trained base model");
             new FineTuning.LoraOptions(LoraRank, LoraAlpha, FineTuning.LoraOptions.ParseTargets(LoraTargets), LoraDropout).Validate();
         }
+        if (Experts is { } ex) Positive("--experts", ex);
+        if (ActiveExperts is { } k) Positive("--active-experts", k);
+        if (MoeEvery is { } me) Positive("--moe-every", me);
+        if (CapacityFactor is { } cf && !(cf > 0)) throw new BadInputException($"--capacity-factor = {cf}, expected a positive number (omit it for dropless routing)");
+        if (AuxLossCoef < 0) throw new BadInputException($"--aux-loss-coef = {AuxLossCoef}, expected ≥ 0");
+        if (ZLossCoef < 0) throw new BadInputException($"--z-loss-coef = {ZLossCoef}, expected ≥ 0");
+        if (Ep < 1) throw new BadInputException($"--ep = {Ep}, expected a positive integer");
     }
 }

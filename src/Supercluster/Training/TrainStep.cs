@@ -21,6 +21,9 @@ public sealed record TrainStepOptions
     public string Optimizer { get; init; } = "auto";
     /// <summary>fp32, or bf16: bf16 compute weights with fp32 master weights, gradients and optimizer state.</summary>
     public ScalarType ComputeDtype { get; init; } = ScalarType.Float32;
+    /// <summary>MoE: weights of the Switch load-balancing loss and the ST-MoE router z-loss in the objective.</summary>
+    public double AuxLossCoef { get; init; } = 0.01;
+    public double ZLossCoef { get; init; } = 0.001;
 }
 
 /// <summary>What one step did: mean loss over micro-batches and ranks, gradient norm before clipping, communication time.</summary>
@@ -30,6 +33,11 @@ public readonly record struct StepResult(double Loss, double GradNorm, double Co
     public IReadOnlyDictionary<string, double>? CommSecondsByGroup { get; init; }
     /// <summary>The global batch had no trained target (all loss-masked): nothing was computed or updated.</summary>
     public bool Skipped { get; init; }
+    /// <summary>Per MoE layer: expert load, auxiliary losses, dropped slots (null for a dense model).</summary>
+    public IReadOnlyList<MoeLayerStats>? Moe { get; init; }
+    /// <summary>This rank's seconds in MoE routing and dispatch (outside expert matmuls), and in the expert all-to-all.</summary>
+    public double RoutingSeconds { get; init; }
+    public double AllToAllSeconds { get; init; }
 }
 
 /// <summary>
@@ -49,12 +57,16 @@ public sealed class TrainStep : IDisposable
     readonly Parallelism.ParallelModel? _parallel;
     readonly long[] _x, _y;
     readonly PipelineSchedule? _pipeline;
+    readonly (int Layer, MoE Moe)[] _moe;
 
     /// <param name="model">fp32 parameters on the training device, weights already loaded (they become the master copy).</param>
     /// <param name="parallel">The model after <see cref="Parallelism.Parallelize.Apply"/>: its loss, its data-parallel group
     /// (gradients are averaged over DP × CP), sequence-parallel gradient sums and the model-parallel gradient norm; null: plain data parallelism over <paramref name="comm"/>.</param>
     /// <param name="stage">Pipeline parallelism: this rank's stage of the model (its parameters only; the step runs 1F1B).</param>
-    public TrainStep(CausalLM model, ICommunicator comm, TrainStepOptions options, Parallelism.ParallelModel? parallel = null, PipelineStage? stage = null)
+    /// <param name="experts">MoE: the expert-parallel group and the ranks holding the same experts (null: the model is dense,
+    /// or all experts are local and averaged over the data-parallel group).</param>
+    public TrainStep(CausalLM model, ICommunicator comm, TrainStepOptions options, Parallelism.ParallelModel? parallel = null, PipelineStage? stage = null,
+        (ICommunicator Ep, ICommunicator ExpertDp)? experts = null)
     {
         if (options.ComputeDtype is not (ScalarType.Float32 or ScalarType.BFloat16))
             throw new BadInputException($"--dtype {options.ComputeDtype}: expected fp32 or bf16");
@@ -63,6 +75,11 @@ public sealed class TrainStep : IDisposable
         _parallel = parallel;
         _dp = parallel?.DataParallel ?? comm;
         _o = options;
+        _moe = MoE.Layers(model).ToArray();
+        // MoE: expert parameters train apart (their own averaging group and optimizer state), dense ones as before.
+        bool IsExpert(string name) => _moe.Length > 0 && MoE.IsExpertParameter(name);
+        if (_moe.Length > 0 && (options.Zero == 3 || stage is not null || parallel is { OwnsLoss: true }))
+            throw new BadInputException("a mixture-of-experts model with --zero 3, --tp, --cp or --pp: experts compose with data and expert parallelism (and ZeRO-1/2) only in this build");
         if (options.Zero == 3)
         {
             if (parallel is { IsTensorParallel: true } || parallel?.Grid.Dims.Cp > 1 || stage is not null)
@@ -72,12 +89,16 @@ public sealed class TrainStep : IDisposable
         }
         else
         {
-            var parameters = () => (stage?.NamedParameters() ?? model.named_parameters()).Select(p => (p.name, p.parameter));
+            var parameters = () => (stage?.NamedParameters() ?? model.named_parameters()).Where(p => !IsExpert(p.name)).Select(p => (p.name, p.parameter));
+            if (_moe.Length > 0)
+                Experts = new ExpertParameters(model.named_parameters().Where(p => IsExpert(p.name)).Select(p => (p.name, p.parameter)),
+                    model.Config.Experts, experts?.Ep ?? new SingleProcess("ep"), experts?.ExpertDp ?? _dp, options.Optimizer, options.WeightDecay);
             _flat = new FlatParameters(parameters(), _dp.WorldSize);
             if (options.ComputeDtype != ScalarType.Float32)
             {
                 model.to(options.ComputeDtype);                  // new parameter tensors; bound to the compute buffer next
                 _flat.BindCompute(parameters());
+                Experts?.Flat.BindCompute(model.named_parameters().Where(p => IsExpert(p.name)).Select(p => (p.name, p.parameter)));
             }
             _dataParallel = new DataParallel(_flat, _dp, options.Zero, parallel?.GradientNorm(_flat));
             Optimizer = new TrainingOptimizer(_flat, _dataParallel.ShardRange, _dp.Rank, _dp.WorldSize, options.Zero >= 1, options.Optimizer, options.WeightDecay);
@@ -97,11 +118,13 @@ public sealed class TrainStep : IDisposable
     public DataParallel DataParallel => _dataParallel ?? throw new InvalidOperationException("ZeRO-3 averages gradients in FullyShard (see Fsdp)");
     /// <summary>ZeRO-3: the sharded parameters and their gather/reduce-scatter around each unit; else null.</summary>
     public FullyShard? Fsdp { get; }
+    /// <summary>MoE models: the expert parameters, their averaging and optimizer (null for a dense model).</summary>
+    public ExpertParameters? Experts { get; }
     public TrainingOptimizer Optimizer { get; }
     public Device Device => Fsdp?.Values.device ?? Flat.Values.device;
 
     /// <summary>The fp32 (master) weights by parameter name, for checkpoints. Collective under ZeRO-3 (gathers the model): every rank calls it.</summary>
-    public IReadOnlyDictionary<string, Tensor> MasterWeights => Fsdp?.GatherParameters() ?? Flat.Items.ToDictionary(i => i.Name, i => i.Value);
+    public IReadOnlyDictionary<string, Tensor> MasterWeights => Fsdp?.GatherParameters() ?? Flat.Items.Concat(Experts?.Flat.Items ?? []).ToDictionary(i => i.Name, i => i.Value);
 
     /// <summary>
     /// Collective under ZeRO-3: the model's parameters whole on every rank until disposed (evaluation and samples on
@@ -119,8 +142,10 @@ public sealed class TrainStep : IDisposable
         if (Fsdp is { } f)
             return (ResidentMemory.Bytes([.. parameters, f.Values]), ResidentMemory.Bytes([.. _model.parameters().Select(p => p.grad), f.Gradients]),
                 ResidentMemory.Bytes(Optimizer.StateTensors));
-        return (ResidentMemory.Bytes([.. parameters, Flat.Values, Flat.ComputeValues]),
-            ResidentMemory.Bytes([.. _model.parameters().Select(p => p.grad), .. DataParallel.GradientTensors]), ResidentMemory.Bytes(Optimizer.StateTensors));
+        var e = Experts?.Flat;
+        return (ResidentMemory.Bytes([.. parameters, Flat.Values, Flat.ComputeValues, e?.Values, e?.ComputeValues]),
+            ResidentMemory.Bytes([.. _model.parameters().Select(p => p.grad), .. DataParallel.GradientTensors, e is { HasGradients: true } ? e.Gradients : null, e?.ComputeGradients]),
+            ResidentMemory.Bytes([.. Optimizer.StateTensors, .. Experts?.Optimizer.StateTensors ?? []]));
     }
 
     /// <summary>
@@ -176,28 +201,49 @@ public sealed class TrainStep : IDisposable
         using var scope = NewDisposeScope();
         var device = Device;
         TakeCommunicationSeconds();             // collectives between steps (stop flag, checkpoints, timings) are not this step's
+        Experts?.Ep.TakeCommunicationSeconds();
         if (Fsdp is null) Flat.ZeroGradients(); else Fsdp.ZeroGradients();
+        Experts?.Flat.ZeroGradients();
         var lossSum = zeros(1, device: device);
+        var moe = new MoeStepAccumulator(_moe.Length, _model.Config.Experts, device);
         for (int micro = 0; micro < accumulation; micro++)
         {
             var l = microLoss(micro);
+            // MoE: the auxiliary losses join the objective, not the logged language-model loss.
+            var objective = _moe.Length == 0 ? l : l + moe.Add(_moe, _o.AuxLossCoef, _o.ZLossCoef).div_(accumulation);
             clock?.Mark(StepPhase.Forward);
-            l.backward();
+            objective.backward();
             _flat?.AccumulateComputeGradients(first: micro == 0);
+            Experts?.Flat.AccumulateComputeGradients(first: micro == 0);
             lossSum.add_(l.detach());
             clock?.Mark(StepPhase.Backward);
         }
         if (_flat is not null) _parallel?.ReduceSequenceParallelGradients(_flat);
         var (grad, norm) = Fsdp?.ReduceGradients() ?? DataParallel.ReduceGradients();
-        Optimizer.Step(grad, lr, ClipScale(norm, _o.GradClip));
+        Tensor? expertGrad = null;
+        if (Experts is not null)
+        {
+            (expertGrad, var expertSq) = Experts.ReduceGradients();
+            norm = norm.square().add_(expertSq).sqrt_();                  // one global norm over dense and expert gradients
+        }
+        var clipScale = ClipScale(norm, _o.GradClip);
+        Optimizer.Step(grad, lr, clipScale);
+        Experts?.Optimizer.Step(expertGrad!, lr, clipScale);
         _dataParallel?.GatherParameters();          // ZeRO-3 gathers parameters unit by unit in the next forward
-        if (_dp.WorldSize > 1) _dp.AllReduceSum(lossSum);          // TP ranks of a replica have the same loss already
-        // The one host sync per step: loss and gradient norm, read together at the step's end.
-        var logged = cat([lossSum.to(ScalarType.Float64), norm]).cpu().data<double>().ToArray();
+        var reduced = _moe.Length == 0 ? lossSum.to(ScalarType.Float64) : cat([lossSum.to(ScalarType.Float64), moe.Vector(accumulation)]);
+        if (_dp.WorldSize > 1) _dp.AllReduceSum(reduced);          // TP ranks of a replica have the same loss already
+        // The one host sync per step: loss, MoE statistics and gradient norm, read together at the step's end.
+        var logged = cat([reduced, norm]).cpu().data<double>().ToArray();
         clock?.Mark(StepPhase.Optimizer);
         // After the sync, so a GPU backend's event timings are complete: the step's collectives, gradients to loss.
+        double a2a = Experts?.Ep.TakeCommunicationSeconds() ?? 0;
         var byGroup = TakeCommunicationSeconds();
-        return new StepResult(logged[0] / _dp.WorldSize, logged[1], byGroup.Values.Sum()) { CommSecondsByGroup = byGroup };
+        return new StepResult(logged[0] / _dp.WorldSize, logged[^1], byGroup.Values.Sum() + a2a)
+        {
+            CommSecondsByGroup = byGroup,
+            Moe = _moe.Length == 0 ? null : moe.Read(logged.AsSpan(1, logged.Length - 2), _moe, _dp.WorldSize),
+            RoutingSeconds = moe.RoutingSeconds, AllToAllSeconds = a2a,
+        };
     }
 
     /// <summary>Seconds in collectives since the last call, per group (world only without a rank grid).</summary>
@@ -220,8 +266,54 @@ public sealed class TrainStep : IDisposable
     public void Dispose()
     {
         Optimizer.Dispose();
+        Experts?.Dispose();
         _flat?.Dispose();
         Fsdp?.Dispose();
+    }
+}
+
+/// <summary>One MoE layer over a step: fraction of routed slots per expert, mean auxiliary losses, dropped slots (all ranks).</summary>
+public sealed record MoeLayerStats(int Layer, double[] Load, double LoadBalancingLoss, double ZLoss, long Dropped);
+
+/// <summary>Sums the MoE layers' losses and counts over a step's micro-batches (device tensors and host counts; read once).</summary>
+sealed class MoeStepAccumulator(int layers, int experts, Device device)
+{
+    readonly Tensor _aux = zeros(layers, dtype: ScalarType.Float64, device: device), _z = zeros(layers, dtype: ScalarType.Float64, device: device);
+    readonly double[] _counts = new double[layers * experts + layers];   // slots per expert per layer, then dropped per layer
+    public double RoutingSeconds { get; private set; }
+
+    /// <summary>This micro-batch's auxiliary objective Σ_layers (α·aux + β·z), with its graph; records the statistics.</summary>
+    public Tensor Add(IReadOnlyList<(int Layer, MoE Moe)> moe, double auxCoef, double zCoef)
+    {
+        Tensor? objective = null;
+        for (int i = 0; i < moe.Count; i++)
+        {
+            var s = moe[i].Moe.Last ?? throw new InvalidOperationException("MoE layer did not run");
+            _aux[i].add_(s.LoadBalancingLoss.detach().to(ScalarType.Float64));
+            _z[i].add_(s.ZLoss.detach().to(ScalarType.Float64));
+            for (int e = 0; e < experts; e++) _counts[i * experts + e] += s.SlotsPerExpert[e];
+            _counts[layers * experts + i] += s.Dropped;
+            RoutingSeconds += moe[i].Moe.RoutingSeconds;
+            var term = s.LoadBalancingLoss * auxCoef + s.ZLoss * zCoef;
+            objective = objective is null ? term : objective + term;
+        }
+        return objective!;
+    }
+
+    /// <summary>[aux per layer, z per layer (means over micro-batches), slot counts, dropped] for the step's all-reduce.</summary>
+    public Tensor Vector(int accumulation) =>
+        cat([_aux / accumulation, _z / accumulation, tensor(_counts, dtype: ScalarType.Float64, device: _aux.device)]);
+
+    public IReadOnlyList<MoeLayerStats> Read(ReadOnlySpan<double> v, IReadOnlyList<(int Layer, MoE Moe)> moe, int world)
+    {
+        var result = new List<MoeLayerStats>();
+        for (int i = 0; i < layers; i++)
+        {
+            var counts = v.Slice(2 * layers + i * experts, experts).ToArray();
+            double total = Math.Max(1, counts.Sum());
+            result.Add(new MoeLayerStats(moe[i].Layer, [.. counts.Select(c => c / total)], v[i] / world, v[layers + i] / world, (long)v[2 * layers + layers * experts + i]));
+        }
+        return result;
     }
 }
 

@@ -46,7 +46,7 @@ public sealed class Trainer
         bool lead = comm.Rank == 0;
         var log = lead ? _log : TextWriter.Null;
 
-        var dims = ParallelDims.For(comm.WorldSize, _o.Tp, _o.Cp, _o.Pp, _o.Dp);
+        var dims = ParallelDims.For(comm.WorldSize, _o.Tp, _o.Cp, _o.Pp, _o.Dp, _o.Ep);
         var meta = DatasetMeta.Load(_o.DataDir);
         var init = _o.InitFrom is null ? null : FineTuning.InitCheckpoint.Open(_o.InitFrom, meta);   // refuses another tokenizer
         // TP splits the vocabulary tables: their rows are padded to a multiple of TP as well (Megatron-LM does the same).
@@ -94,10 +94,22 @@ public sealed class Trainer
         string? resumeDir = FindResume(store, log);
 
         using var train = new TokenDataLoader(_o.DataDir, "train", _o.BatchSize, seqLen, grid.DpRank, dims.Dp, _o.Seed);
-        using var val = meta.ValTokens > 0 && (lead || ((dims.Tp > 1 || dims.Cp > 1) && evalRank) || dims.Pp > 1) ? Evaluator.OpenRows(_o.DataDir, "val", seqLen) : null;
+        // Under expert parallelism a forward is collective (all-to-all), so every rank evaluates and samples with rank 0.
+        bool inferHere = lead || _o.Ep > 1;
+        using var val = meta.ValTokens > 0 && (inferHere || ((dims.Tp > 1 || dims.Cp > 1) && evalRank) || dims.Pp > 1) ? Evaluator.OpenRows(_o.DataDir, "val", seqLen) : null;
         var tokenizer = Tokenizers.Create(meta.Tokenizer);
 
-        using var baseModel = CausalLM.Create(config, _o.Seed);
+        // MoE: experts sharded over the EP group (EP inside DP); each rank builds only its experts (Parallelism/ExpertParallel.cs).
+        if (_o.Ep > 1 && !config.IsMoE) throw new BadInputException($"--ep {_o.Ep}: model '{_o.Model}' has no experts; expected --experts E (E > 1) or an MoE preset");
+        if (config.IsMoE && config.Experts % _o.Ep != 0) throw new BadInputException($"--ep {_o.Ep} does not divide --experts {config.Experts}: expected a divisor of the expert count");
+        if (_o.Ep > 1 && comm.WorldSize == 1) throw new BadInputException($"--ep {_o.Ep} needs {_o.Ep} or more ranks: this job has one (launch with mpirun -np N, N a multiple of {_o.Ep})");
+        if (config.IsMoE && (dims.Tp > 1 || dims.Cp > 1 || dims.Pp > 1 || _o.LoraRank > 0))
+            throw new BadInputException($"--experts {config.Experts} with --tp {dims.Tp} --cp {dims.Cp} --pp {dims.Pp}{(_o.LoraRank > 0 ? " and LoRA" : "")}: mixture-of-experts models compose with data and expert parallelism only in this build");
+        if (_o.InitFrom is not null && config.IsMoE && init?.Config is null)
+            throw new BadInputException($"--init-from {_o.InitFrom}: Hugging Face GPT-2 weights have no experts; expected a dense model (drop --experts {config.Experts})");
+
+        using var baseModel = CausalLM.Create(config, _o.Seed, config.IsMoE ? new ExpertShard(grid.EpRank, _o.Ep) : null);
+        if (config.IsMoE) Parallelism.ExpertParallel.Apply(baseModel, grid.Ep, _o.CapacityFactor);
         var lora = _o.LoraRank > 0 ? new FineTuning.LoraOptions(_o.LoraRank, _o.LoraAlpha, FineTuning.LoraOptions.ParseTargets(_o.LoraTargets), _o.LoraDropout) : null;
         // Weights are loaded into the fp32 model before the step makes them its master copy (and bf16 compute weights).
         // A LoRA run's base always comes from --init-from; its checkpoints hold the adapters only.
@@ -114,12 +126,13 @@ public sealed class Trainer
         using var trainStep = new TrainStep(model, comm, new TrainStepOptions
         {
             BatchSize = _o.BatchSize, SeqLen = seqLen, Zero = _o.Zero, WeightDecay = _o.WeightDecay, GradClip = _o.GradClip,
-            Optimizer = _o.Optimizer, ComputeDtype = dtype,
-        }, parallel, stage);
+            Optimizer = _o.Optimizer, ComputeDtype = dtype, AuxLossCoef = _o.AuxLossCoef, ZLossCoef = _o.ZLossCoef,
+        }, parallel, stage, config.IsMoE ? (grid.Ep, grid.ExpertDp) : null);
 
         var startMemory = trainStep.MemoryPerRank();   // measured: bytes of the allocations behind them, before the first step
         long startStep = 0, tokensSeen = 0;
         if (resumeDir is not null) (startStep, tokensSeen) = Restore(resumeDir, trainStep, parallel, stage, train);
+        if (resumeDir is not null) trainStep.Experts?.Load(resumeDir);
         if (lead)
             DurableFile.WriteAllText(Path.Combine(_o.OutDir, "config.json"), JsonSerializer.Serialize(new
             {
@@ -133,6 +146,7 @@ public sealed class Trainer
         double? peak = DeviceSelect.PeakFlops(device, dtype);
         var mem = startMemory;
         log.WriteLine($"model {_o.Model}: {config.ParameterCount():N0} parameters, {config.NLayer} layers, d={config.NEmbd}, context {config.SeqLen}, vocab {config.VocabSize}{(config.PaddedVocab != config.VocabSize ? $" (tables padded to {config.PaddedVocab})" : "")}; {device.type} {_o.Dtype}");
+        if (config.IsMoE) log.WriteLine(Parallelism.ExpertParallel.Describe(config, seqLen, _o.Ep, _o.CapacityFactor));
         log.WriteLine($"ranks: {comm.WorldSize} ({comm.Backend}{(comm.WorldSize > 1 ? $", launched by {env.Launcher}" : "")}){(_o.Zero > 0 ? $", ZeRO-{_o.Zero}" : "")}; per rank (measured): parameters {Mb(mem.Parameters)}, gradients {Mb(mem.Gradients)}, optimizer state {Mb(mem.Optimizer)}");
         if (dims.World > 1) foreach (var line in RankGrid.Describe(dims)) log.WriteLine(line);
         if (_o.SequenceParallel)
@@ -191,9 +205,10 @@ public sealed class Trainer
                 ["tokens_per_s"] = Math.Round(total / dt, 1), ["step_ms"] = Math.Round(dt * 1000, 2), ["mfu"] = mfu, ["time_s"] = Math.Round(clock.Elapsed.TotalSeconds, 3),
                 ["rank_step_ms"] = rankStepMs, ["rank_comm_ms"] = rankCommMs,
                 ["comm_ms_by_group"] = dims.World > 1 ? CommByGroup(stepResult.CommSecondsByGroup) : null,
+                ["moe"] = Parallelism.ExpertParallel.MetricsJson(stepResult),
             });
             var eta = TimeSpan.FromSeconds((_o.Steps - done) * clock.Elapsed.TotalSeconds / (done - startStep));
-            progress.Update($"step {done}/{_o.Steps} | loss {loss:F4} | lr {lr:0.00e+0} | norm {norm:F2} | {tokPerSec:N0} tok/s{(mfu is { } m ? $" | MFU {m:P1}" : "")}{(comm.WorldSize > 1 ? $" | comm {commSeconds * 1000:F0} ms" : "")} | ETA {ProgressLine.Format(eta)}",
+            progress.Update($"step {done}/{_o.Steps} | loss {loss:F4} | lr {lr:0.00e+0} | norm {norm:F2} | {tokPerSec:N0} tok/s{(mfu is { } m ? $" | MFU {m:P1}" : "")}{(comm.WorldSize > 1 ? $" | comm {commSeconds * 1000:F0} ms" : "")}{Parallelism.ExpertParallel.ShortForm(stepResult)} | ETA {ProgressLine.Format(eta)}",
                 force: done == _o.Steps);
 
             bool last = done == _o.Steps;
@@ -211,7 +226,7 @@ public sealed class Trainer
                 progress.Done();
                 log.WriteLine($"step {done}: val loss {lastVal:F4} over {eval.Tokens:N0} tokens");
             }
-            if (lead && stage is null && tasks.Count > 0 && ((_o.EvalEvery > 0 && done % _o.EvalEvery == 0) || last))
+            if (inferHere && stage is null && tasks.Count > 0 && ((_o.EvalEvery > 0 && done % _o.EvalEvery == 0) || last))
                 foreach (var task in tasks)
                 {
                     var (r, _) = Evaluation.TaskEval.Evaluate(model, task, _o.BatchSize, device);
@@ -219,7 +234,7 @@ public sealed class Trainer
                     progress.Done();
                     log.WriteLine($"step {done}: {Evaluation.TaskEval.Describe(r)}");
                 }
-            if (lead && stage is null && _o.SampleEvery > 0 && (done % _o.SampleEvery == 0 || last))
+            if (inferHere && stage is null && _o.SampleEvery > 0 && (done % _o.SampleEvery == 0 || last))
             {
                 string text = SampleText(model, tokenizer, device, done);
                 metrics?.Write(new JsonObject { ["type"] = "sample", ["step"] = done, ["text"] = text });
@@ -285,7 +300,14 @@ public sealed class Trainer
             NKvHead = _o.NHead is { } h && preset.Family == ModelFamily.Gpt2 ? h : preset.NKvHead,
             NEmbd = _o.NEmbd ?? preset.NEmbd,
             FfnHidden = _o.NEmbd is { } e ? (preset.Family == ModelFamily.Gpt2 ? 4 * e : preset.FfnHidden * e / preset.NEmbd) : preset.FfnHidden,
+            Experts = _o.Experts ?? preset.Experts,
+            ActiveExperts = _o.ActiveExperts ?? (_o.Experts is 1 ? 1 : preset.ActiveExperts),
+            MoeEvery = _o.MoeEvery ?? preset.MoeEvery,
         };
+        if (c.ActiveExperts > c.Experts)
+            throw new BadInputException($"--active-experts {c.ActiveExperts} exceeds --experts {c.Experts}: expected K ≤ E");
+        if (!c.IsMoE && (_o.ActiveExperts is > 1 || _o.MoeEvery is not null || _o.CapacityFactor is not null))
+            throw new BadInputException($"--active-experts/--moe-every/--capacity-factor: model '{_o.Model}' has {c.Experts} expert; expected --experts E with E > 1");
         return c.Validate($"--model {_o.Model}");
     }
 
@@ -294,6 +316,8 @@ public sealed class Trainer
     static void LoadResumeWeights(string dir, CausalLM model, ModelConfig config)
     {
         var saved = ModelCheckpoint.ReadConfig(dir);
+        if (config.IsMoE && !saved.IsMoE)
+            throw new BadInputException($"--experts {config.Experts}: checkpoint {dir} has no experts (a dense model); expected a checkpoint trained with --experts {config.Experts}, or drop the MoE flags");
         // Padding rows are not part of the model (checkpoints hold the real vocabulary), so a layout may pad differently.
         if (saved with { PadVocabMultiple = config.PadVocabMultiple } != config)
             throw new BadInputException($"{Path.Combine(dir, ModelCheckpoint.ConfigFile)}: checkpoint model config ({Describe(saved)}) does not match the requested model ({Describe(config)})");
@@ -315,7 +339,7 @@ public sealed class Trainer
         return (state.Step, state.TokensSeen);
     }
 
-    static string Describe(ModelConfig c) => $"{c.Family.ToString().ToLowerInvariant()} n_layer={c.NLayer} n_head={c.NHead} n_embd={c.NEmbd} vocab={c.VocabSize} pad_vocab={c.PadVocabMultiple} context={c.SeqLen}";
+    static string Describe(ModelConfig c) => $"{c.Family.ToString().ToLowerInvariant()} n_layer={c.NLayer} n_head={c.NHead} n_embd={c.NEmbd} vocab={c.VocabSize} pad_vocab={c.PadVocabMultiple} context={c.SeqLen}{(c.IsMoE ? $" experts={c.Experts} active={c.ActiveExperts} moe_every={c.MoeEvery}" : "")}";
 
     /// <summary>Rank 0 opens the temporary directory, every rank writes its optimizer shard, rank 0 writes the rest and commits.</summary>
     string? SaveCheckpoint(CheckpointStore store, ICommunicator comm, long step, long tokens, CausalLM model, TrainStep trainStep, ParallelModel parallel, PipelineStage? stage, TokenDataLoader train, string tokenizer, FaultPlan? fault)
@@ -336,6 +360,8 @@ public sealed class Trainer
             PipelineCheckpoint.SaveOptimizer(tmp, stage, trainStep, comm.Rank);
             weights = PipelineCheckpoint.GatherWeights(stage, trainStep, comm.Rank);
         }
+        trainStep.Experts?.Save(tmp);
+        var remoteExperts = trainStep.Experts?.GatherRemote();          // collective: rank 0 writes every expert
         string? final = null;
         comm.Barrier();
         if (comm.Rank == 0)
@@ -345,7 +371,7 @@ public sealed class Trainer
                 File.WriteAllText(Path.Combine(tmp, ModelCheckpoint.ConfigFile), model.Config.ToJson());
                 FineTuning.PeftAdapter.Save(tmp, lora, Path.GetFullPath(_o.InitFrom!), tokenizer, weights);
             }
-            else ModelCheckpoint.WriteModel(tmp, model, tokenizer, weights);
+            else ModelCheckpoint.WriteModel(tmp, model, tokenizer, weights, remoteExperts);
             using var rng = torch.random.get_rng_state();
             ModelCheckpoint.WriteState(tmp, new TrainingState(step, tokenizer, train.State, Convert.ToBase64String(rng.bytes), trainStep.Optimizer.StepCount, tokens) { WorldSize = comm.WorldSize, Zero = _o.Zero, Layout = parallel.Grid.Dims.ToString() });
             fault?.MaybeFire("crash-in-checkpoint", 0, step, _o.OutDir, _log);

@@ -51,9 +51,14 @@ public class DashboardBrowserTests(ServingFixture f, ITestOutputHelper output)
         Assert.Contains("300", await page.Locator("#checkpoints").InnerTextAsync());
 
         // Live update: a new step appended to metrics.jsonl shows up without reloading.
+        // The step carries an MoE record (the trainer's own "moe" object: expert load per layer), which draws the expert-load chart.
+        var moe = Supercluster.Parallelism.ExpertParallel.MetricsJson(new Supercluster.Training.StepResult(1.0, 1.0, 0)
+            { Moe = [new Supercluster.Training.MoeLayerStats(0, [0.5, 0.25, 0.25, 0], 1.1, 0.5, 0)] });
         File.AppendAllText(Path.Combine(f.RunDir, "metrics.jsonl"),
-            new JsonObject { ["type"] = "train", ["step"] = 301, ["loss"] = 1.0, ["lr"] = 1e-3, ["tokens_per_s"] = 1000.0, ["mfu"] = null }.ToJsonString() + "\n");
+            new JsonObject { ["type"] = "train", ["step"] = 301, ["loss"] = 1.0, ["lr"] = 1e-3, ["tokens_per_s"] = 1000.0, ["mfu"] = null, ["moe"] = moe }.ToJsonString() + "\n");
         await page.WaitForFunctionAsync("() => +document.querySelector('#chart-loss').dataset.points >= 301", null, new() { Timeout = 10000 });
+        await page.WaitForFunctionAsync("() => +document.querySelector('#chart-moe').dataset.points >= 1", null, new() { Timeout = 10000 });
+        Assert.True(await page.Locator("#chart-moe canvas").CountAsync() > 0, "no expert-load chart");
 
         // Task accuracy (train --eval-task): no chart until a task_eval record arrives, then one point per step and a
         // series per task, the record written by the same method the trainer logs with.

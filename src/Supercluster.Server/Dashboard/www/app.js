@@ -111,12 +111,18 @@ function drawCharts() {
   });
   if (names.length) plot("task", data, lines);
   else { const el = $("#chart-task"); el.dataset.points = "0"; el.querySelector("h3").dataset.empty = " (none: train --eval-task FILE)"; }
+  // MoE: expert load over steps — each expert's fraction of routed tokens, averaged over the MoE layers (1/E is balanced).
+  const moe = state.train.filter((r) => r.moe && r.moe.layers && r.moe.layers.length);
+  const experts = moe.length ? moe[0].moe.layers[0].load.length : 0;
+  const load = (r, e) => r.moe.layers.reduce((a, l) => a + l.load[e], 0) / r.moe.layers.length;
+  plot("moe", [moe.map((r) => r.step), ...Array.from({ length: experts }, (_, e) => moe.map((r) => load(r, e)))],
+    Array.from({ length: experts }, (_, e) => ({ label: "expert " + e, stroke: `hsl(${Math.round(360 * e / Math.max(1, experts))}, 65%, 45%)` })));
 }
 
 function plot(id, data, lines) {
   const el = $("#chart-" + id);
   el.dataset.points = String(data[0].length);
-  el.querySelector("h3").dataset.empty = data[0].length ? "" : id === "mfu" ? " (no data: MFU is null on CPU)" : " (no data yet)";
+  el.querySelector("h3").dataset.empty = data[0].length ? "" : id === "mfu" ? " (no data: MFU is null on CPU)" : id === "moe" ? " (no data: dense model)" : " (no data yet)";
   const labels = lines.map((l) => l.label).join("\n");
   if (state.charts[id] && state.charts[id].labels !== labels) { state.charts[id].destroy(); delete state.charts[id]; }   // a new series (task)
   if (state.charts[id]) { state.charts[id].setData(data); return; }

@@ -46,7 +46,7 @@ public sealed class Trainer
         bool lead = comm.Rank == 0;
         var log = lead ? _log : TextWriter.Null;
 
-        var dims = ParallelDims.For(comm.WorldSize, _o.Tp, _o.Cp, _o.Pp, _o.Dp, _o.Ep);
+        var dims = ParallelDims.For(comm.WorldSize, _o.Tp, _o.Cp, _o.Pp, _o.Dp);   // EP is checked against the model below, then joins the grid
         var meta = DatasetMeta.Load(_o.DataDir);
         var init = _o.InitFrom is null ? null : FineTuning.InitCheckpoint.Open(_o.InitFrom, meta);   // refuses another tokenizer
         // TP splits the vocabulary tables: their rows are padded to a multiple of TP as well (Megatron-LM does the same).
@@ -85,6 +85,11 @@ public sealed class Trainer
                 throw new BadInputException($"--pp {dims.Pp} with --tp {dims.Tp} --cp {dims.Cp}: pipeline stages compose with data parallelism only in this build; expected --tp 1 --cp 1 with --pp");
         }
         int accum = (int)(total / perStepAllRanks);
+        // MoE: experts sharded over the EP group (EP inside DP); each rank builds only its experts (Parallelism/ExpertParallel.cs).
+        if (_o.Ep > 1 && !config.IsMoE) throw new BadInputException($"--ep {_o.Ep}: model '{_o.Model}' has no experts; expected --experts E (E > 1) or an MoE preset");
+        if (config.IsMoE && config.Experts % _o.Ep != 0) throw new BadInputException($"--ep {_o.Ep} does not divide --experts {config.Experts}: expected a divisor of the expert count");
+        if (_o.Ep > 1 && comm.WorldSize == 1) throw new BadInputException($"--ep {_o.Ep} needs {_o.Ep} or more ranks: this job has one (launch with mpirun -np N, N a multiple of {_o.Ep})");
+        dims = ParallelDims.For(comm.WorldSize, _o.Tp, _o.Cp, _o.Pp, _o.Dp, _o.Ep);
         using var grid = new RankGrid(comm, dims);
         bool evalRank = grid.DpRank == 0 && grid.PpRank == 0;   // rank 0's TP × CP group evaluates together
 
@@ -99,10 +104,6 @@ public sealed class Trainer
         using var val = meta.ValTokens > 0 && (inferHere || ((dims.Tp > 1 || dims.Cp > 1) && evalRank) || dims.Pp > 1) ? Evaluator.OpenRows(_o.DataDir, "val", seqLen) : null;
         var tokenizer = Tokenizers.Create(meta.Tokenizer);
 
-        // MoE: experts sharded over the EP group (EP inside DP); each rank builds only its experts (Parallelism/ExpertParallel.cs).
-        if (_o.Ep > 1 && !config.IsMoE) throw new BadInputException($"--ep {_o.Ep}: model '{_o.Model}' has no experts; expected --experts E (E > 1) or an MoE preset");
-        if (config.IsMoE && config.Experts % _o.Ep != 0) throw new BadInputException($"--ep {_o.Ep} does not divide --experts {config.Experts}: expected a divisor of the expert count");
-        if (_o.Ep > 1 && comm.WorldSize == 1) throw new BadInputException($"--ep {_o.Ep} needs {_o.Ep} or more ranks: this job has one (launch with mpirun -np N, N a multiple of {_o.Ep})");
         if (config.IsMoE && (dims.Tp > 1 || dims.Cp > 1 || dims.Pp > 1 || _o.LoraRank > 0))
             throw new BadInputException($"--experts {config.Experts} with --tp {dims.Tp} --cp {dims.Cp} --pp {dims.Pp}{(_o.LoraRank > 0 ? " and LoRA" : "")}: mixture-of-experts models compose with data and expert parallelism only in this build");
         if (_o.InitFrom is not null && config.IsMoE && init?.Config is null)

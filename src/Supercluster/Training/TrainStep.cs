@@ -205,12 +205,12 @@ public sealed class TrainStep : IDisposable
         if (Fsdp is null) Flat.ZeroGradients(); else Fsdp.ZeroGradients();
         Experts?.Flat.ZeroGradients();
         var lossSum = zeros(1, device: device);
-        var moe = new MoeStepAccumulator(_moe.Length, _model.Config.Experts, device);
+        var moe = _moe.Length == 0 ? null : new MoeStepAccumulator(_moe.Length, _model.Config.Experts, device);   // dense: nothing per step
         for (int micro = 0; micro < accumulation; micro++)
         {
             var l = microLoss(micro);
             // MoE: the auxiliary losses join the objective, not the logged language-model loss.
-            var objective = _moe.Length == 0 ? l : l + moe.Add(_moe, _o.AuxLossCoef, _o.ZLossCoef).div_(accumulation);
+            var objective = moe is null ? l : l + moe.Add(_moe, _o.AuxLossCoef, _o.ZLossCoef).div_(accumulation);
             clock?.Mark(StepPhase.Forward);
             objective.backward();
             _flat?.AccumulateComputeGradients(first: micro == 0);
@@ -230,7 +230,7 @@ public sealed class TrainStep : IDisposable
         Optimizer.Step(grad, lr, clipScale);
         Experts?.Optimizer.Step(expertGrad!, lr, clipScale);
         _dataParallel?.GatherParameters();          // ZeRO-3 gathers parameters unit by unit in the next forward
-        var reduced = _moe.Length == 0 ? lossSum.to(ScalarType.Float64) : cat([lossSum.to(ScalarType.Float64), moe.Vector(accumulation)]);
+        var reduced = moe is null ? lossSum.to(ScalarType.Float64) : cat([lossSum.to(ScalarType.Float64), moe.Vector(accumulation)]);
         if (_dp.WorldSize > 1) _dp.AllReduceSum(reduced);          // TP ranks of a replica have the same loss already
         // The one host sync per step: loss, MoE statistics and gradient norm, read together at the step's end.
         var logged = cat([reduced, norm]).cpu().data<double>().ToArray();
@@ -241,8 +241,8 @@ public sealed class TrainStep : IDisposable
         return new StepResult(logged[0] / _dp.WorldSize, logged[^1], byGroup.Values.Sum() + a2a)
         {
             CommSecondsByGroup = byGroup,
-            Moe = _moe.Length == 0 ? null : moe.Read(logged.AsSpan(1, logged.Length - 2), _moe, _dp.WorldSize),
-            RoutingSeconds = moe.RoutingSeconds, AllToAllSeconds = a2a,
+            Moe = moe?.Read(logged.AsSpan(1, logged.Length - 2), _moe, _dp.WorldSize),
+            RoutingSeconds = moe?.RoutingSeconds ?? 0, AllToAllSeconds = a2a,
         };
     }
 

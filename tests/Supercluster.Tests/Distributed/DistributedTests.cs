@@ -40,7 +40,7 @@ public class DistributedTests : IClassFixture<TrainingFixture>
         using var p = Process.Start(psi)!;
         var o = p.StandardOutput.ReadToEndAsync();
         var e = p.StandardError.ReadToEndAsync();
-        if (!p.WaitForExit(TimeSpan.FromMinutes(3))) { p.Kill(true); throw new TimeoutException("mpirun ran over 3 minutes"); }
+        if (!p.WaitForExit(TimeSpan.FromMinutes(4))) { p.Kill(true); throw new TimeoutException("mpirun ran over 4 minutes"); }
         p.WaitForExit();
         return new CliProcess.Result(p.ExitCode, o.Result, e.Result);
     }

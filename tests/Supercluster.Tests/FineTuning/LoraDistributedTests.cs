@@ -59,16 +59,5 @@ public class LoraDistributedTests : IClassFixture<TrainingFixture>
     static List<double> Losses(string run) =>
         MetricsLog.Read(Path.Combine(run, "metrics.jsonl")).Where(r => (string?)r["type"] == "train").Select(r => (double)r["loss"]!).ToList();
 
-    static CliProcess.Result Mpirun(int ranks, string[] args)
-    {
-        string[] full = [.. JobSupervisor.MpirunArgs(ranks), "dotnet", Path.Combine(AppContext.BaseDirectory, "Supercluster.Cli.dll"), .. args];
-        var psi = new ProcessStartInfo(JobSupervisor.FindMpirun()) { RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (var a in full) psi.ArgumentList.Add(a);
-        using var p = Process.Start(psi)!;
-        var o = p.StandardOutput.ReadToEndAsync();
-        var e = p.StandardError.ReadToEndAsync();
-        if (!p.WaitForExit(TimeSpan.FromMinutes(3))) { p.Kill(true); throw new TimeoutException("mpirun ran over 3 minutes"); }
-        p.WaitForExit();
-        return new CliProcess.Result(p.ExitCode, o.Result, e.Result);
-    }
+    static CliProcess.Result Mpirun(int ranks, string[] args) => Supercluster.Tests.Distributed.DistributedTests.Mpirun(ranks, args);
 }

@@ -36,18 +36,7 @@ public class TensorParallelTrainingTests : IClassFixture<TrainingFixture>
         return ["train", .. o.SelectMany(kv => kv.Value == "" ? new[] { kv.Key } : new[] { kv.Key, kv.Value })];
     }
 
-    static CliProcess.Result Mpirun(int ranks, string[] args)
-    {
-        string[] full = [.. JobSupervisor.MpirunArgs(ranks), "dotnet", Path.Combine(AppContext.BaseDirectory, "Supercluster.Cli.dll"), .. args];
-        var psi = new ProcessStartInfo(JobSupervisor.FindMpirun()) { RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (var a in full) psi.ArgumentList.Add(a);
-        using var p = Process.Start(psi)!;
-        var o = p.StandardOutput.ReadToEndAsync();
-        var e = p.StandardError.ReadToEndAsync();
-        if (!p.WaitForExit(TimeSpan.FromMinutes(4))) { p.Kill(true); throw new TimeoutException("mpirun ran over 4 minutes"); }
-        p.WaitForExit();
-        return new CliProcess.Result(p.ExitCode, o.Result, e.Result);
-    }
+    static CliProcess.Result Mpirun(int ranks, string[] args) => Supercluster.Tests.Distributed.DistributedTests.Mpirun(ranks, args);
 
     static CliProcess.Result Run(int ranks, string[] args) => ranks == 1 ? CliProcess.Run(args) : Mpirun(ranks, args);
 

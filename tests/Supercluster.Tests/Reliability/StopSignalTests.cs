@@ -31,13 +31,16 @@ public class StopSignalTests(DrillJob job)
     {
         string run = job.NewRun("double-signal");
         var lines = new ConcurrentQueue<string>();
-        using var p = StartAndWaitForFirstStep(job.Train(run, "--steps", "100000", "--checkpoint-every", "0"), run, lines);
+        // The run hangs after its first step (as a stuck collective would), so the first signal's graceful stop can never
+        // finish before the second arrives: without the hang a tiny model's step can end, checkpoint and exit in between.
+        using var p = StartAndWaitForFirstStep(job.Train(run, "--steps", "100000", "--checkpoint-every", "0", "--fault", "hang:rank=0:step=1"), run, lines);
         Signals.Send(p, Signals.SIGTERM);
         Assert.True(SpinWait.SpinUntil(() => lines.Any(l => l.StartsWith("SIGTERM received")) || p.HasExited, TimeSpan.FromMinutes(1)));
         Signals.Send(p, Signals.SIGTERM);
         WaitForExit(p);
         Assert.Equal(128 + Signals.SIGTERM, p.ExitCode);     // the default action: killed by the signal
         Assert.DoesNotContain(lines, l => l.StartsWith("stopped by"));
+        Assert.Null(new CheckpointStore(run).Latest());
     }
 
     [Fact]

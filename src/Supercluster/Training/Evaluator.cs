@@ -31,59 +31,37 @@ public static class Evaluator
     /// <param name="loss">A parallelised model's loss (<see cref="NextTokenLoss.Batch"/>); every rank of its group evaluates together.</param>
     public static EvalResult Evaluate(CausalLM model, TokenDataLoader rows, int batchSize, int seqLen, long tokens, Device device, Func<Tensor, Tensor, Tensor>? loss = null)
     {
-        if (rows.HasLossMask) return EvaluateMasked(model, rows, batchSize, seqLen, tokens, device);
         bool wasTraining = model.training;
         model.eval();
-        try { return Evaluate((x, y, n) => NextTokenLoss.Batch(model, x, y, n, seqLen, device, loss).item<float>(), rows, batchSize, seqLen, tokens); }
+        try
+        {
+            return Evaluate((x, y, m, n) => m is null
+                ? (NextTokenLoss.Batch(model, x, y, n, seqLen, device, loss).item<float>() * n * seqLen, (long)n * seqLen)
+                // Loss-masked data (chat): Σ over the trained targets only, attention within each conversation.
+                : (NextTokenLoss.MaskedSum(model, x, y, m, n, seqLen, device, rows.Meta.EotToken).item<float>(), m.LongCount(b => b != 0)),
+                rows, batchSize, seqLen, tokens);
+        }
         finally { if (wasTraining) model.train(); }
     }
 
     /// <summary>The same over any computation of a batch's mean loss (ids, targets, rows), e.g. a pipeline's forward pass.</summary>
-    public static EvalResult Evaluate(Func<long[], long[], int, double> batchLoss, TokenDataLoader rows, int batchSize, int seqLen, long tokens)
-    {
-        if (tokens <= 0) throw new BadInputException($"--eval-tokens = {tokens}, expected a positive number");
-        if (batchSize <= 0) throw new BadInputException($"--batch-size = {batchSize}, expected a positive number");
-        rows.Reset();
-        long wanted = (tokens + seqLen - 1) / seqLen, done = 0;
-        var (xr, yr) = (new long[seqLen], new long[seqLen]);
-        var (x, y) = (new long[batchSize * seqLen], new long[batchSize * seqLen]);
-        double sum = 0;   // Σ over batches of mean loss × rows; every row has T tokens, so sum / rows is the per-token mean
-        bool splitRead = false;
-        using (no_grad())
-        {
-            while (done < wanted && !splitRead)
-            {
-                int n = 0;
-                while (n < batchSize && done + n < wanted && !splitRead)
-                {
-                    rows.NextBatch(xr, yr);
-                    Array.Copy(xr, 0, x, n * seqLen, seqLen);
-                    Array.Copy(yr, 0, y, n * seqLen, seqLen);
-                    n++;
-                    splitRead = rows.State.Epoch > 0;   // the loader wrapped: every row of the split has been read once
-                }
-                using var scope = NewDisposeScope();
-                var (xs, ys) = n == batchSize ? (x, y) : (x[..(n * seqLen)], y[..(n * seqLen)]);
-                sum += batchLoss(xs, ys, n) * n;
-                done += n;
-            }
-        }
-        return new EvalResult(sum / done, done * seqLen);
-    }
+    public static EvalResult Evaluate(Func<long[], long[], int, double> batchLoss, TokenDataLoader rows, int batchSize, int seqLen, long tokens) =>
+        Evaluate((x, y, _, n) => (batchLoss(x, y, n) * n * seqLen, (long)n * seqLen), rows, batchSize, seqLen, tokens);
 
-    /// <summary>Loss-masked data (chat): mean over the trained targets only, attention within each conversation.</summary>
-    static EvalResult EvaluateMasked(CausalLM model, TokenDataLoader rows, int batchSize, int seqLen, long tokens, Device device)
+    /// <summary>
+    /// The one evaluation loop: <paramref name="batch"/> returns (Σ loss, targets counted) for n rows (ids, targets, loss
+    /// mask or null, n); the result is the per-target mean. Every unmasked row counts T targets.
+    /// </summary>
+    static EvalResult Evaluate(Func<long[], long[], byte[]?, int, (double Sum, long Count)> batch, TokenDataLoader rows, int batchSize, int seqLen, long tokens)
     {
         if (tokens <= 0) throw new BadInputException($"--eval-tokens = {tokens}, expected a positive number");
         if (batchSize <= 0) throw new BadInputException($"--batch-size = {batchSize}, expected a positive number");
         rows.Reset();
+        bool masked = rows.HasLossMask;
         long wanted = (tokens + seqLen - 1) / seqLen, done = 0;
         var (xr, yr, mr) = (new long[seqLen], new long[seqLen], new byte[seqLen]);
         var (x, y, m) = (new long[batchSize * seqLen], new long[batchSize * seqLen], new byte[batchSize * seqLen]);
-        double maskedSum = 0; long trained = 0;   // loss-masked data (chat): Σ loss and count over trained targets only
-        bool wasTraining = model.training;
-        model.eval();
-        double sum = 0;   // Σ over batches of mean loss × rows; every row has T tokens, so sum / rows is the per-token mean
+        double sum = 0; long count = 0;
         bool splitRead = false;
         using (no_grad())
         {
@@ -92,7 +70,7 @@ public static class Evaluator
                 int n = 0;
                 while (n < batchSize && done + n < wanted && !splitRead)
                 {
-                    if (rows.HasLossMask) { rows.NextBatch(xr, yr, mr); Array.Copy(mr, 0, m, n * seqLen, seqLen); }
+                    if (masked) { rows.NextBatch(xr, yr, mr); Array.Copy(mr, 0, m, n * seqLen, seqLen); }
                     else rows.NextBatch(xr, yr);
                     Array.Copy(xr, 0, x, n * seqLen, seqLen);
                     Array.Copy(yr, 0, y, n * seqLen, seqLen);
@@ -100,19 +78,12 @@ public static class Evaluator
                     splitRead = rows.State.Epoch > 0;   // the loader wrapped: every row of the split has been read once
                 }
                 using var scope = NewDisposeScope();
-                var (xs, ys) = n == batchSize ? (x, y) : (x[..(n * seqLen)], y[..(n * seqLen)]);
-                if (rows.HasLossMask)
-                {
-                    var ms = n == batchSize ? m : m[..(n * seqLen)];
-                    maskedSum += NextTokenLoss.MaskedSum(model, xs, ys, ms, n, seqLen, device, rows.Meta.EotToken).item<float>();
-                    foreach (var b in ms) trained += b != 0 ? 1 : 0;
-                }
-                else sum += NextTokenLoss.Batch(model, xs, ys, n, seqLen, device).item<float>() * n;
+                bool full = n == batchSize;
+                var (s, c) = batch(full ? x : x[..(n * seqLen)], full ? y : y[..(n * seqLen)], masked ? (full ? m : m[..(n * seqLen)]) : null, n);
+                sum += s; count += c;
                 done += n;
             }
         }
-        if (wasTraining) model.train();
-        if (rows.HasLossMask) return new EvalResult(trained > 0 ? maskedSum / trained : double.NaN, trained);
-        return new EvalResult(sum / done, done * seqLen);
+        return new EvalResult(count > 0 ? sum / count : double.NaN, count);
     }
 }

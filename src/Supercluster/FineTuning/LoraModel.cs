@@ -81,6 +81,7 @@ public sealed class LoraModel : CausalLM
     public override Tensor EmbedTokens(Tensor idx) { using var _ = Adapt(); return base_model.EmbedTokens(idx); }
     public override Tensor RunBlocks(Tensor x, int from, int to) { using var _ = Adapt(); return base_model.RunBlocks(x, from, to); }
     public override Tensor NormAndHead(Tensor x) { using var _ = Adapt(); return base_model.NormAndHead(x); }
+    public override Tensor FinalNorm(Tensor x) => base_model.FinalNorm(x);
     public override IReadOnlyList<string> EmbeddingParameters => [.. base_model.EmbeddingParameters.Select(n => "base_model." + n)];
     public override IReadOnlyList<string> HeadParameters => [.. base_model.HeadParameters.Select(n => "base_model." + n)];
     protected override string BlocksName => Config.Family == ModelFamily.Gpt2 ? "base_model.h" : "base_model.layers";

@@ -40,6 +40,9 @@ public abstract class CausalLM : nn.Module<Tensor, Tensor>
     /// <summary>Final norm and output head: x [B, T, n_embd] → logits [B, T, vocab].</summary>
     public abstract Tensor NormAndHead(Tensor x);
 
+    /// <summary>The final norm alone: x [B, T, n_embd] → the hidden states the head reads (a split head computes its own logits).</summary>
+    public abstract Tensor FinalNorm(Tensor x);
+
     /// <summary>Parameters used by <see cref="EmbedTokens"/> and by <see cref="NormAndHead"/> (a tied table is in both).</summary>
     public abstract IReadOnlyList<string> EmbeddingParameters { get; }
     public abstract IReadOnlyList<string> HeadParameters { get; }

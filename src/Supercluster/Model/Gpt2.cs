@@ -141,7 +141,9 @@ public sealed class Gpt2 : CausalLM
         return x;
     }
 
-    public override Tensor NormAndHead(Tensor x) => Head(ln_f.forward(x));
+    public override Tensor NormAndHead(Tensor x) => Head(FinalNorm(x));
+
+    public override Tensor FinalNorm(Tensor x) => ln_f.forward(x);
 
     public override IReadOnlyList<string> EmbeddingParameters => ["wte.weight", "wpe.weight"];
     public override IReadOnlyList<string> HeadParameters => ["ln_f.weight", "ln_f.bias", "wte.weight"];   // wte: the tied head

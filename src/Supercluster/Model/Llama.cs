@@ -223,7 +223,7 @@ public sealed class Llama : CausalLM
     public override Tensor EmbedTokens(Tensor idx)
     {
         if (idx.shape[1] > Config.SeqLen) throw new BadInputException($"sequence of {idx.shape[1]} tokens exceeds the model context {Config.SeqLen}");
-        return embed_tokens.forward(idx);                                          // [B, T, d]
+        return embed_tokens.call(idx);                                             // [B, T, d]
     }
 
     public override Tensor RunBlocks(Tensor x, int from, int to)
@@ -233,7 +233,9 @@ public sealed class Llama : CausalLM
         return x;
     }
 
-    public override Tensor NormAndHead(Tensor x) => CutPadding(lm_head.forward(norm.forward(x)));
+    public override Tensor NormAndHead(Tensor x) => CutPadding(lm_head.forward(FinalNorm(x)));
+
+    public override Tensor FinalNorm(Tensor x) => norm.call(x);
 
     public override IReadOnlyList<string> EmbeddingParameters => ["embed_tokens.weight"];
     public override IReadOnlyList<string> HeadParameters => ["norm.weight", "lm_head.weight"];

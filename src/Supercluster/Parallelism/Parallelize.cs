@@ -134,6 +134,12 @@ public sealed class ParallelModel
         _context?.Dispose();
         return _context = new ContextParallel(Grid.Cp, seqLen, device);
     }
+    /// <summary>Whether a rank holds only part of the model (TP shards or PP stages): checkpoints then store optimizer state by name.</summary>
+    public bool SplitsParameters => Grid.Dims.Tp > 1 || Grid.Dims.Pp > 1;
+
+    /// <summary>The sequence length of activations between layers: under sequence parallelism each TP rank holds 1/T of it.</summary>
+    public long LocalSequence(long seqLen) => Options.SequenceParallel ? seqLen / Grid.Dims.Tp : seqLen;
+
     /// <summary>Where gradients are averaged: the ranks holding the same parameters (DP × CP).</summary>
     public ICommunicator DataParallel => Grid.DpCp;
 
@@ -156,8 +162,18 @@ public sealed class ParallelModel
             input = input.index_select(1, local);                                                             // [B, T/C]
         }
         if (!IsTensorParallel) return Training.NextTokenLoss.FromLogits(_model.Forward(input, context), target);
+        return HeadLoss(_model.Hidden(input, context), target);
+    }
+
+    /// <summary>
+    /// Under TP, the final hidden states (after the last norm; a sequence shard under sequence parallelism) through this
+    /// rank's vocabulary rows of the head into the vocabulary-parallel cross-entropy: the mean loss of targets [B·T].
+    /// The last pipeline stage ends with it too.
+    /// </summary>
+    public Tensor HeadLoss(Tensor hidden, Tensor target)
+    {
         var tp = Grid.Tp;
-        var h = TensorParallel.Enter(_model.Hidden(input, context), tp, Options.SequenceParallel);          // [B, T, d]
+        var h = TensorParallel.Enter(hidden, tp, Options.SequenceParallel);                                 // [B, T, d]
         var head = _model.named_parameters().First(p => p.name == _head).parameter;                        // [V/T, d]
         var logits = nn.functional.linear(h, head);                                                           // [B, T, V/T]
         long rows = head.shape[0], start = tp.Rank * rows;

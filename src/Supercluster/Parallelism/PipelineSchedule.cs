@@ -43,6 +43,7 @@ public sealed class PipelineSchedule
         var device = _step.Device;
         _dp.TakeCommunicationSeconds();
         _pp.TakeCommunicationSeconds();
+        _stage.Parallel?.Grid.TakeCommunicationSeconds();   // collectives between steps are not this step's
         flat.ZeroGradients();
         var lossSum = zeros(1, device: device);
         using var mScalar = ((double)m).ToScalar();
@@ -51,7 +52,7 @@ public sealed class PipelineSchedule
         var inFlight = new Queue<(Tensor? Input, Tensor Output)>();
         int backwards = 0;
 
-        Tensor Activation() => empty([_o.BatchSize, _o.SeqLen, _stage.Model.Config.NEmbd], dtype: _wire, device: device);
+        Tensor Activation() => empty(_stage.ActivationShape(_o.BatchSize, _o.SeqLen), dtype: _wire, device: device);
         Tensor? RecvForward() { if (_stage.IsFirst) return null; var a = Activation(); _pp.Recv(a, s - 1); return a; }
         void SendForward(Tensor? o) { if (!_stage.IsLast) _pp.Send(o!, s + 1); }
         Tensor? SendForwardRecvBackward(Tensor? o) { if (_stage.IsLast) return null; var g = Activation(); _pp.SendRecv(o, s + 1, g, s + 1); return g; }
@@ -65,14 +66,14 @@ public sealed class PipelineSchedule
             next(x, y);
             clock?.Mark(StepPhase.Data);
             Tensor? input = received?.to(flat.ComputeDtype).detach().requires_grad_(true);    // a leaf: its gradient goes back
-            var output = _stage.Forward(input ?? tensor(x, [_o.BatchSize, _o.SeqLen], device: device));
+            Tensor output;
             if (_stage.IsLast)
             {
-                var target = tensor(y, [(long)_o.BatchSize * _o.SeqLen], device: device);
-                var loss = nn.functional.cross_entropy(output.view(-1, output.shape[2]).to(ScalarType.Float32), target).div_(mScalar);
+                var loss = _stage.Loss(input!, tensor(y, [(long)_o.BatchSize * _o.SeqLen], device: device)).div_(mScalar);
                 lossSum.add_(loss.detach());
                 output = loss;
             }
+            else output = _stage.Forward(input ?? tensor(x, [_o.BatchSize, _o.SeqLen], device: device));
             inFlight.Enqueue((input, output));
             clock?.Mark(StepPhase.Forward);
             return _stage.IsLast ? null : output.detach().to(_wire);
@@ -101,8 +102,10 @@ public sealed class PipelineSchedule
         }
         for (int i = 0; i < warmup; i++) SendBackward(Backward(RecvBackward()));
 
-        // The tied table: both ends add the other's gradient (a + b = b + a exactly, so both copies stay identical).
+        // The tied table: both ends add the other's gradient (a + b = b + a exactly, so both copies stay identical); under
+        // TP each TP rank's pipeline group exchanges its own rows of the table.
         flat.EnsureGradientViews();
+        _stage.Parallel?.ReduceSequenceParallelGradients(flat);
         if (_stage.HoldsTied)
         {
             var item = flat.Items.First(i => i.Name == _stage.Tied);
@@ -113,7 +116,7 @@ public sealed class PipelineSchedule
         }
 
         var (grad, norm) = _step.DataParallel.ReduceGradients();
-        // Sum of squares over stages, the tied table counted on the first stage only.
+        // Sum of squares over stages (each already summed over its TP group), the tied table counted on the first stage only.
         var sq = norm.mul(norm);
         if (_stage.HoldsTied && _stage.IsLast) sq.sub_(TiedSquares(grad));
         _pp.AllReduceSum(sq);
@@ -126,7 +129,8 @@ public sealed class PipelineSchedule
         _pp.AllReduceSum(lossSum);
         var logged = cat([lossSum.to(ScalarType.Float64), norm]).cpu().data<double>().ToArray();
         clock?.Mark(StepPhase.Optimizer);
-        return new StepResult(logged[0] / _dp.WorldSize, logged[1], _dp.TakeCommunicationSeconds() + _pp.TakeCommunicationSeconds());
+        var byGroup = _stage.Parallel?.Grid.TakeCommunicationSeconds();
+        return new StepResult(logged[0] / _dp.WorldSize, logged[1], byGroup?.Values.Sum() ?? _dp.TakeCommunicationSeconds() + _pp.TakeCommunicationSeconds()) { CommSecondsByGroup = byGroup };
     }
 
     /// <summary>
@@ -144,19 +148,18 @@ public sealed class PipelineSchedule
         if (_stage.IsFirst) input = tensor(x, [n, t], device: device);
         else
         {
-            var received = empty([n, t, _stage.Model.Config.NEmbd], dtype: _wire, device: device);
+            var received = empty(_stage.ActivationShape(n, t), dtype: _wire, device: device);
             _pp.Recv(received, s - 1);
             input = received.to(_step.Flat.ComputeDtype);
         }
-        var output = _stage.Forward(input);
         var loss = zeros(1, dtype: ScalarType.Float64, device: device);
-        if (!_stage.IsLast) _pp.Send(output.to(_wire), s + 1);
-        else loss.add_(nn.functional.cross_entropy(output.view(-1, output.shape[2]).to(ScalarType.Float32), tensor(y, [n * t], device: device)).to(ScalarType.Float64));
+        if (!_stage.IsLast) _pp.Send(_stage.Forward(input).to(_wire), s + 1);
+        else loss.add_(_stage.Loss(input, tensor(y, [n * t], device: device)).to(ScalarType.Float64));
         _pp.AllReduceSum(loss);
         return loss.item<double>();
     }
 
-    /// <summary>Sum of squares of the averaged gradient of the tied table within this rank's shard of the flat vector (all-reduced over a ZeRO-1 group).</summary>
+    /// <summary>Sum of squares of the averaged gradient of the tied table within this rank's shard of the flat vector (all-reduced over a ZeRO-1/2 group and over TP).</summary>
     Tensor TiedSquares(Tensor gradShard)
     {
         var item = _step.Flat.Items.First(i => i.Name == _stage.Tied);
@@ -168,7 +171,8 @@ public sealed class PipelineSchedule
             var part = linalg.vector_norm(gradShard.narrow(0, from - offset, to - from)).to(ScalarType.Float64).reshape(1);
             sq.add_(part.mul(part));
         }
-        if (_step.DataParallel.Zero == 1) _dp.AllReduceSum(sq);
+        if (_step.DataParallel.Zero >= 1) _dp.AllReduceSum(sq);
+        if (_stage.Parallel is { IsTensorParallel: true } p) p.Grid.Tp.AllReduceSum(sq);   // the table is split over TP: every rank's rows count
         return sq;
     }
 }

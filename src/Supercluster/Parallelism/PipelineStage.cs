@@ -15,10 +15,14 @@ namespace Supercluster.Parallelism;
 public sealed class PipelineStage
 {
     /// <param name="pp">The pipeline group: this rank's stage is its rank there, the stage count its size.</param>
-    public PipelineStage(CausalLM model, ICommunicator pp)
+    /// <param name="parallel">The model after <see cref="Parallelize.Apply"/> when each stage is also tensor parallel (its
+    /// TP group of ranks runs the stage; activations go between ranks of the same TP rank): the last stage's loss is then
+    /// vocabulary-parallel. Null or not tensor parallel: the stage runs whole on this rank.</param>
+    public PipelineStage(CausalLM model, ICommunicator pp, ParallelModel? parallel = null)
     {
         Model = model;
         Pp = pp;
+        Parallel = parallel;
         Stage = pp.Rank;
         Stages = pp.WorldSize;
         Validate(Stages, model.Config.NLayer);
@@ -36,6 +40,7 @@ public sealed class PipelineStage
 
     public CausalLM Model { get; }
     public ICommunicator Pp { get; }
+    public ParallelModel? Parallel { get; }
     public int Stage { get; }
     public int Stages { get; }
     /// <summary>This stage's blocks: FirstLayer … EndLayer−1.</summary>
@@ -107,4 +112,21 @@ public sealed class PipelineStage
         x = Model.RunBlocks(x, FirstLayer, EndLayer);
         return IsLast ? Model.NormAndHead(x) : x;
     }
+
+    /// <summary>
+    /// The last stage's mean loss of targets [B·T] from its input (the previous stage's activation): under TP the final
+    /// norm's output goes into the vocabulary-parallel head and cross-entropy (<see cref="ParallelModel.HeadLoss"/>).
+    /// </summary>
+    public Tensor Loss(Tensor input, Tensor target)
+    {
+        if (Parallel is not { IsTensorParallel: true } p)
+        {
+            var logits = Forward(input);
+            return nn.functional.cross_entropy(logits.view(-1, logits.shape[2]).to(ScalarType.Float32), target);
+        }
+        return p.HeadLoss(Model.FinalNorm(Model.RunBlocks(input, FirstLayer, EndLayer)), target);
+    }
+
+    /// <summary>The shape of the activation (and of its gradient) sent between stages: [B, T, d], a sequence shard under sequence parallelism.</summary>
+    public long[] ActivationShape(long batch, long seqLen) => [batch, Parallel?.LocalSequence(seqLen) ?? seqLen, Model.Config.NEmbd];
 }

@@ -95,6 +95,41 @@ public class PipelineParallelTests : IClassFixture<TrainingFixture>
         }
     }
 
+    [Theory]
+    [InlineData(4, 2, 2, "0")]   // TP2 × PP2: each stage split over two TP ranks
+    [InlineData(8, 2, 2, "1")]   // TP2 × PP2 × DP2 with sequence parallelism: activations between stages are sequence shards
+    public void Tensor_parallel_stages_give_the_gradients_and_update_of_one_process(int ranks, int tp, int pp, string sp)
+    {
+        // Tolerance 1e-5 relative: the same operations, with fp32 sums split over TP ranks and stages in another order.
+        var reports = MultiRankJob.Run(ranks, "tp-pp-step", "gpt2,llama", tp.ToString(), pp.ToString(), "3", sp);
+        foreach (var family in new[] { "gpt2", "llama" })
+        {
+            var names = new HashSet<string>();
+            double diff = 0, norm = 0;
+            for (int r = 0; r < ranks; r++)
+            {
+                var rep = Family(reports[r], family);
+                var (loss, gradNorm) = (rep.Doubles("loss"), rep.Doubles("norm"));
+                Assert.True(Math.Abs(loss[0] - loss[1]) <= 1e-5 * loss[0], $"{family} rank {r}: loss {loss[1]} vs {loss[0]}");
+                Assert.True(Math.Abs(gradNorm[0] - gradNorm[1]) <= 1e-5 * gradNorm[0], $"{family} rank {r}: norm {gradNorm[1]} vs {gradNorm[0]}");
+                Assert.True(rep.GetProperty("weights_rel").GetDouble() <= 1e-5, $"{family} rank {r}: updated weights differ by {rep.GetProperty("weights_rel").GetDouble():E2}");
+                var n = rep.GetProperty("names").EnumerateArray().Select(e => e.GetString()!).ToArray();
+                double[] d = rep.Doubles("diff"), want = rep.Doubles("ref");
+                for (int i = 0; i < n.Length; i++)
+                {
+                    // Per tensor where the true gradient is not ~0 (attention's key bias has an exactly-zero one: only rounding noise).
+                    if (want[i] > 1e-6) Assert.True(d[i] <= 1e-5 * want[i], $"{family} rank {r} {n[i]}: gradient differs by {d[i] / want[i]:E2}");
+                    if (names.Add(n[i])) { diff += d[i] * d[i]; norm += want[i] * want[i]; }
+                }
+            }
+            // Every parameter is on some stage.
+            Assert.Equal(family == "gpt2" ? 4 + 4 * 12 : 3 + 4 * 9, names.Count);
+            Assert.True(Math.Sqrt(diff / norm) <= 1e-5, $"{family}: gradients differ by {Math.Sqrt(diff / norm):E2}");
+            if (family == "gpt2")   // the tied table's two copies (first and last stage) are identical after the update
+                Assert.Equal(Family(reports[0], family).Doubles("tied"), Family(reports[ranks - tp], family).Doubles("tied"));
+        }
+    }
+
     string[] TrainArgs(string run, string model, params string[] extra)
     {
         var o = new Dictionary<string, string>

@@ -76,8 +76,8 @@ static class PipelineScenarios
     }
 
     /// <summary>
-    /// Args: families (gpt2,llama), tp, pp, micro-batches per data-parallel rank, sequence-parallel (0|1). Pipeline stages
-    /// that are tensor parallel (grid TP × PP × DP): every rank builds the same seeded model, parallelises it over TP and
+    /// Args: families (gpt2,llama), tp, pp, micro-batches per data-parallel rank, sequence-parallel (0|1), cp. Pipeline
+    /// stages that are tensor and/or context parallel (grid TP × CP × DP × PP): every rank builds the same seeded model, parallelises it over TP and
     /// keeps its stage, and takes one 1F1B step; every rank also takes the step on the whole model alone over the global
     /// batch. Reports per parameter of its stage the norm of the reference gradient and of the difference from the TP
     /// gradient gathered to full size, both losses and norms, and the updated weights' relative difference.
@@ -87,13 +87,14 @@ static class PipelineScenarios
     {
         int tp = int.Parse(ctx.Arg(1, "2")), pp = int.Parse(ctx.Arg(2, "2")), m = int.Parse(ctx.Arg(3, "4"));
         bool sp = ctx.Arg(4, "0") == "1";
+        int cp = int.Parse(ctx.Arg(5, "1"));
         foreach (var familyName in ctx.Arg(0, "gpt2").Split(','))
         {
             void Report(string key, object value) => ctx.Report(familyName + "/" + key, value);
             var family = familyName == "llama" ? ModelFamily.Llama : ModelFamily.Gpt2;
             var config = (family == ModelFamily.Gpt2 ? ModelPresets.Get("tiny") : ModelPresets.Get("llama-tiny"))
                 with { VocabSize = Vocab, NLayer = 4, SeqLen = SeqLen, PadVocabMultiple = Parallelize.PadVocabMultiple(1, tp) };
-            var dims = ParallelDims.For(ctx.World.WorldSize, tp, pp: pp);
+            var dims = ParallelDims.For(ctx.World.WorldSize, tp, cp, pp);
             Parallelize.Validate(config, dims, sp, SeqLen);
             var options = new TrainStepOptions { BatchSize = Batch, SeqLen = SeqLen, GradClip = 1.0 };
             const double lr = 1e-2;

@@ -1,4 +1,5 @@
 using Supercluster.Distributed;
+using Supercluster.Model;
 using Supercluster.Training;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -50,6 +51,8 @@ public sealed class PipelineSchedule
         long[] x = new long[(long)_o.BatchSize * _o.SeqLen], y = new long[x.Length];
         int s = _stage.Stage, p = _stage.Stages;
         var inFlight = new Queue<(Tensor? Input, Tensor Output)>();
+        var parallel = _stage.Parallel;
+        var context = parallel?.ContextOf(_o.SeqLen, device);     // context parallelism: this rank's chunks of every sequence
         int backwards = 0;
 
         Tensor Activation() => empty(_stage.ActivationShape(_o.BatchSize, _o.SeqLen), dtype: _wire, device: device);
@@ -69,11 +72,12 @@ public sealed class PipelineSchedule
             Tensor output;
             if (_stage.IsLast)
             {
-                var loss = _stage.Loss(input!, tensor(y, [(long)_o.BatchSize * _o.SeqLen], device: device)).div_(mScalar);
+                var target = Local(tensor(y, [_o.BatchSize, _o.SeqLen], device: device), context).reshape(-1);
+                var loss = _stage.Loss(input!, target, context).div_(mScalar);
                 lossSum.add_(loss.detach());
                 output = loss;
             }
-            else output = _stage.Forward(input ?? tensor(x, [_o.BatchSize, _o.SeqLen], device: device));
+            else output = _stage.Forward(input ?? Local(tensor(x, [_o.BatchSize, _o.SeqLen], device: device), context), context);
             inFlight.Enqueue((input, output));
             clock?.Mark(StepPhase.Forward);
             return _stage.IsLast ? null : output.detach().to(_wire);
@@ -144,8 +148,9 @@ public sealed class PipelineSchedule
         var device = _step.Device;
         long t = x.Length / n;
         int s = _stage.Stage;
+        var context = _stage.Parallel?.ContextOf(t, device);
         Tensor input;
-        if (_stage.IsFirst) input = tensor(x, [n, t], device: device);
+        if (_stage.IsFirst) input = Local(tensor(x, [n, t], device: device), context);
         else
         {
             var received = empty(_stage.ActivationShape(n, t), dtype: _wire, device: device);
@@ -153,11 +158,15 @@ public sealed class PipelineSchedule
             input = received.to(_step.Flat.ComputeDtype);
         }
         var loss = zeros(1, dtype: ScalarType.Float64, device: device);
-        if (!_stage.IsLast) _pp.Send(_stage.Forward(input).to(_wire), s + 1);
-        else loss.add_(_stage.Loss(input, tensor(y, [n * t], device: device)).to(ScalarType.Float64));
+        if (!_stage.IsLast) _pp.Send(_stage.Forward(input, context).to(_wire), s + 1);
+        else loss.add_(_stage.Loss(input, Local(tensor(y, [n, t], device: device), context).reshape(-1), context).to(ScalarType.Float64));
         _pp.AllReduceSum(loss);
+        if (context is not null) { _stage.Parallel!.Grid.Cp.AllReduceSum(loss); loss.div_(_stage.Parallel.Grid.Dims.Cp); }   // each CP rank's loss covers its chunks (equal counts)
         return loss.item<double>();
     }
+
+    /// <summary>This rank's tokens of a [B, T] batch under context parallelism, else the batch.</summary>
+    Tensor Local(Tensor batch, KvCache? context) => _stage.Parallel?.LocalTokens(batch, context) ?? batch;
 
     /// <summary>Sum of squares of the averaged gradient of the tied table within this rank's shard of the flat vector (all-reduced over a ZeRO-1/2 group and over TP).</summary>
     Tensor TiedSquares(Tensor gradShard)
@@ -166,11 +175,7 @@ public sealed class PipelineSchedule
         var (offset, length) = _step.DataParallel.ShardRange;
         long from = Math.Max(offset, item.Offset), to = Math.Min(offset + length, item.Offset + item.Length);
         var sq = zeros(1, dtype: ScalarType.Float64, device: gradShard.device);
-        if (to > from)
-        {
-            var part = linalg.vector_norm(gradShard.narrow(0, from - offset, to - from)).to(ScalarType.Float64).reshape(1);
-            sq.add_(part.mul(part));
-        }
+        if (to > from) sq.add_(GradientNorm.SumOfSquares(gradShard.narrow(0, from - offset, to - from)));
         if (_step.DataParallel.Zero >= 1) _dp.AllReduceSum(sq);
         if (_stage.Parallel is { IsTensorParallel: true } p) p.Grid.Tp.AllReduceSum(sq);   // the table is split over TP: every rank's rows count
         return sq;

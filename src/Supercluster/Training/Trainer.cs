@@ -78,12 +78,7 @@ public sealed class Trainer
             throw new BadInputException(dims.Dp == comm.WorldSize
                 ? $"--total-batch-tokens {total} is not a multiple of batch-size × seq-len × world size = {_o.BatchSize} × {seqLen} × {comm.WorldSize} = {perStepAllRanks}"
                 : $"--total-batch-tokens {total} is not a multiple of batch-size × seq-len × data-parallel size = {_o.BatchSize} × {seqLen} × {dims.Dp} = {perStepAllRanks}");
-        if (dims.Pp > 1)
-        {
-            PipelineStage.Validate(dims.Pp, config.NLayer);
-            if (dims.Cp > 1)
-                throw new BadInputException($"--pp {dims.Pp} with --cp {dims.Cp}: pipeline stages compose with tensor and data parallelism only in this build; expected --cp 1 with --pp");
-        }
+        if (dims.Pp > 1) PipelineStage.Validate(dims.Pp, config.NLayer);
         int accum = (int)(total / perStepAllRanks);
         // MoE: experts sharded over the EP group (EP inside DP); each rank builds only its experts (Parallelism/ExpertParallel.cs).
         if (_o.Ep > 1 && !config.IsMoE) throw new BadInputException($"--ep {_o.Ep}: model '{_o.Model}' has no experts; expected --experts E (E > 1) or an MoE preset");

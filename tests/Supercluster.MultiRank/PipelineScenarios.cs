@@ -74,4 +74,75 @@ static class PipelineScenarios
             Report("ref.weight." + item.Name, ScenarioContext.Values(item.Value));
         }
     }
+
+    /// <summary>
+    /// Args: families (gpt2,llama), tp, pp, micro-batches per data-parallel rank, sequence-parallel (0|1), cp. Pipeline
+    /// stages that are tensor and/or context parallel (grid TP × CP × DP × PP): every rank builds the same seeded model, parallelises it over TP and
+    /// keeps its stage, and takes one 1F1B step; every rank also takes the step on the whole model alone over the global
+    /// batch. Reports per parameter of its stage the norm of the reference gradient and of the difference from the TP
+    /// gradient gathered to full size, both losses and norms, and the updated weights' relative difference.
+    /// </summary>
+    [Scenario("tp-pp-step")]
+    static void TensorParallelStages(ScenarioContext ctx)
+    {
+        int tp = int.Parse(ctx.Arg(1, "2")), pp = int.Parse(ctx.Arg(2, "2")), m = int.Parse(ctx.Arg(3, "4"));
+        bool sp = ctx.Arg(4, "0") == "1";
+        int cp = int.Parse(ctx.Arg(5, "1"));
+        foreach (var familyName in ctx.Arg(0, "gpt2").Split(','))
+        {
+            void Report(string key, object value) => ctx.Report(familyName + "/" + key, value);
+            var family = familyName == "llama" ? ModelFamily.Llama : ModelFamily.Gpt2;
+            var config = (family == ModelFamily.Gpt2 ? ModelPresets.Get("tiny") : ModelPresets.Get("llama-tiny"))
+                with { VocabSize = Vocab, NLayer = 4, SeqLen = SeqLen, PadVocabMultiple = Parallelize.PadVocabMultiple(1, tp) };
+            var dims = ParallelDims.For(ctx.World.WorldSize, tp, cp, pp);
+            Parallelize.Validate(config, dims, sp, SeqLen);
+            var options = new TrainStepOptions { BatchSize = Batch, SeqLen = SeqLen, GradClip = 1.0 };
+            const double lr = 1e-2;
+            static void Fill(long[] x, long[] y, int r, int i)
+            {
+                var rng = new Random(1000 * r + i);
+                for (int k = 0; k < x.Length; k++) { x[k] = rng.Next(Vocab); y[k] = rng.Next(Vocab); }
+            }
+
+            using var whole = CausalLM.Create(config, seed: 5);
+            whole.train();
+            using var single = new SingleProcess();
+            using var reference = new TrainStep(whole, single, options);
+            int k = 0;
+            var r0 = reference.Run((x, y) => { Fill(x, y, k / m, k % m); k++; }, m * dims.Dp, lr);
+
+            using var grid = new RankGrid(ctx.World, dims);
+            using var model = CausalLM.Create(config, seed: 5);
+            model.train();
+            var parallel = Parallelize.Apply(model, grid, new ParallelizeOptions(sp));
+            var stage = new PipelineStage(model, grid.Pp, parallel);
+            using var step = new TrainStep(model, ctx.World, options, parallel, stage);
+            int micro = 0;
+            var result = step.Run((x, y) => Fill(x, y, grid.DpRank, micro++), m, lr);
+            Report("loss", new[] { r0.Loss, result.Loss });
+            Report("norm", new[] { r0.GradNorm, result.GradNorm });
+
+            var refGrads = reference.Flat.Items.ToDictionary(i => i.Name, i => reference.Flat.Gradients.narrow(0, i.Offset, i.Length).view(i.Value.shape));
+            var refWeights = reference.MasterWeights;
+            var names = new List<string>();
+            var diffs = new List<double>();
+            var norms = new List<double>();
+            double wd = 0, wn = 0;
+            foreach (var i in step.Flat.Items)
+            {
+                var full = parallel.Full(i.Name, step.Flat.Gradients.narrow(0, i.Offset, i.Length).view(i.Value.shape));
+                names.Add(i.Name);
+                diffs.Add((full - refGrads[i.Name]).norm().item<float>());
+                norms.Add(refGrads[i.Name].norm().item<float>());
+                var w = parallel.Full(i.Name, i.Value);
+                wd += Math.Pow((w - refWeights[i.Name]).norm().item<float>(), 2);
+                wn += Math.Pow(refWeights[i.Name].norm().item<float>(), 2);
+            }
+            Report("names", names);
+            Report("diff", diffs);
+            Report("ref", norms);
+            Report("weights_rel", Math.Sqrt(wd / wn));
+            if (stage.HoldsTied) Report("tied", ScenarioContext.Values(parallel.Full(stage.Tied!, step.Flat.Items.First(i => i.Name == stage.Tied).Value)));
+        }
+    }
 }

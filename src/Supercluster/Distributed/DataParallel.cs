@@ -79,11 +79,7 @@ public sealed class DataParallel
 
         // Global norm: each rank's shard contributes its sum of squares.
         Tensor sq;
-        if (_norm is null)
-        {
-            var local = linalg.vector_norm(grad).to(ScalarType.Float64).reshape(1);    // one pass, no temporary
-            sq = local.mul_(local);
-        }
+        if (_norm is null) sq = Parallelism.GradientNorm.SumOfSquares(grad);
         else sq = _norm.LocalSquares(grad, ShardRange.Offset);
         if (Zero >= 1) _comm.AllReduceSum(sq);
         _norm?.Reduce(sq);                                                             // over TP (and other model-parallel groups)

@@ -78,9 +78,10 @@ public sealed class LoraModel : CausalLM
     }
 
     // The pipeline seams delegate to the base model (a LoRA run is refused with --pp: this keeps the surface whole).
-    public override Tensor EmbedTokens(Tensor idx) { using var _ = Adapt(); return base_model.EmbedTokens(idx); }
-    public override Tensor RunBlocks(Tensor x, int from, int to) { using var _ = Adapt(); return base_model.RunBlocks(x, from, to); }
+    public override Tensor EmbedTokens(Tensor idx, KvCache? cache = null) { using var _ = Adapt(); return base_model.EmbedTokens(idx, cache); }
+    public override Tensor RunBlocks(Tensor x, int from, int to, KvCache? cache = null) { using var _ = Adapt(); return base_model.RunBlocks(x, from, to, cache); }
     public override Tensor NormAndHead(Tensor x) { using var _ = Adapt(); return base_model.NormAndHead(x); }
+    public override Tensor FinalNorm(Tensor x) => base_model.FinalNorm(x);
     public override IReadOnlyList<string> EmbeddingParameters => [.. base_model.EmbeddingParameters.Select(n => "base_model." + n)];
     public override IReadOnlyList<string> HeadParameters => [.. base_model.HeadParameters.Select(n => "base_model." + n)];
     protected override string BlocksName => Config.Family == ModelFamily.Gpt2 ? "base_model.h" : "base_model.layers";

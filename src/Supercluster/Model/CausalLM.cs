@@ -31,14 +31,17 @@ public abstract class CausalLM : nn.Module<Tensor, Tensor>
     // The forward pass in three parts, Forward(idx) = NormAndHead(RunBlocks(EmbedTokens(idx), 0, n_layer)), so that a
     // part of the model can run alone (a pipeline stage).
 
-    /// <summary>Embeddings of ids [B, T] → x [B, T, n_embd].</summary>
-    public abstract Tensor EmbedTokens(Tensor idx);
+    /// <summary>Embeddings of ids [B, T] → x [B, T, n_embd]; positions from <paramref name="cache"/> (default 0 … T−1).</summary>
+    public abstract Tensor EmbedTokens(Tensor idx, KvCache? cache = null);
 
-    /// <summary>Blocks <paramref name="from"/> … <paramref name="to"/>−1 over x [B, T, n_embd].</summary>
-    public abstract Tensor RunBlocks(Tensor x, int from, int to);
+    /// <summary>Blocks <paramref name="from"/> … <paramref name="to"/>−1 over x [B, T, n_embd], attending through <paramref name="cache"/> (default: plain causal).</summary>
+    public abstract Tensor RunBlocks(Tensor x, int from, int to, KvCache? cache = null);
 
     /// <summary>Final norm and output head: x [B, T, n_embd] → logits [B, T, vocab].</summary>
     public abstract Tensor NormAndHead(Tensor x);
+
+    /// <summary>The final norm alone: x [B, T, n_embd] → the hidden states the head reads (a split head computes its own logits).</summary>
+    public abstract Tensor FinalNorm(Tensor x);
 
     /// <summary>Parameters used by <see cref="EmbedTokens"/> and by <see cref="NormAndHead"/> (a tied table is in both).</summary>
     public abstract IReadOnlyList<string> EmbeddingParameters { get; }

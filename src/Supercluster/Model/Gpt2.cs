@@ -132,16 +132,18 @@ public sealed class Gpt2 : CausalLM
         return ln_f.forward(x);
     }
 
-    public override Tensor EmbedTokens(Tensor idx) => Embed(idx, KvCache.None(idx.device));
+    public override Tensor EmbedTokens(Tensor idx, KvCache? cache = null) => Embed(idx, cache ?? KvCache.None(idx.device));
 
-    public override Tensor RunBlocks(Tensor x, int from, int to)
+    public override Tensor RunBlocks(Tensor x, int from, int to, KvCache? cache = null)
     {
-        var cache = KvCache.None(x.device);
+        cache ??= KvCache.None(x.device);
         for (int i = from; i < to; i++) x = h[i].Forward(x, cache, i);
         return x;
     }
 
-    public override Tensor NormAndHead(Tensor x) => Head(ln_f.forward(x));
+    public override Tensor NormAndHead(Tensor x) => Head(FinalNorm(x));
+
+    public override Tensor FinalNorm(Tensor x) => ln_f.forward(x);
 
     public override IReadOnlyList<string> EmbeddingParameters => ["wte.weight", "wpe.weight"];
     public override IReadOnlyList<string> HeadParameters => ["ln_f.weight", "ln_f.bias", "wte.weight"];   // wte: the tied head

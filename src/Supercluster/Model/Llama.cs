@@ -220,20 +220,22 @@ public sealed class Llama : CausalLM
         return RunUnit(["norm"], x, x => norm.call(x));
     }
 
-    public override Tensor EmbedTokens(Tensor idx)
+    public override Tensor EmbedTokens(Tensor idx, KvCache? cache = null)
     {
         if (idx.shape[1] > Config.SeqLen) throw new BadInputException($"sequence of {idx.shape[1]} tokens exceeds the model context {Config.SeqLen}");
-        return embed_tokens.forward(idx);                                          // [B, T, d]
+        return embed_tokens.call(idx);                                             // [B, T, d]
     }
 
-    public override Tensor RunBlocks(Tensor x, int from, int to)
+    public override Tensor RunBlocks(Tensor x, int from, int to, KvCache? cache = null)
     {
-        var cache = KvCache.None(x.device);
+        cache ??= KvCache.None(x.device);
         for (int i = from; i < to; i++) x = layers[i].Forward(x, cache, i);
         return x;
     }
 
-    public override Tensor NormAndHead(Tensor x) => CutPadding(lm_head.forward(norm.forward(x)));
+    public override Tensor NormAndHead(Tensor x) => CutPadding(lm_head.forward(FinalNorm(x)));
+
+    public override Tensor FinalNorm(Tensor x) => norm.call(x);
 
     public override IReadOnlyList<string> EmbeddingParameters => ["embed_tokens.weight"];
     public override IReadOnlyList<string> HeadParameters => ["norm.weight", "lm_head.weight"];

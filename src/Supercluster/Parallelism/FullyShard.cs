@@ -202,8 +202,7 @@ public sealed class FullyShard : IDisposable
         }
         if (_comm.WorldSize > 1)
             using (var world = ((double)_comm.WorldSize).ToScalar()) Gradients.div_(world);
-        var local = linalg.vector_norm(Gradients).to(ScalarType.Float64).reshape(1);
-        var sq = local.mul_(local);
+        var sq = GradientNorm.SumOfSquares(Gradients);
         _comm.AllReduceSum(sq);
         return (Gradients, sq.sqrt().MoveToOuterDisposeScope());
     }

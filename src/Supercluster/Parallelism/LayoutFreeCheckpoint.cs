@@ -12,8 +12,8 @@ namespace Supercluster.Parallelism;
 /// Loading takes each rank's part of each full tensor (TP shard, then its ZeRO range), so any layout resumes any other.
 /// Plain data parallelism keeps <see cref="TrainingOptimizer"/>'s flat files (elastic over DP already); they load into
 /// a model-parallel layout through the same by-name path.
-/// <para>Seams for other dimensions: a pipeline stage writes the names it holds (one file per stage, the same format);
-/// ZeRO shards are all-gathered over the data-parallel group before the by-name split (<see cref="WholeLocal"/>).</para>
+/// <para>ZeRO shards are all-gathered over the data-parallel group before the by-name split (<see cref="WholeLocal"/>);
+/// pipeline stages gather their parameters to the first stage and write the same file (<see cref="PipelineCheckpoint"/>).</para>
 /// </summary>
 public static class LayoutFreeCheckpoint
 {
@@ -36,19 +36,26 @@ public static class LayoutFreeCheckpoint
         if (!p.IsTensorParallel) { step.Optimizer.Save(dir); return; }
         using var scope = NewDisposeScope();
         var tensors = new List<(string, Tensor)>();
-        var model = p.Model;
         foreach (var (state, value) in step.Optimizer.Rule.State)
         {
             var whole = WholeLocal(value, step, p);
             if (!Writes(p)) continue;
             foreach (var i in step.Flat.Items)
-            {
-                var full = p.Full(i.Name, whole.narrow(0, i.Offset, i.Length).view(i.Value.shape));
-                if (model.VocabTables.Contains(i.Name)) full = full.narrow(0, 0, model.Config.VocabSize);
-                tensors.Add(($"{state}:{i.Name}", full));
-            }
+                tensors.Add(($"{state}:{i.Name}", FullState(p, i.Name, whole.narrow(0, i.Offset, i.Length).view(i.Value.shape))));
         }
-        if (p.Grid.World.Rank != 0) return;
+        if (p.Grid.World.Rank == 0) WriteByName(dir, tensors, step, p);
+    }
+
+    /// <summary>One parameter's optimizer state whole from this rank's part (a collective over TP for sharded ones), vocabulary tables cut to the real vocabulary.</summary>
+    internal static Tensor FullState(ParallelModel p, string name, Tensor local)
+    {
+        var full = p.Full(name, local);
+        return p.Model.VocabTables.Contains(name) ? full.narrow(0, 0, p.Model.Config.VocabSize) : full;
+    }
+
+    /// <summary>Writes full optimizer tensors named "state:parameter" as the one by-name file (world rank 0 calls it).</summary>
+    internal static void WriteByName(string dir, List<(string, Tensor)> tensors, TrainStep step, ParallelModel p)
+    {
         SafeTensors.Write(Path.Combine(dir, ModelCheckpoint.OptimizerFile(0, 1)), tensors, new Dictionary<string, string>
         {
             ["optimizer"] = step.Optimizer.Rule.Name, ["parameters"] = p.FullShapes.Sum(s => s.Shape.Aggregate(1L, (a, b) => a * b)).ToString(),
@@ -57,7 +64,7 @@ public static class LayoutFreeCheckpoint
     }
 
     /// <summary>This rank's state over its whole flat vector: the optimizer's own tensor, or under ZeRO the DP shards all-gathered.</summary>
-    static Tensor WholeLocal(Tensor value, TrainStep step, ParallelModel p)
+    internal static Tensor WholeLocal(Tensor value, TrainStep step, ParallelModel p)
     {
         if (value.numel() == step.Flat.PaddedCount) return value;
         var whole = empty(step.Flat.PaddedCount, value.dtype, device: value.device);
@@ -70,7 +77,7 @@ public static class LayoutFreeCheckpoint
     {
         var files = Directory.GetFiles(dir, ModelCheckpoint.OptimizerFilePattern).Order(StringComparer.Ordinal).ToList();
         bool byName = files.Count == 1 && SafeTensors.Read(files[0]) is var (t0, m0) && Dispose(t0) && m0.GetValueOrDefault(LayoutKey) == ByName;
-        if (!byName && !p.IsTensorParallel) { step.Optimizer.Load(dir); return; }
+        if (!byName && !p.SplitsParameters) { step.Optimizer.Load(dir); return; }
         using var scope = NewDisposeScope();
         var rule = step.Optimizer.Rule;
         Dictionary<string, Tensor> full;

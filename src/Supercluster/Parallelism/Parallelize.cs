@@ -134,6 +134,19 @@ public sealed class ParallelModel
         _context?.Dispose();
         return _context = new ContextParallel(Grid.Cp, seqLen, device);
     }
+    /// <summary>Whether a rank holds only part of the model (TP shards or PP stages): checkpoints then store optimizer state by name.</summary>
+    public bool SplitsParameters => Grid.Dims.Tp > 1 || Grid.Dims.Pp > 1;
+
+    /// <summary>The sequence length of activations between layers: each CP rank holds 1/C of it, and under sequence parallelism each TP rank 1/T of that.</summary>
+    public long LocalSequence(long seqLen) => seqLen / Grid.Dims.Cp / (Options.SequenceParallel ? Grid.Dims.Tp : 1);
+
+    /// <summary>Under context parallelism, what attention reads for sequences of <paramref name="seqLen"/> tokens (<see cref="ContextParallel"/>); else null.</summary>
+    public KvCache? ContextOf(long seqLen, Device device) => Grid.Dims.Cp > 1 ? Context(seqLen, device) : null;
+
+    /// <summary>This rank's tokens of a [B, T] batch (ids or targets) under context parallelism: its two chunks, [B, T/C]; else the batch.</summary>
+    public Tensor LocalTokens(Tensor batch, KvCache? context) =>
+        context is null ? batch : batch.index_select(1, context.Positions(batch.shape[1] / Grid.Dims.Cp)[0]);
+
     /// <summary>Where gradients are averaged: the ranks holding the same parameters (DP × CP).</summary>
     public ICommunicator DataParallel => Grid.DpCp;
 
@@ -147,17 +160,25 @@ public sealed class ParallelModel
     public Tensor Loss(Tensor input, Tensor target)
     {
         // Context parallelism: this rank's two chunks of every sequence, attending over the gathered keys (ContextParallel).
-        KvCache? context = null;
-        if (Grid.Dims.Cp > 1)
+        var context = ContextOf(input.shape[1], input.device);
+        if (context is not null)
         {
-            context = Context(input.shape[1], input.device);
-            var local = context.Positions(input.shape[1] / Grid.Dims.Cp)[0];                                   // [T/C]
-            target = target.view(input.shape[0], -1).index_select(1, local).reshape(-1);
-            input = input.index_select(1, local);                                                             // [B, T/C]
+            target = LocalTokens(target.view(input.shape[0], -1), context).reshape(-1);
+            input = LocalTokens(input, context);                                                              // [B, T/C]
         }
         if (!IsTensorParallel) return Training.NextTokenLoss.FromLogits(_model.Forward(input, context), target);
+        return HeadLoss(_model.Hidden(input, context), target);
+    }
+
+    /// <summary>
+    /// Under TP, the final hidden states (after the last norm; a sequence shard under sequence parallelism) through this
+    /// rank's vocabulary rows of the head into the vocabulary-parallel cross-entropy: the mean loss of targets [B·T].
+    /// The last pipeline stage ends with it too.
+    /// </summary>
+    public Tensor HeadLoss(Tensor hidden, Tensor target)
+    {
         var tp = Grid.Tp;
-        var h = TensorParallel.Enter(_model.Hidden(input, context), tp, Options.SequenceParallel);          // [B, T, d]
+        var h = TensorParallel.Enter(hidden, tp, Options.SequenceParallel);                                 // [B, T, d]
         var head = _model.named_parameters().First(p => p.name == _head).parameter;                        // [V/T, d]
         var logits = nn.functional.linear(h, head);                                                           // [B, T, V/T]
         long rows = head.shape[0], start = tp.Rank * rows;
@@ -220,12 +241,23 @@ public sealed class GradientNorm(Tensor? weights, IReadOnlyList<ICommunicator> g
     /// <summary>Σ w·g² over <paramref name="grad"/>, which starts at <paramref name="offset"/> of the flat vector: [1] fp64.</summary>
     public Tensor LocalSquares(Tensor grad, long offset)
     {
-        if (weights is null)
-        {
-            var n = linalg.vector_norm(grad).to(ScalarType.Float64).reshape(1);
-            return n.mul_(n);
-        }
+        if (weights is null) return SumOfSquares(grad);
         return (grad.square() * weights.narrow(0, offset, grad.numel())).sum().to(ScalarType.Float64).reshape(1);
+    }
+
+    const long Chunk = 8 << 20;   // 32 MB of fp32 squares at a time
+
+    /// <summary>
+    /// Σ g² of a flat vector as [1] fp64, summed chunk by chunk with torch's pairwise sum. Not linalg.vector_norm: its fp32
+    /// CPU reduction accumulates sequentially and comes out ~1e-5 low on 10⁵–10⁶ elements (measured against fp64), which
+    /// made the one-rank clip differ from the model-parallel one (whose squares are summed) by more than 1e-5.
+    /// </summary>
+    public static Tensor SumOfSquares(Tensor grad)
+    {
+        var sq = zeros(1, dtype: ScalarType.Float64, device: grad.device);
+        for (long off = 0, n = grad.numel(); off < n; off += Chunk)
+            sq.add_(grad.narrow(0, off, Math.Min(Chunk, n - off)).square().sum().to(ScalarType.Float64));
+        return sq;
     }
 
     /// <summary>Sums the squares over the model-parallel groups.</summary>

@@ -1,4 +1,5 @@
 using Supercluster.Distributed;
+using Supercluster.Model;
 using Supercluster.Training;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -43,15 +44,18 @@ public sealed class PipelineSchedule
         var device = _step.Device;
         _dp.TakeCommunicationSeconds();
         _pp.TakeCommunicationSeconds();
+        _stage.Parallel?.Grid.TakeCommunicationSeconds();   // collectives between steps are not this step's
         flat.ZeroGradients();
         var lossSum = zeros(1, device: device);
         using var mScalar = ((double)m).ToScalar();
         long[] x = new long[(long)_o.BatchSize * _o.SeqLen], y = new long[x.Length];
         int s = _stage.Stage, p = _stage.Stages;
         var inFlight = new Queue<(Tensor? Input, Tensor Output)>();
+        var parallel = _stage.Parallel;
+        var context = parallel?.ContextOf(_o.SeqLen, device);     // context parallelism: this rank's chunks of every sequence
         int backwards = 0;
 
-        Tensor Activation() => empty([_o.BatchSize, _o.SeqLen, _stage.Model.Config.NEmbd], dtype: _wire, device: device);
+        Tensor Activation() => empty(_stage.ActivationShape(_o.BatchSize, _o.SeqLen), dtype: _wire, device: device);
         Tensor? RecvForward() { if (_stage.IsFirst) return null; var a = Activation(); _pp.Recv(a, s - 1); return a; }
         void SendForward(Tensor? o) { if (!_stage.IsLast) _pp.Send(o!, s + 1); }
         Tensor? SendForwardRecvBackward(Tensor? o) { if (_stage.IsLast) return null; var g = Activation(); _pp.SendRecv(o, s + 1, g, s + 1); return g; }
@@ -65,14 +69,15 @@ public sealed class PipelineSchedule
             next(x, y);
             clock?.Mark(StepPhase.Data);
             Tensor? input = received?.to(flat.ComputeDtype).detach().requires_grad_(true);    // a leaf: its gradient goes back
-            var output = _stage.Forward(input ?? tensor(x, [_o.BatchSize, _o.SeqLen], device: device));
+            Tensor output;
             if (_stage.IsLast)
             {
-                var target = tensor(y, [(long)_o.BatchSize * _o.SeqLen], device: device);
-                var loss = nn.functional.cross_entropy(output.view(-1, output.shape[2]).to(ScalarType.Float32), target).div_(mScalar);
+                var target = Local(tensor(y, [_o.BatchSize, _o.SeqLen], device: device), context).reshape(-1);
+                var loss = _stage.Loss(input!, target, context).div_(mScalar);
                 lossSum.add_(loss.detach());
                 output = loss;
             }
+            else output = _stage.Forward(input ?? Local(tensor(x, [_o.BatchSize, _o.SeqLen], device: device), context), context);
             inFlight.Enqueue((input, output));
             clock?.Mark(StepPhase.Forward);
             return _stage.IsLast ? null : output.detach().to(_wire);
@@ -101,8 +106,10 @@ public sealed class PipelineSchedule
         }
         for (int i = 0; i < warmup; i++) SendBackward(Backward(RecvBackward()));
 
-        // The tied table: both ends add the other's gradient (a + b = b + a exactly, so both copies stay identical).
+        // The tied table: both ends add the other's gradient (a + b = b + a exactly, so both copies stay identical); under
+        // TP each TP rank's pipeline group exchanges its own rows of the table.
         flat.EnsureGradientViews();
+        _stage.Parallel?.ReduceSequenceParallelGradients(flat);
         if (_stage.HoldsTied)
         {
             var item = flat.Items.First(i => i.Name == _stage.Tied);
@@ -113,7 +120,7 @@ public sealed class PipelineSchedule
         }
 
         var (grad, norm) = _step.DataParallel.ReduceGradients();
-        // Sum of squares over stages, the tied table counted on the first stage only.
+        // Sum of squares over stages (each already summed over its TP group), the tied table counted on the first stage only.
         var sq = norm.mul(norm);
         if (_stage.HoldsTied && _stage.IsLast) sq.sub_(TiedSquares(grad));
         _pp.AllReduceSum(sq);
@@ -126,7 +133,8 @@ public sealed class PipelineSchedule
         _pp.AllReduceSum(lossSum);
         var logged = cat([lossSum.to(ScalarType.Float64), norm]).cpu().data<double>().ToArray();
         clock?.Mark(StepPhase.Optimizer);
-        return new StepResult(logged[0] / _dp.WorldSize, logged[1], _dp.TakeCommunicationSeconds() + _pp.TakeCommunicationSeconds());
+        var byGroup = _stage.Parallel?.Grid.TakeCommunicationSeconds();
+        return new StepResult(logged[0] / _dp.WorldSize, logged[1], byGroup?.Values.Sum() ?? _dp.TakeCommunicationSeconds() + _pp.TakeCommunicationSeconds()) { CommSecondsByGroup = byGroup };
     }
 
     /// <summary>
@@ -140,35 +148,36 @@ public sealed class PipelineSchedule
         var device = _step.Device;
         long t = x.Length / n;
         int s = _stage.Stage;
+        var context = _stage.Parallel?.ContextOf(t, device);
         Tensor input;
-        if (_stage.IsFirst) input = tensor(x, [n, t], device: device);
+        if (_stage.IsFirst) input = Local(tensor(x, [n, t], device: device), context);
         else
         {
-            var received = empty([n, t, _stage.Model.Config.NEmbd], dtype: _wire, device: device);
+            var received = empty(_stage.ActivationShape(n, t), dtype: _wire, device: device);
             _pp.Recv(received, s - 1);
             input = received.to(_step.Flat.ComputeDtype);
         }
-        var output = _stage.Forward(input);
         var loss = zeros(1, dtype: ScalarType.Float64, device: device);
-        if (!_stage.IsLast) _pp.Send(output.to(_wire), s + 1);
-        else loss.add_(nn.functional.cross_entropy(output.view(-1, output.shape[2]).to(ScalarType.Float32), tensor(y, [n * t], device: device)).to(ScalarType.Float64));
+        if (!_stage.IsLast) _pp.Send(_stage.Forward(input, context).to(_wire), s + 1);
+        else loss.add_(_stage.Loss(input, Local(tensor(y, [n, t], device: device), context).reshape(-1), context).to(ScalarType.Float64));
         _pp.AllReduceSum(loss);
+        if (context is not null) { _stage.Parallel!.Grid.Cp.AllReduceSum(loss); loss.div_(_stage.Parallel.Grid.Dims.Cp); }   // each CP rank's loss covers its chunks (equal counts)
         return loss.item<double>();
     }
 
-    /// <summary>Sum of squares of the averaged gradient of the tied table within this rank's shard of the flat vector (all-reduced over a ZeRO-1 group).</summary>
+    /// <summary>This rank's tokens of a [B, T] batch under context parallelism, else the batch.</summary>
+    Tensor Local(Tensor batch, KvCache? context) => _stage.Parallel?.LocalTokens(batch, context) ?? batch;
+
+    /// <summary>Sum of squares of the averaged gradient of the tied table within this rank's shard of the flat vector (all-reduced over a ZeRO-1/2 group and over TP).</summary>
     Tensor TiedSquares(Tensor gradShard)
     {
         var item = _step.Flat.Items.First(i => i.Name == _stage.Tied);
         var (offset, length) = _step.DataParallel.ShardRange;
         long from = Math.Max(offset, item.Offset), to = Math.Min(offset + length, item.Offset + item.Length);
         var sq = zeros(1, dtype: ScalarType.Float64, device: gradShard.device);
-        if (to > from)
-        {
-            var part = linalg.vector_norm(gradShard.narrow(0, from - offset, to - from)).to(ScalarType.Float64).reshape(1);
-            sq.add_(part.mul(part));
-        }
-        if (_step.DataParallel.Zero == 1) _dp.AllReduceSum(sq);
+        if (to > from) sq.add_(GradientNorm.SumOfSquares(gradShard.narrow(0, from - offset, to - from)));
+        if (_step.DataParallel.Zero >= 1) _dp.AllReduceSum(sq);
+        if (_stage.Parallel is { IsTensorParallel: true } p) p.Grid.Tp.AllReduceSum(sq);   // the table is split over TP: every rank's rows count
         return sq;
     }
 }

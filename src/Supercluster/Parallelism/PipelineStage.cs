@@ -15,10 +15,14 @@ namespace Supercluster.Parallelism;
 public sealed class PipelineStage
 {
     /// <param name="pp">The pipeline group: this rank's stage is its rank there, the stage count its size.</param>
-    public PipelineStage(CausalLM model, ICommunicator pp)
+    /// <param name="parallel">The model after <see cref="Parallelize.Apply"/> when each stage is also tensor or context
+    /// parallel (its TP × CP ranks run the stage; activations go between ranks of the same TP and CP rank): the last
+    /// stage's loss is then vocabulary-parallel, attention reads the CP context. Null: the stage runs whole on this rank.</param>
+    public PipelineStage(CausalLM model, ICommunicator pp, ParallelModel? parallel = null)
     {
         Model = model;
         Pp = pp;
+        Parallel = parallel;
         Stage = pp.Rank;
         Stages = pp.WorldSize;
         Validate(Stages, model.Config.NLayer);
@@ -36,6 +40,7 @@ public sealed class PipelineStage
 
     public CausalLM Model { get; }
     public ICommunicator Pp { get; }
+    public ParallelModel? Parallel { get; }
     public int Stage { get; }
     public int Stages { get; }
     /// <summary>This stage's blocks: FirstLayer … EndLayer−1.</summary>
@@ -99,12 +104,30 @@ public sealed class PipelineStage
 
     /// <summary>
     /// This stage's part of the forward pass: ids [B, T] on the first stage, else the previous stage's activation
-    /// [B, T, d]; returns the activation [B, T, d] for the next stage, or the logits [B, T, vocab] on the last.
+    /// [B, T, d]; returns the activation [B, T, d] for the next stage, or the logits [B, T, vocab] on the last. Under
+    /// context parallelism T is this rank's share and <paramref name="context"/> what attention reads (<see cref="ParallelModel.ContextOf"/>).
     /// </summary>
-    public Tensor Forward(Tensor input)
+    public Tensor Forward(Tensor input, KvCache? context = null)
     {
-        var x = IsFirst ? Model.EmbedTokens(input) : input;
-        x = Model.RunBlocks(x, FirstLayer, EndLayer);
+        var x = IsFirst ? Model.EmbedTokens(input, context) : input;
+        x = Model.RunBlocks(x, FirstLayer, EndLayer, context);
         return IsLast ? Model.NormAndHead(x) : x;
     }
+
+    /// <summary>
+    /// The last stage's mean loss of targets [B·T] from its input (the previous stage's activation): under TP the final
+    /// norm's output goes into the vocabulary-parallel head and cross-entropy (<see cref="ParallelModel.HeadLoss"/>).
+    /// </summary>
+    public Tensor Loss(Tensor input, Tensor target, KvCache? context = null)
+    {
+        if (Parallel is not { IsTensorParallel: true } p)
+        {
+            var logits = Forward(input, context);
+            return nn.functional.cross_entropy(logits.view(-1, logits.shape[2]).to(ScalarType.Float32), target);
+        }
+        return p.HeadLoss(Model.FinalNorm(Model.RunBlocks(input, FirstLayer, EndLayer, context)), target);
+    }
+
+    /// <summary>The shape of the activation (and of its gradient) sent between stages: [B, T, d], T this rank's share under context or sequence parallelism.</summary>
+    public long[] ActivationShape(long batch, long seqLen) => [batch, Parallel?.LocalSequence(seqLen) ?? seqLen, Model.Config.NEmbd];
 }

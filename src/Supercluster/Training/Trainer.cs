@@ -78,12 +78,7 @@ public sealed class Trainer
             throw new BadInputException(dims.Dp == comm.WorldSize
                 ? $"--total-batch-tokens {total} is not a multiple of batch-size × seq-len × world size = {_o.BatchSize} × {seqLen} × {comm.WorldSize} = {perStepAllRanks}"
                 : $"--total-batch-tokens {total} is not a multiple of batch-size × seq-len × data-parallel size = {_o.BatchSize} × {seqLen} × {dims.Dp} = {perStepAllRanks}");
-        if (dims.Pp > 1)
-        {
-            PipelineStage.Validate(dims.Pp, config.NLayer);
-            if (dims.Tp > 1 || dims.Cp > 1)
-                throw new BadInputException($"--pp {dims.Pp} with --tp {dims.Tp} --cp {dims.Cp}: pipeline stages compose with data parallelism only in this build; expected --tp 1 --cp 1 with --pp");
-        }
+        if (dims.Pp > 1) PipelineStage.Validate(dims.Pp, config.NLayer);
         int accum = (int)(total / perStepAllRanks);
         // MoE: experts sharded over the EP group (EP inside DP); each rank builds only its experts (Parallelism/ExpertParallel.cs).
         if (_o.Ep > 1 && !config.IsMoE) throw new BadInputException($"--ep {_o.Ep}: model '{_o.Model}' has no experts; expected --experts E (E > 1) or an MoE preset");
@@ -123,7 +118,7 @@ public sealed class Trainer
         var parallel = Parallelize.Apply(model, grid, new ParallelizeOptions(_o.SequenceParallel));
         model.to(device);
         model.train();
-        var stage = dims.Pp > 1 ? new PipelineStage(model, grid.Pp) : null;
+        var stage = dims.Pp > 1 ? new PipelineStage(model, grid.Pp, parallel) : null;
         using var trainStep = new TrainStep(model, comm, new TrainStepOptions
         {
             BatchSize = _o.BatchSize, SeqLen = seqLen, Zero = _o.Zero, WeightDecay = _o.WeightDecay, GradClip = _o.GradClip,
@@ -132,7 +127,7 @@ public sealed class Trainer
 
         var startMemory = trainStep.MemoryPerRank();   // measured: bytes of the allocations behind them, before the first step
         long startStep = 0, tokensSeen = 0;
-        if (resumeDir is not null) (startStep, tokensSeen) = Restore(resumeDir, trainStep, parallel, stage, train);
+        if (resumeDir is not null) (startStep, tokensSeen) = Restore(resumeDir, trainStep, parallel, train);
         if (resumeDir is not null) trainStep.Experts?.Load(resumeDir);
         if (lead)
             DurableFile.WriteAllText(Path.Combine(_o.OutDir, "config.json"), JsonSerializer.Serialize(new
@@ -327,11 +322,11 @@ public sealed class Trainer
     }
 
     /// <summary>Optimizer state, data position and RNG of a checkpoint (its weights are loaded by <see cref="LoadResumeWeights"/>).</summary>
-    static (long Step, long Tokens) Restore(string dir, TrainStep trainStep, ParallelModel parallel, PipelineStage? stage, TokenDataLoader train)
+    static (long Step, long Tokens) Restore(string dir, TrainStep trainStep, ParallelModel parallel, TokenDataLoader train)
     {
         var state = ModelCheckpoint.ReadState(dir);
         var optimizer = trainStep.Optimizer;
-        if (stage is null) LayoutFreeCheckpoint.LoadOptimizer(dir, trainStep, parallel); else PipelineCheckpoint.LoadOptimizer(dir, stage, trainStep);
+        LayoutFreeCheckpoint.LoadOptimizer(dir, trainStep, parallel);
         if (optimizer.StepCount != state.OptimizerSteps)
             throw new BadInputException($"{dir}: optimizer state is at step {optimizer.StepCount}, state.json says {state.OptimizerSteps}");
         train.Restore(state.Data);
@@ -358,7 +353,7 @@ public sealed class Trainer
         }
         else
         {
-            PipelineCheckpoint.SaveOptimizer(tmp, stage, trainStep, comm.Rank);
+            PipelineCheckpoint.SaveOptimizer(tmp, stage, trainStep, parallel);
             weights = PipelineCheckpoint.GatherWeights(stage, trainStep, comm.Rank);
         }
         trainStep.Experts?.Save(tmp);

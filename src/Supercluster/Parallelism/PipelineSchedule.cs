@@ -41,8 +41,6 @@ public sealed class PipelineSchedule
         using var scope = NewDisposeScope();
         var flat = _step.Flat;
         var device = _step.Device;
-        _dp.TakeCommunicationSeconds();
-        _pp.TakeCommunicationSeconds();
         flat.ZeroGradients();
         var lossSum = zeros(1, device: device);
         using var mScalar = ((double)m).ToScalar();
@@ -126,7 +124,7 @@ public sealed class PipelineSchedule
         _pp.AllReduceSum(lossSum);
         var logged = cat([lossSum.to(ScalarType.Float64), norm]).cpu().data<double>().ToArray();
         clock?.Mark(StepPhase.Optimizer);
-        return new StepResult(logged[0] / _dp.WorldSize, logged[1], _dp.TakeCommunicationSeconds() + _pp.TakeCommunicationSeconds());
+        return new StepResult(logged[0] / _dp.WorldSize, logged[1], 0);   // TrainStep.Run adds the step's communication, per group
     }
 
     /// <summary>

@@ -155,6 +155,7 @@ public static class PlanCommand
         if (zero is < 0 or > 3) throw new BadInputException($"--zero {zero}: train supports 0, 1, 2 and 3");
         using var comm = Distributed.Communicators.Create("auto", false, env);
         var dims = Parallelism.ParallelDims.For(comm.WorldSize, tp, cp, pp, parse.GetValue(Dp));
+        config = config with { PadVocabMultiple = Parallelism.Parallelize.PadVocabMultiple(config.PadVocabMultiple, tp) };   // as train pads for TP
         bool sp = tp > 1 && !parse.GetValue(NoSequenceParallel);
         long perStep = (long)mb * dims.Dp;
         long batch = parse.GetValue(Batch) ?? perStep;

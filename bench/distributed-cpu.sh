@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Every layout train runs on ≤ 4 CPU ranks of this machine, with the same global batch: step time, time in collectives per
 # group, and the bytes each group sent (rank 0, per step) next to `plan`'s prediction for the same model and layout
-# (plan --device cpu: Planning/CommunicationVolume.cs). Then sequence parallelism's activation saving, measured (resident
-# memory growth over a forward at TP 2, with and without --sequence-parallel) next to the Korthikanti et al. formula train
-# prints; then the time from a SIGKILLed rank to training again under `launch`.
+# (plan --device cpu --calibrate: Planning/CommunicationVolume.cs; for DP/ZeRO-1 layouts it also predicts the step, shown
+# as "plan"). Then sequence parallelism's activation saving, measured (resident memory growth over a forward at TP 2, with
+# and without --sequence-parallel) next to the Korthikanti et al. formula train prints; then the time from a SIGKILLed
+# rank to training again under `launch`.
 #   bench/distributed-cpu.sh [model] [steps] [micro-batch] [seq-len]          (defaults: small 4 2 64)
 #   LAYOUTS="TP2:2:--tp 2;PP2:2:--pp 2" bench/distributed-cpu.sh              (name:ranks:train flags, ';'-separated)
 #   SECTIONS="layouts sp kill"                                                (which parts to run)
@@ -19,10 +20,10 @@ vocab=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['vocab_s
 cli=(dotnet .build/cli/Supercluster.Cli.dll)
 root=(); [ "$(id -u)" -eq 0 ] && root=(--allow-run-as-root)
 mpi() { local n=$1; shift; if [ "$n" -eq 1 ]; then "${cli[@]}" "$@"; else mpirun -np "$n" "${root[@]}" --oversubscribe --bind-to none "${cli[@]}" "$@"; fi; }
-total=$((mb * seq * 4))   # 4 sequences per step: DP up to 4, the rest as accumulation (PP's micro-batches)
+total=$((mb * seq * 4))   # 4 micro-batches per step: DP up to 4, the rest as accumulation (PP's micro-batches)
 
 if [[ " $sections " == *" layouts "* ]]; then
-  echo "model $model, micro-batch $mb × $seq tokens, 4 sequences per step, $steps steps (medians over steps 2..)"
+  echo "model $model, micro-batch $mb × $seq tokens, $((4 * mb)) sequences per step, $steps steps (medians over steps 2..)"
   IFS=';' read -r -a layouts <<< "${LAYOUTS:-$default_layouts}"
   for spec in "${layouts[@]}"; do
     IFS=':' read -r name n flags <<< "$spec"
@@ -33,7 +34,7 @@ if [[ " $sections " == *" layouts "* ]]; then
       case "${f[i]}" in --sequence-parallel) sp=1 ;; *) pf+=("${f[i]}") ;; esac
     done
     [[ " ${f[*]} " == *" --tp "* && $sp -eq 0 ]] && pf+=(--no-sequence-parallel)
-    mpi "$n" plan --device cpu --model "$model" --vocab "$vocab" --micro-batch "$mb" --seq "$seq" --batch 4 "${pf[@]}" --json \
+    mpi "$n" plan --device cpu --calibrate --model "$model" --vocab "$vocab" --micro-batch "$mb" --seq "$seq" --batch $((4 * mb)) "${pf[@]}" --json \
       > "$out/plan.json" 2> "$out/plan.err" || { echo "$name: plan failed: $(tail -1 "$out/plan.err")"; continue; }
     if ! mpi "$n" train --data "$out/data" --model "$model" --batch-size "$mb" --seq-len "$seq" --total-batch-tokens "$total" \
         --steps "$steps" --device cpu --eval-tokens 256 --checkpoint-every 0 --out "$out/run" "${f[@]}" > "$out/train.log" 2>&1; then
@@ -53,7 +54,8 @@ groups = sorted(set(pred) | {g for r in rows for g in (r.get("comm_bytes_by_grou
 ms = {g: med([(r.get("comm_ms_by_group") or {}).get(g, 0.0) for r in timed]) for g in groups}
 meas = {g: med([(r.get("comm_bytes_by_group") or {}).get(g, 0.0) for r in timed]) for g in groups}
 cells = [f"{g} {ms[g]:.0f} ms {meas[g] / 1e6:.3f}/{pred.get(g, 0) / 1e6:.3f} MB ({(meas[g] / pred[g] - 1) if pred.get(g) else float('nan'):+.1%})" for g in groups]
-print(f"{sys.argv[3]:<12} {step:9.1f} ms/step | " + (" | ".join(cells) if cells else "no communication"))
+ps = f" (plan {plan['predicted']['step'] * 1e3:.0f})" if plan.get("predicted") else ""
+print(f"{sys.argv[3]:<12} {step:9.1f} ms/step{ps} | " + (" | ".join(cells) if cells else "no communication"))
 PY
     rm -rf "$out/run"
   done

@@ -128,7 +128,7 @@ public static class CommunicationVolume
             sequenceParallel = layers * 4.0 * h + (isFirst ? (double)c.SeqLen * h : 0) + (isLast ? 2.0 * h : 0);
             double sharded = 3.0 * h * h + 3 * h + h * h + h * f + f + f * h;
             parameters = layers * (sharded / tp + 2.0 * h) + sequenceParallel + (isFirst || isLast ? table : 0);
-            if (stages > 1) tied = table;
+            tied = table;   // used by the embedding and the head: exchanged between the pipeline ends, gathered twice under FSDP
         }
         return new CommShape(layers, h, kv / tp, parameters, isFirst, isLast, SequenceParallelParameters: sequenceParallel, TiedParameters: tied);
     }

@@ -46,6 +46,9 @@ public class CommunicationVolumeTests : IClassFixture<TrainingFixture>
 
         // ZeRO-1 on 2 ranks: reduce-scatter + all-gather of the padded vector, each (n−1)/n of it, + norm + loss.
         Assert.Equal(120_640 * 4 / 2.0 * 2 + 8 + 8, CommunicationVolume.Engine(Tiny(), 2, 16, 1, dp: 2, zero: 1)["dp_cp"]);
+        // ZeRO-3 with 2 micro-batches: each micro-batch all-gathers every unit forward and backward and reduce-scatters its
+        // gradient (half of each sent), the tied table twice (embedding and head); + norm + loss.
+        Assert.Equal(2 * 3 * (120_640 + 257 * 64) * 4 / 2.0 + 8 + 8, CommunicationVolume.Engine(Tiny(), 2, 16, 2, dp: 2, zero: 3)["dp_cp"]);
     }
 
     [Fact]
@@ -88,12 +91,14 @@ public class CommunicationVolumeTests : IClassFixture<TrainingFixture>
     [InlineData("llama-tiny", "--tp 2 --sequence-parallel", 2, 16, 1)]
     [InlineData("tiny", "", 1, 16, 1)]
     [InlineData("tiny", "--pp 2", 2, 16, 2)]
+    [InlineData("tiny", "--zero 3", 1, 16, 2)]   // every FSDP unit of tiny has an even size: no padding, so exact too
     public void Measured_bytes_per_group_equal_the_planners_prediction(string model, string layout, int batch, int seq, int micro)
     {
         using var dir = new TempDir();
         string run = dir["run"];
         var flags = layout.Split(' ', StringSplitOptions.RemoveEmptyEntries);
-        bool dpOnly = flags.Length == 0;
+        bool dpOnly = !flags.Contains("--tp") && !flags.Contains("--pp");
+        int zero = flags.Contains("--zero") ? int.Parse(flags[Array.IndexOf(flags, "--zero") + 1]) : 0;
         long total = (long)batch * seq * micro * (dpOnly ? 2 : 1);
         var r = DistributedTests.Mpirun(2, ["train", "--data", _data.DataDir, "--out", run, "--model", model, "--batch-size", batch.ToString(),
             "--seq-len", seq.ToString(), "--total-batch-tokens", total.ToString(), "--steps", "2", "--device", "cpu", "--checkpoint-every", "0", "--eval-tokens", "64", .. flags]);
@@ -103,7 +108,7 @@ public class CommunicationVolumeTests : IClassFixture<TrainingFixture>
         var c = JsonSerializer.Deserialize<ModelConfig>(config["model"]!.ToJsonString(), ModelConfig.Json)!;
         Assert.Equal(micro, (int)config["gradient_accumulation"]!);
         int tp = flags.Contains("--tp") ? 2 : 1, pp = flags.Contains("--pp") ? 2 : 1;
-        var predicted = CommunicationVolume.Engine(c, batch, seq, micro, tp: tp, pp: pp, dp: dpOnly ? 2 : 1, sequenceParallel: flags.Contains("--sequence-parallel"));
+        var predicted = CommunicationVolume.Engine(c, batch, seq, micro, tp: tp, pp: pp, dp: dpOnly ? 2 : 1, zero: zero, sequenceParallel: flags.Contains("--sequence-parallel"));
         Assert.NotEmpty(predicted);
 
         var steps = MetricsLog.Read(Path.Combine(run, "metrics.jsonl")).Where(x => (string?)x["type"] == "train").ToList();

@@ -72,7 +72,7 @@ public static class PlanCommand
     static readonly Option<string> Svg = new("--svg") { Description = "SVG chart path for --sweep", DefaultValueFactory = _ => "plan-sweep.svg" };
     static readonly Option<bool> Json = new("--json") { Description = "Print one JSON object with every number" };
     static readonly Option<string> DeviceOpt = new("--device") { Description = "gpu: plan GPUs from data sheets; cpu: with --calibrate, measure this machine and predict `train` on CPU ranks (run under mpirun for several ranks)", DefaultValueFactory = _ => "gpu" };
-    static readonly Option<bool> CalibrateOpt = new("--calibrate") { Description = "With --device cpu: measure matmuls at the model's shapes, memory bandwidth, MPI collectives; predict train's step (--model = a train preset, --micro-batch = train's --batch-size, --batch = global sequences)" };
+    static readonly Option<bool> CalibrateOpt = new("--calibrate") { Description = "With --device cpu: measure matmuls at the model's shapes, memory bandwidth, MPI collectives; predict train's step (--model = a train preset, --micro-batch = train's --batch-size, --batch = global sequences) and, for train's layout (--tp/--cp/--pp/--dp/--zero, under the same mpirun), the bytes each group sends per step" };
     static readonly Option<bool> CalibrationOpt = new("--calibration") { Description = "Print every published run (docs/planning.md) predicted vs published, with its error" };
 
     public static Command Create()
@@ -147,20 +147,34 @@ public static class PlanCommand
         }).Validate("plan --device cpu");
         int seq = parse.GetValue(Seq) ?? config.SeqLen;
         int mb = parse.GetValue(MicroBatch);
-        int zero = parse.GetResult(Zero) is { Implicit: false } ? parse.GetValue(Zero) : 0; // train's default is no ZeRO
+        int Explicit(Option<int> o, int trainDefault) => parse.GetResult(o) is { Implicit: false } ? parse.GetValue(o) : trainDefault;
+        int zero = Explicit(Zero, 0); // train's defaults: no ZeRO, no model parallelism
+        int tp = Explicit(Tp, 1), cp = Explicit(Cp, 1), pp = Explicit(Pp, 1);
         if (seq <= 0 || seq > config.SeqLen) throw new BadInputException($"--seq {seq} must be in 1..{config.SeqLen} (the model context)");
         if (mb <= 0) throw new BadInputException($"--micro-batch {mb} must be a positive integer");
-        if (zero is not (0 or 1)) throw new BadInputException($"--zero {zero}: train supports 0 and 1");
+        if (zero is < 0 or > 3) throw new BadInputException($"--zero {zero}: train supports 0, 1, 2 and 3");
         using var comm = Distributed.Communicators.Create("auto", false, env);
-        long perStep = (long)mb * comm.WorldSize;
+        var dims = Parallelism.ParallelDims.For(comm.WorldSize, tp, cp, pp, parse.GetValue(Dp));
+        config = config with { PadVocabMultiple = Parallelism.Parallelize.PadVocabMultiple(config.PadVocabMultiple, tp) };   // as train pads for TP
+        bool sp = tp > 1 && !parse.GetValue(NoSequenceParallel);
+        long perStep = (long)mb * dims.Dp;
         long batch = parse.GetValue(Batch) ?? perStep;
         if (batch <= 0 || batch % perStep != 0)
-            throw new BadInputException($"--batch {batch} is not a multiple of --micro-batch × ranks = {mb} × {comm.WorldSize}");
-        var measured = CpuCalibration.Measure(config, mb, seq, comm);
-        var predicted = CpuCalibration.Predict(config, mb, seq, (int)(batch / perStep), zero, measured);
+            throw new BadInputException($"--batch {batch} is not a multiple of --micro-batch × data-parallel ranks = {mb} × {dims.Dp}");
+        // The volume needs no measurement; the step time is modelled for data parallelism with ZeRO 0/1 (CpuCalibration).
+        var communicationBytes = CommunicationVolume.Engine(config, mb, seq, batch / perStep, tp, cp, pp, dims.Dp, zero, sp);
+        string layout = $"{dims}{(sp ? " + SP" : "")}, ZeRO-{zero}";
+        bool timed = dims.World == dims.Dp && zero <= 1;
+        var measured = timed ? CpuCalibration.Measure(config, mb, seq, comm) : null;
+        var predicted = measured is null ? null : CpuCalibration.Predict(config, mb, seq, (int)(batch / perStep), zero, measured);
         if (comm.Rank != 0) return 0;
-        if (parse.GetValue(Json)) Console.WriteLine(JsonSerializer.Serialize(new { measured, predicted }, JsonOptions));
-        else PlanReport.WriteCpuCalibration(Console.Out, parse.GetValue(Model)!, config, mb, seq, zero, measured, predicted);
+        if (parse.GetValue(Json)) Console.WriteLine(JsonSerializer.Serialize(new { layout, measured, predicted, communicationBytes }, JsonOptions));
+        else
+        {
+            if (measured is not null) PlanReport.WriteCpuCalibration(Console.Out, parse.GetValue(Model)!, config, mb, seq, zero, measured, predicted!);
+            else Console.WriteLine($"step time: modelled for data parallelism with ZeRO 0/1 only; {layout} gets its communication volume:");
+            PlanReport.WriteCommunicationVolume(Console.Out, layout, communicationBytes);
+        }
         return 0;
     }
 

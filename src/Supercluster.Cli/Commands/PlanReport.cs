@@ -38,6 +38,8 @@ static class PlanReport
         w.WriteLine($"  PP send/recv             {Ms(s.PipelineP2P),12}");
         w.WriteLine($"  DP grad sync (exposed)   {Ms(s.DataParallel),12}");
         w.WriteLine($"  optimizer update         {Ms(s.Optimizer),12}");
+        if (r.CommunicationBytes is { Count: > 0 } cb)
+            w.WriteLine($"Sent per GPU per step (busiest stage): {string.Join(", ", cb.Select(kv => $"{kv.Key} {Gb(kv.Value)}"))}");
         w.WriteLine();
         w.WriteLine("Throughput");
         w.WriteLine($"  tokens/s                 {N(r.TokensPerSecond)}");
@@ -113,6 +115,11 @@ static class PlanReport
         }
         w.WriteLine($"mean absolute error {Pct(CalibrationTable.MeanAbsoluteError(rows))} over {rows.Count} published runs; worst {Pct(rows.Max(r => Math.Abs(r.Error)))}");
     }
+
+    /// <summary>train's communication on CPU ranks: bytes rank 0 sends per step, per group (what train logs as comm_bytes_by_group).</summary>
+    public static void WriteCommunicationVolume(TextWriter w, string layout, IReadOnlyDictionary<string, double> bytes) =>
+        w.WriteLine($"Predicted bytes sent per rank per step ({layout}, rank 0): " +
+                    (bytes.Count == 0 ? "none (one rank)" : string.Join(", ", bytes.Select(kv => $"{kv.Key} {kv.Value / 1e6:F3} MB"))));
 
     public static void WriteCpuCalibration(TextWriter w, string model, Supercluster.Model.ModelConfig c, int microBatch, int seq, int zero,
         CpuMeasurements m, CpuStepPrediction p)

@@ -28,6 +28,13 @@ public interface ICommunicator : IDisposable
     /// </summary>
     double TakeCommunicationSeconds();
 
+    /// <summary>
+    /// Bytes this rank sent in collectives and point-to-point calls since the last call, counted per call by the per-rank
+    /// convention of <see cref="Planning.Collectives"/> (ring all-reduce 2(n−1)/n of the buffer, reduce-scatter and all-gather
+    /// (n−1)/n of the whole vector, a send its size), so it compares with <c>plan</c>'s predicted volume.
+    /// </summary>
+    double TakeSentBytes();
+
     /// <summary>In place: every rank ends with the element-wise sum over ranks.</summary>
     void AllReduceSum(Tensor t);
 

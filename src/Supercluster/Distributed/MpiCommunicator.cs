@@ -19,6 +19,7 @@ public sealed class MpiCommunicator : ICommunicator
     readonly bool _isSplit;         // a split is freed (MPI_Comm_free); the world communicator finalizes MPI
     bool _disposed;
     long _commTicks;      // Stopwatch ticks inside collectives since the last TakeCommunicationSeconds
+    readonly SentBytes _sent = new();
 
     public MpiCommunicator(LaunchEnvironment env)
     {
@@ -63,18 +64,33 @@ public sealed class MpiCommunicator : ICommunicator
     public Device Device => CPU;
 
     public double TakeCommunicationSeconds() => (double)Interlocked.Exchange(ref _commTicks, 0) / Stopwatch.Frequency;
+    public double TakeSentBytes() => _sent.Take();
 
-    public void AllReduceSum(Tensor t) => Staged(t, host =>
-        Call("MPI_Allreduce", () => MPI_Allreduce(InPlace, Ptr(host), (int)host.numel(), Type(host), _sum, _world)));
+    public void AllReduceSum(Tensor t)
+    {
+        _sent.AllReduce(t, WorldSize);
+        Staged(t, host => Call("MPI_Allreduce", () => MPI_Allreduce(InPlace, Ptr(host), (int)host.numel(), Type(host), _sum, _world)));
+    }
 
-    public void ReduceScatterSum(Tensor input, Tensor output) => Staged(input, hin => Staged(output, hout =>
-        Call("MPI_Reduce_scatter_block", () => MPI_Reduce_scatter_block(Ptr(hin), Ptr(hout), (int)hout.numel(), Type(hin), _sum, _world)), copyIn: false));
+    public void ReduceScatterSum(Tensor input, Tensor output)
+    {
+        _sent.ReduceScatter(input, WorldSize);
+        Staged(input, hin => Staged(output, hout =>
+            Call("MPI_Reduce_scatter_block", () => MPI_Reduce_scatter_block(Ptr(hin), Ptr(hout), (int)hout.numel(), Type(hin), _sum, _world)), copyIn: false));
+    }
 
-    public void AllGather(Tensor input, Tensor output) => Staged(input, hin => Staged(output, hout =>
-        Call("MPI_Allgather", () => MPI_Allgather(Ptr(hin), (int)hin.numel(), Type(hin), Ptr(hout), (int)hin.numel(), Type(hin), _world)), copyIn: false));
+    public void AllGather(Tensor input, Tensor output)
+    {
+        _sent.AllGather(output, WorldSize);
+        Staged(input, hin => Staged(output, hout =>
+            Call("MPI_Allgather", () => MPI_Allgather(Ptr(hin), (int)hin.numel(), Type(hin), Ptr(hout), (int)hin.numel(), Type(hin), _world)), copyIn: false));
+    }
 
-    public void Broadcast(Tensor t, int root) => Staged(t, host =>
-        Call("MPI_Bcast", () => MPI_Bcast(Ptr(host), (int)host.numel(), Type(host), root, _world)));
+    public void Broadcast(Tensor t, int root)
+    {
+        _sent.Broadcast(t, WorldSize);
+        Staged(t, host => Call("MPI_Bcast", () => MPI_Bcast(Ptr(host), (int)host.numel(), Type(host), root, _world)));
+    }
 
     public void Barrier() => Call("MPI_Barrier", () => MPI_Barrier(_world));
 
@@ -84,8 +100,11 @@ public sealed class MpiCommunicator : ICommunicator
         return new MpiCommunicator(this, comm, group);
     }
 
-    public void Send(Tensor t, int peer) => Staged(t, host =>
-        Call("MPI_Send", () => MPI_Send(Ptr(host), Count(host), Type(host), peer, Tag, _world)));
+    public void Send(Tensor t, int peer)
+    {
+        _sent.Send(t);
+        Staged(t, host => Call("MPI_Send", () => MPI_Send(Ptr(host), Count(host), Type(host), peer, Tag, _world)));
+    }
 
     public void Recv(Tensor t, int peer) => Staged(t, host =>
         Call("MPI_Recv", () => MPI_Recv(Ptr(host), Count(host), Type(host), peer, Tag, _world, IntPtr.Zero)), copyIn: false);
@@ -95,6 +114,7 @@ public sealed class MpiCommunicator : ICommunicator
         if (send is null && recv is null) return;
         if (recv is null) { Send(send!, dest); return; }
         if (send is null) { Recv(recv, source); return; }
+        _sent.Send(send);
         Staged(send, hs => Staged(recv, hr =>
             Call("MPI_Sendrecv", () => MPI_Sendrecv(Ptr(hs), Count(hs), Type(hs), dest, Tag, Ptr(hr), Count(hr), Type(hr), source, Tag, _world, IntPtr.Zero)), copyIn: false));
     }
@@ -104,6 +124,7 @@ public sealed class MpiCommunicator : ICommunicator
         if (sendCounts.Length != WorldSize || recvCounts.Length != WorldSize)
             throw new ArgumentException($"all-to-all: {sendCounts.Length} send and {recvCounts.Length} receive counts, expected {WorldSize} each");
         int[] sc = Ints(sendCounts), rc = Ints(recvCounts), sd = Displacements(sc), rd = Displacements(rc);
+        _sent.AllToAll(input, sendCounts, Rank);
         Staged(input, hin => Staged(output, hout =>
         {
             fixed (int* psc = sc, psd = sd, prc = rc, prd = rd)

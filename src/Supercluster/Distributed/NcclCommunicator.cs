@@ -20,6 +20,7 @@ public sealed class NcclCommunicator : ICommunicator
     readonly IntPtr _comm;
     readonly MpiCommunicator? _mpi;
     readonly CudaEventTimer _timer;
+    readonly SentBytes _sent = new();
 
     [StructLayout(LayoutKind.Sequential, Size = 128)]
     struct UniqueId { public unsafe fixed byte Bytes[128]; }
@@ -80,15 +81,30 @@ public sealed class NcclCommunicator : ICommunicator
     public Device Device { get; }
 
     public double TakeCommunicationSeconds() => _timer.TakeSeconds();
+    public double TakeSentBytes() => _sent.Take();
 
-    public void AllReduceSum(Tensor t) => Staged(t, d =>
-        Call("ncclAllReduce", () => ncclAllReduce(P(d), P(d), (nuint)d.numel(), Type(d), 0, _comm, IntPtr.Zero)));
-    public void ReduceScatterSum(Tensor input, Tensor output) => Staged(input, din => Staged(output, dout =>
-        Call("ncclReduceScatter", () => ncclReduceScatter(P(din), P(dout), (nuint)dout.numel(), Type(din), 0, _comm, IntPtr.Zero)), copyIn: false));
-    public void AllGather(Tensor input, Tensor output) => Staged(input, din => Staged(output, dout =>
-        Call("ncclAllGather", () => ncclAllGather(P(din), P(dout), (nuint)din.numel(), Type(din), _comm, IntPtr.Zero)), copyIn: false));
-    public void Broadcast(Tensor t, int root) => Staged(t, d =>
-        Call("ncclBroadcast", () => ncclBroadcast(P(d), P(d), (nuint)d.numel(), Type(d), root, _comm, IntPtr.Zero)));
+    public void AllReduceSum(Tensor t)
+    {
+        _sent.AllReduce(t, WorldSize);
+        Staged(t, d => Call("ncclAllReduce", () => ncclAllReduce(P(d), P(d), (nuint)d.numel(), Type(d), 0, _comm, IntPtr.Zero)));
+    }
+    public void ReduceScatterSum(Tensor input, Tensor output)
+    {
+        _sent.ReduceScatter(input, WorldSize);
+        Staged(input, din => Staged(output, dout =>
+            Call("ncclReduceScatter", () => ncclReduceScatter(P(din), P(dout), (nuint)dout.numel(), Type(din), 0, _comm, IntPtr.Zero)), copyIn: false));
+    }
+    public void AllGather(Tensor input, Tensor output)
+    {
+        _sent.AllGather(output, WorldSize);
+        Staged(input, din => Staged(output, dout =>
+            Call("ncclAllGather", () => ncclAllGather(P(din), P(dout), (nuint)din.numel(), Type(din), _comm, IntPtr.Zero)), copyIn: false));
+    }
+    public void Broadcast(Tensor t, int root)
+    {
+        _sent.Broadcast(t, WorldSize);
+        Staged(t, d => Call("ncclBroadcast", () => ncclBroadcast(P(d), P(d), (nuint)d.numel(), Type(d), root, _comm, IntPtr.Zero)));
+    }
     static IntPtr P(Tensor t) => LibTorchLoader.DataPtr(t);
 
     /// <summary>Runs <paramref name="op"/> on <paramref name="t"/> or on its copy on this rank's GPU.</summary>
@@ -110,6 +126,7 @@ public sealed class NcclCommunicator : ICommunicator
     public void SendRecv(Tensor? send, int dest, Tensor? recv, int source)
     {
         if (send is null && recv is null) return;
+        if (send is not null) _sent.Send(send);
         void Both(Tensor? ds, Tensor? dr) => Call("ncclSend/ncclRecv", () =>
         {
             Check(ncclGroupStart(), "ncclGroupStart");
@@ -127,6 +144,7 @@ public sealed class NcclCommunicator : ICommunicator
     {
         if (sendCounts.Length != WorldSize || recvCounts.Length != WorldSize)
             throw new ArgumentException($"all-to-all: {sendCounts.Length} send and {recvCounts.Length} receive counts, expected {WorldSize} each");
+        _sent.AllToAll(input, sendCounts, Rank);
         Staged(input, din => Staged(output, dout => Call("ncclSend/ncclRecv all-to-all", () =>
         {
             Check(ncclGroupStart(), "ncclGroupStart");

@@ -12,6 +12,7 @@ public sealed class SingleProcess(string group = "world") : ICommunicator
     public int LocalRank => 0;
     public Device Device => CPU;
     public double TakeCommunicationSeconds() => 0;
+    public double TakeSentBytes() => 0;
     public void AllReduceSum(Tensor t) { }
     public void ReduceScatterSum(Tensor input, Tensor output) => output.copy_(input);
     public void AllGather(Tensor input, Tensor output) => output.copy_(input);

@@ -42,9 +42,6 @@ public sealed class PipelineSchedule
         using var scope = NewDisposeScope();
         var flat = _step.Flat;
         var device = _step.Device;
-        _dp.TakeCommunicationSeconds();
-        _pp.TakeCommunicationSeconds();
-        _stage.Parallel?.Grid.TakeCommunicationSeconds();   // collectives between steps are not this step's
         flat.ZeroGradients();
         var lossSum = zeros(1, device: device);
         using var mScalar = ((double)m).ToScalar();
@@ -133,8 +130,7 @@ public sealed class PipelineSchedule
         _pp.AllReduceSum(lossSum);
         var logged = cat([lossSum.to(ScalarType.Float64), norm]).cpu().data<double>().ToArray();
         clock?.Mark(StepPhase.Optimizer);
-        var byGroup = _stage.Parallel?.Grid.TakeCommunicationSeconds();
-        return new StepResult(logged[0] / _dp.WorldSize, logged[1], byGroup?.Values.Sum() ?? _dp.TakeCommunicationSeconds() + _pp.TakeCommunicationSeconds()) { CommSecondsByGroup = byGroup };
+        return new StepResult(logged[0] / _dp.WorldSize, logged[1], 0);   // TrainStep.Run adds the step's communication, per group
     }
 
     /// <summary>

@@ -122,6 +122,14 @@ public sealed class RankGrid : IDisposable
         return t;
     }
 
+    /// <summary>Bytes this rank sent since the last call, per group (<see cref="ICommunicator.TakeSentBytes"/>).</summary>
+    public IReadOnlyDictionary<string, double> TakeSentBytes()
+    {
+        var b = new Dictionary<string, double> { ["world"] = World.TakeSentBytes() };
+        foreach (var c in _owned) b[c.Group] = c.TakeSentBytes();
+        return b;
+    }
+
     int Key(int tp, int cp, int dp, int pp) => ((pp + 1) * (Dims.Dp + 1) + (dp + 1)) * (Dims.Cp + 1) * (Dims.Tp + 1) + (cp + 1) * (Dims.Tp + 1) + (tp + 1);
 
     ICommunicator Split(string group, int color, int key)

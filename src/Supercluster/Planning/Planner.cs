@@ -12,7 +12,11 @@ public sealed record PlanResult(
     double ModelFlopsPerToken, double HardwareFlopsPerToken, double TotalModelFlops,
     MemoryBreakdown Memory, bool Fits, StepTime StepSeconds, double StepTimeSeconds, double PipelineBubbleFraction,
     double TokensPerSecond, double ModelTflopsPerGpu, double Mfu, double Hfu,
-    double ComputeDays, double WallClockDays, double DaysPerTrillionTokens, Reliability Reliability, EnergyCost EnergyCost);
+    double ComputeDays, double WallClockDays, double DaysPerTrillionTokens, Reliability Reliability, EnergyCost EnergyCost)
+{
+    /// <summary>Bytes one GPU of the busiest stage sends per step, per group (<see cref="CommunicationVolume.Plan"/>).</summary>
+    public IReadOnlyDictionary<string, double> CommunicationBytes { get; init; } = new Dictionary<string, double>();
+}
 
 /// <summary>Ties the models together: validates a layout against the model and cluster, then predicts the run.</summary>
 public static class Planner
@@ -74,6 +78,7 @@ public static class Planner
             modelFlops, hwFlops, modelFlops * run.Tokens,
             memory, memory.Fits, step, stepSeconds, step.Bubble / stepSeconds,
             tokensPerSecond, modelFlopsPerGpu / 1e12, modelFlopsPerGpu / peak, hwFlops * tokensPerSecond / gpus / peak,
-            computeSeconds / 86400, wallSeconds / 86400, wallSeconds / 86400 * 1e12 / run.Tokens, rel, energy);
+            computeSeconds / 86400, wallSeconds / 86400, wallSeconds / 86400 * 1e12 / run.Tokens, rel, energy)
+        { CommunicationBytes = CommunicationVolume.Plan(m, run, l) };
     }
 }

@@ -31,6 +31,10 @@ public readonly record struct StepResult(double Loss, double GradNorm, double Co
 {
     /// <summary>The step's collective time per communicator group (tp, dp_cp, …; "world" for plain data parallelism).</summary>
     public IReadOnlyDictionary<string, double>? CommSecondsByGroup { get; init; }
+    /// <summary>The step's bytes sent by this rank per group (<see cref="ICommunicator.TakeSentBytes"/>).</summary>
+    public IReadOnlyDictionary<string, double>? CommBytesByGroup { get; init; }
+    /// <summary>CPU: growth of this process's resident memory over the first micro-batch's forward (what it keeps for the backward), bytes; 0 elsewhere.</summary>
+    public long ForwardResidentBytes { get; init; }
     /// <summary>The global batch had no trained target (all loss-masked): nothing was computed or updated.</summary>
     public bool Skipped { get; init; }
     /// <summary>Per MoE layer: expert load, auxiliary losses, dropped slots (null for a dense model).</summary>
@@ -154,7 +158,13 @@ public sealed class TrainStep : IDisposable
     /// </summary>
     public StepResult Run(Action<long[], long[]> next, int accumulation, double lr, PhaseClock? clock = null)
     {
-        if (_pipeline is not null) return _pipeline.Step(next, accumulation, lr, clock);
+        if (_pipeline is not null)
+        {
+            TakeCommunication();                // collectives between steps are not this step's
+            var r = _pipeline.Step(next, accumulation, lr, clock);
+            var (seconds, bytes) = TakeCommunication();
+            return r with { CommSeconds = seconds.Values.Sum(), CommSecondsByGroup = seconds, CommBytesByGroup = bytes };
+        }
         using var accumScalar = ((double)accumulation).ToScalar();
         return Step(accumulation, lr, clock, micro =>
         {
@@ -189,7 +199,7 @@ public sealed class TrainStep : IDisposable
             _dp.AllReduceSum(c);
             global = c.cpu().item<double>();
         }
-        if (global == 0) return new StepResult(double.NaN, double.NaN, TakeCommunicationSeconds().Values.Sum()) { Skipped = true };
+        if (global == 0) return new StepResult(double.NaN, double.NaN, TakeCommunication().Seconds.Values.Sum()) { Skipped = true };
         using var scale = (_dp.WorldSize / global).ToScalar();
         return Step(accumulation, lr, clock, i =>
             NextTokenLoss.MaskedSum(_model, micro[i].X, micro[i].Y, micro[i].M, _o.BatchSize, _o.SeqLen, Device, documentEnd).mul_(scale));
@@ -200,15 +210,18 @@ public sealed class TrainStep : IDisposable
     {
         using var scope = NewDisposeScope();
         var device = Device;
-        TakeCommunicationSeconds();             // collectives between steps (stop flag, checkpoints, timings) are not this step's
+        TakeCommunication();                    // collectives between steps (stop flag, checkpoints, timings) are not this step's
         Experts?.Ep.TakeCommunicationSeconds();
         if (Fsdp is null) Flat.ZeroGradients(); else Fsdp.ZeroGradients();
         Experts?.Flat.ZeroGradients();
         var lossSum = zeros(1, device: device);
         var moe = _moe.Length == 0 ? null : new MoeStepAccumulator(_moe.Length, _model.Config.Experts, device);   // dense: nothing per step
+        long forwardResident = 0;
         for (int micro = 0; micro < accumulation; micro++)
         {
+            long before = micro == 0 && device.type == DeviceType.CPU ? ResidentMemory.ProcessBytes() : 0;
             var l = microLoss(micro);
+            if (micro == 0 && device.type == DeviceType.CPU) forwardResident = ResidentMemory.ProcessBytes() - before;
             // MoE: the auxiliary losses join the objective, not the logged language-model loss.
             var objective = moe is null ? l : l + moe.Add(_moe, _o.AuxLossCoef, _o.ZLossCoef).div_(accumulation);
             clock?.Mark(StepPhase.Forward);
@@ -237,18 +250,19 @@ public sealed class TrainStep : IDisposable
         clock?.Mark(StepPhase.Optimizer);
         // After the sync, so a GPU backend's event timings are complete: the step's collectives, gradients to loss.
         double a2a = Experts?.Ep.TakeCommunicationSeconds() ?? 0;
-        var byGroup = TakeCommunicationSeconds();
+        var (byGroup, bytes) = TakeCommunication();
         return new StepResult(logged[0] / _dp.WorldSize, logged[^1], byGroup.Values.Sum() + a2a)
         {
-            CommSecondsByGroup = byGroup,
+            CommSecondsByGroup = byGroup, CommBytesByGroup = bytes, ForwardResidentBytes = forwardResident,
             Moe = moe?.Read(logged.AsSpan(1, logged.Length - 2), _moe, _dp.WorldSize),
             RoutingSeconds = moe?.RoutingSeconds ?? 0, AllToAllSeconds = a2a,
         };
     }
 
-    /// <summary>Seconds in collectives since the last call, per group (world only without a rank grid).</summary>
-    IReadOnlyDictionary<string, double> TakeCommunicationSeconds() =>
-        _parallel?.Grid.TakeCommunicationSeconds() ?? new Dictionary<string, double> { ["world"] = _comm.TakeCommunicationSeconds() };
+    /// <summary>Seconds in collectives and bytes sent since the last call, per group (world only without a rank grid).</summary>
+    (IReadOnlyDictionary<string, double> Seconds, IReadOnlyDictionary<string, double> Bytes) TakeCommunication() =>
+        _parallel?.Grid is { } g ? (g.TakeCommunicationSeconds(), g.TakeSentBytes())
+            : (new Dictionary<string, double> { ["world"] = _comm.TakeCommunicationSeconds() }, new Dictionary<string, double> { ["world"] = _comm.TakeSentBytes() });
 
     /// <summary>
     /// min(1, clip / (norm + 1e-6)) as torch.nn.utils.clip_grad_norm_, computed on the device as a one-element fp32

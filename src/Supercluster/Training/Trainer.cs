@@ -201,15 +201,24 @@ public sealed class Trainer
                 ["tokens_per_s"] = Math.Round(total / dt, 1), ["step_ms"] = Math.Round(dt * 1000, 2), ["mfu"] = mfu, ["time_s"] = Math.Round(clock.Elapsed.TotalSeconds, 3),
                 ["rank_step_ms"] = rankStepMs, ["rank_comm_ms"] = rankCommMs,
                 ["comm_ms_by_group"] = dims.World > 1 ? CommByGroup(stepResult.CommSecondsByGroup) : null,
+                ["comm_bytes_by_group"] = dims.World > 1 ? BytesByGroup(stepResult.CommBytesByGroup) : null,
+                ["forward_resident_bytes"] = stepResult.ForwardResidentBytes > 0 ? stepResult.ForwardResidentBytes : null,
                 ["moe"] = Parallelism.ExpertParallel.MetricsJson(stepResult),
             });
             var eta = TimeSpan.FromSeconds((_o.Steps - done) * clock.Elapsed.TotalSeconds / (done - startStep));
-            progress.Update($"step {done}/{_o.Steps} | loss {loss:F4} | lr {lr:0.00e+0} | norm {norm:F2} | {tokPerSec:N0} tok/s{(mfu is { } m ? $" | MFU {m:P1}" : "")}{(comm.WorldSize > 1 ? $" | comm {commSeconds * 1000:F0} ms" : "")}{Parallelism.ExpertParallel.ShortForm(stepResult)} | ETA {ProgressLine.Format(eta)}",
+            progress.Update($"step {done}/{_o.Steps} | loss {loss:F4} | lr {lr:0.00e+0} | norm {norm:F2} | {tokPerSec:N0} tok/s{(mfu is { } m ? $" | MFU {m:P1}" : "")}{(comm.WorldSize > 1 ? $" | comm {commSeconds * 1000:F0} ms{CommShortForm(stepResult)}" : "")}{Parallelism.ExpertParallel.ShortForm(stepResult)} | ETA {ProgressLine.Format(eta)}",
                 force: done == _o.Steps);
 
             bool last = done == _o.Steps;
             if (done == startStep + 1)   // between steps, after the first: what a rank keeps (ZeRO-2/3 free their full buffers by now)
                 metrics?.Write(MemoryRecord(trainStep.MemoryPerRank(), done));
+            // The second step's forward (the first also makes lasting allocations): beside the Korthikanti prediction printed at
+            // start; bench/distributed-cpu.sh compares runs with and without --sequence-parallel.
+            if (done == Math.Min(startStep + 2, _o.Steps) && dims.Tp > 1 && stepResult.ForwardResidentBytes > 0)
+            {
+                progress.Done();
+                log.WriteLine($"activations of one micro-batch (measured: resident memory growth over its forward, rank 0): {Mb(stepResult.ForwardResidentBytes)}{(_o.SequenceParallel ? " with" : " without")} sequence parallelism");
+            }
             bool evalDue = meta.ValTokens > 0 && ((_o.EvalEvery > 0 && done % _o.EvalEvery == 0) || last), sampleDue = _o.SampleEvery > 0 && (done % _o.SampleEvery == 0 || last);
             var whole = evalDue || sampleDue ? trainStep.Unsharded() : null;   // ZeRO-3: the model whole for rank 0's eval and sample (collective)
             if (val is not null && ((_o.EvalEvery > 0 && done % _o.EvalEvery == 0) || last))
@@ -267,6 +276,19 @@ public sealed class Trainer
     static JsonObject? CommByGroup(IReadOnlyDictionary<string, double>? seconds) => seconds is null ? null
         : new JsonObject(seconds.Where(kv => kv.Value > 0).Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)Math.Round(kv.Value * 1000, 2))));
 
+    /// <summary>This rank's bytes sent per group in the step (groups that sent nothing left out).</summary>
+    static JsonObject? BytesByGroup(IReadOnlyDictionary<string, double>? bytes) => bytes is null ? null
+        : new JsonObject(bytes.Where(kv => kv.Value > 0).Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)Math.Round(kv.Value))));
+
+    /// <summary>" (tp 12 ms 3.1 MB, dp_cp 4 ms 8.0 MB)": the step's collectives per group on this rank.</summary>
+    static string CommShortForm(StepResult r)
+    {
+        if (r.CommSecondsByGroup is not { } s) return "";
+        double Bytes(string g) => r.CommBytesByGroup?.GetValueOrDefault(g) ?? 0;
+        var parts = s.Keys.Where(g => s[g] > 0 || Bytes(g) > 0).Select(g => $"{g} {s[g] * 1000:F0} ms {Bytes(g) / 1e6:F1} MB").ToList();
+        return parts.Count == 0 ? "" : $" ({string.Join(", ", parts)})";
+    }
+
     /// <summary>
     /// Every rank's step time and time in the step's collectives (ms), gathered so a straggler shows up in rank 0's
     /// metrics. Collective time is the communicator's own measure (CUDA events on NCCL, not the host's enqueue time),
@@ -279,6 +301,7 @@ public sealed class Trainer
         using var all = zeros(2 * comm.WorldSize, dtype: ScalarType.Float64, device: comm.Device);
         comm.AllGather(mine, all);
         comm.TakeCommunicationSeconds();                     // this gather is bookkeeping, not the next step's communication
+        comm.TakeSentBytes();
         using var host = all.cpu();
         var v = host.data<double>().ToArray();
         return (new JsonArray(Enumerable.Range(0, comm.WorldSize).Select(r => (JsonNode?)Math.Round(v[2 * r], 2)).ToArray()),

@@ -67,7 +67,7 @@ public static class PublishedRuns
     static PublishedRun MtNlg(int nodes, double seconds) =>
         new($"MT-NLG 530B, {nodes} nodes", "Smith et al. 2022 (Megatron-Turing NLG), §3.2 throughput", new PlanInputs(
                 new ModelSpec("mt-nlg-530b", 105, 20480, 128, 128, 4 * 20480, 51200),
-                new TrainingRun(2048, 1e12, 1920, Precision.Bf16, AttentionKernel.Unfused), Selene(nodes * 8),
+                new TrainingRun(2048, 1e12, 1920, Precision.Bf16, AttentionKernel.Unfused, PipelineEngine.DeepSpeed), Selene(nodes * 8),
                 new ParallelLayout(8, 35, nodes / 35, Zero: 1, Recompute: Recompute.Full, SequenceParallel: false), Megatron2021, Ops),
             PublishedMetric.StepSeconds, seconds);
 
@@ -92,7 +92,7 @@ public static class PublishedRuns
         MtNlg(420, 44.4),
         new("BLOOM 176B", "BigScience 2022 (Le Scao et al.), §3.4: 150 TFLOP/s per GPU", new PlanInputs(
                 new ModelSpec("bloom-176b", 70, 14336, 112, 112, 4 * 14336, 250880, TiedEmbeddings: true),
-                new TrainingRun(2048, 1e12, 2048, Precision.Bf16, AttentionKernel.Unfused),
+                new TrainingRun(2048, 1e12, 2048, Precision.Bf16, AttentionKernel.Unfused, PipelineEngine.DeepSpeed),
                 new ClusterSpec(GpuCatalog.Get("A100-80GB"), 384, InterNodeGBs: 6.25),
                 new ParallelLayout(4, 12, 8, MicroBatch: 2, Zero: 1, Recompute: Recompute.Full, SequenceParallel: false, UnevenEnds: true), Megatron2021, Ops),
             PublishedMetric.HfuTflopsPerGpu, 150),

@@ -27,10 +27,11 @@ public sealed record PublishedRun(string Name, string Source, PlanInputs Inputs,
 ///   seq 2048, vocab 51,200, full recomputation, no sequence parallelism, attention as batched GEMMs + fused softmax,
 ///   non-interleaved 1F1B (PipeDream-Flush), micro-batch 1, gradient all-reduce after the pipeline flush (not overlapped).
 /// * Korthikanti et al. 2022 (Tables 3 and 5): same machine, sequence parallelism + selective recomputation, DP 1.
-/// * MT-NLG 530B (Smith et al. 2022, §3.2 and Table 1): Selene, TP 8 × PP 35, batch 1920, Megatron-DeepSpeed as Megatron 2021.
+/// * MT-NLG 530B (Smith et al. 2022, §3.2 and Table 1): Selene, TP 8 × PP 35, batch 1920, Megatron-DeepSpeed: kernels as Megatron
+///   2021, DeepSpeed's pipeline engine (sequential blocking p2p, <see cref="PipelineEngine.DeepSpeed"/>).
 /// * BLOOM 176B (BigScience 2022, Le Scao et al. §3.4): Jean Zay, 48 nodes of 8 A100 80GB (4 × 100 Gb/s Omni-Path per node),
 ///   TP 4 × PP 12 × DP 8, ZeRO-1, micro-batch 2, batch 2048, full recomputation; 70 layers on 12 stages, the first and last
-///   holding one fewer (DeepSpeed partition method "type:transformer|embedding").
+///   holding one fewer (DeepSpeed partition method "type:transformer|embedding"), DeepSpeed's pipeline engine.
 /// * Llama 3 405B (Meta 2024, Table 4, §3.3.2): H100 80GB, 400 Gb/s RoCE per GPU, bf16, TP 8, PP 16 interleaved, uneven first and
 ///   last stages (126 layers), FlashAttention, gradient sync overlapped (FSDP), CP all-gather of K/V for long context.
 /// </summary>

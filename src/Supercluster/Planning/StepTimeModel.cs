@@ -26,7 +26,7 @@ public sealed record OverlapAssumptions(double TensorParallel = 0, double Contex
 /// Data parallelism: ring all-reduce 2(n−1)/n·bytes/bandwidth of bf16 gradients over DP·CP ranks (ZeRO-1/2: reduce-scatter +
 /// all-gather, same volume; ZeRO-3 adds weight all-gathers every micro-batch), overlapped with the backward of the last
 /// micro-batch and the forward of the first (Megatron-LM overlap_grad_reduce / overlap_param_gather).
-/// Optimizer: Adam reads and writes its sharded fp32 state once per step at HBM bandwidth.
+/// Optimizer: its memory-bound passes over the sharded fp32 state (<see cref="OptimizerStep"/>).
 /// </summary>
 public static class StepTimeModel
 {
@@ -105,9 +105,8 @@ public static class StepTimeModel
         }
         double dpExposed = Math.Max(0, gradSync - ov.DataParallel * tMicro) + zero3Gathers;
 
-        double optimizerState = MemoryModel.OptimizerBytesPerParam + MemoryModel.WeightBytesPerParam + MemoryModel.GradBytesPerParam;
         double updatedParams = l.Zero >= 1 ? dense / dpGroup + expert / expertGroup : dense + expert;
-        double optimizer = 2 * optimizerState * updatedParams / (c.Gpu.MemoryBandwidthGBs * 1e9);
+        double optimizer = OptimizerStep.Seconds(c.Gpu, run.Precision, updatedParams, dense + expert);
 
         return new StepTime(micro * tMicro, bubble, micro * tp * (1 - ov.TensorParallel), micro * cp * (1 - ov.ContextParallel),
             micro * ep * (1 - ov.ExpertAllToAll), p2p, dpExposed, optimizer, micro);

@@ -62,13 +62,13 @@ public class CalibrationTests
     public void MeanAbsoluteErrorOverPublishedRuns()
     {
         // The goal is ≤ 5% over every row; what the model reaches (docs/planning.md) is pinned so it cannot get worse
-        // unnoticed: ≤ 13% over all 21 rows (12.6% reached), ≤ 7.5% over the 17 Megatron-LM / Korthikanti / Llama 3 rows (7.3%).
+        // unnoticed: ≤ 12.5% over all 21 rows (12.3% reached), ≤ 7.2% over the 17 Megatron-LM / Korthikanti / Llama 3 rows (7.0%).
         var rows = CalibrationTable.Rows();
         Assert.Equal(21, rows.Count);
-        Assert.InRange(CalibrationTable.MeanAbsoluteError(rows), 0, 0.13);
+        Assert.InRange(CalibrationTable.MeanAbsoluteError(rows), 0, 0.125);
         var megatronAndLlama = rows.Where(r => !r.Run.Name.StartsWith("MT-NLG") && !r.Run.Name.StartsWith("BLOOM")).ToList();
         Assert.Equal(17, megatronAndLlama.Count);
-        Assert.InRange(CalibrationTable.MeanAbsoluteError(megatronAndLlama), 0, 0.075);
+        Assert.InRange(CalibrationTable.MeanAbsoluteError(megatronAndLlama), 0, 0.072);
     }
 
     [Fact]

@@ -62,13 +62,13 @@ public class CalibrationTests
     public void MeanAbsoluteErrorOverPublishedRuns()
     {
         // The goal is ≤ 5% over every row; what the model reaches (docs/planning.md) is pinned so it cannot get worse
-        // unnoticed: ≤ 12.5% over all 21 rows (12.3% reached), ≤ 7.2% over the 17 Megatron-LM / Korthikanti / Llama 3 rows (7.0%).
+        // unnoticed: ≤ 11.5% over all 23 rows (11.35% reached), ≤ 6.6% over the 19 Megatron-LM / Korthikanti / Llama 3 rows (6.4%).
         var rows = CalibrationTable.Rows();
-        Assert.Equal(21, rows.Count);
-        Assert.InRange(CalibrationTable.MeanAbsoluteError(rows), 0, 0.125);
+        Assert.Equal(23, rows.Count);
+        Assert.InRange(CalibrationTable.MeanAbsoluteError(rows), 0, 0.115);
         var megatronAndLlama = rows.Where(r => !r.Run.Name.StartsWith("MT-NLG") && !r.Run.Name.StartsWith("BLOOM")).ToList();
-        Assert.Equal(17, megatronAndLlama.Count);
-        Assert.InRange(CalibrationTable.MeanAbsoluteError(megatronAndLlama), 0, 0.072);
+        Assert.Equal(19, megatronAndLlama.Count);
+        Assert.InRange(CalibrationTable.MeanAbsoluteError(megatronAndLlama), 0, 0.066);
     }
 
     [Fact]
@@ -83,6 +83,10 @@ public class CalibrationTests
         var mt = PublishedRuns.All.Single(r => r.Name == "MT-NLG 530B, 280 nodes");
         double tflops = FlopsModel.HardwareFlopsPerToken(mt.Inputs.Model, 2048, Recompute.Full) * 1920 * 2048 / (2240 * 60.1) / 1e12;
         Assert.InRange(tflops, 124, 128);
+        // Korthikanti abstract: 54.2% MFU is "29% faster than the 42.1% we achieve using recomputation".
+        double with = PublishedRuns.All.Single(r => r.Name == "Korthikanti 530B on 2240 GPUs, sequence parallel + selective recompute").Published;
+        double without = PublishedRuns.All.Single(r => r.Name == "Korthikanti 530B on 2240 GPUs, full recompute").Published;
+        Assert.InRange(with / without, 1.285, 1.295);
     }
 
     [Fact]

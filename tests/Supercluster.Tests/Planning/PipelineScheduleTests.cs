@@ -19,6 +19,21 @@ public class PipelineScheduleTests
         Assert.Equal(20, PipelineSchedule.Transfers(PipelineEngine.DeepSpeed, 4, 2));
     }
 
+    [Fact]
+    public void DeepSpeedEngineSendsTwiceAsOftenInTheSameScheduleTime()
+    {
+        // TP = 1 (no all-gather after the receive), 4 stages, 12 micro-batches: DeepSpeed's 4·(m + p − 1) sequential transfers
+        // are twice Megatron's 2·(m + p − 1) batched ones; compute and bubble are the same.
+        var m = ModelCatalog.Get("gpt2-124m");
+        var inputs = PlanTestData.Inputs(m, "H100-SXM", 4, new ParallelLayout(Tp: 1, Pp: 4, Dp: 1), batchSequences: 12);
+        var megatron = StepTimeModel.Estimate(m, inputs.Run, inputs.Layout, inputs.Cluster, inputs.Overlap);
+        var deepspeed = StepTimeModel.Estimate(m, inputs.Run with { Pipeline = PipelineEngine.DeepSpeed }, inputs.Layout, inputs.Cluster, inputs.Overlap);
+        Assert.True(megatron.PipelineP2P > 0);
+        Assert.Equal(2 * megatron.PipelineP2P, deepspeed.PipelineP2P, 12);
+        Assert.Equal(megatron.Compute, deepspeed.Compute, 12);
+        Assert.Equal(megatron.Bubble, deepspeed.Bubble, 12);
+    }
+
     [Theory]
     [InlineData(8, 4, 1.0, 3.0)]
     [InlineData(16, 5, 1.0, 2.0)]

@@ -26,6 +26,8 @@ public sealed record PublishedRun(string Name, string Source, PlanInputs Inputs,
 /// * Megatron-LM 2021 (Narayanan et al., Table 1): A100 80GB DGX nodes (Selene: 8 × 200 Gb/s HDR InfiniBand per node), fp16,
 ///   seq 2048, vocab 51,200, full recomputation, no sequence parallelism, attention as batched GEMMs + fused softmax,
 ///   non-interleaved 1F1B (PipeDream-Flush), micro-batch 1, gradient all-reduce after the pipeline flush (not overlapped).
+///   §5.1 says Table 1 used the interleaved schedule but gives no v; the rows stay non-interleaved (docs/planning.md says why).
+///   Table 2's PTD rows (micro-batch 1 stated) are configured the same way.
 /// * Korthikanti et al. 2022 (Tables 3 and 5): same machine, sequence parallelism + selective recomputation, DP 1; and the
 ///   abstract's 530B runs on 2240 GPUs (DP 8), with and without the paper's techniques.
 /// * MT-NLG 530B (Smith et al. 2022, §3.2 and Table 1): Selene, TP 8 × PP 35, batch 1920, Megatron-DeepSpeed: kernels as Megatron
@@ -40,11 +42,14 @@ public static class PublishedRuns
 {
     static readonly OperationsSpec Ops = new();
 
+    const string Table2 = "Narayanan et al. 2021, Table 2 (PTD parallelism)";
+
     static ClusterSpec Selene(int gpus) => new(GpuCatalog.Get("A100-80GB"), gpus, InterNodeGBs: 25);
     static readonly OverlapAssumptions Megatron2021 = new(TensorParallel: 0, ContextParallel: 0, ExpertAllToAll: 0, DataParallel: 0);
 
-    static PublishedRun Megatron(string name, int heads, int hidden, int layers, int tp, int pp, int gpus, int batch, double tflops) =>
-        new($"Megatron-LM {name}", "Narayanan et al. 2021, Table 1", new PlanInputs(
+    static PublishedRun Megatron(string name, int heads, int hidden, int layers, int tp, int pp, int gpus, int batch, double tflops,
+        string source = "Narayanan et al. 2021, Table 1") =>
+        new($"Megatron-LM {name}", source, new PlanInputs(
                 new ModelSpec(name, layers, hidden, heads, heads, 4 * hidden, 51200),
                 new TrainingRun(2048, 1e12, batch, Precision.Fp16, AttentionKernel.Unfused), Selene(gpus),
                 new ParallelLayout(tp, pp, gpus / (tp * pp), Zero: 0, Recompute: Recompute.Full, SequenceParallel: false), Megatron2021, Ops),
@@ -95,6 +100,14 @@ public static class PublishedRuns
         Megatron("310.1B", 128, 16384, 96, 8, 16, 1920, 2160, 155),
         Megatron("529.6B", 128, 20480, 105, 8, 35, 2520, 2520, 163),
         Megatron("1008.0B", 160, 25600, 128, 8, 64, 3072, 3072, 163),
+        // Table 2 (PTD parallelism against ZeRO-3): GPT-3 175B (96 layers) as TP 8 × PP 12 and the 530B model as TP 8 × PP 35,
+        // micro-batch 1, fixed batch, more GPUs by data parallelism.
+        Megatron("174.6B on 384 GPUs", 96, 12288, 96, 8, 12, 384, 1536, 153, Table2),
+        Megatron("174.6B on 768 GPUs", 96, 12288, 96, 8, 12, 768, 1536, 149, Table2),
+        Megatron("174.6B on 1536 GPUs", 96, 12288, 96, 8, 12, 1536, 1536, 141, Table2),
+        Megatron("529.6B on 560 GPUs", 128, 20480, 105, 8, 35, 560, 2240, 171, Table2),
+        Megatron("529.6B on 1120 GPUs", 128, 20480, 105, 8, 35, 1120, 2240, 167, Table2),
+        Megatron("529.6B on 2240 GPUs", 128, 20480, 105, 8, 35, 2240, 2240, 159, Table2),
         Korthikanti("22B", 64, 6144, 48, 1, 8, 4, 1.10),
         Korthikanti("175B", 96, 12288, 96, 8, 64, 64, 13.75),
         Korthikanti("530B", 128, 20480, 105, 35, 280, 280, 37.83),

@@ -51,6 +51,7 @@ public static class PlanCommand
     static readonly Option<bool> UnevenEnds = new("--pp-uneven-ends") { Description = "First and last pipeline stage hold one layer fewer (Llama 3: 126 layers on 16 stages)" };
     static readonly Option<bool> NoSequenceParallel = new("--no-sequence-parallel") { Description = "Norms/dropout repeated on every TP rank (Megatron-LM 2021) instead of split (Korthikanti et al. 2022)" };
     static readonly Option<string> AttentionOpt = new("--attention") { Description = "flash (FlashAttention) or unfused (batched GEMMs + softmax, Megatron-LM before 2022)", DefaultValueFactory = _ => "flash" };
+    static readonly Option<string> PipelineEngineOpt = new("--pipeline-engine") { Description = "megatron (send and receive batched) or deepspeed (blocking send, then receive, each step)", DefaultValueFactory = _ => "megatron" };
     static readonly Option<bool> SearchOpt = new("--search") { Description = "Enumerate legal layouts, rank by predicted time among those that fit" };
     static readonly Option<int> Top = new("--top") { Description = "Layouts to list with --search", DefaultValueFactory = _ => 5 };
     static readonly Option<double> TpOverlap = new("--tp-overlap") { Description = "Share of TP communication hidden", DefaultValueFactory = _ => 0 };
@@ -81,7 +82,7 @@ public static class PlanCommand
         HelpExamples.Add(cmd, "plan --model gpt4-class-1.8t --gpus 100000 --tokens 1e12 --batch 12288 --search");
         foreach (var o in new Option[] { Model, Layers, Hidden, Heads, KvHeads, Ffn, Vocab, Experts, ActiveExperts, MoeEveryOpt, Seq, Tokens, Batch, BatchTokens, PrecisionOpt,
                      Gpu, Gpus, GpusPerNode, GpuTflops, GpuMemory, GpuTdp, IntraGBs, IntraLatency, InterGbps, InterLatency, ComputeEff, NvlinkEff, NetEff,
-                     Tp, Pp, Dp, Cp, Ep, MicroBatch, Interleave, Zero, RecomputeOpt, UnevenEnds, NoSequenceParallel, AttentionOpt, SearchOpt, Top, TpOverlap, CpOverlap, EpOverlap, DpOverlap,
+                     Tp, Pp, Dp, Cp, Ep, MicroBatch, Interleave, Zero, RecomputeOpt, UnevenEnds, NoSequenceParallel, AttentionOpt, PipelineEngineOpt, SearchOpt, Top, TpOverlap, CpOverlap, EpOverlap, DpOverlap,
                      FailureRate, CkptGBs, Restart, NodeOverhead, Pue, PriceGpuHour, PriceGpu, PriceKwh, Carbon, SweepOpt, Svg, Json, CalibrationOpt, DeviceOpt, CalibrateOpt })
             cmd.Options.Add(o);
         cmd.SetAction(parse =>
@@ -226,7 +227,13 @@ public static class PlanCommand
             "unfused" => AttentionKernel.Unfused,
             var other => throw new BadInputException($"--attention '{other}' is unknown: expected flash or unfused"),
         };
-        var run = new TrainingRun(seq, parse.GetValue(Tokens), batch.Value, precision, attention);
+        var engine = parse.GetValue(PipelineEngineOpt)!.ToLowerInvariant() switch
+        {
+            "megatron" => PipelineEngine.Megatron,
+            "deepspeed" => PipelineEngine.DeepSpeed,
+            var other => throw new BadInputException($"--pipeline-engine '{other}' is unknown: expected megatron or deepspeed"),
+        };
+        var run = new TrainingRun(seq, parse.GetValue(Tokens), batch.Value, precision, attention, engine);
         run.Validate();
 
         var gpu = GpuCatalog.Get(parse.GetValue(Gpu)!);

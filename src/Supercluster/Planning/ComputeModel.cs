@@ -141,13 +141,15 @@ public static class ComputeModel
         return new StageCompute(fwd, bwd, recompute, gemmFwd + gemmBwd + (l.Recompute == Recompute.Full ? gemmFwd : 0), attnTotal, memTotal);
     }
 
-    /// <summary>Output layer (logits T×h·V/t) and the cross-entropy loss on the last stage (fp32 logits: write, read, write grad).</summary>
+    /// <summary>Output layer (logits T×h·V/t) and the cross-entropy loss on the last stage (its passes over fp32 logits:
+    /// <see cref="CrossEntropyTraffic"/>).</summary>
     public static StageCompute OutputLayer(ModelSpec m, TrainingRun run, ParallelLayout l, GpuSpec g)
     {
-        double T = (double)l.MicroBatch * run.SeqLen / l.Cp, vLocal = (double)m.Vocab / l.Tp;
+        double T = (double)l.MicroBatch * run.SeqLen / l.Cp, vLocal = (double)m.Vocab / l.Tp, bw = g.StreamBytesPerSecond;
         var (fwd, bwd) = Linear(g, run.Precision, T, m.Hidden, vLocal);
-        double loss = T * vLocal * 4 / g.StreamBytesPerSecond;
-        double accumulate = m.Hidden * vLocal * GradAccumulationBytesPerParam / g.StreamBytesPerSecond;
-        return new StageCompute(fwd + loss, bwd + 2 * loss + accumulate, 0, fwd + bwd, 0, 3 * loss + accumulate);
+        double lossFwd = T * vLocal * CrossEntropyTraffic.ForwardBytesPerLogit / bw;
+        double lossBwd = T * vLocal * CrossEntropyTraffic.BackwardBytesPerLogit / bw;
+        double accumulate = m.Hidden * vLocal * GradAccumulationBytesPerParam / bw;
+        return new StageCompute(fwd + lossFwd, bwd + lossBwd + accumulate, 0, fwd + bwd, 0, lossFwd + lossBwd + accumulate);
     }
 }

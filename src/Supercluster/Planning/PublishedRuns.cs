@@ -26,11 +26,15 @@ public sealed record PublishedRun(string Name, string Source, PlanInputs Inputs,
 /// * Megatron-LM 2021 (Narayanan et al., Table 1): A100 80GB DGX nodes (Selene: 8 × 200 Gb/s HDR InfiniBand per node), fp16,
 ///   seq 2048, vocab 51,200, full recomputation, no sequence parallelism, attention as batched GEMMs + fused softmax,
 ///   non-interleaved 1F1B (PipeDream-Flush), micro-batch 1, gradient all-reduce after the pipeline flush (not overlapped).
-/// * Korthikanti et al. 2022 (Tables 3 and 5): same machine, sequence parallelism + selective recomputation, DP 1.
-/// * MT-NLG 530B (Smith et al. 2022, §3.2 and Table 1): Selene, TP 8 × PP 35, batch 1920, Megatron-DeepSpeed as Megatron 2021.
+///   §5.1 says Table 1 used the interleaved schedule but gives no v; the rows stay non-interleaved (docs/planning.md says why).
+///   Table 2's PTD rows (micro-batch 1 stated) are configured the same way.
+/// * Korthikanti et al. 2022 (Tables 3 and 5): same machine, sequence parallelism + selective recomputation, DP 1; and the
+///   abstract's 530B runs on 2240 GPUs (DP 8), with and without the paper's techniques.
+/// * MT-NLG 530B (Smith et al. 2022, §3.2 and Table 1): Selene, TP 8 × PP 35, batch 1920, Megatron-DeepSpeed: kernels as Megatron
+///   2021, DeepSpeed's pipeline engine (sequential blocking p2p, <see cref="PipelineEngine.DeepSpeed"/>).
 /// * BLOOM 176B (BigScience 2022, Le Scao et al. §3.4): Jean Zay, 48 nodes of 8 A100 80GB (4 × 100 Gb/s Omni-Path per node),
 ///   TP 4 × PP 12 × DP 8, ZeRO-1, micro-batch 2, batch 2048, full recomputation; 70 layers on 12 stages, the first and last
-///   holding one fewer (DeepSpeed partition method "type:transformer|embedding").
+///   holding one fewer (DeepSpeed partition method "type:transformer|embedding"), DeepSpeed's pipeline engine.
 /// * Llama 3 405B (Meta 2024, Table 4, §3.3.2): H100 80GB, 400 Gb/s RoCE per GPU, bf16, TP 8, PP 16 interleaved, uneven first and
 ///   last stages (126 layers), FlashAttention, gradient sync overlapped (FSDP), CP all-gather of K/V for long context.
 /// </summary>
@@ -38,11 +42,14 @@ public static class PublishedRuns
 {
     static readonly OperationsSpec Ops = new();
 
+    const string Table2 = "Narayanan et al. 2021, Table 2 (PTD parallelism)";
+
     static ClusterSpec Selene(int gpus) => new(GpuCatalog.Get("A100-80GB"), gpus, InterNodeGBs: 25);
     static readonly OverlapAssumptions Megatron2021 = new(TensorParallel: 0, ContextParallel: 0, ExpertAllToAll: 0, DataParallel: 0);
 
-    static PublishedRun Megatron(string name, int heads, int hidden, int layers, int tp, int pp, int gpus, int batch, double tflops) =>
-        new($"Megatron-LM {name}", "Narayanan et al. 2021, Table 1", new PlanInputs(
+    static PublishedRun Megatron(string name, int heads, int hidden, int layers, int tp, int pp, int gpus, int batch, double tflops,
+        string source = "Narayanan et al. 2021, Table 1") =>
+        new($"Megatron-LM {name}", source, new PlanInputs(
                 new ModelSpec(name, layers, hidden, heads, heads, 4 * hidden, 51200),
                 new TrainingRun(2048, 1e12, batch, Precision.Fp16, AttentionKernel.Unfused), Selene(gpus),
                 new ParallelLayout(tp, pp, gpus / (tp * pp), Zero: 0, Recompute: Recompute.Full, SequenceParallel: false), Megatron2021, Ops),
@@ -54,6 +61,16 @@ public static class PublishedRuns
                 new TrainingRun(2048, 1e12, batch, Precision.Bf16, AttentionKernel.Unfused),
                 Selene(gpus), new ParallelLayout(8, pp, 1, Zero: 0, Recompute: Recompute.Selective), Megatron2021, Ops),
             PublishedMetric.StepSeconds, seconds);
+
+    /// <summary>Korthikanti et al. 2022, abstract: the 530B model on 2240 A100s reaches 54.2% MFU with sequence parallelism and
+    /// selective recomputation, 42.1% with (full) recomputation. Layout: Table 3's 530B replica (TP 8 × PP 35) × DP 8; batch
+    /// 2240 = Table 3's 280 sequences per replica × 8 (assumed: the abstract gives no batch; 1920 moves either row by ~1 point).</summary>
+    static PublishedRun Korthikanti2240(string name, Recompute recompute, bool sequenceParallel, double mfu) =>
+        new($"Korthikanti 530B on 2240 GPUs, {name}", "Korthikanti et al. 2022, abstract (MFU on 2240 A100s)", new PlanInputs(
+                new ModelSpec("530B", 105, 20480, 128, 128, 4 * 20480, 51200),
+                new TrainingRun(2048, 1e12, 2240, Precision.Bf16, AttentionKernel.Unfused),
+                Selene(2240), new ParallelLayout(8, 35, 8, Zero: 0, Recompute: recompute, SequenceParallel: sequenceParallel), Megatron2021, Ops),
+            PublishedMetric.MfuTflopsPerGpu, mfu * GpuCatalog.Get("A100-80GB").Bf16Tflops);
 
     static PublishedRun Llama3(string name, int gpus, int cp, int dp, int seq, double tflops) =>
         new($"Llama 3 405B {name}", "Meta 2024, The Llama 3 Herd of Models, Table 4", new PlanInputs(
@@ -67,7 +84,7 @@ public static class PublishedRuns
     static PublishedRun MtNlg(int nodes, double seconds) =>
         new($"MT-NLG 530B, {nodes} nodes", "Smith et al. 2022 (Megatron-Turing NLG), §3.2 throughput", new PlanInputs(
                 new ModelSpec("mt-nlg-530b", 105, 20480, 128, 128, 4 * 20480, 51200),
-                new TrainingRun(2048, 1e12, 1920, Precision.Bf16, AttentionKernel.Unfused), Selene(nodes * 8),
+                new TrainingRun(2048, 1e12, 1920, Precision.Bf16, AttentionKernel.Unfused, PipelineEngine.DeepSpeed), Selene(nodes * 8),
                 new ParallelLayout(8, 35, nodes / 35, Zero: 1, Recompute: Recompute.Full, SequenceParallel: false), Megatron2021, Ops),
             PublishedMetric.StepSeconds, seconds);
 
@@ -83,16 +100,26 @@ public static class PublishedRuns
         Megatron("310.1B", 128, 16384, 96, 8, 16, 1920, 2160, 155),
         Megatron("529.6B", 128, 20480, 105, 8, 35, 2520, 2520, 163),
         Megatron("1008.0B", 160, 25600, 128, 8, 64, 3072, 3072, 163),
+        // Table 2 (PTD parallelism against ZeRO-3): GPT-3 175B (96 layers) as TP 8 × PP 12 and the 530B model as TP 8 × PP 35,
+        // micro-batch 1, fixed batch, more GPUs by data parallelism.
+        Megatron("174.6B on 384 GPUs", 96, 12288, 96, 8, 12, 384, 1536, 153, Table2),
+        Megatron("174.6B on 768 GPUs", 96, 12288, 96, 8, 12, 768, 1536, 149, Table2),
+        Megatron("174.6B on 1536 GPUs", 96, 12288, 96, 8, 12, 1536, 1536, 141, Table2),
+        Megatron("529.6B on 560 GPUs", 128, 20480, 105, 8, 35, 560, 2240, 171, Table2),
+        Megatron("529.6B on 1120 GPUs", 128, 20480, 105, 8, 35, 1120, 2240, 167, Table2),
+        Megatron("529.6B on 2240 GPUs", 128, 20480, 105, 8, 35, 2240, 2240, 159, Table2),
         Korthikanti("22B", 64, 6144, 48, 1, 8, 4, 1.10),
         Korthikanti("175B", 96, 12288, 96, 8, 64, 64, 13.75),
         Korthikanti("530B", 128, 20480, 105, 35, 280, 280, 37.83),
         Korthikanti("1T", 160, 25600, 128, 64, 512, 512, 71.49),
+        Korthikanti2240("sequence parallel + selective recompute", Recompute.Selective, true, 0.542),
+        Korthikanti2240("full recompute", Recompute.Full, false, 0.421),
         MtNlg(280, 60.1),
         MtNlg(350, 50.2),
         MtNlg(420, 44.4),
         new("BLOOM 176B", "BigScience 2022 (Le Scao et al.), §3.4: 150 TFLOP/s per GPU", new PlanInputs(
                 new ModelSpec("bloom-176b", 70, 14336, 112, 112, 4 * 14336, 250880, TiedEmbeddings: true),
-                new TrainingRun(2048, 1e12, 2048, Precision.Bf16, AttentionKernel.Unfused),
+                new TrainingRun(2048, 1e12, 2048, Precision.Bf16, AttentionKernel.Unfused, PipelineEngine.DeepSpeed),
                 new ClusterSpec(GpuCatalog.Get("A100-80GB"), 384, InterNodeGBs: 6.25),
                 new ParallelLayout(4, 12, 8, MicroBatch: 2, Zero: 1, Recompute: Recompute.Full, SequenceParallel: false, UnevenEnds: true), Megatron2021, Ops),
             PublishedMetric.HfuTflopsPerGpu, 150),

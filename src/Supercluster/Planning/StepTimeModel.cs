@@ -26,7 +26,7 @@ public sealed record OverlapAssumptions(double TensorParallel = 0, double Contex
 /// Data parallelism: ring all-reduce 2(n−1)/n·bytes/bandwidth of bf16 gradients over DP·CP ranks (ZeRO-1/2: reduce-scatter +
 /// all-gather, same volume; ZeRO-3 adds weight all-gathers every micro-batch), overlapped with the backward of the last
 /// micro-batch and the forward of the first (Megatron-LM overlap_grad_reduce / overlap_param_gather).
-/// Optimizer: Adam reads and writes its sharded fp32 state once per step at HBM bandwidth.
+/// Optimizer: its memory-bound passes over the sharded fp32 state (<see cref="OptimizerStep"/>).
 /// </summary>
 public static class StepTimeModel
 {
@@ -40,13 +40,22 @@ public static class StepTimeModel
     {
         long micro = run.BatchSequences / ((long)l.Dp * l.MicroBatch);
         double tokensPerMicro = (double)l.MicroBatch * run.SeqLen;
-        double tMicro = c.ComputeEfficiency > 0
-            ? FlopsModel.HardwareFlopsPerToken(m, run.SeqLen, l.Recompute) * tokensPerMicro / ((double)l.Tp * l.Cp * l.Pp)
-              / (c.Gpu.PeakTflops(run.Precision) * 1e12 * c.ComputeEfficiency)
-            : ComputeModel.Stage(m, run, l, c.Gpu).Total;
+        double passes = l.Recompute == Recompute.Full ? 3 : 2; // forward, backward, recomputed forward
+        double tMicro, forwardShare;
+        if (c.ComputeEfficiency > 0)
+        {
+            tMicro = FlopsModel.HardwareFlopsPerToken(m, run.SeqLen, l.Recompute) * tokensPerMicro / ((double)l.Tp * l.Cp * l.Pp)
+                     / (c.Gpu.PeakTflops(run.Precision) * 1e12 * c.ComputeEfficiency);
+            forwardShare = 1 / (passes + 1); // FLOPs: forward 1, backward 2, recomputed forward 1
+        }
+        else
+        {
+            var stage = ComputeModel.Stage(m, run, l, c.Gpu);
+            tMicro = stage.Total;
+            forwardShare = stage.Forward / stage.Total;
+        }
 
         double layersPerStage = l.LayersPerMiddleStage(m.Layers);
-        double passes = l.Recompute == Recompute.Full ? 3 : 2; // forward, backward, recomputed forward
         double localTokens = tokensPerMicro / l.Cp;
 
         var tpLink = c.Link(l.TpSpan);
@@ -67,11 +76,19 @@ public static class StepTimeModel
 
         double perMicroComm = tp * (1 - ov.TensorParallel) + cp * (1 - ov.ContextParallel) + ep * (1 - ov.ExpertAllToAll);
         double tSlot = tMicro + perMicroComm;
-        double bubble = (l.Pp - 1.0) / l.Interleave * tSlot;
+        // The schedule (forward: its compute and one pass's share of the exposed communication); the bubble is what it adds to m slots.
+        double forward = forwardShare * tMicro + perMicroComm / passes, backward = tSlot - forward;
+        double bubble = PipelineSchedule.Seconds(forward, backward, micro, l.Pp, l.Interleave) - micro * tSlot;
 
+        // p2p: each stage sends 1/t of the activation from each TP rank (Megatron's scatter/gather, Narayanan et al. 2021
+        // §4.1; DeepSpeed's PartitionedTensor), and without sequence parallelism re-assembles it with an all-gather over
+        // NVLink after every receive (with it, the activation is already split along the sequence).
         var ppLink = c.Link(l.PpSpan);
-        double p2p = l.Pp == 1 ? 0 : 2.0 * (micro * l.Interleave + l.Pp - 1) *
-                     Collectives.PointToPoint(localTokens * m.Hidden * ActBytes / l.Tp, ppLink.BytesPerSecond, ppLink.LatencySeconds);
+        double actBytes = localTokens * m.Hidden * ActBytes;
+        double ppGather = l.SequenceParallel ? 0 : Collectives.AllGather(actBytes, l.Tp, tpLink.BytesPerSecond, tpLink.LatencySeconds);
+        double p2p = l.Pp == 1 ? 0
+            : PipelineSchedule.Transfers(run.Pipeline, micro, l.Pp, l.Interleave) * Collectives.PointToPoint(actBytes / l.Tp, ppLink.BytesPerSecond, ppLink.LatencySeconds)
+              + 2.0 * (micro * l.Interleave + l.Pp - 1) * ppGather;
 
         var (dense, expert) = MemoryModel.ParamsPerGpu(m, l);
         long dpGroup = (long)l.Dp * l.Cp, expertGroup = dpGroup / l.Ep;
@@ -88,9 +105,8 @@ public static class StepTimeModel
         }
         double dpExposed = Math.Max(0, gradSync - ov.DataParallel * tMicro) + zero3Gathers;
 
-        double optimizerState = MemoryModel.OptimizerBytesPerParam + MemoryModel.WeightBytesPerParam + MemoryModel.GradBytesPerParam;
         double updatedParams = l.Zero >= 1 ? dense / dpGroup + expert / expertGroup : dense + expert;
-        double optimizer = 2 * optimizerState * updatedParams / (c.Gpu.MemoryBandwidthGBs * 1e9);
+        double optimizer = OptimizerStep.Seconds(c.Gpu, run.Precision, updatedParams, dense + expert);
 
         return new StepTime(micro * tMicro, bubble, micro * tp * (1 - ov.TensorParallel), micro * cp * (1 - ov.ContextParallel),
             micro * ep * (1 - ov.ExpertAllToAll), p2p, dpExposed, optimizer, micro);

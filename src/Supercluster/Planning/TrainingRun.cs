@@ -4,9 +4,10 @@ namespace Supercluster.Planning;
 /// (fused scale-mask-)softmax and dropout, as Megatron-LM did before FlashAttention (2021–22 runs).</summary>
 public enum AttentionKernel { Flash, Unfused }
 
-/// <summary>What to train: sequence length, token budget, global batch (in sequences), matmul precision and attention kernel.</summary>
+/// <summary>What to train: sequence length, token budget, global batch (in sequences), matmul precision, attention kernel and
+/// the pipeline engine that runs the stages (<see cref="PipelineSchedule"/>).</summary>
 public sealed record TrainingRun(int SeqLen, double Tokens, long BatchSequences, Precision Precision = Precision.Bf16,
-    AttentionKernel Attention = AttentionKernel.Flash)
+    AttentionKernel Attention = AttentionKernel.Flash, PipelineEngine Pipeline = PipelineEngine.Megatron)
 {
     public double BatchTokens => (double)BatchSequences * SeqLen;
     public double Steps => Math.Ceiling(Tokens / BatchTokens);

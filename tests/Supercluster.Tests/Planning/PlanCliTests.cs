@@ -31,6 +31,7 @@ public class PlanCliTests
     [InlineData("--ep 3 --model grok1-314b --gpus 8", "--ep 3 does not divide the model's 8 experts")]
     [InlineData("--compute-efficiency 1.5", "--compute-efficiency 1.5 must be a fraction")]
     [InlineData("--attention sparse", "--attention 'sparse' is unknown")]
+    [InlineData("--pipeline-engine gpipe", "--pipeline-engine 'gpipe' is unknown")]
     [InlineData("--device tpu", "--device 'tpu' is unknown")]
     [InlineData("--device cpu", "--device cpu plans our own engine: add --calibrate")]
     [InlineData("--calibrate", "--calibrate measures this machine: add --device cpu")]

@@ -9,7 +9,8 @@ namespace Supercluster.Tokenization;
 /// <summary>
 /// GPT-2 (r50k) BPE. Microsoft.ML.Tokenizers has no data package for it, so we take the ranks from the npm
 /// <c>tiktoken</c> package (<c>encoders/gpt2.json</c>), convert them once to the standard tiktoken text format
-/// (<c>base64token rank</c> per line) in the cache, and load that with GPT-2's pre-tokenizer regex.
+/// (<c>base64token rank</c> per line) in the cache, and load that with GPT-2's pre-tokenizer regex. Encoding goes through
+/// our <see cref="Gpt2BpeEncoder"/> (same ids, faster); the library is the reference (<see cref="LoadReference"/>) and decodes.
 /// </summary>
 public static class Gpt2Ranks
 {
@@ -17,20 +18,31 @@ public static class Gpt2Ranks
     public const string NpmVersion = "1.0.22"; // pinned: checked with `npm view tiktoken version`
     public const string Pattern = @"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
     public const int EndOfText = 50256;
+    public const string EndOfTextText = "<|endoftext|>";
 
     /// <summary>Loads (fetching and converting on first use) the GPT-2 tokenizer.</summary>
     public static TextTokenizer Load()
     {
-        var ranksFile = Path.Combine(NpmAssets.CacheRoot(), "tokenizers", $"gpt2-tiktoken-{NpmVersion}.tiktoken");
+        var reference = LoadLibrary(out var ranksFile);
+        var fast = new Gpt2BpeEncoder(File.ReadLines(ranksFile), EndOfTextText, piece => [.. reference.EncodeToIds(piece)]);
+        return new TiktokenTextTokenizer("gpt2", reference, fast: fast);
+    }
+
+    /// <summary>GPT-2 through Microsoft.ML.Tokenizers alone: the reference the fast encoder is tested against.</summary>
+    public static TextTokenizer LoadReference() => new TiktokenTextTokenizer("gpt2", LoadLibrary(out _));
+
+    static TiktokenTokenizer LoadLibrary(out string ranksFile)
+    {
+        ranksFile = Path.Combine(NpmAssets.CacheRoot(), "tokenizers", $"gpt2-tiktoken-{NpmVersion}.tiktoken");
         if (!File.Exists(ranksFile))
         {
             var package = NpmAssets.GetPackage(NpmPackage, NpmVersion);
             Convert(Path.Combine(package, "encoders", "gpt2.json"), ranksFile);
         }
-        var specials = new Dictionary<string, int> { ["<|endoftext|>"] = EndOfText };
+        var specials = new Dictionary<string, int> { [EndOfTextText] = EndOfText };
         var pre = new RegexPreTokenizer(new Regex(Pattern, RegexOptions.Compiled), specials);
         using var stream = File.OpenRead(ranksFile);
-        return new TiktokenTextTokenizer("gpt2", TiktokenTokenizer.Create(stream, pre, normalizer: null, specialTokens: specials));
+        return TiktokenTokenizer.Create(stream, pre, normalizer: null, specialTokens: specials);
     }
 
     /// <summary>

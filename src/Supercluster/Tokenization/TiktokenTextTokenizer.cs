@@ -7,12 +7,15 @@ namespace Supercluster.Tokenization;
 public sealed class TiktokenTextTokenizer : TextTokenizer
 {
     readonly TiktokenTokenizer _inner;
+    readonly Gpt2BpeEncoder? _fast;
     readonly Lazy<IReadOnlyDictionary<int, ReadOnlyMemory<byte>>?> _bytes;
 
-    public TiktokenTextTokenizer(string name, TiktokenTokenizer inner, string eot = "<|endoftext|>")
+    /// <summary><paramref name="fast"/>, when given, encodes instead of <paramref name="inner"/> (same ids, tested); decoding stays with <paramref name="inner"/>.</summary>
+    public TiktokenTextTokenizer(string name, TiktokenTokenizer inner, string eot = "<|endoftext|>", Gpt2BpeEncoder? fast = null)
     {
         Name = name;
         _inner = inner;
+        _fast = fast;
         _bytes = new(() => RawDecoder(inner));
         EotToken = inner.SpecialTokens?.TryGetValue(eot, out var id) == true
             ? id : throw new ArgumentException($"tokenizer {name} has no special token {eot}");
@@ -26,7 +29,7 @@ public sealed class TiktokenTextTokenizer : TextTokenizer
     public override int VocabSize { get; }
     public override int EotToken { get; }
 
-    public override int[] Encode(string text) => text.Length == 0 ? [] : [.. _inner.EncodeToIds(text)];
+    public override int[] Encode(string text) => text.Length == 0 ? [] : _fast is { } f ? f.Encode(text) : [.. _inner.EncodeToIds(text)];
 
     public override string Decode(ReadOnlySpan<int> tokens) => _inner.Decode(tokens.ToArray());
 

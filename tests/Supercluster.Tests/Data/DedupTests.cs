@@ -151,4 +151,22 @@ public class DedupTests
         Assert.True(lsh.CandidateProbability(0.4) < 0.05, $"{lsh}: P(0.4) = {lsh.CandidateProbability(0.4)}");
         Assert.Contains("--near-threshold", Assert.Throws<BadInputException>(() => LshBands.Choose(128, 1.5)).Message);
     }
+
+    [Fact]
+    public void VectorMinHashEqualsTheScalarFormula()
+    {
+        // Exact equality: both compute the residue (a·x + b) mod 2⁶¹−1; the vector path only splits the product.
+        Assert.True(System.Runtime.Intrinsics.X86.Avx2.IsSupported, "this test needs AVX2 to compare the vector path");
+        var rng = new Random(61);
+        foreach (var (perms, ngram) in new[] { (128, 5), (130, 3), (7, 1) }) // 130 and 7: lanes left over after the 4-wide loop
+        {
+            var mh = new MinHash(perms, ngram, seed: (ulong)perms);
+            for (int d = 0; d < 50; d++)
+            {
+                var words = Enumerable.Range(0, rng.Next(1, 300)).Select(_ => rng.Next(d % 2 == 0 ? 50 : 100_000).ToString() + new string('é', rng.Next(3))).ToList();
+                if (d == 0) words = [new string('w', 400), "x"]; // a shingle longer than the reused buffer
+                Assert.Equal(mh.Signature(words, vector: false), mh.Signature(words, vector: true));
+            }
+        }
+    }
 }

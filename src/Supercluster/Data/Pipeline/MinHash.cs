@@ -1,6 +1,7 @@
 using System.IO.Hashing;
 using System.Runtime.InteropServices;
-using System.Text;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace Supercluster.Data.Pipeline;
 
@@ -9,11 +10,13 @@ namespace Supercluster.Data.Pipeline;
 /// the universal hash h_i(x) = (a_i·x + b_i) mod (2⁶¹−1) with (a_i, b_i) drawn from SplitMix64(seed), as datasketch does.
 /// The share of equal positions in two signatures estimates the Jaccard similarity of their shingle sets
 /// (standard error √(J(1−J)/P)). A document shorter than n words is one shingle.
+/// The permutations run four lanes at a time (AVX2: 64-bit products from 32-bit halves, reduced mod 2⁶¹−1), with the
+/// same values as the scalar formula (tested); shingles are hashed from one reused buffer.
 /// </summary>
 public sealed class MinHash
 {
     const ulong Prime = (1UL << 61) - 1;
-    readonly ulong[] _a, _b;
+    readonly ulong[] _a, _b, _aLow, _aHigh;
 
     public MinHash(int permutations = 128, int ngram = 5, ulong seed = 1)
     {
@@ -29,31 +32,80 @@ public sealed class MinHash
             _a[i] = SplitMix(ref s) % (Prime - 1) + 1;
             _b[i] = SplitMix(ref s) % Prime;
         }
+        _aLow = _a.Select(a => a & 0xFFFF_FFFFUL).ToArray();
+        _aHigh = _a.Select(a => a >> 32).ToArray();
     }
+
+    [ThreadStatic] static char[]? t_shingle;
 
     public int Permutations { get; }
     public int Ngram { get; }
 
     /// <summary>Signature of a word sequence, or null when it has no words.</summary>
-    public ulong[]? Signature(IReadOnlyList<string> words)
+    public ulong[]? Signature(IReadOnlyList<string> words) => Signature(words, Avx2.IsSupported);
+
+    /// <summary><paramref name="vector"/> false: the scalar formula only (the reference for the vector path).</summary>
+    public ulong[]? Signature(IReadOnlyList<string> words, bool vector)
     {
         if (words.Count == 0) return null;
         var sig = new ulong[Permutations];
         Array.Fill(sig, ulong.MaxValue);
         int shingles = Math.Max(1, words.Count - Ngram + 1);
-        var buffer = new StringBuilder();
+        var buffer = t_shingle ??= new char[256];
         for (int s = 0; s < shingles; s++)
         {
-            buffer.Clear();
-            for (int w = s; w < Math.Min(words.Count, s + Ngram); w++) buffer.Append(words[w]).Append('\u001f');
-            ulong x = XxHash3.HashToUInt64(MemoryMarshal.AsBytes(buffer.ToString().AsSpan())) % Prime;
-            for (int i = 0; i < sig.Length; i++)
+            int length = 0;
+            for (int w = s; w < Math.Min(words.Count, s + Ngram); w++)
             {
-                ulong h = MulAddMod(_a[i], x, _b[i]);
-                if (h < sig[i]) sig[i] = h;
+                var word = words[w];
+                if (length + word.Length + 1 > buffer.Length) Array.Resize(ref buffer, 2 * (length + word.Length + 1));
+                word.CopyTo(buffer.AsSpan(length));
+                length += word.Length;
+                buffer[length++] = '\u001f';
             }
+            t_shingle = buffer;
+            ulong x = XxHash3.HashToUInt64(MemoryMarshal.AsBytes(buffer.AsSpan(0, length))) % Prime;
+            if (vector) MinVector(sig, x);
+            else
+                for (int i = 0; i < sig.Length; i++)
+                {
+                    ulong h = MulAddMod(_a[i], x, _b[i]);
+                    if (h < sig[i]) sig[i] = h;
+                }
         }
         return sig;
+    }
+
+    /// <summary>
+    /// sig[i] = min(sig[i], (a_i·x + b_i) mod p) four lanes at a time. With a = a₁·2³² + a₀, x = x₁·2³² + x₀ (a₁, x₁ &lt; 2²⁹):
+    /// a·x = a₁x₁·2⁶⁴ + (a₁x₀ + a₀x₁)·2³² + a₀x₀, and 2⁶¹ ≡ 1, so 2⁶⁴ ≡ 8 and m·2³² ≡ ⌊m/2²⁹⌋ + (m mod 2²⁹)·2³².
+    /// The terms sum to less than 2⁶³; one fold and one subtraction give the residue in [0, p), as the scalar path.
+    /// </summary>
+    void MinVector(ulong[] sig, ulong x)
+    {
+        var p = Vector256.Create(Prime);
+        var x0 = Vector256.Create(x & 0xFFFF_FFFFUL).AsUInt32();
+        var x1 = Vector256.Create(x >> 32).AsUInt32();
+        var low29 = Vector256.Create((1UL << 29) - 1);
+        int i = 0;
+        for (; i + 4 <= sig.Length; i += 4)
+        {
+            var a0 = Vector256.Create<ulong>(_aLow.AsSpan(i, 4)).AsUInt32();
+            var a1 = Vector256.Create<ulong>(_aHigh.AsSpan(i, 4)).AsUInt32();
+            var lo = Avx2.Multiply(a0, x0);                                   // < 2⁶⁴
+            var mid = Avx2.Multiply(a1, x0) + Avx2.Multiply(a0, x1);          // < 2⁶²
+            var high = Avx2.Multiply(a1, x1);                                 // < 2⁵⁸
+            var r = (lo & p) + (lo >>> 61) + (mid >>> 29) + ((mid & low29) << 32) + (high << 3) + Vector256.Create<ulong>(_b.AsSpan(i, 4));
+            r = (r & p) + (r >>> 61);
+            r -= Vector256.GreaterThanOrEqual(r, p) & p;
+            var current = Vector256.Create<ulong>(sig.AsSpan(i, 4));
+            Vector256.Min(current, r).CopyTo(sig.AsSpan(i, 4));
+        }
+        for (; i < sig.Length; i++)
+        {
+            ulong h = MulAddMod(_a[i], x, _b[i]);
+            if (h < sig[i]) sig[i] = h;
+        }
     }
 
     /// <summary>Share of equal positions: the MinHash estimate of Jaccard similarity.</summary>

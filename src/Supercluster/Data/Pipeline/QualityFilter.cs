@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Runtime.InteropServices;
 
 namespace Supercluster.Data.Pipeline;
 
@@ -7,6 +8,9 @@ namespace Supercluster.Data.Pipeline;
 /// FineWeb (Penedo et al. 2024). A document is removed by the first rule it fails, in <see cref="Rules"/> order, and
 /// counted under that rule. Words are white-space separated; lines are split on '\n'. Thresholds are options
 /// (<c>--filter-threshold NAME=VALUE</c>); a rule is disabled by a value that can never fail (e.g. 0 for a minimum).
+/// All rules are measured together: one pass over the characters finds the words and lines and counts everything
+/// per word and per line; the n-gram rules number the distinct words, then the distinct n-grams level by level
+/// (an n-gram is a pair of shorter ones), so no n-gram string is built. Same values as one pass per rule (tested).
 /// </summary>
 public sealed class QualityFilter
 {
@@ -38,9 +42,11 @@ public sealed class QualityFilter
         ("curly_brace", 1, "1: remove text containing '{' — code and templates (C4); 0: off"),
     ];
 
-    static readonly HashSet<string> StopWords = ["the", "be", "to", "of", "and", "that", "have", "with"];
     static readonly char[] Bullets = ['•', '‣', '⁃', '◦', '-', '*', '–', '—'];
     static readonly char[] TerminalPunct = ['.', '!', '?', '"', '\'', '”', '’', ')', '…', '。', '！', '？'];
+
+    /// <summary>Gopher's stop words, after lower-casing and trimming <c>.,!?;:"'</c>.</summary>
+    static bool IsStopWord(ReadOnlySpan<char> w) => w is "the" or "be" or "to" or "of" or "and" or "that" or "have" or "with";
 
     readonly double[] _t;
 
@@ -64,90 +70,249 @@ public sealed class QualityFilter
     /// <summary>The first rule <paramref name="text"/> fails, or null when it passes all.</summary>
     public string? Check(string text)
     {
-        var words = text.Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries);
-        var lines = text.Split('\n').Select(l => l.Trim()).Where(l => l.Length > 0).ToArray();
-        int n = words.Length;
-        double wordChars = words.Sum(w => (double)w.Length);
-        double meanLen = n == 0 ? 0 : wordChars / n;
-        int hashes = 0, ellipses = 0;
-        foreach (var w in words) { hashes += w.Count(c => c == '#'); ellipses += Count(w, "...") + w.Count(c => c == '…'); }
-
-        int k = 0;
-        bool Fails(bool failed) { k++; return failed; }
-        string Name() => Rules[k - 1].Name;
-
-        if (Fails(n < _t[0])) return Name();
-        if (Fails(n > _t[1])) return Name();
-        if (Fails(meanLen < _t[2])) return Name();
-        if (Fails(meanLen > _t[3])) return Name();
-        if (Fails(n > 0 && (hashes + ellipses) / (double)n > _t[4])) return Name();
-        if (Fails(lines.Length > 0 && lines.Count(l => Bullets.Contains(l[0])) / (double)lines.Length > _t[5])) return Name();
-        if (Fails(lines.Length > 0 && lines.Count(l => l.EndsWith("...") || l.EndsWith('…')) / (double)lines.Length > _t[6])) return Name();
-        if (Fails(lines.Length > 0 && lines.Count(l => TerminalPunct.Contains(l[^1])) / (double)lines.Length < _t[7])) return Name();
-        if (Fails(n > 0 && words.Count(w => w.Any(char.IsLetter)) / (double)n < _t[8])) return Name();
-        if (Fails(words.Select(w => w.ToLowerInvariant().Trim('.', ',', '!', '?', ';', ':', '"', '\'')).Where(StopWords.Contains).Count() < _t[9])) return Name();
-        var (dupLines, dupLineChars) = DuplicateLines(lines);
-        if (Fails(lines.Length > 0 && dupLines / (double)lines.Length > _t[10])) return Name();
-        if (Fails(dupLineChars > _t[11])) return Name();
-        for (int g = 2; g <= 4; g++)
-            if (Fails(wordChars > 0 && TopNgramChars(words, g) / wordChars > _t[12 + g - 2])) return Name();
-        for (int g = 5; g <= 10; g++)
-            if (Fails(wordChars > 0 && DuplicateNgramChars(words, g) / wordChars > _t[15 + g - 5])) return Name();
-        if (Fails(_t[21] > 0 && text.Contains("lorem ipsum", StringComparison.OrdinalIgnoreCase))) return Name();
-        if (Fails(_t[22] > 0 && text.Contains('{'))) return Name();
+        var m = new double[Rules.Length];
+        var scan = Scan.Run(text);
+        scan.Basic(m);
+        for (int k = 0; k < FirstNgramRule; k++) if (Fails(k, m[k])) return Rules[k].Name;
+        scan.Ngrams(m);
+        for (int k = FirstNgramRule; k < Rules.Length; k++) if (Fails(k, m[k])) return Rules[k].Name;
         return null;
     }
 
-    static int Count(string s, string sub)
+    /// <summary>
+    /// Each rule's measured value, in <see cref="Rules"/> order: a <c>min_</c> rule fails below its threshold, a
+    /// <c>max_</c> rule above it, a switch (1 = the text has it) when its threshold is non-zero; NaN never fails (a share
+    /// of no lines or no words).
+    /// </summary>
+    public static double[] Measure(string text)
     {
-        int c = 0;
-        for (int i = s.IndexOf(sub, StringComparison.Ordinal); i >= 0; i = s.IndexOf(sub, i + sub.Length, StringComparison.Ordinal)) c++;
-        return c;
+        var m = new double[Rules.Length];
+        var scan = Scan.Run(text);
+        scan.Basic(m);
+        scan.Ngrams(m);
+        return m;
     }
 
-    /// <summary>(lines equal to an earlier line, characters of those lines / characters of all lines).</summary>
-    static (int Lines, double CharShare) DuplicateLines(string[] lines)
+    const int FirstNgramRule = 12;
+
+    bool Fails(int k, double value) => Rules[k].Name switch
     {
-        var seen = new HashSet<string>();
-        int dup = 0;
-        double dupChars = 0, all = 0;
-        foreach (var l in lines)
+        var n when n.StartsWith("min_", StringComparison.Ordinal) => value < _t[k],
+        var n when n.StartsWith("max_", StringComparison.Ordinal) => value > _t[k],
+        _ => _t[k] > 0 && value > 0,
+    };
+
+    /// <summary>One pass over the text: words (spans), lines (trimmed spans) and every per-word and per-line count.</summary>
+    sealed class Scan
+    {
+        [ThreadStatic] static Scan? t_scan;
+
+        string _text = "";
+        int[] _wordStart = new int[256], _wordLength = new int[256];
+        int _words, _hashes, _ellipses, _alphaWords, _stopWords;
+        long _wordChars;
+        int _lines, _bulletLines, _ellipsisLines, _punctLines, _dupLines;
+        long _lineChars, _dupLineChars;
+        bool _lorem, _brace;
+        readonly Dictionary<(int Start, int Length), int> _spans;
+        readonly Dictionary<long, int> _pairs = [];
+        readonly SpanComparer _comparer = new();
+
+        Scan() => _spans = new(_comparer);
+
+        public static Scan Run(string text)
         {
-            all += l.Length;
-            if (!seen.Add(l)) { dup++; dupChars += l.Length; }
+            var s = t_scan ??= new Scan();
+            s.Reset(text);
+            s.Pass();
+            return s;
         }
-        return (dup, all == 0 ? 0 : dupChars / all);
+
+        void Reset(string text)
+        {
+            _text = _comparer.Text = text;
+            _words = _hashes = _ellipses = _alphaWords = _stopWords = 0;
+            _lines = _bulletLines = _ellipsisLines = _punctLines = _dupLines = 0;
+            _wordChars = _lineChars = _dupLineChars = 0;
+            _spans.Clear();
+        }
+
+        void Pass()
+        {
+            var t = _text;
+            int wordStart = -1, dotRun = 0, lineFirst = -1, lineLast = -1, lineDots = 0;
+            bool letter = false;
+            for (int i = 0; i <= t.Length; i++)
+            {
+                char c = i < t.Length ? t[i] : '\n';
+                if (!char.IsWhiteSpace(c))
+                {
+                    if (wordStart < 0) { wordStart = i; letter = false; dotRun = 0; }
+                    if (c == '.') { lineDots++; if (++dotRun == 3) { _ellipses++; dotRun = 0; } } // "..." counted without overlap
+                    else
+                    {
+                        dotRun = 0;
+                        if (c == '#') _hashes++;
+                        else if (c == '…') _ellipses++;
+                        else if (!letter && char.IsLetter(c)) letter = true;
+                    }
+                    if (lineFirst < 0) lineFirst = i;
+                    lineLast = i;
+                    continue;
+                }
+                if (wordStart >= 0) { Word(wordStart, i - wordStart, letter); wordStart = -1; }
+                if (c == '\n' && lineFirst >= 0) { Line(lineFirst, lineLast + 1 - lineFirst, lineDots); lineFirst = -1; }
+                if (c == '\n') lineDots = 0;
+            }
+            _spans.Clear(); // held lines; words are numbered later
+            _lorem = t.Contains("lorem ipsum", StringComparison.OrdinalIgnoreCase);
+            _brace = t.Contains('{');
+        }
+
+        void Word(int start, int length, bool letter)
+        {
+            if (_words == _wordStart.Length) { Array.Resize(ref _wordStart, _words * 2); Array.Resize(ref _wordLength, _words * 2); }
+            _wordStart[_words] = start;
+            _wordLength[_words++] = length;
+            _wordChars += length;
+            if (letter) _alphaWords++;
+            var w = _text.AsSpan(start, length).Trim(".,!?;:\"'");
+            if (w.Length is >= 2 and <= 4)
+            {
+                Span<char> lower = stackalloc char[4];
+                int n = w.ToLowerInvariant(lower); // as string.ToLowerInvariant: İ → i, K (Kelvin) → k
+                if (IsStopWord(lower[..n])) _stopWords++;
+            }
+        }
+
+        void Line(int start, int length, int dots)
+        {
+            _lines++;
+            _lineChars += length;
+            var l = _text.AsSpan(start, length);
+            if (Array.IndexOf(Bullets, l[0]) >= 0) _bulletLines++;
+            // string.EndsWith(string) compares by culture (ignorable characters such as U+200B after the dots match);
+            // that needs three dots in the line, so the culture comparison runs only then.
+            if (l[^1] == '…' || l.EndsWith("...", StringComparison.Ordinal) || (dots >= 3 && l.EndsWith("...", StringComparison.CurrentCulture))) _ellipsisLines++;
+            if (Array.IndexOf(TerminalPunct, l[^1]) >= 0) _punctLines++;
+            if (!_spans.TryAdd((start, length), 0)) { _dupLines++; _dupLineChars += length; }
+        }
+
+        public void Basic(double[] m)
+        {
+            int n = _words;
+            double wordChars = _wordChars;
+            double meanLen = n == 0 ? 0 : wordChars / n;
+            double LineShare(int count) => _lines > 0 ? count / (double)_lines : double.NaN;
+            m[0] = m[1] = n;
+            m[2] = m[3] = meanLen;
+            m[4] = n > 0 ? (_hashes + _ellipses) / (double)n : double.NaN;
+            m[5] = LineShare(_bulletLines);
+            m[6] = LineShare(_ellipsisLines);
+            m[7] = LineShare(_punctLines);
+            m[8] = n > 0 ? _alphaWords / (double)n : double.NaN;
+            m[9] = _stopWords;
+            m[10] = LineShare(_dupLines);
+            m[11] = _lineChars == 0 ? 0 : _dupLineChars / (double)_lineChars;
+            m[21] = _lorem ? 1 : 0;
+            m[22] = _brace ? 1 : 0;
+        }
+
+        /// <summary>
+        /// Top 2–4-gram and repeated 5–10-gram characters over all word characters. Words get ids (equal text, equal
+        /// id); an n-gram's id is that of a pair of shorter n-gram ids: 2 = (1, 1 at +1), 3 = (2, 2 at +1),
+        /// 4 = (2, 2 at +2), 5 = (4, 4 at +1), n = 6…10 = (5, 5 at +n−5), which together cover exactly its n words.
+        /// </summary>
+        public void Ngrams(double[] m)
+        {
+            int n = _words;
+            double wordChars = _wordChars;
+            for (int k = FirstNgramRule; k <= 20; k++) m[k] = wordChars > 0 ? 0 : double.NaN;
+            if (wordChars == 0 || n < 2) return;
+            var g1 = new int[n];
+            for (int i = 0; i < n; i++)
+            {
+                ref int id = ref CollectionsMarshal.GetValueRefOrAddDefault(_spans, (_wordStart[i], _wordLength[i]), out bool exists);
+                if (!exists) id = _spans.Count - 1;
+                g1[i] = id;
+            }
+            bool repeats = _spans.Count < n;
+            var g2 = Level(g1, 1, ref repeats, out int d2);
+            if (!repeats) return; // no repeated word pair: no longer n-gram repeats either
+            m[12] = TopChars(g2, 2, d2) / wordChars;
+            var g3 = Level(g2, 1, ref repeats, out int d3);
+            m[13] = TopChars(g3, 3, d3) / wordChars;
+            var g4 = Level(g2, 2, ref repeats, out int d4);
+            m[14] = TopChars(g4, 4, d4) / wordChars;
+            repeats = true;
+            var g5 = Level(g4, 1, ref repeats, out int d5);
+            if (!repeats) return;
+            m[15] = RepeatedChars(g5, 5, d5) / wordChars;
+            for (int k = 6; k <= 10; k++)
+            {
+                bool r = true;
+                var gk = Level(g5, k - 5, ref r, out int dk);
+                if (!r) break;
+                m[15 + k - 5] = RepeatedChars(gk, k, dk) / wordChars;
+            }
+        }
+
+        /// <summary>Ids of (a[i], a[i+offset]) for every i where both exist; <paramref name="repeats"/>: some id repeats.</summary>
+        int[] Level(int[] a, int offset, ref bool repeats, out int distinct)
+        {
+            int count = Math.Max(0, a.Length - offset);
+            var r = new int[count];
+            _pairs.Clear();
+            for (int i = 0; i < count; i++)
+            {
+                ref int id = ref CollectionsMarshal.GetValueRefOrAddDefault(_pairs, ((long)a[i] << 32) | (uint)a[i + offset], out bool exists);
+                if (!exists) id = _pairs.Count - 1;
+                r[i] = id;
+            }
+            distinct = _pairs.Count;
+            repeats = distinct < count;
+            return r;
+        }
+
+        double Chars(int first, int n)
+        {
+            long c = 0;
+            for (int j = first; j < first + n; j++) c += _wordLength[j];
+            return c;
+        }
+
+        /// <summary>Characters of the most frequent n-gram (the first to reach the top count) × its count; 0 below 2.</summary>
+        double TopChars(int[] g, int n, int distinct)
+        {
+            var counts = new int[distinct];
+            int best = 0, at = -1;
+            for (int i = 0; i < g.Length; i++)
+                if (++counts[g[i]] > best) { best = counts[g[i]]; at = i; }
+            return best < 2 ? 0 : Chars(at, n) * best;
+        }
+
+        /// <summary>Characters of the words covered by a later occurrence of an n-gram (each word once).</summary>
+        double RepeatedChars(int[] g, int n, int distinct)
+        {
+            var seen = new bool[distinct];
+            var covered = new bool[_words];
+            for (int i = 0; i < g.Length; i++)
+            {
+                if (!seen[g[i]]) { seen[g[i]] = true; continue; }
+                for (int j = i; j < i + n; j++) covered[j] = true;
+            }
+            long chars = 0;
+            for (int i = 0; i < _words; i++) if (covered[i]) chars += _wordLength[i];
+            return chars;
+        }
     }
 
-    /// <summary>Characters (without separators) of the most frequent word n-gram times its count.</summary>
-    static double TopNgramChars(string[] words, int n)
+    /// <summary>Equality of two spans of the current text by their characters (ordinal).</summary>
+    sealed class SpanComparer : IEqualityComparer<(int Start, int Length)>
     {
-        if (words.Length < n) return 0;
-        var counts = new Dictionary<string, int>();
-        string? top = null;
-        int best = 0;
-        for (int i = 0; i + n <= words.Length; i++)
-        {
-            var g = string.Join(' ', words, i, n);
-            int c = counts[g] = counts.GetValueOrDefault(g) + 1;
-            if (c > best) (best, top) = (c, g);
-        }
-        return best < 2 ? 0 : (double)(top!.Length - (n - 1)) * best;
-    }
-
-    /// <summary>Characters of the words covered by any n-gram that occurs more than once (each word counted once).</summary>
-    static double DuplicateNgramChars(string[] words, int n)
-    {
-        if (words.Length < n) return 0;
-        var seen = new HashSet<string>();
-        var covered = new bool[words.Length];
-        for (int i = 0; i + n <= words.Length; i++)
-        {
-            if (seen.Add(string.Join(' ', words, i, n))) continue;
-            for (int j = i; j < i + n; j++) covered[j] = true;
-        }
-        double chars = 0;
-        for (int i = 0; i < words.Length; i++) if (covered[i]) chars += words[i].Length;
-        return chars;
+        public string Text = "";
+        public bool Equals((int Start, int Length) a, (int Start, int Length) b) =>
+            a.Length == b.Length && Text.AsSpan(a.Start, a.Length).SequenceEqual(Text.AsSpan(b.Start, b.Length));
+        public int GetHashCode((int Start, int Length) s) => string.GetHashCode(Text.AsSpan(s.Start, s.Length));
     }
 }

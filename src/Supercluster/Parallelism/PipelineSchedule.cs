@@ -13,7 +13,9 @@ namespace Supercluster.Parallelism;
 /// backward point to point over the pipeline group (a forward's send and the next gradient's receive are one SendRecv, so
 /// neighbours exchanging never deadlock). Then: the tied table's gradient is summed between the first and the last
 /// stage (as Megatron does), gradients are averaged over the stage's data-parallel replicas, the norm is summed over
-/// stages (the tied table once), and each stage's optimizer updates its own parameters.
+/// stages (the tied table once), and each stage's optimizer updates its own parameters. A stage may itself be tensor
+/// and/or context parallel (<see cref="PipelineStage.Parallel"/>): each TP × CP rank runs its part of every micro-batch
+/// and exchanges activations with the same TP × CP rank of the neighbouring stages.
 /// </summary>
 public sealed class PipelineSchedule
 {
@@ -48,8 +50,7 @@ public sealed class PipelineSchedule
         long[] x = new long[(long)_o.BatchSize * _o.SeqLen], y = new long[x.Length];
         int s = _stage.Stage, p = _stage.Stages;
         var inFlight = new Queue<(Tensor? Input, Tensor Output)>();
-        var parallel = _stage.Parallel;
-        var context = parallel?.ContextOf(_o.SeqLen, device);     // context parallelism: this rank's chunks of every sequence
+        var context = _stage.Parallel?.ContextOf(_o.SeqLen, device);     // context parallelism: this rank's chunks of every sequence
         int backwards = 0;
 
         Tensor Activation() => empty(_stage.ActivationShape(_o.BatchSize, _o.SeqLen), dtype: _wire, device: device);

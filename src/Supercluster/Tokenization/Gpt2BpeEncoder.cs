@@ -1,5 +1,7 @@
 using System.Globalization;
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using Supercluster.Runtime;
 using System.Text;
 
 namespace Supercluster.Tokenization;
@@ -24,7 +26,7 @@ public sealed class Gpt2BpeEncoder
 
     readonly Dictionary<string, int> _vocab;                // token bytes as Latin-1 characters → id
     readonly Dictionary<string, int>.AlternateLookup<ReadOnlySpan<char>> _vocabBySpan;
-    readonly Dictionary<long, int> _merges = [];           // (left id << 32 | right id) → id of their concatenation
+    readonly Dictionary<long, int> _merges = new(PairKeyComparer.Instance);           // (left id << 32 | right id) → id of their concatenation
     readonly int[] _byteToken = new int[256];
     readonly Func<string, int[]> _longPiece;
     readonly string _special;
@@ -65,6 +67,7 @@ public sealed class Gpt2BpeEncoder
     /// pre-tokenized separately (a segment's end counts as the end of the text for <c>(?!\S)</c>) and is itself one
     /// piece encoded as ordinary bytes, not as the special id.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // a prepare run is seconds long: no slow first tier
     public int[] Encode(string text)
     {
         var st = _state.Value!;
@@ -81,6 +84,7 @@ public sealed class Gpt2BpeEncoder
         return [.. st.Output];
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // a prepare run is seconds long: no slow first tier
     void EncodeOrdinary(ReadOnlySpan<char> s, State st)
     {
         for (int i = 0; i < s.Length;)
@@ -91,6 +95,7 @@ public sealed class Gpt2BpeEncoder
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // a prepare run is seconds long: no slow first tier
     void Piece(ReadOnlySpan<char> piece, State st)
     {
         if (piece.Length <= MaxCachedChars && st.CacheBySpan.TryGetValue(piece, out var cached)) { st.Output.AddRange(cached); return; }
@@ -103,6 +108,7 @@ public sealed class Gpt2BpeEncoder
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // a prepare run is seconds long: no slow first tier
     void EncodePiece(ReadOnlySpan<char> piece, State st)
     {
         bool surrogates = piece.IndexOfAnyInRange('\uD800', '\uDFFF') >= 0;
@@ -175,6 +181,7 @@ public sealed class Gpt2BpeEncoder
     /// End of the piece starting at <paramref name="i"/> under
     /// <c>'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+</c> (first alternative that matches).
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // a prepare run is seconds long: no slow first tier
     public static int PieceEnd(ReadOnlySpan<char> s, int i)
     {
         char c = s[i];

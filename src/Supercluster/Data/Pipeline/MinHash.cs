@@ -1,4 +1,5 @@
 using System.IO.Hashing;
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
@@ -45,6 +46,7 @@ public sealed class MinHash
     public ulong[]? Signature(IReadOnlyList<string> words) => Signature(words, Avx2.IsSupported);
 
     /// <summary><paramref name="vector"/> false: the scalar formula only (the reference for the vector path).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public ulong[]? Signature(IReadOnlyList<string> words, bool vector)
     {
         if (words.Count == 0) return null;
@@ -81,6 +83,7 @@ public sealed class MinHash
     /// a·x = a₁x₁·2⁶⁴ + (a₁x₀ + a₀x₁)·2³² + a₀x₀, and 2⁶¹ ≡ 1, so 2⁶⁴ ≡ 8 and m·2³² ≡ ⌊m/2²⁹⌋ + (m mod 2²⁹)·2³².
     /// The terms sum to less than 2⁶³; one fold and one subtraction give the residue in [0, p), as the scalar path.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     void MinVector(ulong[] sig, ulong x)
     {
         var p = Vector256.Create(Prime);

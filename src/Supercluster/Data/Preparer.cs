@@ -258,7 +258,7 @@ public static class Preparer
         if (options.Filter?.Check(text) is { } rule) return new("filter:" + rule, text.Length, null, default, null);
         if (options.ScrubPii) text = PiiScrubber.Scrub(text, pii);
         var normalized = TextNormalizer.Normalize(text);
-        var signature = minHash?.Signature(TextNormalizer.Words(normalized));
+        var signature = minHash?.Signature(normalized, CollectionsMarshal.AsSpan(TextNormalizer.WordSpans(normalized)));
         return new(null, text.Length, tokenizer.Encode(text), TextNormalizer.ExactKey(normalized), signature);
     }
 

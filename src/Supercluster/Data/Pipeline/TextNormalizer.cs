@@ -35,16 +35,19 @@ public static class TextNormalizer
     public static UInt128 ExactKey(string normalized) => XxHash128.HashToUInt128(Encoding.UTF8.GetBytes(normalized));
 
     /// <summary>Words of normalized text: maximal runs of letters, digits and combining marks (punctuation separates).</summary>
+    public static List<string> Words(string normalized) => WordSpans(normalized).Select(w => normalized.Substring(w.Start, w.Length)).ToList();
+
+    /// <summary>(start, length) of each word of <see cref="Words"/>, without building the strings.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static List<string> Words(string normalized)
+    public static List<(int Start, int Length)> WordSpans(string normalized)
     {
-        var words = new List<string>();
+        var words = new List<(int, int)>();
         int start = -1;
         for (int i = 0; i <= normalized.Length; i++)
         {
             bool inWord = i < normalized.Length && IsWordChar(normalized, i);
             if (inWord && start < 0) start = i;
-            else if (!inWord && start >= 0) { words.Add(normalized[start..i]); start = -1; }
+            else if (!inWord && start >= 0) { words.Add((start, i - start)); start = -1; }
         }
         return words;
     }

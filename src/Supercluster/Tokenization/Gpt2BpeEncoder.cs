@@ -23,6 +23,7 @@ public sealed class Gpt2BpeEncoder
     const int MaxMergeBytes = 1024;
     const int MaxCachedChars = 64;
     const int MaxCacheEntries = 1 << 16;
+    const int MaxKeptOutput = 1 << 20;
 
     readonly Dictionary<string, int> _vocab;                // token bytes as Latin-1 characters → id
     readonly Dictionary<string, int>.AlternateLookup<ReadOnlySpan<char>> _vocabBySpan;
@@ -81,7 +82,9 @@ public sealed class Gpt2BpeEncoder
             Piece(rest.Slice(at, _special.Length), st);
             rest = rest[(at + _special.Length)..];
         }
-        return [.. st.Output];
+        int[] ids = [.. st.Output];
+        if (st.Output.Capacity > MaxKeptOutput) st.Output = new(1 << 12); // a huge document's buffer is not kept per thread
+        return ids;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // a prepare run is seconds long: no slow first tier
@@ -234,7 +237,7 @@ public sealed class Gpt2BpeEncoder
 
     sealed class State
     {
-        public readonly List<int> Output = new(1 << 12);
+        public List<int> Output = new(1 << 12);
         public readonly Dictionary<string, int[]> Cache;
         public readonly Dictionary<string, int[]>.AlternateLookup<ReadOnlySpan<char>> CacheBySpan;
 

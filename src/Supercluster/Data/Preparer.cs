@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Runtime.InteropServices;
 using System.Text;
@@ -104,11 +105,8 @@ public static class Preparer
             long peak = 0, ordinal = 0, localTokens = 0;
             using (var spill = new RankSpill(staging, rank, near ? options.NearPermutations : 0))
             {
-                var chunk = new List<Document>();
-                long chunkChars = 0;
-                void Flush()
+                void Flush(List<Document> chunk, long chunkChars)
                 {
-                    if (chunk.Count == 0) return;
                     peak = Math.Max(peak, chunkChars);
                     var outcome = new Outcome[chunk.Count];
                     Parallel.For(0, chunk.Count, new ParallelOptions { MaxDegreeOfParallelism = Math.Max(1, options.Threads) },
@@ -122,20 +120,12 @@ public static class Preparer
                         else { spill.Append(ordinal, o.Tokens!, o.Chars, o.Key, o.Signature); localTokens += o.Tokens!.Length; }
                         ordinal++;
                     }
-                    chunk.Clear();
-                    chunkChars = 0;
                     double secs = Math.Max(clock.Elapsed.TotalSeconds, 1e-9);
                     double done = fraction?.Invoke() ?? double.NaN;
                     string eta = done is > 0 and < 1 ? $", {done:P0}, ETA {ProgressLine.Format(TimeSpan.FromSeconds(secs * (1 - done) / done))}" : "";
                     progress?.Update($"{tag}: {ordinal:N0} docs, {localTokens:N0} tokens, {ordinal / secs:N0} docs/s, {localTokens / secs:N0} tokens/s{eta}");
                 }
-                foreach (var doc in localDocuments)
-                {
-                    chunk.Add(doc);
-                    chunkChars += doc.Text.Length;
-                    if (chunkChars >= options.ChunkChars) Flush();
-                }
-                Flush();
+                foreach (var (chunk, chars) in ReadAhead(localDocuments, options.ChunkChars)) Flush(chunk, chars);
             }
             stats.Read = ordinal;
 
@@ -217,6 +207,46 @@ public static class Preparer
         }
     }
 
+    /// <summary>
+    /// Chunks of about <paramref name="chunkChars"/> characters, the next one read on another thread while the caller
+    /// processes the current one (reading and parsing would otherwise leave the cores idle). At most two chunks are
+    /// held: one being processed and one read ahead. Errors of the reader surface here, in order.
+    /// </summary>
+    static IEnumerable<(List<Document> Chunk, long Chars)> ReadAhead(IEnumerable<Document> documents, long chunkChars)
+    {
+        using var ready = new BlockingCollection<(List<Document>, long)>(boundedCapacity: 1);
+        using var stop = new CancellationTokenSource();
+        var reader = Task.Run(() =>
+        {
+            try
+            {
+                var chunk = new List<Document>();
+                long chars = 0;
+                foreach (var doc in documents)
+                {
+                    chunk.Add(doc);
+                    chars += doc.Text.Length;
+                    if (chars < chunkChars) continue;
+                    ready.Add((chunk, chars), stop.Token);
+                    (chunk, chars) = ([], 0);
+                }
+                if (chunk.Count > 0) ready.Add((chunk, chars), stop.Token);
+            }
+            catch (OperationCanceledException) when (stop.IsCancellationRequested) { /* the consumer stopped early */ }
+            finally { ready.CompleteAdding(); }
+        });
+        try
+        {
+            foreach (var item in ready.GetConsumingEnumerable()) yield return item;
+        }
+        finally
+        {
+            stop.Cancel();
+            try { reader.Wait(); } catch (AggregateException) { /* reported below, or superseded by the caller's own failure */ }
+        }
+        reader.GetAwaiter().GetResult(); // the reader's exception (unwrapped, e.g. bad input), if it failed
+    }
+
     /// <summary>What pass 1 made of one document: removed by a rule, or its tokens, exact key and signature.</summary>
     readonly record struct Outcome(string? RemovedBy, int Chars, int[]? Tokens, UInt128 Key, ulong[]? Signature);
 
@@ -228,7 +258,7 @@ public static class Preparer
         if (options.Filter?.Check(text) is { } rule) return new("filter:" + rule, text.Length, null, default, null);
         if (options.ScrubPii) text = PiiScrubber.Scrub(text, pii);
         var normalized = TextNormalizer.Normalize(text);
-        var signature = minHash?.Signature(TextNormalizer.Words(normalized));
+        var signature = minHash?.Signature(normalized, CollectionsMarshal.AsSpan(TextNormalizer.WordSpans(normalized)));
         return new(null, text.Length, tokenizer.Encode(text), TextNormalizer.ExactKey(normalized), signature);
     }
 

@@ -1,5 +1,7 @@
 using System.Globalization;
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using Supercluster.Runtime;
 using System.Text;
 
 namespace Supercluster.Tokenization;
@@ -21,10 +23,11 @@ public sealed class Gpt2BpeEncoder
     const int MaxMergeBytes = 1024;
     const int MaxCachedChars = 64;
     const int MaxCacheEntries = 1 << 16;
+    const int MaxKeptOutput = 1 << 20;
 
     readonly Dictionary<string, int> _vocab;                // token bytes as Latin-1 characters → id
     readonly Dictionary<string, int>.AlternateLookup<ReadOnlySpan<char>> _vocabBySpan;
-    readonly Dictionary<long, int> _merges = [];           // (left id << 32 | right id) → id of their concatenation
+    readonly Dictionary<long, int> _merges = new(PairKeyComparer.Instance);           // (left id << 32 | right id) → id of their concatenation
     readonly int[] _byteToken = new int[256];
     readonly Func<string, int[]> _longPiece;
     readonly string _special;
@@ -65,6 +68,7 @@ public sealed class Gpt2BpeEncoder
     /// pre-tokenized separately (a segment's end counts as the end of the text for <c>(?!\S)</c>) and is itself one
     /// piece encoded as ordinary bytes, not as the special id.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // a prepare run is seconds long: no slow first tier
     public int[] Encode(string text)
     {
         var st = _state.Value!;
@@ -78,9 +82,12 @@ public sealed class Gpt2BpeEncoder
             Piece(rest.Slice(at, _special.Length), st);
             rest = rest[(at + _special.Length)..];
         }
-        return [.. st.Output];
+        int[] ids = [.. st.Output];
+        if (st.Output.Capacity > MaxKeptOutput) st.Output = new(1 << 12); // a huge document's buffer is not kept per thread
+        return ids;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // a prepare run is seconds long: no slow first tier
     void EncodeOrdinary(ReadOnlySpan<char> s, State st)
     {
         for (int i = 0; i < s.Length;)
@@ -91,6 +98,7 @@ public sealed class Gpt2BpeEncoder
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // a prepare run is seconds long: no slow first tier
     void Piece(ReadOnlySpan<char> piece, State st)
     {
         if (piece.Length <= MaxCachedChars && st.CacheBySpan.TryGetValue(piece, out var cached)) { st.Output.AddRange(cached); return; }
@@ -103,6 +111,7 @@ public sealed class Gpt2BpeEncoder
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // a prepare run is seconds long: no slow first tier
     void EncodePiece(ReadOnlySpan<char> piece, State st)
     {
         bool surrogates = piece.IndexOfAnyInRange('\uD800', '\uDFFF') >= 0;
@@ -175,6 +184,7 @@ public sealed class Gpt2BpeEncoder
     /// End of the piece starting at <paramref name="i"/> under
     /// <c>'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+</c> (first alternative that matches).
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // a prepare run is seconds long: no slow first tier
     public static int PieceEnd(ReadOnlySpan<char> s, int i)
     {
         char c = s[i];
@@ -227,7 +237,7 @@ public sealed class Gpt2BpeEncoder
 
     sealed class State
     {
-        public readonly List<int> Output = new(1 << 12);
+        public List<int> Output = new(1 << 12);
         public readonly Dictionary<string, int[]> Cache;
         public readonly Dictionary<string, int[]>.AlternateLookup<ReadOnlySpan<char>> CacheBySpan;
 

@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 
 namespace Supercluster.Data.Pipeline;
@@ -115,7 +116,7 @@ public sealed class QualityFilter
         long _lineChars, _dupLineChars;
         bool _lorem, _brace;
         readonly Dictionary<(int Start, int Length), int> _spans;
-        readonly Dictionary<long, int> _pairs = [];
+        readonly PairIds _pairs = new();
         readonly SpanComparer _comparer = new();
 
         Scan() => _spans = new(_comparer);
@@ -137,6 +138,7 @@ public sealed class QualityFilter
             _spans.Clear();
         }
 
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         void Pass()
         {
             var t = _text;
@@ -169,6 +171,7 @@ public sealed class QualityFilter
             _brace = t.Contains('{');
         }
 
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         void Word(int start, int length, bool letter)
         {
             if (_words == _wordStart.Length) { Array.Resize(ref _wordStart, _words * 2); Array.Resize(ref _wordLength, _words * 2); }
@@ -185,6 +188,7 @@ public sealed class QualityFilter
             }
         }
 
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         void Line(int start, int length, int dots)
         {
             _lines++;
@@ -223,6 +227,7 @@ public sealed class QualityFilter
         /// id); an n-gram's id is that of a pair of shorter n-gram ids: 2 = (1, 1 at +1), 3 = (2, 2 at +1),
         /// 4 = (2, 2 at +2), 5 = (4, 4 at +1), n = 6…10 = (5, 5 at +n−5), which together cover exactly its n words.
         /// </summary>
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Ngrams(double[] m)
         {
             int n = _words;
@@ -258,17 +263,13 @@ public sealed class QualityFilter
         }
 
         /// <summary>Ids of (a[i], a[i+offset]) for every i where both exist; <paramref name="repeats"/>: some id repeats.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         int[] Level(int[] a, int offset, ref bool repeats, out int distinct)
         {
             int count = Math.Max(0, a.Length - offset);
             var r = new int[count];
-            _pairs.Clear();
-            for (int i = 0; i < count; i++)
-            {
-                ref int id = ref CollectionsMarshal.GetValueRefOrAddDefault(_pairs, ((long)a[i] << 32) | (uint)a[i + offset], out bool exists);
-                if (!exists) id = _pairs.Count - 1;
-                r[i] = id;
-            }
+            _pairs.Clear(count);
+            for (int i = 0; i < count; i++) r[i] = _pairs.IdOf(a[i], a[i + offset]);
             distinct = _pairs.Count;
             repeats = distinct < count;
             return r;
@@ -282,6 +283,7 @@ public sealed class QualityFilter
         }
 
         /// <summary>Characters of the most frequent n-gram (the first to reach the top count) × its count; 0 below 2.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         double TopChars(int[] g, int n, int distinct)
         {
             var counts = new int[distinct];
@@ -292,6 +294,7 @@ public sealed class QualityFilter
         }
 
         /// <summary>Characters of the words covered by a later occurrence of an n-gram (each word once).</summary>
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         double RepeatedChars(int[] g, int n, int distinct)
         {
             var seen = new bool[distinct];

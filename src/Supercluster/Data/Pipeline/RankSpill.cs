@@ -57,7 +57,7 @@ public sealed class RankSpill : IDisposable
         foreach (var f in new[] { _idx, _tok, _sig })
         {
             if (f is null) continue;
-            f.Flush(flushToDisk: true);
+            f.Flush(); // no fsync: staging files are never published, and a crash discards the staging folder anyway
             f.Dispose();
         }
     }

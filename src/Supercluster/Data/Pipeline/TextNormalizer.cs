@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.IO.Hashing;
+using System.Runtime.CompilerServices;
 using System.Text;
 
 namespace Supercluster.Data.Pipeline;
@@ -10,33 +11,43 @@ namespace Supercluster.Data.Pipeline;
 /// </summary>
 public static class TextNormalizer
 {
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // on every document: no slow first tier
     public static string Normalize(string text)
     {
-        var nfkc = text.IsNormalized(NormalizationForm.FormKC) ? text : text.Normalize(NormalizationForm.FormKC);
-        var sb = new StringBuilder(nfkc.Length);
+        // ASCII is already NFKC (and the check is a vectorised scan, not a call into ICU).
+        var nfkc = Ascii.IsValid(text) || text.IsNormalized(NormalizationForm.FormKC) ? text : text.Normalize(NormalizationForm.FormKC);
+        var buffer = t_buffer is { } b && b.Length >= nfkc.Length ? b : nfkc.Length > MaxKeptBuffer ? new char[nfkc.Length] : (t_buffer = new char[Math.Max(nfkc.Length, 4096)]);
+        int n = 0;
         bool space = false;
         foreach (var c in nfkc)
         {
-            if (char.IsWhiteSpace(c)) { space = sb.Length > 0; continue; }
-            if (space) { sb.Append(' '); space = false; }
-            sb.Append(char.ToLowerInvariant(c));
+            if (char.IsWhiteSpace(c)) { space = n > 0; continue; }
+            if (space) { buffer[n++] = ' '; space = false; }
+            buffer[n++] = char.ToLowerInvariant(c);
         }
-        return sb.ToString();
+        return new string(buffer, 0, n);
     }
+
+    [ThreadStatic] static char[]? t_buffer;
+    const int MaxKeptBuffer = 1 << 20; // a per-thread buffer for ordinary documents, not for a rare huge one
 
     /// <summary>128-bit xxHash3 of the normalized text's UTF-8: the exact-duplicate key.</summary>
     public static UInt128 ExactKey(string normalized) => XxHash128.HashToUInt128(Encoding.UTF8.GetBytes(normalized));
 
     /// <summary>Words of normalized text: maximal runs of letters, digits and combining marks (punctuation separates).</summary>
-    public static List<string> Words(string normalized)
+    public static List<string> Words(string normalized) => WordSpans(normalized).Select(w => normalized.Substring(w.Start, w.Length)).ToList();
+
+    /// <summary>(start, length) of each word of <see cref="Words"/>, without building the strings.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static List<(int Start, int Length)> WordSpans(string normalized)
     {
-        var words = new List<string>();
+        var words = new List<(int, int)>();
         int start = -1;
         for (int i = 0; i <= normalized.Length; i++)
         {
             bool inWord = i < normalized.Length && IsWordChar(normalized, i);
             if (inWord && start < 0) start = i;
-            else if (!inWord && start >= 0) { words.Add(normalized[start..i]); start = -1; }
+            else if (!inWord && start >= 0) { words.Add((start, i - start)); start = -1; }
         }
         return words;
     }

@@ -11,6 +11,8 @@ under load is not the code's). "single-stream tokens/s" is the N=1 figure (one r
 Completion tokens are the server's own count (supercluster_tokens_generated_total on /metrics, before and after the
 run): a stream that falls behind gets several tokens per SSE event, so events are not tokens.
 
+At the end: a markdown table of the levels and, when 1 and 16 are among them, the 16/1 ratio of total tokens/s.
+
 --system-prompt-tokens K sends prompts as token ids: the same K tokens first (a shared system prompt) and then a
 different ending per request (the ids of the prompt's characters: any tokenizer's vocabulary has ids 32..126).
 Run it against `serve --prefix-cache-mb 0` and the default to see what prefix caching does to time to first token.
@@ -95,8 +97,19 @@ if __name__ == "__main__":
     prefix = system_prefix(a.system_prompt_tokens)
     one(a.url, prefix + [ord(c) for c in PROMPTS[0]] if prefix else PROMPTS[0], 8)  # warm-up
     base = None
+    rows = []
     for n in [int(x) for x in a.clients.split(",")]:
         r = run(a.url, n, a.seconds, a.max_tokens, prefix)
         base = base or r["tokens_per_s"]
         r["speedup"] = round(r["tokens_per_s"] / base, 2) if base else None
+        rows.append(r)
         print(json.dumps(r), flush=True)
+    # The table for docs/serving.md; "× first" is each level's total tokens/s over the first level's (one client).
+    print("\n| clients | tokens/s (× %d client%s) | TTFT p50 / p99 | latency p50 / p99 | errors | load |" % (rows[0]["clients"], "" if rows[0]["clients"] == 1 else "s"))
+    print("| --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        print(f"| {r['clients']} | {r['tokens_per_s']:,.0f} ({r['speedup']}) | {r['ttft_p50_ms']} / {r['ttft_p99_ms']} ms | {r['p50_ms']} / {r['p99_ms']} ms | {r['errors']} | {r['load_before']}–{r['load_after']} |")
+    by = {r["clients"]: r for r in rows}
+    if 1 in by and 16 in by and by[1]["tokens_per_s"]:
+        print(f"\nratio 16/1 clients: {by[16]['tokens_per_s'] / by[1]['tokens_per_s']:.1f}x total tokens/s (target >= 10x); "
+              f"TTFT p99 at 16 clients {by[16]['ttft_p99_ms']} ms", flush=True)

@@ -11,6 +11,12 @@ under load is not the code's). "single-stream tokens/s" is the N=1 figure (one r
 Completion tokens are the server's own count (supercluster_tokens_generated_total on /metrics, before and after the
 run): a stream that falls behind gets several tokens per SSE event, so events are not tokens.
 
+--server-pid PID adds the server's CPU time per generated token (user + system, from /proc): on a shared machine
+wall-clock tokens/s swing with other jobs, CPU time per token much less, so 1-vs-16 CPU ms/token is the load-robust
+view of what batching saves.
+
+At the end: a markdown table of the levels and, when 1 and 16 are among them, the 16/1 ratio of total tokens/s.
+
 --system-prompt-tokens K sends prompts as token ids: the same K tokens first (a shared system prompt) and then a
 different ending per request (the ids of the prompt's characters: any tokenizer's vocabulary has ids 32..126).
 Run it against `serve --prefix-cache-mb 0` and the default to see what prefix caching does to time to first token.
@@ -48,17 +54,25 @@ def generated(url):
                 return float(line.split()[-1])
     raise RuntimeError("no supercluster_tokens_generated_total on /metrics")
 
+def cpu_seconds(pid):
+    """user + system CPU seconds of a process so far (Linux /proc), or None without a pid."""
+    if not pid: return None
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
 def load():
     return round(os.getloadavg()[0], 2)
 
 def pct(xs, q):
     return round(xs[min(len(xs) - 1, int(q * len(xs)))] * 1000) if xs else float("nan")
 
-def run(url, clients, seconds, max_tokens, prefix):
+def run(url, clients, seconds, max_tokens, prefix, pid=None):
     lat, ttft, errors = [], [], [0]
     lock = threading.Lock()
     load0 = load()
     gen0 = generated(url)
+    cpu0 = cpu_seconds(pid)
     stop = time.perf_counter() + seconds
     def worker(c):
         n = 0
@@ -79,8 +93,10 @@ def run(url, clients, seconds, max_tokens, prefix):
     for t in ts: t.join()
     wall = time.perf_counter() - t0
     toks = int(generated(url) - gen0)
+    cpu = cpu_seconds(pid) - cpu0 if pid else None
     lat.sort(); ttft.sort()
-    return {"clients": clients, "requests": len(lat), "errors": errors[0], "tokens": toks, "seconds": round(wall, 1),
+    return {"server_cpu_ms_per_token": round(cpu * 1000 / toks, 3) if cpu is not None and toks else None,
+            "clients": clients, "requests": len(lat), "errors": errors[0], "tokens": toks, "seconds": round(wall, 1),
             "tokens_per_s": round(toks / wall, 1), "p50_ms": pct(lat, 0.5), "p99_ms": pct(lat, 0.99),
             "ttft_p50_ms": pct(ttft, 0.5), "ttft_p99_ms": pct(ttft, 0.99), "load_before": load0, "load_after": load()}
 
@@ -90,13 +106,31 @@ if __name__ == "__main__":
     ap.add_argument("--clients", default="1,4,16")
     ap.add_argument("--seconds", type=float, default=15)
     ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--server-pid", type=int, default=0, help="the server's process id: also report its CPU ms per generated token (robust to a loaded machine)")
     ap.add_argument("--system-prompt-tokens", type=int, default=0, help="shared prefix of this many tokens before every prompt (0 = none)")
     a = ap.parse_args()
     prefix = system_prefix(a.system_prompt_tokens)
     one(a.url, prefix + [ord(c) for c in PROMPTS[0]] if prefix else PROMPTS[0], 8)  # warm-up
     base = None
+    rows = []
     for n in [int(x) for x in a.clients.split(",")]:
-        r = run(a.url, n, a.seconds, a.max_tokens, prefix)
+        r = run(a.url, n, a.seconds, a.max_tokens, prefix, a.server_pid)
         base = base or r["tokens_per_s"]
         r["speedup"] = round(r["tokens_per_s"] / base, 2) if base else None
+        rows.append(r)
         print(json.dumps(r), flush=True)
+    # The table for docs/serving.md; "× first" is each level's total tokens/s over the first level's (one client).
+    cpu = rows[0]["server_cpu_ms_per_token"] is not None
+    print("\n| clients | tokens/s (× %d client%s) | TTFT p50 / p99 | latency p50 / p99 |%s errors | load |"
+          % (rows[0]["clients"], "" if rows[0]["clients"] == 1 else "s", " server CPU ms/token |" if cpu else ""))
+    print("| --- | --- | --- | --- |%s --- | --- |" % (" --- |" if cpu else ""))
+    for r in rows:
+        c = f" {r['server_cpu_ms_per_token']} |" if cpu else ""
+        print(f"| {r['clients']} | {r['tokens_per_s']:,.0f} ({r['speedup']}) | {r['ttft_p50_ms']} / {r['ttft_p99_ms']} ms | {r['p50_ms']} / {r['p99_ms']} ms |{c} {r['errors']} | {r['load_before']}–{r['load_after']} |")
+    by = {r["clients"]: r for r in rows}
+    if 1 in by and 16 in by and by[1]["tokens_per_s"]:
+        print(f"\nratio 16/1 clients: {by[16]['tokens_per_s'] / by[1]['tokens_per_s']:.1f}x total tokens/s (target >= 10x); "
+              f"TTFT p99 at 16 clients {by[16]['ttft_p99_ms']} ms", flush=True)
+        if cpu and by[16]["server_cpu_ms_per_token"]:
+            print(f"server CPU per token 1/16 clients: {by[1]['server_cpu_ms_per_token'] / by[16]['server_cpu_ms_per_token']:.1f}x "
+                  "(the tokens/s ratio a machine with a core to spare for the server would show)", flush=True)

@@ -56,7 +56,22 @@ public sealed class LoadedModel : IDisposable
         var (model, tokName, dir) = ModelCheckpoint.LoadForInference(o.Checkpoint!, device);
         var tok = Tokenizers.Create(tokName);
         string name = o.ModelName ?? DefaultName(dir);
-        return new LoadedModel(name, model, tok, new BatchScheduler(model, device, o.MaxBatch, o.MaxQueue, o.PrefillChunk, o.PrefixCacheBytes) { StepDelay = o.StepDelay }, new Embedder(model, device), dir);
+        var loaded = new LoadedModel(name, model, tok, new BatchScheduler(model, device, o.MaxBatch, o.MaxQueue, o.PrefillChunk, o.PrefixCacheBytes) { StepDelay = o.StepDelay }, new Embedder(model, device), dir);
+        if (o.ProfileEvery is { } every) loaded.StartProfile(every);
+        return loaded;
+    }
+
+    Timer? _profileTimer;
+
+    /// <summary>Times the scheduler's phases and prints one line per window with decode steps in it (serve --profile).</summary>
+    void StartProfile(TimeSpan every)
+    {
+        var profile = Scheduler.Profile = new SchedulerProfile();
+        _profileTimer = new Timer(_ =>
+        {
+            var snap = profile.Take(reset: true);
+            if (snap.Steps > 0) Console.Error.WriteLine($"[{DateTime.UtcNow:HH:mm:ss}] {Name}: {snap}");
+        }, null, every, every);
     }
 
     /// <summary>
@@ -91,6 +106,7 @@ public sealed class LoadedModel : IDisposable
 
     public void Dispose()
     {
+        _profileTimer?.Dispose();
         Scheduler.Dispose();
         Model.Dispose();
     }

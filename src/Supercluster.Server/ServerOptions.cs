@@ -25,6 +25,8 @@ public sealed record ServerOptions
     public long PrefixCacheBytes { get; init; } = 256L << 20;
     /// <summary>Pause after each decode step (demos and tests of draining: a tiny model as slow as a big one). Default none.</summary>
     public TimeSpan StepDelay { get; init; }
+    /// <summary>Print the scheduler's time per phase of a decode step to stderr this often (<c>serve --profile</c>); null = off.</summary>
+    public TimeSpan? ProfileEvery { get; init; }
     /// <summary>How long a SIGTERM/Ctrl+C waits for running requests to finish (new ones get 503) before stopping.</summary>
     public TimeSpan ShutdownTimeout { get; init; } = TimeSpan.FromSeconds(30);
     /// <summary>Generation/embedding requests in flight before new ones get 429.</summary>

@@ -24,12 +24,13 @@ public static class ServeCommand
         var prefillChunk = new Option<int>("--prefill-chunk") { Description = "Prompt tokens prefilled per step between decode steps, so long prompts do not stall running streams (0 = whole prompts)", DefaultValueFactory = _ => 256 };
         var prefixCacheMb = new Option<int>("--prefix-cache-mb") { Description = "Memory for the KV blocks of prompt prefixes shared by requests, e.g. a system prompt (0 = no prefix caching)", DefaultValueFactory = _ => 256 };
         var stepDelay = new Option<int>("--step-delay-ms") { Description = "Pause after each decode step (demos, drain tests)", Hidden = true };
+        var profile = new Option<int>("--profile") { Description = "Print the scheduler's time per phase of a decode step (forward, KV writes, sampling, …) to stderr every N seconds (0 = off)", DefaultValueFactory = _ => 0 };
         var shutdownTimeout = new Option<int>("--shutdown-timeout") { Description = "Seconds SIGTERM/Ctrl+C waits for running requests to finish (new ones get 503) before stopping", DefaultValueFactory = _ => 30 };
 
         var cmd = new Command("serve", "Serve a model: OpenAI-compatible API, search, metrics and the dashboard");
         HelpExamples.Add(cmd, "serve --checkpoint runs/sotu --runs runs --port 8080", "serve --checkpoint runs/sotu --index sotu.index --api-key-file keys.txt --host 0.0.0.0",
             "serve --checkpoint runs/demo --adapter ads=runs/ads-lora --port 8080");
-        foreach (var o in new Option[] { checkpoint, host, port, keys, index, runs, device, maxBatch, maxQueue, threads, name, adapter, allowedHosts, allowedOrigins, perClient, prefillChunk, prefixCacheMb, shutdownTimeout, stepDelay }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { checkpoint, host, port, keys, index, runs, device, maxBatch, maxQueue, threads, name, adapter, allowedHosts, allowedOrigins, perClient, prefillChunk, prefixCacheMb, shutdownTimeout, profile, stepDelay }) cmd.Options.Add(o);
         cmd.SetAction(async (parse, ct) =>
         {
             CliRunner.LoadTorch(parse);
@@ -43,7 +44,9 @@ public static class ServeCommand
                 MaxConnectionsPerClient = parse.GetValue(perClient), Adapters = parse.GetValue(adapter) ?? [],
                 PrefillChunk = parse.GetValue(prefillChunk), PrefixCacheBytes = (long)parse.GetValue(prefixCacheMb) << 20,
                 ShutdownTimeout = TimeSpan.FromSeconds(parse.GetValue(shutdownTimeout)), StepDelay = TimeSpan.FromMilliseconds(Math.Max(0, parse.GetValue(stepDelay))),
+                ProfileEvery = parse.GetValue(profile) > 0 ? TimeSpan.FromSeconds(parse.GetValue(profile)) : null,
             };
+            if (parse.GetValue(profile) < 0) throw new BadInputException($"--profile {parse.GetValue(profile)}: expected ≥ 0 seconds (0 = off)");
             if (options.MaxBatch < 1 || options.MaxQueue < 0) throw new BadInputException("--max-batch must be ≥ 1 and --max-queue ≥ 0");
             if (options.PrefillChunk < 0) throw new BadInputException($"--prefill-chunk {options.PrefillChunk}: expected ≥ 0 tokens (0 = whole prompts)");
             if (parse.GetValue(prefixCacheMb) < 0) throw new BadInputException($"--prefix-cache-mb {parse.GetValue(prefixCacheMb)}: expected ≥ 0 (0 = off)");

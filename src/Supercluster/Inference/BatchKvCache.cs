@@ -12,7 +12,8 @@ namespace Supercluster.Inference;
 /// different lengths is one forward). The model then sees per-row positions and a mask so each row attends to its own
 /// keys only; only a row's real tokens are written, and padding queries see only their row's real keys.
 /// Nothing is concatenated or reallocated per step: new keys/values are scattered into the slots (one
-/// <c>index_put_</c> per layer and tensor), and attention reads the slots in place when the batch's rows are
+/// <c>index_put_</c> per layer and tensor; a decode step's one token per row is one <c>index_copy_</c> of its B·H rows
+/// into the slab seen as a matrix, with its positions and mask built on the host), and attention reads the slots in place when the batch's rows are
 /// consecutive slots (the scheduler rents the lowest free slot to keep them so), else one gather of the used length.
 /// </summary>
 public sealed class BatchKvCache : KvCache
@@ -24,16 +25,25 @@ public sealed class BatchKvCache : KvCache
     long[] _counts = [];
     long _t, _keys;
     int _firstRow = -1;                                  // ≥ 0: rows are slots _firstRow.. consecutively (read in place)
-    Tensor? _rowIndex, _positions, _mask, _writeRows, _writePos, _realQueries;
+    Tensor? _rowIndex, _positions, _mask, _writeRows, _writePos, _realQueries, _writeFlat;
+    readonly Tensor[] _kFlat, _vFlat;                    // per layer, the slab as [slots·H_kv·context, hd] (views)
 
     public BatchKvCache(ModelConfig c, int slots, Device device, ScalarType dtype) : base(c, slots, device, dtype)
     {
         _len = new long[slots];
         _free = new SortedSet<int>(Enumerable.Range(0, slots));
         _device = device;
+        _kFlat = _k.Select(k => k.view(-1, k.shape[3])).ToArray();
+        _vFlat = _v.Select(v => v.view(-1, v.shape[3])).ToArray();
     }
 
     public int Slots => _len.Length;
+    /// <summary>Time the key/value writes of each forward (<see cref="TakeWriteTicks"/>), for the scheduler's profile.</summary>
+    public bool TimeWrites { get; set; }
+    long _writeTicks;
+
+    /// <summary>Stopwatch ticks spent writing keys/values since the last call (0 unless <see cref="TimeWrites"/>).</summary>
+    public long TakeWriteTicks() { long t = _writeTicks; _writeTicks = 0; return t; }
     public int FreeSlots => _free.Count;
 
     /// <summary>The lowest free slot (length 0), or -1 when all are in use. Lowest-first keeps a batch's slots consecutive.</summary>
@@ -123,6 +133,7 @@ public sealed class BatchKvCache : KvCache
             consecutive &= s == _rows[0] + i;
         }
         _firstRow = consecutive ? _rows[0] : -1;
+        if (_t == 1) { BeginDecode(); return; }
         using var scope = NewDisposeScope();
         var starts = tensor(_rows.Select(s => _len[s]).ToArray(), device: _device);                 // [B]
         var rows = tensor(_rows.Select(s => (long)s).ToArray(), device: _device);                    // [B]
@@ -152,11 +163,37 @@ public sealed class BatchKvCache : KvCache
         if (_firstRow < 0) _rowIndex = (_t == 1 ? rows.clone() : rows).DetachFromDisposeScope();       // (decode: rows is _writeRows)
     }
 
+    /// <summary>
+    /// A decode step (one token per row): positions, write targets and mask are built on the host and copied in one
+    /// op each (the general path's arange/compare ops cost more than the data on a small model).
+    /// </summary>
+    void BeginDecode()
+    {
+        int b = _rows.Length;
+        var starts = new long[b];
+        var rows = new long[b];
+        var mask = new bool[b * _keys];
+        long heads = _k[0].shape[1], context = _k[0].shape[2];
+        var flat = new long[b * heads];
+        for (int i = 0; i < b; i++)
+        {
+            starts[i] = _len[_rows[i]];
+            rows[i] = _rows[i];
+            mask.AsSpan(i * (int)_keys, (int)starts[i] + 1).Fill(true);               // keys 0..start: its own, up to itself
+            for (long h = 0; h < heads; h++) flat[i * heads + h] = (rows[i] * heads + h) * context + starts[i];   // row (slot, head, position) of the flat slab
+        }
+        _writeFlat = tensor(flat, device: _device).DetachFromDisposeScope();                          // [B·H_kv]
+        // Owned by this cache until End (not by the caller's dispose scope).
+        _positions = tensor(starts, [b, 1], device: _device).DetachFromDisposeScope();                 // [B, 1]
+        _mask = tensor(mask, [b, 1, 1, _keys], device: _device).DetachFromDisposeScope();              // [B, 1, 1, K]
+        if (_firstRow < 0) _rowIndex = tensor(rows, device: _device).DetachFromDisposeScope();
+    }
+
     /// <summary>Drops the per-forward tensors (also done by the next <see cref="Begin(IReadOnlyList{int}, IReadOnlyList{long})"/>).</summary>
     public void End()
     {
-        foreach (var t in new[] { _rowIndex, _positions, _mask, _writeRows, _writePos, _realQueries }) t?.Dispose();
-        _rowIndex = _positions = _mask = _writeRows = _writePos = _realQueries = null;
+        foreach (var t in new[] { _rowIndex, _positions, _mask, _writeRows, _writePos, _realQueries, _writeFlat }) t?.Dispose();
+        _rowIndex = _positions = _mask = _writeRows = _writePos = _realQueries = _writeFlat = null;
     }
 
     public override Tensor Positions(long t) =>
@@ -171,17 +208,30 @@ public sealed class BatchKvCache : KvCache
 
     public override (Tensor K, Tensor V) Append(int layer, Tensor k, Tensor v)
     {
-        if (_writeRows is null) throw new InvalidOperationException("BatchKvCache.Begin must precede the forward");
+        if (_writeRows is null && _writeFlat is null) throw new InvalidOperationException("BatchKvCache.Begin must precede the forward");
+        long t0 = TimeWrites ? System.Diagnostics.Stopwatch.GetTimestamp() : 0;
         using (no_grad())
         {
-            // k, v [B, H, T, hd] → the real tokens' [N, H, hd], scattered to (slot, position): one op per tensor.
-            using var kt = k.transpose(1, 2);                                                          // [B, T, H, hd]
-            using var vt = v.transpose(1, 2);
-            using var kr = _realQueries is null ? kt.squeeze(1) : kt[_realQueries];
-            using var vr = _realQueries is null ? vt.squeeze(1) : vt[_realQueries];
-            _k[layer].index_put_(kr, TensorIndex.Tensor(_writeRows), TensorIndex.Colon, TensorIndex.Tensor(_writePos!));
-            _v[layer].index_put_(vr, TensorIndex.Tensor(_writeRows), TensorIndex.Colon, TensorIndex.Tensor(_writePos!));
+            if (_writeFlat is not null)
+            {
+                // Decode: k, v [B, H, 1, hd] as B·H rows copied into the flat slab (index_copy_ costs a fraction of index_put_).
+                using var kr = k.reshape(-1, k.shape[3]);
+                using var vr = v.reshape(-1, v.shape[3]);
+                _kFlat[layer].index_copy_(0, _writeFlat, kr);
+                _vFlat[layer].index_copy_(0, _writeFlat, vr);
+            }
+            else
+            {
+                // k, v [B, H, T, hd] → the real tokens' [N, H, hd], scattered to (slot, position): one op per tensor.
+                using var kt = k.transpose(1, 2);                                                          // [B, T, H, hd]
+                using var vt = v.transpose(1, 2);
+                using var kr = _realQueries is null ? kt.squeeze(1) : kt[_realQueries];
+                using var vr = _realQueries is null ? vt.squeeze(1) : vt[_realQueries];
+                _k[layer].index_put_(kr, TensorIndex.Tensor(_writeRows), TensorIndex.Colon, TensorIndex.Tensor(_writePos!));
+                _v[layer].index_put_(vr, TensorIndex.Tensor(_writeRows), TensorIndex.Colon, TensorIndex.Tensor(_writePos!));
+            }
         }
+        if (TimeWrites) _writeTicks += System.Diagnostics.Stopwatch.GetTimestamp() - t0;
         if (_firstRow >= 0)                                                                            // in place: no copy
             return (_k[layer].narrow(0, _firstRow, _rows.Length).narrow(2, 0, _keys), _v[layer].narrow(0, _firstRow, _rows.Length).narrow(2, 0, _keys));
         return (_k[layer].narrow(2, 0, _keys).index_select(0, _rowIndex!), _v[layer].narrow(2, 0, _keys).index_select(0, _rowIndex!));
@@ -196,6 +246,7 @@ public sealed class BatchKvCache : KvCache
     public override void Dispose()
     {
         End();
+        foreach (var t in _kFlat.Concat(_vFlat)) t.Dispose();
         base.Dispose();
     }
 }

@@ -68,6 +68,13 @@ public sealed class BatchScheduler : IDisposable
     public TimeSpan StepDelay { get; set; }
     /// <summary>Called on the scheduler thread after each step with the number of tokens it produced (for metrics).</summary>
     public event Action<int>? TokensEmitted;
+    /// <summary>Set before requests arrive to time each phase of the loop (<c>serve --profile</c>); null = not timed.</summary>
+    public SchedulerProfile? Profile { get => _profile; set { _profile = value; _cache.TimeWrites = value is not null; } }
+    SchedulerProfile? _profile;
+    long _lap;                                  // the profile's running lap start (scheduler thread)
+    bool _decoding;                             // inside DecodeStep: Sample's laps count as decode phases
+
+    void Lap(SchedulerProfile.Phase phase) => _profile?.Lap(phase, ref _lap);
 
     /// <summary>Queues a sequence; read its tokens from the handle. Throws <see cref="SchedulerBusyException"/> when the queue is full.</summary>
     public GenerationHandle Submit(IReadOnlyList<int> prompt, SamplingOptions options, CancellationToken cancel = default) =>
@@ -108,13 +115,18 @@ public sealed class BatchScheduler : IDisposable
                 try { _wake.Wait(_stop.Token); } catch (OperationCanceledException) { break; }
                 continue;
             }
+            long start = _lap = Stopwatch.GetTimestamp();
             try
             {
                 Admit();
                 DropCancelled();
+                Lap(SchedulerProfile.Phase.Admit);
                 int produced = Prefill();
+                Lap(SchedulerProfile.Phase.Prefill);
                 if (_active.Any(h => h.Decoding)) produced += DecodeStep();
                 if (produced > 0) TokensEmitted?.Invoke(produced);
+                Lap(SchedulerProfile.Phase.Emit);
+                _profile?.Loop(Stopwatch.GetTimestamp() - start);
             }
             catch (Exception e)
             {
@@ -248,12 +260,17 @@ public sealed class BatchScheduler : IDisposable
             _cache.Begin(batch.Select(h => h.Slot).ToArray(), 1);
             try
             {
-                var ids = tensor(batch.Select(h => (long)h.Last).ToArray(), device: _device).unsqueeze(1);   // [B, 1]
+                _decoding = true;
+                var ids = tensor(batch.Select(h => (long)h.Last).ToArray(), [batch.Length, 1], device: _device);   // [B, 1]
+                Lap(SchedulerProfile.Phase.Begin);
                 var logits = _model.Forward(ids, _cache).select(1, 0).to(ScalarType.Float32);                // [B, V]
+                Lap(SchedulerProfile.Phase.Forward);
+                _profile?.Move(SchedulerProfile.Phase.Forward, SchedulerProfile.Phase.KvWrite, _cache.TakeWriteTicks());
+                _profile?.Step(batch.Length);
                 Interlocked.Increment(ref _steps);
                 produced = Sample(batch, logits);
             }
-            finally { _cache.End(); }
+            finally { _cache.End(); _decoding = false; }
         }
         if (StepDelay > TimeSpan.Zero) Thread.Sleep(StepDelay);
         return produced;
@@ -281,6 +298,7 @@ public sealed class BatchScheduler : IDisposable
             try { picks[i] = (batch[i].Picker!.Next(logits[i]), null); }
             catch (Exception e) { picks[i] = (-1, e); }
         }
+        if (_decoding) Lap(SchedulerProfile.Phase.Sample);
         for (int i = 0; i < batch.Length; i++)
         {
             if (picks[i].Error is { } e) Finish(batch[i], "error", e);

@@ -132,4 +132,70 @@ public class JsonGrammarTests(ITestOutputHelper output)
         Assert.Contains(inString, t => tokenizer.Decode([t]).StartsWith("\"}"));
         Assert.DoesNotContain(tokenizer.EotToken, inString);
     }
+
+    /// <summary>
+    /// The cached mask (one trie walk per parser state, then a budget prefix) is the same set as walking the trie at
+    /// every step, along whole outputs of a schema and of json_object mode on GPT-2's vocabulary, at a loose and a
+    /// tight budget; repeated states (inside strings, between values) are lookups.
+    /// </summary>
+    [Theory]
+    [InlineData(Obj, "{\"a\":12,\"b\":\"xy\",\"c\":[1.5,-2]}")]
+    [InlineData("""{"type":"object","properties":{"note":{"type":"string"},"tags":{"type":"array","items":{"type":"string"}}},"required":["note","tags"]}""",
+        "{\"note\":\"the state of the union is strong\",\"tags\":[\"war\",\"peace\",\"tariff\"]}")]
+    [InlineData(null, "{\"text\":\"we the people of the united states\",\"n\":[1,2,{\"k\":null}],\"ok\":true}")]
+    public void The_cached_mask_equals_the_walked_mask(string? schema, string json)
+    {
+        var tokenizer = Tokenizers.Create("gpt2");
+        var trie = TokenTrie.For(tokenizer);
+        var node = schema is null ? FreeObjectNode.Instance : Schema(schema);
+        var c = new TokenConstraint(node, trie, tokenizer.EotToken);
+        var tokens = tokenizer.Encode(json);
+        long hits0 = trie.Masks.Hits;
+        var cached = System.Diagnostics.Stopwatch.StartNew();
+        cached.Stop();
+        var walked = new System.Diagnostics.Stopwatch();
+        for (int i = 0; i <= tokens.Length; i++)
+        {
+            foreach (int left in new[] { 200, tokens.Length - i + 1 })
+            {
+                cached.Start();
+                var fast = c.Allowed(left)!;
+                cached.Stop();
+                walked.Start();
+                var reference = c.AllowedUncached(left)!;
+                walked.Stop();
+                Assert.Equal(reference.Order(), fast.Order());
+            }
+            if (i < tokens.Length)
+            {
+                Assert.Contains(tokens[i], c.Allowed(tokens.Length - i + 1)!);
+                c.Accept(tokens[i]);
+            }
+        }
+        Assert.Equal(tokenizer.EotToken, Assert.Single(c.Allowed(1)!));
+        output.WriteLine($"{tokens.Length} tokens: cached masks {cached.Elapsed.TotalMilliseconds:F0} ms, walked {walked.Elapsed.TotalMilliseconds:F0} ms, cache hits {trie.Masks.Hits - hits0}, states {trie.Masks.Count}");
+        Assert.True(trie.Masks.Hits - hits0 >= tokens.Length, "every state is looked up at least twice (two budgets), so at least one lookup per token hits");
+    }
+
+    /// <summary>A string without maxLength is one state at every length past minLength; with maxLength each length is its own.</summary>
+    [Fact]
+    public void State_keys_merge_only_states_with_the_same_future()
+    {
+        static ParseState? Feed(GrammarNode n, string text)
+        {
+            ParseState? s = ParseState.Of(n.Start(0));
+            foreach (var b in Encoding.UTF8.GetBytes(text)) Assert.Equal(ParseState.Outcome.Consumed, ParseState.Feed(s, b, out s));
+            return s;
+        }
+        var free = new StringNode(minLength: 2);
+        Assert.Equal(StateKey.Of(Feed(free, "\"abc")), StateKey.Of(Feed(free, "\"abcdef")));
+        Assert.NotEqual(StateKey.Of(Feed(free, "\"a")), StateKey.Of(Feed(free, "\"ab")));      // minLength not reached yet
+        var bounded = new StringNode(maxLength: 9);
+        Assert.NotEqual(StateKey.Of(Feed(bounded, "\"abc")), StateKey.Of(Feed(bounded, "\"abcd")));
+        var lit = new LiteralNode("true", "false");
+        Assert.Equal(StateKey.Of(Feed(lit, "t")), StateKey.Of(Feed(new LiteralNode("true"), "t")));              // same tails: "rue"
+        Assert.NotEqual(StateKey.Of(Feed(lit, "t")), StateKey.Of(Feed(new LiteralNode("true", "trap"), "t")));   // different tails
+        Assert.Equal(StateKey.Of(Feed(FreeObjectNode.Instance, "{\"a\":[1,")), StateKey.Of(Feed(FreeObjectNode.Instance, "{\"a\":[1,")));
+        Assert.NotEqual(StateKey.Of(Feed(FreeObjectNode.Instance, "{\"a\":1,")), StateKey.Of(Feed(FreeObjectNode.Instance, "{\"b\":1,")));   // "a" may not repeat in one
+    }
 }

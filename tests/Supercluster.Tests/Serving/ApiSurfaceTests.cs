@@ -18,10 +18,13 @@ namespace Supercluster.Tests.Serving;
 [Collection("Serving")]
 public class ApiSurfaceTests(ServingFixture f)
 {
-    /// <summary>Token ids of a logprobs token string (byte tokenizer): "bytes:\xNN" or one UTF-8 character.</summary>
-    static int[] Ids(string token) => token.StartsWith("bytes:")
+    /// <summary>Token ids of a logprobs token string (byte tokenizer): "bytes:\xNN", one UTF-8 character, or end-of-text's text.</summary>
+    static int[] Ids(string token) => token == EotText ? [Eot.EotToken] : token.StartsWith("bytes:")
         ? token[6..].Split("\\x", StringSplitOptions.RemoveEmptyEntries).Select(h => int.Parse(h, NumberStyles.HexNumber)).ToArray()
         : Encoding.UTF8.GetBytes(token).Select(b => (int)b).ToArray();
+
+    static readonly Supercluster.Tokenization.ByteTokenizer Eot = new();
+    static readonly string EotText = Eot.Decode([Eot.EotToken]);   // the model may rank end-of-text among the top tokens
 
     /// <summary>log_softmax of the model's logits over <paramref name="ids"/> [T, V], computed without the server (no KV cache, no batch).</summary>
     float[][] Reference(int[] ids)

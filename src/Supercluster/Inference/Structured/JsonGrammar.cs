@@ -28,6 +28,50 @@ public abstract class Frame
     public virtual bool AcceptsAll => false;
     /// <summary>A child frame above this one finished (lets an object learn the key it just read).</summary>
     public virtual Frame ChildDone(Frame child) => this;
+    /// <summary>
+    /// Appends what decides this frame's future — the bytes it accepts from here, the frames it makes, their
+    /// <see cref="MinRemaining"/> — to <paramref name="key"/> (a <see cref="StateKey"/>): states with equal keys allow the
+    /// same tokens, so a token mask is computed once per key. Counters that no longer matter are clamped (a string past
+    /// its minLength with no maxLength is the same state at every length). Default: the frame itself (never shared).
+    /// </summary>
+    public virtual void AddKey(List<object?> key) => key.Add(this);
+
+    /// <summary>A set of strings (keys already written) as one key part, by content.</summary>
+    protected static string? SetKey(IEnumerable<string>? set) => set is null ? null : string.Join('\0', set.Order(StringComparer.Ordinal));
+}
+
+/// <summary>
+/// A parser state's identity for caching its token mask: each frame's type and <see cref="Frame.AddKey"/> parts, top
+/// first; parts compare with <see cref="object.Equals(object?, object?)"/> (values by value, grammar nodes by reference).
+/// </summary>
+public sealed class StateKey : IEquatable<StateKey>
+{
+    readonly object?[] _parts;
+    readonly int _hash;
+
+    StateKey(object?[] parts)
+    {
+        _parts = parts;
+        var h = new HashCode();
+        foreach (var p in parts) h.Add(p);
+        _hash = h.ToHashCode();
+    }
+
+    public static StateKey Of(ParseState? s)
+    {
+        var parts = new List<object?>();
+        for (; s is not null; s = s.Next)
+        {
+            parts.Add(s.Top.GetType());
+            s.Top.AddKey(parts);
+        }
+        return new StateKey(parts.ToArray());
+    }
+
+    public bool Equals(StateKey? other) => other is not null && _hash == other._hash && _parts.Length == other._parts.Length
+        && _parts.AsSpan().SequenceEqual(other._parts, EqualityComparer<object?>.Default);
+    public override bool Equals(object? obj) => Equals(obj as StateKey);
+    public override int GetHashCode() => _hash;
 }
 
 public enum StepKind { Reject, Stay, Push, Pop }
@@ -118,6 +162,9 @@ public sealed class LiteralNode : GrammarNode
     {
         public override bool CanEnd => options.Any(o => o.Length == pos);
         public override int MinRemaining => options.Min(o => o.Length - pos);
+        // The options' unread tails decide everything (the arrays themselves are new after every byte).
+        public override void AddKey(List<object?> key) =>
+            key.Add(string.Join('\u0100', options.Select(o => System.Text.Encoding.Latin1.GetString(o, pos, o.Length - pos)).Order(StringComparer.Ordinal)));
         public override Step Feed(byte b)
         {
             var left = options.Where(o => o.Length > pos && o[pos] == b).ToArray();
@@ -152,6 +199,7 @@ public sealed class NumberNode(bool integer) : GrammarNode
     {
         public override bool CanEnd => phase is Phase.Zero or Phase.Int or Phase.Frac or Phase.Exp;
         public override int MinRemaining => CanEnd ? 0 : 1;
+        public override void AddKey(List<object?> key) { key.Add(integer); key.Add(phase); key.Add(digits); }
         public override Step Feed(byte b)
         {
             bool digit = b is >= (byte)'0' and <= (byte)'9';
@@ -210,6 +258,14 @@ public sealed class StringNode(int minLength = 0, int maxLength = int.MaxValue) 
     {
         public string? Text => text;
         bool Taken => forbidden is not null && forbidden.Contains(text!);
+
+        public override void AddKey(List<object?> key)
+        {
+            key.Add(node); key.Add(SetKey(forbidden)); key.Add(phase); key.Add(pending); key.Add(range); key.Add(unused);
+            // Past minLength only maxLength tells lengths apart; a key's text matters only against the taken keys.
+            key.Add(node.MaxChars == int.MaxValue ? Math.Min(chars, node.MinChars) : chars);
+            key.Add(forbidden is null ? null : text);
+        }
         public override int MinRemaining => phase switch
         {
             Phase.Open => node.MinLength,
@@ -322,6 +378,12 @@ public sealed class ObjectNode : GrammarNode
 
     sealed class ObjectFrame(ObjectNode node, int depth, Phase phase, int last, int[] candidates, int pos) : Frame
     {
+        public override void AddKey(List<object?> key)
+        {
+            key.Add(node); key.Add(depth); key.Add(phase); key.Add(last); key.Add(pos); key.Add(candidates.Length);
+            foreach (var c in candidates) key.Add(c);
+        }
+
         public override int MinRemaining => phase switch
         {
             Phase.Open => node.MinLength,
@@ -374,6 +436,8 @@ public sealed class FreeObjectNode : GrammarNode
 
     sealed class FreeObjectFrame(int depth, Phase phase, System.Collections.Immutable.ImmutableHashSet<string> keys) : Frame
     {
+        public override void AddKey(List<object?> key) { key.Add(depth); key.Add(phase); key.Add(SetKey(keys)); }
+
         public override int MinRemaining => phase switch
         {
             Phase.Open => 2,
@@ -412,6 +476,12 @@ public sealed class ArrayNode(GrammarNode items, int minItems = 0, int maxItems 
 
     sealed class ArrayFrame(ArrayNode node, int depth, Phase phase, int count) : Frame
     {
+        public override void AddKey(List<object?> key)
+        {
+            key.Add(node); key.Add(depth); key.Add(phase);
+            key.Add(node.MaxItems == int.MaxValue ? Math.Min(count, node.MinItems) : count);   // past minItems without maxItems: all alike
+        }
+
         int More(int done) => Math.Max(0, node.MinItems - done) * (1 + node.Items.MinLength);
         public override int MinRemaining => phase switch
         {
@@ -451,6 +521,7 @@ public sealed class AnyNode : GrammarNode
 
     sealed class AnyFrame(int depth) : Frame
     {
+        public override void AddKey(List<object?> key) => key.Add(depth);
         public override int MinRemaining => 1;
         public override Step Feed(byte b) => b switch
         {
@@ -476,6 +547,12 @@ public sealed class UnionNode(IReadOnlyList<GrammarNode> alternatives) : Grammar
 
     sealed class UnionFrame(ParseState?[] alts) : Frame
     {
+        public override void AddKey(List<object?> key)
+        {
+            key.Add(alts.Length);
+            foreach (var a in alts) key.Add(StateKey.Of(a));
+        }
+
         public override bool CanEnd => alts.Any(ParseState.CanEnd);
         public override int MinRemaining => alts.Min(ParseState.MinRemaining);
         public override bool AcceptsAll => alts.Length == 1 && alts[0] is { Next: null } s && s.Top.AcceptsAll;
@@ -508,6 +585,7 @@ public sealed class SequenceNode(IReadOnlyList<GrammarNode> parts) : GrammarNode
 
     sealed class SequenceFrame(SequenceNode node, int depth, int next) : Frame
     {
+        public override void AddKey(List<object?> key) { key.Add(node); key.Add(depth); key.Add(next); }
         public override bool CanEnd => next == node.Parts.Count;
         public override int MinRemaining => node.Parts.Skip(next).Sum(p => p.MinLength);
         public override Step Feed(byte b) => next == node.Parts.Count
@@ -528,6 +606,7 @@ public sealed class FreeTextNode(string forbiddenStart) : GrammarNode
 
     sealed class TextFrame(byte[] forbidden, int matched) : Frame   // matched < 0: the start is no longer the marker
     {
+        public override void AddKey(List<object?> key) { key.Add(forbidden); key.Add(matched); }
         public override bool CanEnd => true;
         public override int MinRemaining => 0;
         public override bool AcceptsAll => matched < 0;

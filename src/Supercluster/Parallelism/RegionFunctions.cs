@@ -47,7 +47,7 @@ public static class Region
         shape[0] *= group.WorldSize;
         using var output = empty(shape, x.dtype, device: x.device);        // [world·n, …]
         group.AllGather(moved, output);
-        return output.movedim([0L], [dim]);
+        return Contiguous(output.movedim([0L], [dim]));
     }
 
     /// <summary>This rank's block (along <paramref name="dim"/>, in rank order) of the sum over the group.</summary>
@@ -61,7 +61,16 @@ public static class Region
         shape[0] /= group.WorldSize;
         using var output = empty(shape, x.dtype, device: x.device);
         group.ReduceScatterSum(moved, output);
-        return output.movedim([0L], [dim]);
+        return Contiguous(output.movedim([0L], [dim]));
+    }
+
+    /// <summary>
+    /// A contiguous copy (the same tensor when it already is), the view disposed: a strided result would make the next
+    /// matmul or norm copy it again, and autograd would keep both.
+    /// </summary>
+    static Tensor Contiguous(Tensor view)
+    {
+        using (view) return view.contiguous();
     }
 
     /// <summary>This rank's chunk of x along <paramref name="dim"/> (a copy).</summary>

@@ -25,10 +25,15 @@ public static class Region
     public static Tensor ReduceScatterAlong(Tensor x, long dim, ICommunicator group) => group.WorldSize == 1 ? x : ReduceScatterFn.apply(x, dim, group);
     public static Tensor SplitAlong(Tensor x, long dim, ICommunicator group) => group.WorldSize == 1 ? x : SplitFn.apply(x, dim, group);
 
+    // Temporaries below are disposed at once: inside the step's dispose scope they would otherwise live until the step
+    // ends, and under sequence parallelism the full-sequence copies of every layer added up to more activation memory
+    // than sequence parallelism saves (bench/README.md). Disposing a handle frees nothing another handle still uses.
+
     /// <summary>Sum over the group, returned as a new tensor (the input is left alone).</summary>
     public static Tensor AllReduce(Tensor x, ICommunicator group)
     {
-        var y = x.contiguous().clone();
+        using var c = x.contiguous();
+        var y = c.clone();
         group.AllReduceSum(y);
         return y;
     }
@@ -36,25 +41,36 @@ public static class Region
     /// <summary>Every rank's x concatenated along <paramref name="dim"/> in rank order.</summary>
     public static Tensor AllGather(Tensor x, long dim, ICommunicator group)
     {
-        var moved = x.movedim([dim], [0L]).contiguous();                        // [n, …]
+        using var view = x.movedim([dim], [0L]);
+        using var moved = view.contiguous();                                   // [n, …]
         var shape = moved.shape.ToArray();
         shape[0] *= group.WorldSize;
-        var output = empty(shape, x.dtype, device: x.device);              // [world·n, …]
+        using var output = empty(shape, x.dtype, device: x.device);        // [world·n, …]
         group.AllGather(moved, output);
-        return output.movedim([0L], [dim]);
+        return Contiguous(output.movedim([0L], [dim]));
     }
 
     /// <summary>This rank's block (along <paramref name="dim"/>, in rank order) of the sum over the group.</summary>
     public static Tensor ReduceScatter(Tensor x, long dim, ICommunicator group)
     {
-        var moved = x.movedim([dim], [0L]).contiguous();                        // [world·n, …]
+        using var view = x.movedim([dim], [0L]);
+        using var moved = view.contiguous();                                   // [world·n, …]
         var shape = moved.shape.ToArray();
         if (shape[0] % group.WorldSize != 0)
             throw new ArgumentException($"reduce-scatter along dim {dim}: size {shape[0]} is not divisible by the group's {group.WorldSize} ranks");
         shape[0] /= group.WorldSize;
-        var output = empty(shape, x.dtype, device: x.device);
+        using var output = empty(shape, x.dtype, device: x.device);
         group.ReduceScatterSum(moved, output);
-        return output.movedim([0L], [dim]);
+        return Contiguous(output.movedim([0L], [dim]));
+    }
+
+    /// <summary>
+    /// A contiguous copy (the same tensor when it already is), the view disposed: a strided result would make the next
+    /// matmul or norm copy it again, and autograd would keep both.
+    /// </summary>
+    static Tensor Contiguous(Tensor view)
+    {
+        using (view) return view.contiguous();
     }
 
     /// <summary>This rank's chunk of x along <paramref name="dim"/> (a copy).</summary>

@@ -85,6 +85,18 @@ public class CommunicationVolumeTests : IClassFixture<TrainingFixture>
         Assert.Equal(["dp_cp", "tp"], bytes.Keys.Order());
     }
 
+    [Fact]
+    public void Plan_device_cpu_prints_trains_volume_for_a_layout_under_mpirun()
+    {
+        // PP2 of tiny, micro-batch 2 × 16, 4 sequences: 2 micro-batches; the same hand count as the formula test above.
+        var r = DistributedTests.Mpirun(2, ["plan", "--device", "cpu", "--calibrate", "--model", "tiny", "--vocab", "257", "--micro-batch", "2",
+            "--seq", "16", "--batch", "4", "--pp", "2", "--json"]);
+        Assert.True(r.ExitCode == 0, r.Out + r.Err);
+        var json = JsonNode.Parse(r.Out[r.Out.IndexOf('{')..])!;
+        Assert.Null(json["predicted"]);                                   // step time: data parallelism only
+        Assert.Equal(2 * 8192 + 257 * 64 * 4 + 8 + 4, (double)json["communicationBytes"]!["pp"]!);
+    }
+
     /// <summary>Two ranks, 2 steps: every step's measured bytes per group equal the prediction for the same model and layout.</summary>
     [Theory]
     [InlineData("tiny", "--tp 2", 2, 16, 1)]

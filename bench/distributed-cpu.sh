@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 model="${1:-small}"; steps="${2:-4}"; mb="${3:-2}"; seq="${4:-64}"
 sections="${SECTIONS:-layouts sp kill}"
 default_layouts="1 rank:1:;DP2:2:;ZeRO-1 DP2:2:--zero 1;ZeRO-2 DP2:2:--zero 2;ZeRO-3 DP2:2:--zero 3;TP2:2:--tp 2;TP2+SP:2:--tp 2 --sequence-parallel"
-default_layouts+=";CP2:2:--cp 2;PP2:2:--pp 2;TP2xCP2:4:--tp 2 --cp 2;PP2xDP2:4:--pp 2"
+default_layouts+=";CP2:2:--cp 2;PP2:2:--pp 2;TP2xCP2:4:--tp 2 --cp 2;PP2xDP2:4:--pp 2;TP2xPP2:4:--tp 2 --pp 2;CP2xPP2:4:--cp 2 --pp 2"
 out=$(mktemp -d); trap 'rm -rf "$out"' EXIT
 ./supercluster prepare --sample sotu --tokenizer byte --out "$out/data" > /dev/null
 vocab=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['vocab_size'])" "$out/data/meta.json")

@@ -178,25 +178,19 @@ public static class Generation
             shown = all?.Count ?? 0;
             await onDelta(index, s, lps);
         }
-        // Every token already waiting goes into one delta: a stream that falls behind the decode steps (many streams on
-        // few cores) sends one event per wake-up instead of one per token, so its cost per token falls as load rises.
-        var ready = new System.Text.StringBuilder();
-        while (!eot && !matcher.Stopped && await h.Tokens.WaitToReadAsync(CancellationToken.None))
+        // One event per token, as OpenAI and vLLM stream (a client reads each token's logprobs from its own chunk); coalescing
+        // the tokens waiting for a stream into one event saved no measurable server CPU at 16 clients (docs/serving.md).
+        await foreach (var token in h.Tokens.ReadAllAsync(CancellationToken.None))
         {
-            while (h.Tokens.TryRead(out var token))
-            {
-                count++;
-                TokenLogprob? lp = null;
-                if (all is not null && h.Picker is { } picker) picker.Logprobs.TryDequeue(out lp);   // queued before the token was sent
-                if (token == m.Tokenizer.EotToken) { eot = true; break; }   // the scheduler may not have marked it finished yet
-                var piece = decoder.Add(token);
-                if (lp is not null) all!.Add(new TokenInfo(lp, decoded));
-                decoded += piece.Length;
-                ready.Append(matcher.Feed(piece));
-                if (matcher.Stopped) { stop.Cancel(); break; }
-            }
-            await Show(ready.ToString());
-            ready.Clear();
+            count++;
+            TokenLogprob? lp = null;
+            if (all is not null && h.Picker is { } picker) picker.Logprobs.TryDequeue(out lp);   // queued before the token was sent
+            if (token == m.Tokenizer.EotToken) { eot = true; break; }   // the scheduler may not have marked it finished yet
+            var piece = decoder.Add(token);
+            if (lp is not null) all!.Add(new TokenInfo(lp, decoded));
+            decoded += piece.Length;
+            await Show(matcher.Feed(piece));
+            if (matcher.Stopped) { stop.Cancel(); break; }
         }
         if (!matcher.Stopped) await Show(matcher.Feed(decoder.Flush()) + matcher.Flush(), last: true);
         else await Show("", last: true);

@@ -9,7 +9,9 @@ namespace Supercluster.Checkpointing;
 /// </summary>
 public static class DurableFile
 {
-    public static void WriteAllText(string path, string text)
+    public static void WriteAllText(string path, string text) => WriteAllBytes(path, Encoding.UTF8.GetBytes(text));
+
+    public static void WriteAllBytes(string path, ReadOnlySpan<byte> bytes)
     {
         string full = Path.GetFullPath(path);
         string dir = Path.GetDirectoryName(full)!;
@@ -18,7 +20,7 @@ public static class DurableFile
         {
             using (var f = new FileStream(tmp, FileMode.Create, FileAccess.Write, FileShare.None))
             {
-                f.Write(Encoding.UTF8.GetBytes(text));
+                f.Write(bytes);
                 f.Flush(flushToDisk: true);
             }
             File.Move(tmp, full, overwrite: true);

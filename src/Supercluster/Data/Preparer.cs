@@ -210,8 +210,12 @@ public static class Preparer
     /// <summary>
     /// Chunks of about <paramref name="chunkChars"/> characters, the next one read on another thread while the caller
     /// processes the current one (reading and parsing would otherwise leave the cores idle). At most two chunks are
-    /// held: one being processed and one read ahead. Errors of the reader surface here, in order.
+    /// held: one being processed and one read ahead. Errors of the reader surface here, in order. The first chunk is
+    /// small (<see cref="FirstChunkChars"/>) and sizes double up to <paramref name="chunkChars"/>, so the cores start
+    /// work after a short read instead of waiting for a whole chunk (on a small input, most of the run).
     /// </summary>
+    const long FirstChunkChars = 1 << 18;
+
     static IEnumerable<(List<Document> Chunk, long Chars)> ReadAhead(IEnumerable<Document> documents, long chunkChars)
     {
         using var ready = new BlockingCollection<(List<Document>, long)>(boundedCapacity: 1);
@@ -221,14 +225,14 @@ public static class Preparer
             try
             {
                 var chunk = new List<Document>();
-                long chars = 0;
+                long chars = 0, target = Math.Min(chunkChars, FirstChunkChars);
                 foreach (var doc in documents)
                 {
                     chunk.Add(doc);
                     chars += doc.Text.Length;
-                    if (chars < chunkChars) continue;
+                    if (chars < target) continue;
                     ready.Add((chunk, chars), stop.Token);
-                    (chunk, chars) = ([], 0);
+                    (chunk, chars, target) = ([], 0, Math.Min(chunkChars, 2 * target));
                 }
                 if (chunk.Count > 0) ready.Add((chunk, chars), stop.Token);
             }

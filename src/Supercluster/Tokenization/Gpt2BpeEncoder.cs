@@ -1,4 +1,6 @@
+using System.Buffers.Binary;
 using System.Globalization;
+using System.IO.Hashing;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using Supercluster.Runtime;
@@ -39,29 +41,115 @@ public sealed class Gpt2BpeEncoder
     /// pre-tokenized piece too long for the array merge (the reference encoder).
     /// </summary>
     public Gpt2BpeEncoder(IEnumerable<string> ranks, string specialText, Func<string, int[]> longPiece)
+        : this(ParseRanks(ranks), null, specialText, longPiece) { }
+
+    Gpt2BpeEncoder(Dictionary<string, int> vocab, Dictionary<long, int>? merges, string specialText, Func<string, int[]> longPiece)
     {
         _special = specialText;
         _longPiece = longPiece;
-        _vocab = new Dictionary<string, int>(StringComparer.Ordinal);
+        _vocab = vocab;
+        _vocabBySpan = _vocab.GetAlternateLookup<ReadOnlySpan<char>>();
+        Array.Fill(_byteToken, -1);
+        foreach (var (key, id) in _vocab)
+            if (key.Length == 1) _byteToken[key[0]] = id;
+        if (merges is not null) _merges = merges;
+        else
+            foreach (var (key, id) in _vocab)
+                for (int k = 1; k < key.Length; k++)
+                    if (_vocabBySpan.TryGetValue(key.AsSpan(0, k), out var l) && _vocabBySpan.TryGetValue(key.AsSpan(k), out var r))
+                        _merges[Pair(l, r)] = id;
+        if (Array.IndexOf(_byteToken, -1) >= 0) throw new InvalidDataException("GPT-2 ranks lack a single-byte token");
+        MaxId = _vocab.Values.Max();
+        _state = new ThreadLocal<State>(() => new State());
+    }
+
+    static Dictionary<string, int> ParseRanks(IEnumerable<string> ranks)
+    {
+        var vocab = new Dictionary<string, int>(StringComparer.Ordinal);
         foreach (var line in ranks)
         {
             int sp = line.IndexOf(' ');
             if (sp <= 0) continue;
             var bytes = Convert.FromBase64String(line[..sp]);
-            _vocab[Latin1(bytes)] = int.Parse(line.AsSpan(sp + 1), CultureInfo.InvariantCulture);
+            vocab[Latin1(bytes)] = int.Parse(line.AsSpan(sp + 1), CultureInfo.InvariantCulture);
         }
-        _vocabBySpan = _vocab.GetAlternateLookup<ReadOnlySpan<char>>();
-        Array.Fill(_byteToken, -1);
+        return vocab;
+    }
+
+    // ---- tables cache: parsing the text ranks and deriving the merges is most of the load time ----
+
+    const ulong TablesMagic = 0x3142_5045_4232_4353; // "SC2BEPB1" little-endian: format 1 of the tables file
+
+    /// <summary>
+    /// The parsed tables (token bytes → id, (left, right) → id), tagged with <paramref name="source"/> (the text
+    /// ranks they were made from: its length and xxHash3) and checksummed, for <see cref="ReadTables"/>.
+    /// </summary>
+    public byte[] WriteTables(ReadOnlySpan<byte> source)
+    {
+        var body = new MemoryStream();
+        Span<byte> b = stackalloc byte[12];
+        BinaryPrimitives.WriteInt32LittleEndian(b, _vocab.Count);
+        body.Write(b[..4]);
         foreach (var (key, id) in _vocab)
         {
-            if (key.Length == 1) { _byteToken[key[0]] = id; continue; }
-            for (int k = 1; k < key.Length; k++)
-                if (_vocabBySpan.TryGetValue(key.AsSpan(0, k), out var l) && _vocabBySpan.TryGetValue(key.AsSpan(k), out var r))
-                    _merges[Pair(l, r)] = id;
+            BinaryPrimitives.WriteInt32LittleEndian(b, id);
+            BinaryPrimitives.WriteUInt16LittleEndian(b[4..], checked((ushort)key.Length));
+            body.Write(b[..6]);
+            foreach (var c in key) body.WriteByte((byte)c);
         }
-        if (Array.IndexOf(_byteToken, -1) >= 0) throw new InvalidDataException("GPT-2 ranks lack a single-byte token");
-        _state = new ThreadLocal<State>(() => new State());
+        BinaryPrimitives.WriteInt32LittleEndian(b, _merges.Count);
+        body.Write(b[..4]);
+        foreach (var (pair, id) in _merges)
+        {
+            BinaryPrimitives.WriteInt64LittleEndian(b, pair);
+            BinaryPrimitives.WriteInt32LittleEndian(b[8..], id);
+            body.Write(b);
+        }
+        var bodyBytes = body.ToArray();
+        var file = new byte[24 + bodyBytes.Length + 8];
+        BinaryPrimitives.WriteUInt64LittleEndian(file, TablesMagic);
+        BinaryPrimitives.WriteInt64LittleEndian(file.AsSpan(8), source.Length);
+        BinaryPrimitives.WriteUInt64LittleEndian(file.AsSpan(16), XxHash3.HashToUInt64(source));
+        bodyBytes.CopyTo(file, 24);
+        BinaryPrimitives.WriteUInt64LittleEndian(file.AsSpan(24 + bodyBytes.Length), XxHash3.HashToUInt64(bodyBytes));
+        return file;
     }
+
+    /// <summary>
+    /// The encoder of tables written by <see cref="WriteTables"/> from the same <paramref name="source"/>; null when
+    /// <paramref name="tables"/> is of another format or source, or damaged (the caller rebuilds them).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static Gpt2BpeEncoder? ReadTables(ReadOnlySpan<byte> tables, ReadOnlySpan<byte> source, string specialText, Func<string, int[]> longPiece)
+    {
+        if (tables.Length < 40 || BinaryPrimitives.ReadUInt64LittleEndian(tables) != TablesMagic
+            || BinaryPrimitives.ReadInt64LittleEndian(tables[8..]) != source.Length
+            || BinaryPrimitives.ReadUInt64LittleEndian(tables[16..]) != XxHash3.HashToUInt64(source))
+            return null;
+        var body = tables[24..^8];
+        if (BinaryPrimitives.ReadUInt64LittleEndian(tables[^8..]) != XxHash3.HashToUInt64(body)) return null;
+        try
+        {
+            int n = BinaryPrimitives.ReadInt32LittleEndian(body), at = 4;
+            var vocab = new Dictionary<string, int>(n, StringComparer.Ordinal);
+            for (int i = 0; i < n; i++)
+            {
+                int id = BinaryPrimitives.ReadInt32LittleEndian(body[at..]), len = BinaryPrimitives.ReadUInt16LittleEndian(body[(at + 4)..]);
+                vocab.Add(Encoding.Latin1.GetString(body.Slice(at + 6, len)), id);
+                at += 6 + len;
+            }
+            int m = BinaryPrimitives.ReadInt32LittleEndian(body[at..]);
+            at += 4;
+            var merges = new Dictionary<long, int>(m, PairKeyComparer.Instance);
+            for (int i = 0; i < m; i++, at += 12)
+                merges.Add(BinaryPrimitives.ReadInt64LittleEndian(body[at..]), BinaryPrimitives.ReadInt32LittleEndian(body[(at + 8)..]));
+            return at == body.Length ? new Gpt2BpeEncoder(vocab, merges, specialText, longPiece) : null;
+        }
+        catch (Exception e) when (e is ArgumentException or IndexOutOfRangeException) { return null; } // a checksum collision on damage: rebuild
+    }
+
+    /// <summary>Largest token id of the ranks (special tokens not included).</summary>
+    public int MaxId { get; }
 
     /// <summary>
     /// Ids of <paramref name="text"/>. Like the reference, the special token's text splits the text into segments

@@ -2,6 +2,7 @@ using System.Text;
 using System.Text.Json;
 using System.Text.RegularExpressions;
 using Microsoft.ML.Tokenizers;
+using Supercluster.Checkpointing;
 using Supercluster.Runtime;
 
 namespace Supercluster.Tokenization;
@@ -23,22 +24,41 @@ public static class Gpt2Ranks
     /// <summary>Loads (fetching and converting on first use) the GPT-2 tokenizer.</summary>
     public static TextTokenizer Load()
     {
-        var reference = LoadLibrary(out var ranksFile);
-        var fast = new Gpt2BpeEncoder(File.ReadLines(ranksFile), EndOfTextText, piece => [.. reference.EncodeToIds(piece)]);
-        return new TiktokenTextTokenizer("gpt2", reference, fast: fast);
+        var ranksFile = RanksFile();
+        var reference = new Lazy<TiktokenTokenizer>(() => LoadLibrary(ranksFile));
+        Func<string, int[]> longPiece = piece => [.. reference.Value.EncodeToIds(piece)];
+        var source = File.ReadAllBytes(ranksFile);
+        var tablesFile = TablesFile(ranksFile);
+        var fast = File.Exists(tablesFile) ? Gpt2BpeEncoder.ReadTables(File.ReadAllBytes(tablesFile), source, EndOfTextText, longPiece) : null;
+        if (fast is null)
+        {
+            fast = new Gpt2BpeEncoder(File.ReadLines(ranksFile), EndOfTextText, longPiece);
+            try { DurableFile.WriteAllBytes(tablesFile, fast.WriteTables(source)); }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException) { /* a read-only cache only costs load time */ }
+        }
+        return new TiktokenTextTokenizer("gpt2", () => reference.Value, fast, EndOfText);
     }
 
-    /// <summary>GPT-2 through Microsoft.ML.Tokenizers alone: the reference the fast encoder is tested against.</summary>
-    public static TextTokenizer LoadReference() => new TiktokenTextTokenizer("gpt2", LoadLibrary(out _));
+    /// <summary>The encoder's parsed tables next to <paramref name="ranksFile"/> (<see cref="Gpt2BpeEncoder.WriteTables"/>): loads several times faster than the text.</summary>
+    public static string TablesFile(string ranksFile) => Path.ChangeExtension(ranksFile, ".tables");
 
-    static TiktokenTokenizer LoadLibrary(out string ranksFile)
+    /// <summary>GPT-2 through Microsoft.ML.Tokenizers alone: the reference the fast encoder is tested against.</summary>
+    public static TextTokenizer LoadReference() => new TiktokenTextTokenizer("gpt2", LoadLibrary(RanksFile()));
+
+    /// <summary>The ranks in tiktoken text format, fetched and converted on first use.</summary>
+    public static string RanksFile()
     {
-        ranksFile = Path.Combine(NpmAssets.CacheRoot(), "tokenizers", $"gpt2-tiktoken-{NpmVersion}.tiktoken");
+        var ranksFile = Path.Combine(NpmAssets.CacheRoot(), "tokenizers", $"gpt2-tiktoken-{NpmVersion}.tiktoken");
         if (!File.Exists(ranksFile))
         {
             var package = NpmAssets.GetPackage(NpmPackage, NpmVersion);
             Convert(Path.Combine(package, "encoders", "gpt2.json"), ranksFile);
         }
+        return ranksFile;
+    }
+
+    static TiktokenTokenizer LoadLibrary(string ranksFile)
+    {
         var specials = new Dictionary<string, int> { [EndOfTextText] = EndOfText };
         var pre = new RegexPreTokenizer(new Regex(Pattern, RegexOptions.Compiled), specials);
         using var stream = File.OpenRead(ranksFile);

@@ -6,16 +6,15 @@ namespace Supercluster.Tokenization;
 /// <summary>Byte-level BPE (GPT-2, cl100k, o200k) through Microsoft.ML.Tokenizers' tiktoken implementation.</summary>
 public sealed class TiktokenTextTokenizer : TextTokenizer
 {
-    readonly TiktokenTokenizer _inner;
+    readonly Lazy<TiktokenTokenizer> _inner;
     readonly Gpt2BpeEncoder? _fast;
     readonly Lazy<IReadOnlyDictionary<int, ReadOnlyMemory<byte>>?> _bytes;
 
-    /// <summary><paramref name="fast"/>, when given, encodes instead of <paramref name="inner"/> (same ids, tested); decoding stays with <paramref name="inner"/>.</summary>
-    public TiktokenTextTokenizer(string name, TiktokenTokenizer inner, string eot = "<|endoftext|>", Gpt2BpeEncoder? fast = null)
+    /// <summary>Encodes and decodes with <paramref name="inner"/>; eot and vocabulary size are read from it.</summary>
+    public TiktokenTextTokenizer(string name, TiktokenTokenizer inner, string eot = "<|endoftext|>")
     {
         Name = name;
-        _inner = inner;
-        _fast = fast;
+        _inner = new(inner);
         _bytes = new(() => RawDecoder(inner));
         EotToken = inner.SpecialTokens?.TryGetValue(eot, out var id) == true
             ? id : throw new ArgumentException($"tokenizer {name} has no special token {eot}");
@@ -25,18 +24,33 @@ public sealed class TiktokenTextTokenizer : TextTokenizer
         VocabSize = max + 1;
     }
 
+    /// <summary>
+    /// <paramref name="fast"/> encodes (same ids as <paramref name="inner"/>, tested); <paramref name="inner"/> decodes and
+    /// is built only when first needed: <c>prepare</c> never decodes, and building it costs as much as loading
+    /// <paramref name="fast"/>. The special token <paramref name="eotToken"/> sits above the ranks.
+    /// </summary>
+    public TiktokenTextTokenizer(string name, Func<TiktokenTokenizer> inner, Gpt2BpeEncoder fast, int eotToken)
+    {
+        Name = name;
+        _inner = new(inner);
+        _fast = fast;
+        _bytes = new(() => RawDecoder(_inner.Value));
+        EotToken = eotToken;
+        VocabSize = Math.Max(eotToken, fast.MaxId) + 1;
+    }
+
     public override string Name { get; }
     public override int VocabSize { get; }
     public override int EotToken { get; }
 
-    public override int[] Encode(string text) => text.Length == 0 ? [] : _fast is { } f ? f.Encode(text) : [.. _inner.EncodeToIds(text)];
+    public override int[] Encode(string text) => text.Length == 0 ? [] : _fast is { } f ? f.Encode(text) : [.. _inner.Value.EncodeToIds(text)];
 
-    public override string Decode(ReadOnlySpan<int> tokens) => _inner.Decode(tokens.ToArray());
+    public override string Decode(ReadOnlySpan<int> tokens) => _inner.Value.Decode(tokens.ToArray());
 
     public override byte[] TokenBytes(int token)
     {
         if (_bytes.Value is { } table && table.TryGetValue(token, out var bytes)) return bytes.ToArray();
-        foreach (var (text, id) in _inner.SpecialTokens ?? new Dictionary<string, int>())
+        foreach (var (text, id) in _inner.Value.SpecialTokens ?? new Dictionary<string, int>())
             if (id == token) return Encoding.UTF8.GetBytes(text);
         if (token >= 0 && token < VocabSize) return Encoding.UTF8.GetBytes(Decode([token])); // fallback: lossy for partial characters
         throw new ArgumentOutOfRangeException(nameof(token), token, $"not a {Name} token");

@@ -138,6 +138,12 @@ public class PreparerTests
         Assert.Equal(2_074_301, meta.TrainTokens + meta.ValTokens);
         Assert.Equal(11, meta.ValDocuments);
         Assert.Equal([37, 5037, 12, 34, 34100, 286, 262, 3845], ReadAll(dir.Path, meta.TrainShards).Take(8));
+        // Byte-identical shards to those of main at a7a62f1 (before the load-time work of issue 14: lazy reference
+        // tokenizer, cached encoder tables, ramped read chunks): speed changes must not change a byte.
+        Assert.Equal("4a899b088c65d42612e24bebba53c38e496e5feb2a11fb10961474d34904404e", Sha256(dir["train_000000.bin"]));
+        Assert.Equal("426af4a47c2c5c1b94f2d4b06b630348ded3c6119bfd3592ee101ebccada4474", Sha256(dir["val_000000.bin"]));
         Assert.Contains("unknown sample 'enron'", Assert.Throws<BadInputException>(() => SampleCorpora.Open("enron")).Message);
     }
+
+    static string Sha256(string path) => Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(File.ReadAllBytes(path)));
 }

@@ -89,4 +89,58 @@ public class Gpt2BpeEncoderTests
         Assert.Equal(regex, pieces);
         Assert.Equal(["I", "'m", " ", " here", ",", "\t", "they", "'", "LL", " ", " see", " 42", " ", " apples", "\n\n ", " x", "  "], pieces);
     }
+
+    [Fact]
+    public void CachedTablesLoadTheSameEncoder()
+    {
+        var ranksFile = Gpt2Ranks.RanksFile();
+        var source = File.ReadAllBytes(ranksFile);
+        Func<string, int[]> longPiece = p => Reference.Encode(p);
+        var built = new Gpt2BpeEncoder(File.ReadLines(ranksFile), Gpt2Ranks.EndOfTextText, longPiece);
+        var tables = built.WriteTables(source);
+        var loaded = Gpt2BpeEncoder.ReadTables(tables, source, Gpt2Ranks.EndOfTextText, longPiece);
+        Assert.NotNull(loaded);
+        Assert.Equal(tables, loaded.WriteTables(source)); // same vocabulary and merges, entry for entry
+        Assert.Equal(built.MaxId, loaded.MaxId);
+        var rng = new Random(3);
+        for (int doc = 0; doc < 50; doc++)
+        {
+            var text = Adversarial(rng, rng.Next(1, 200));
+            Assert.Equal(built.Encode(text), loaded.Encode(text));
+        }
+    }
+
+    [Fact]
+    public void CachedTablesOfAnotherSourceOrDamagedAreRejected()
+    {
+        var source = File.ReadAllBytes(Gpt2Ranks.RanksFile());
+        var tables = new Gpt2BpeEncoder(File.ReadLines(Gpt2Ranks.RanksFile()), Gpt2Ranks.EndOfTextText, Reference.Encode).WriteTables(source);
+        Func<string, int[]> none = _ => [];
+        var otherSource = (byte[])source.Clone();
+        otherSource[100] ^= 1;
+        Assert.Null(Gpt2BpeEncoder.ReadTables(tables, otherSource, Gpt2Ranks.EndOfTextText, none));
+        Assert.Null(Gpt2BpeEncoder.ReadTables(tables, source.AsSpan(1), Gpt2Ranks.EndOfTextText, none));
+        var damaged = (byte[])tables.Clone();
+        damaged[tables.Length / 2] ^= 0x40;
+        Assert.Null(Gpt2BpeEncoder.ReadTables(damaged, source, Gpt2Ranks.EndOfTextText, none));
+        Assert.Null(Gpt2BpeEncoder.ReadTables(tables.AsSpan(0, tables.Length - 9), source, Gpt2Ranks.EndOfTextText, none));
+        var otherFormat = (byte[])tables.Clone();
+        otherFormat[0] ^= 1;
+        Assert.Null(Gpt2BpeEncoder.ReadTables(otherFormat, source, Gpt2Ranks.EndOfTextText, none));
+    }
+
+    [Fact]
+    public void LoadingWritesTheTablesAndTheTokenizerDecodesWithoutBuildingItFirst()
+    {
+        // Tokenizers.Create("gpt2") (the static Fast above) has written the tables next to the ranks; they are valid.
+        var ranksFile = Gpt2Ranks.RanksFile();
+        _ = Fast.Encode("x");
+        Assert.NotNull(Gpt2BpeEncoder.ReadTables(File.ReadAllBytes(Gpt2Ranks.TablesFile(ranksFile)), File.ReadAllBytes(ranksFile), Gpt2Ranks.EndOfTextText, _ => []));
+        // Decoding builds the lazily made reference tokenizer on demand; vocabulary and eot match the reference's.
+        Assert.Equal("Hello world", Fast.Decode(Fast.Encode("Hello world")));
+        Assert.Equal(Reference.VocabSize, Fast.VocabSize);
+        Assert.Equal(Reference.EotToken, Fast.EotToken);
+        Assert.Equal(Reference.TokenBytes(50256), Fast.TokenBytes(50256));
+        Assert.Equal(Reference.TokenBytes(31373), Fast.TokenBytes(31373));
+    }
 }

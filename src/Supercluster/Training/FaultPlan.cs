@@ -32,11 +32,14 @@ public sealed record FaultPlan(string Kind, int Rank, long Step)
         return new FaultPlan(kind, rank, step);
     }
 
+    /// <summary>Written when a fault fires (before a hang begins), so it fires once per run directory.</summary>
+    public static string MarkerPath(string runDir, string kind, int rank, long step) => Path.Combine(runDir, $".fault-{kind}-rank{rank}-step{step}");
+
     /// <summary>Fires the fault if it matches (kind, rank, step) and has not fired in this run directory before.</summary>
     public void MaybeFire(string kind, int rank, long step, string runDir, TextWriter log)
     {
         if (kind != Kind || rank != Rank || step != Step) return;
-        string marker = Path.Combine(runDir, $".fault-{Kind}-rank{Rank}-step{Step}");
+        string marker = MarkerPath(runDir, Kind, Rank, Step);
         if (File.Exists(marker)) return;
         File.WriteAllText(marker, DateTime.UtcNow.ToString("o"));
         log.WriteLine($"fault injection: {Kind} on rank {Rank} at step {Step}");

@@ -169,7 +169,7 @@ public abstract record FaultDrill(string Name)
         {
             // The first job hangs after its step-4 checkpoint, holding the lock (a marker file says it got there).
             using var first = CliProcess.Start(null, job.Train(run, "--fault", "hang:rank=0:step=4"));
-            string marker = Path.Combine(run, ".fault-hang-rank0-step4");
+            string marker = FaultPlan.MarkerPath(run, "hang", 0, 4);
             Assert.True(SpinWait.SpinUntil(() => File.Exists(marker) || first.HasExited, TimeSpan.FromMinutes(3)), "the first job never reached step 4");
             Assert.False(first.HasExited);
             string metricsBefore = File.ReadAllText(Path.Combine(run, "metrics.jsonl"));

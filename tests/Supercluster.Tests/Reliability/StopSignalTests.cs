@@ -34,6 +34,10 @@ public class StopSignalTests(DrillJob job)
         // The run hangs after its first step (as a stuck collective would), so the first signal's graceful stop can never
         // finish before the second arrives: without the hang a tiny model's step can end, checkpoint and exit in between.
         using var p = StartAndWaitForFirstStep(job.Train(run, "--steps", "100000", "--checkpoint-every", "0", "--fault", "hang:rank=0:step=1"), run, lines);
+        // Signal only once the hang has begun (its marker is written just before it sleeps): a signal between step 1's
+        // metrics line and its stop check would be a first signal honoured with a checkpoint, as it should be.
+        Assert.True(SpinWait.SpinUntil(() => File.Exists(FaultPlan.MarkerPath(run, "hang", 0, 1)) || p.HasExited, TimeSpan.FromMinutes(1)), string.Join('\n', lines));
+        Assert.False(p.HasExited, string.Join('\n', lines));
         Signals.Send(p, Signals.SIGTERM);
         Assert.True(SpinWait.SpinUntil(() => lines.Any(l => l.StartsWith("SIGTERM received")) || p.HasExited, TimeSpan.FromMinutes(1)));
         Signals.Send(p, Signals.SIGTERM);

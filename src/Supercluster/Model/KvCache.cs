@@ -14,7 +14,7 @@ namespace Supercluster.Model;
 public class KvCache : IDisposable
 {
     protected readonly Tensor[] _k, _v; // per layer [B, n_kv_head, seq_len, head_dim]
-    readonly Device _device;
+    private protected readonly Device _device;
     (long Start, long T, Tensor Positions, Tensor? Mask)? _step;     // this forward's positions and mask, made once for all layers
 
     public KvCache(ModelConfig c, long batch, Device device, ScalarType dtype)
@@ -98,7 +98,7 @@ public class KvCache : IDisposable
         Tensor? _positions;
 
         public override Tensor Positions(long t) =>                                                                      // [1, T]
-            _positions is { } p && p.shape[1] == t ? p : _positions = arange(t, dtype: ScalarType.Int64, device: device).unsqueeze(0);
+            _positions is { } p && p.shape[1] == t ? p : _positions = arange(t, dtype: ScalarType.Int64, device: _device).unsqueeze(0);
         public override Tensor? Mask(long t) => null;
         public override (Tensor K, Tensor V) Append(int layer, Tensor k, Tensor v) => (k, v);
         public override void Advance(long tokens) { }

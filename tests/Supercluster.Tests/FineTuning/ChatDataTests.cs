@@ -56,7 +56,7 @@ public class ChatDataTests
         Assert.Equal(meta.Chat.TrainedTokens, m.Count(b => b == 1));
         // Every sequence starts a conversation (no conversation is split across sequences): its first byte is 'S', 'U'.
         for (long s = 0; s < meta.Chat.Sequences; s++) Assert.Contains((char)reader[s * 128], "SU");
-        Assert.False(Directory.EnumerateFileSystemEntries(dir.Path).Any(p => p.Contains(".tmp")));
+        Assert.DoesNotContain(Directory.EnumerateFileSystemEntries(dir.Path), p => p.Contains(".tmp"));
 
         // The loader hands out the masks of the targets it hands out.
         using var loader = new TokenDataLoader(dir["data"], "train", 1, 128);

@@ -113,7 +113,10 @@ public class PipelineParallelTests : IClassFixture<TrainingFixture>
                 var (loss, gradNorm) = (rep.Doubles("loss"), rep.Doubles("norm"));
                 Assert.True(Math.Abs(loss[0] - loss[1]) <= 1e-5 * loss[0], $"{family} rank {r}: loss {loss[1]} vs {loss[0]}");
                 Assert.True(Math.Abs(gradNorm[0] - gradNorm[1]) <= 1e-5 * gradNorm[0], $"{family} rank {r}: norm {gradNorm[1]} vs {gradNorm[0]}");
-                Assert.True(rep.GetProperty("weights_rel").GetDouble() <= 1e-5, $"{family} rank {r}: updated weights differ by {rep.GetProperty("weights_rel").GetDouble():E2}");
+                // The updated weights to 1e-4: AdamW's first update lr·g/(|g|+ε) has slope lr/ε at g ≈ 0, so elements whose true
+                // gradient is ~0 (the key bias) turn fp32 rounding differences of ~1e-10 into update differences of lr·1e-10/ε ≈ 1e-4
+                // each (lr 1e-2, ε 1e-8); 1e-5 failed once at 1.25e-5 (a loaded run: fp32 summation order is not fixed from run to run).
+                Assert.True(rep.GetProperty("weights_rel").GetDouble() <= 1e-4, $"{family} rank {r}: updated weights differ by {rep.GetProperty("weights_rel").GetDouble():E2}");
                 var n = rep.GetProperty("names").EnumerateArray().Select(e => e.GetString()!).ToArray();
                 double[] d = rep.Doubles("diff"), want = rep.Doubles("ref");
                 for (int i = 0; i < n.Length; i++)

@@ -9,7 +9,7 @@ reports total completion tokens/s, requests, p50/p99 request latency and p50/p99
 sent → first text chunk), and the 1-minute load average before and after (the machine is shared: a number measured
 under load is not the code's). "single-stream tokens/s" is the N=1 figure (one request at a time, prefill included).
 Completion tokens are the server's own count (supercluster_tokens_generated_total on /metrics, before and after the
-run): a stream that falls behind gets several tokens per SSE event, so events are not tokens.
+run): events are not tokens (a token that ends mid-character, or may start a stop string, shows with a later one).
 
 --server-pid PID adds the server's CPU time per generated token (user + system, from /proc): on a shared machine
 wall-clock tokens/s swing with other jobs, CPU time per token much less, so 1-vs-16 CPU ms/token is the load-robust

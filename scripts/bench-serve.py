@@ -11,7 +11,8 @@ under load is not the code's). "single-stream tokens/s" is the N=1 figure (one r
 Completion tokens are the server's own count (supercluster_tokens_generated_total on /metrics, before and after the
 run): events are not tokens (a token that ends mid-character, or may start a stop string, shows with a later one).
 
---server-pid PID adds the server's CPU time per generated token (user + system, from /proc): on a shared machine
+--server-pid PID adds the server's CPU time per generated token (user + system, from /proc), and the part of it spent
+on the scheduler (decode) thread, the rest being HTTP/SSE work on other threads: on a shared machine
 wall-clock tokens/s swing with other jobs, CPU time per token much less, so 1-vs-16 CPU ms/token is the load-robust
 view of what batching saves.
 
@@ -69,6 +70,19 @@ def cpu_seconds(pid):
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
+def scheduler_seconds(pid):
+    """CPU seconds of the server's decode thread (named supercluster-scheduler; Linux shows 15 characters), or None."""
+    if not pid: return None
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f: s = f.read()
+        except FileNotFoundError: continue
+        if s[s.index("(") + 1:s.rindex(")")].startswith("supercluster-sc"):
+            fields = s.rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
 def cpus(spec):
     """'0,2-3' -> {0, 2, 3}"""
     out = set()
@@ -100,6 +114,7 @@ def run(url, clients, seconds, max_tokens, prefix, pid=None):
     load0 = load()
     gen0 = generated(url)
     cpu0 = cpu_seconds(pid)
+    sched0 = scheduler_seconds(pid)
     mine0 = client_cpu()
     stop = time.perf_counter() + seconds
     def worker(c):
@@ -122,6 +137,7 @@ def run(url, clients, seconds, max_tokens, prefix, pid=None):
     wall = time.perf_counter() - t0
     toks = int(generated(url) - gen0)
     cpu = cpu_seconds(pid) - cpu0 if pid else None
+    sched = scheduler_seconds(pid) - sched0 if pid else None
     mine = client_cpu() - mine0
     lat.sort(); ttft.sort()
     return {"server_cpu_ms_per_token": round(cpu * 1000 / toks, 3) if cpu is not None and toks else None,
@@ -130,7 +146,9 @@ def run(url, clients, seconds, max_tokens, prefix, pid=None):
             "ttft_p50_ms": pct(ttft, 0.5), "ttft_p99_ms": pct(ttft, 0.99), "load_before": load0, "load_after": load(),
             "client_cpu_s": round(mine, 2), "client_cpu_share": round(mine / wall, 2),
             "client_cpu_ms_per_token": round(mine * 1000 / toks, 3) if toks else None,
-            "server_cpu_share": round(cpu / wall, 2) if cpu is not None else None}
+            "server_cpu_share": round(cpu / wall, 2) if cpu is not None else None,
+            # The decode thread's share of it; the rest is HTTP, SSE and detokenising on other threads.
+            "scheduler_cpu_ms_per_token": round(sched * 1000 / toks, 3) if sched is not None and toks else None}
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
@@ -164,10 +182,10 @@ if __name__ == "__main__":
     cpu = rows[0]["server_cpu_ms_per_token"] is not None
     print(f"\n{placement}")
     print("| clients | tokens/s (× %d client%s) | TTFT p50 / p99 | latency p50 / p99 |%s client CPU ms/token (cores) | errors | load |"
-          % (rows[0]["clients"], "" if rows[0]["clients"] == 1 else "s", " server CPU ms/token (cores) |" if cpu else ""))
-    print("| --- | --- | --- | --- |%s --- | --- | --- |" % (" --- |" if cpu else ""))
+          % (rows[0]["clients"], "" if rows[0]["clients"] == 1 else "s", " server CPU ms/token (cores) | of it, scheduler thread |" if cpu else ""))
+    print("| --- | --- | --- | --- |%s --- | --- | --- |" % (" --- | --- |" if cpu else ""))
     for r in rows:
-        c = f" {r['server_cpu_ms_per_token']} ({r['server_cpu_share']}) |" if cpu else ""
+        c = f" {r['server_cpu_ms_per_token']} ({r['server_cpu_share']}) | {r['scheduler_cpu_ms_per_token']} |" if cpu else ""
         print(f"| {r['clients']} | {r['tokens_per_s']:,.0f} ({r['speedup']}) | {r['ttft_p50_ms']} / {r['ttft_p99_ms']} ms | {r['p50_ms']} / {r['p99_ms']} ms |{c} "
               f"{r['client_cpu_ms_per_token']} ({r['client_cpu_share']}) | {r['errors']} | {r['load_before']}–{r['load_after']} |")
     by = {r["clients"]: r for r in rows}

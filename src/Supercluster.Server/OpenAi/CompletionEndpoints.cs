@@ -39,14 +39,21 @@ public static class CompletionEndpoints
         {
             Sse? sse = null;
             var started = new HashSet<int>();
-            async Task Delta(int i, string t, IReadOnlyList<TokenInfo> lps)
+            var templates = new Dictionary<int, ChunkTemplate>();
+            Task Delta(int i, string t, IReadOnlyList<TokenInfo> lps)
             {
                 string head = started.Add(i) ? EchoText(i) : "";
-                JsonNode? lp = p.TopLogprobs < 0 ? null : CompletionLogprobs(m, lps, head.Length);
-                await sse!.SendAsync(Chunk(i, head + t, lp, null));
+                if (p.TopLogprobs < 0)
+                {
+                    // Only the text differs between a choice's chunks: the rest is serialised once.
+                    if (!templates.TryGetValue(i, out var tpl)) templates[i] = tpl = new ChunkTemplate(Chunk(i, ChunkTemplate.Hole, null, null));
+                    sse!.Write(tpl, head + t);
+                }
+                else sse!.Write(Chunk(i, head + t, CompletionLogprobs(m, lps, head.Length), null));
+                return Task.CompletedTask;
             }
             // Admitted (or refused with 429) before the SSE headers go out; then the 200 is true.
-            var results = await RunAll(s, m, prompts, p, async () => sse = await Sse.StartAsync(ctx), Delta, ctx.RequestAborted);
+            var results = await RunAll(s, m, prompts, p, async () => sse = await Sse.StartAsync(ctx), new DeltaSink(Delta, () => sse!.FlushAsync()), ctx.RequestAborted);
             foreach (var c in results) await sse!.SendAsync(Chunk(c.Index, started.Contains(c.Index) ? "" : EchoText(c.Index), null, c.FinishReason));
             if (p.IncludeUsage) await sse!.SendAsync(UsageChunk(id, "text_completion", created, m.Name, promptTokens, results.Sum(c => c.CompletionTokens)));
             await sse!.DoneAsync();
@@ -193,7 +200,8 @@ public static class CompletionEndpoints
             }
             var held = new Dictionary<int, (System.Text.StringBuilder Text, List<TokenInfo> Lps)>();
             var plain = new HashSet<int>();
-            async Task Delta(int i, string t, IReadOnlyList<TokenInfo> lps)
+            var templates = new Dictionary<int, ChunkTemplate>();
+            Task Delta(int i, string t, IReadOnlyList<TokenInfo> lps)
             {
                 if (holdText && !plain.Contains(i))
                 {
@@ -201,13 +209,19 @@ public static class CompletionEndpoints
                     h.Text.Append(t); h.Lps.AddRange(lps);
                     var sofar = h.Text.ToString().TrimStart();
                     if (sofar.Length == 0 || ChatTemplate.ToolCallOpen.StartsWith(sofar, StringComparison.Ordinal)
-                        || sofar.StartsWith(ChatTemplate.ToolCallOpen, StringComparison.Ordinal)) return;   // may still be a call
+                        || sofar.StartsWith(ChatTemplate.ToolCallOpen, StringComparison.Ordinal)) return Task.CompletedTask;   // may still be a call
                     plain.Add(i); held.Remove(i);
                     t = h.Text.ToString(); lps = h.Lps;
                 }
-                await sse!.SendAsync(Chunk(i, new JsonObject { ["content"] = t }, p.TopLogprobs < 0 ? null : ChatLogprobs(m, lps), null));
+                if (p.TopLogprobs < 0)
+                {
+                    if (!templates.TryGetValue(i, out var tpl)) templates[i] = tpl = new ChunkTemplate(Chunk(i, new JsonObject { ["content"] = ChunkTemplate.Hole }, null, null));
+                    sse!.Write(tpl, t);
+                }
+                else sse!.Write(Chunk(i, new JsonObject { ["content"] = t }, ChatLogprobs(m, lps), null));
+                return Task.CompletedTask;
             }
-            var results = await RunAll(s, m, [ids], p, Start, Delta, ctx.RequestAborted);
+            var results = await RunAll(s, m, [ids], p, Start, new DeltaSink(Delta, () => sse!.FlushAsync()), ctx.RequestAborted);
             foreach (var c in results)
             {
                 string finish = c.FinishReason;
@@ -255,14 +269,17 @@ public static class CompletionEndpoints
     /// <paramref name="admitted"/> (streams send their headers there), then collects the results.
     /// </summary>
     internal static async Task<ChoiceResult[]> RunAll(ServerState s, LoadedModel m, List<int[]> prompts, GenerationParams p,
-        Func<Task>? admitted, Func<int, string, IReadOnlyList<TokenInfo>, Task>? onDelta, CancellationToken ct)
+        Func<Task>? admitted, DeltaSink? onDelta, CancellationToken ct)
     {
-        var gate = new SemaphoreSlim(1);
-        Func<int, string, IReadOnlyList<TokenInfo>, Task>? Delta(int offset) => onDelta is null ? null : async (i, t, lps) =>
+        // Choices of one response write to one stream: one at a time (a single choice needs no gate).
+        var gate = prompts.Count * p.N > 1 ? new SemaphoreSlim(1) : null;
+        async Task Gated(Func<Task> f)
         {
-            await gate.WaitAsync();
-            try { await onDelta(offset + i, t, lps); } finally { gate.Release(); }
-        };
+            await gate!.WaitAsync();
+            try { await f(); } finally { gate.Release(); }
+        }
+        DeltaSink? Delta(int offset) => onDelta is null ? null : gate is null ? onDelta
+            : new DeltaSink((i, t, lps) => Gated(() => onDelta.Write(offset + i, t, lps)), () => Gated(onDelta.Flush));
         var runs = new List<Generation.Run>();
         try
         {
@@ -418,6 +435,31 @@ public static class CompletionEndpoints
     }
 }
 
+/// <summary>
+/// A stream chunk serialised once around one string field (built from the chunk with <see cref="Hole"/> in that field):
+/// a token's event is then <see cref="Head"/>, the JSON string of its text, <see cref="Tail"/>, the same bytes the
+/// whole chunk would serialise to.
+/// </summary>
+public sealed class ChunkTemplate
+{
+    /// <summary>Put where the text goes; serialised as <c>"\u0001"</c>, which no other field of a chunk contains.</summary>
+    public const string Hole = "\u0001";
+    const string HoleJson = "\"\\u0001\"";
+
+    public ChunkTemplate(JsonNode chunk)
+    {
+        string s = chunk.ToJsonString();
+        int at = s.IndexOf(HoleJson, StringComparison.Ordinal);
+        if (at < 0 || s.IndexOf(HoleJson, at + 1, StringComparison.Ordinal) >= 0)
+            throw new ArgumentException("the chunk must hold ChunkTemplate.Hole in exactly one string field", nameof(chunk));
+        Head = System.Text.Encoding.UTF8.GetBytes(s[..at]);
+        Tail = System.Text.Encoding.UTF8.GetBytes(s[(at + HoleJson.Length)..]);
+    }
+
+    public byte[] Head { get; }
+    public byte[] Tail { get; }
+}
+
 /// <summary>Server-sent events: <c>data: {json}\n\n</c> per chunk, flushed at once, ending with <c>data: [DONE]</c>.</summary>
 public sealed class Sse
 {
@@ -435,16 +477,48 @@ public sealed class Sse
     }
 
     static readonly byte[] Data = "data: "u8.ToArray(), End = "\n\n"u8.ToArray();
+    Utf8JsonWriter? _json;                              // reused for every event of the stream
+
+    Utf8JsonWriter Json(System.IO.Pipelines.PipeWriter w)
+    {
+        if (_json is null) _json = new Utf8JsonWriter(w);
+        else _json.Reset(w);
+        return _json;
+    }
 
     /// <summary>One event, serialised straight into the response pipe and sent with one flush.</summary>
     public async Task SendAsync(JsonNode chunk)
     {
+        Write(chunk);
+        await FlushAsync();
+    }
+
+    /// <summary>One event into the response pipe, not yet sent (<see cref="FlushAsync"/>).</summary>
+    public void Write(JsonNode chunk)
+    {
         var w = _ctx.Response.BodyWriter;
         System.Buffers.BuffersExtensions.Write<byte>(w, Data);
-        using (var json = new System.Text.Json.Utf8JsonWriter(w)) chunk.WriteTo(json);
+        var json = Json(w);
+        chunk.WriteTo(json);
+        json.Flush();
         System.Buffers.BuffersExtensions.Write<byte>(w, End);
-        await w.FlushAsync(_ctx.RequestAborted);
     }
+
+    /// <summary>One event whose only new part is <paramref name="text"/> (JSON-escaped as the chunk's own serialiser would), not yet sent.</summary>
+    public void Write(ChunkTemplate chunk, string text)
+    {
+        var w = _ctx.Response.BodyWriter;
+        System.Buffers.BuffersExtensions.Write<byte>(w, Data);
+        System.Buffers.BuffersExtensions.Write<byte>(w, chunk.Head);
+        var json = Json(w);
+        json.WriteStringValue(text);
+        json.Flush();
+        System.Buffers.BuffersExtensions.Write<byte>(w, chunk.Tail);
+        System.Buffers.BuffersExtensions.Write<byte>(w, End);
+    }
+
+    /// <summary>Sends the events written so far (one socket write).</summary>
+    public async Task FlushAsync() => await _ctx.Response.BodyWriter.FlushAsync(_ctx.RequestAborted);
 
     public async Task DoneAsync()
     {

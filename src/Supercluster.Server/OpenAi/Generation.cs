@@ -30,6 +30,13 @@ public sealed record ChoiceResult(int Index, string Text, string FinishReason, i
     public IReadOnlyList<TokenLogprob>? PromptLogprobs { get; init; }
 }
 
+/// <summary>
+/// Where a stream's deltas go: <see cref="Write"/> puts one event (choice, text, logprobs of the tokens read since the
+/// last one) into the response without sending it, <see cref="Flush"/> sends what was written. Tokens already waiting
+/// for a stream are written one event each and flushed together: one socket write, same events.
+/// </summary>
+public sealed record DeltaSink(Func<int, string, IReadOnlyList<TokenInfo>, Task> Write, Func<Task> Flush);
+
 /// <summary>Runs the choices of one request through the scheduler, turning tokens into text and applying stop sequences.</summary>
 public static class Generation
 {
@@ -147,10 +154,9 @@ public static class Generation
     }
 
     /// <summary>
-    /// Awaits a run's choices; <paramref name="onDelta"/> (for streams) receives (choice, text, logprobs of the tokens
-    /// read since the last call) as text becomes safe to show.
+    /// Awaits a run's choices; <paramref name="onDelta"/> (for streams) receives each choice's text as it becomes safe to show.
     /// </summary>
-    public static async Task<ChoiceResult[]> CollectAsync(Run run, LoadedModel m, GenerationParams p, Func<int, string, IReadOnlyList<TokenInfo>, Task>? onDelta)
+    public static async Task<ChoiceResult[]> CollectAsync(Run run, LoadedModel m, GenerationParams p, DeltaSink? onDelta)
     {
         try
         {
@@ -161,7 +167,7 @@ public static class Generation
     }
 
     static async Task<ChoiceResult> Collect(int index, GenerationHandle h, CancellationTokenSource stop, LoadedModel m, GenerationParams p,
-        Func<int, string, IReadOnlyList<TokenInfo>, Task>? onDelta, CancellationTokenSource timeout)
+        DeltaSink? onDelta, CancellationTokenSource timeout)
     {
         var decoder = new TokenTextDecoder(m.Tokenizer);
         var matcher = new StopMatcher(p.Stops);
@@ -170,30 +176,45 @@ public static class Generation
         bool eot = false;
         List<TokenInfo>? all = p.TopLogprobs >= 0 ? [] : null;
         int shown = 0;   // entries of `all` already sent with a delta
+        bool unsent = false;
         async Task Show(string s, bool last = false)
         {
             text.Append(s);
             if (onDelta is null || (s.Length == 0 && (!last || all is null || shown == all.Count))) return;
             var lps = all is null ? [] : all.GetRange(shown, all.Count - shown);
             shown = all?.Count ?? 0;
-            await onDelta(index, s, lps);
+            await onDelta.Write(index, s, lps);
+            unsent = true;
         }
-        // One event per token, as OpenAI and vLLM stream (a client reads each token's logprobs from its own chunk); coalescing
-        // the tokens waiting for a stream into one event saved no measurable server CPU at 16 clients (docs/serving.md).
-        await foreach (var token in h.Tokens.ReadAllAsync(CancellationToken.None))
+        async Task Send()
         {
-            count++;
-            TokenLogprob? lp = null;
-            if (all is not null && h.Picker is { } picker) picker.Logprobs.TryDequeue(out lp);   // queued before the token was sent
-            if (token == m.Tokenizer.EotToken) { eot = true; break; }   // the scheduler may not have marked it finished yet
-            var piece = decoder.Add(token);
-            if (lp is not null) all!.Add(new TokenInfo(lp, decoded));
-            decoded += piece.Length;
-            await Show(matcher.Feed(piece));
-            if (matcher.Stopped) { stop.Cancel(); break; }
+            if (unsent) await onDelta!.Flush();
+            unsent = false;
+        }
+        // One event per token, as OpenAI and vLLM stream (a client reads each token's logprobs from its own chunk; putting
+        // the tokens waiting for a stream into one event broke that, docs/serving.md); the waiting tokens' events are
+        // sent with one flush.
+        var reader = h.Tokens;
+        bool ended = false;
+        while (!ended && await reader.WaitToReadAsync(CancellationToken.None))
+        {
+            while (reader.TryRead(out var token))
+            {
+                count++;
+                TokenLogprob? lp = null;
+                if (all is not null && h.Picker is { } picker) picker.Logprobs.TryDequeue(out lp);   // queued before the token was sent
+                if (token == m.Tokenizer.EotToken) { eot = true; ended = true; break; }   // the scheduler may not have marked it finished yet
+                var piece = decoder.Add(token);
+                if (lp is not null) all!.Add(new TokenInfo(lp, decoded));
+                decoded += piece.Length;
+                await Show(matcher.Feed(piece));
+                if (matcher.Stopped) { stop.Cancel(); ended = true; break; }
+            }
+            await Send();
         }
         if (!matcher.Stopped) await Show(matcher.Feed(decoder.Flush()) + matcher.Flush(), last: true);
         else await Show("", last: true);
+        await Send();
         // Drain so the scheduler's writes complete (the sequence was cancelled if we stopped early).
         while (h.Tokens.TryRead(out _)) { }
         string reason = matcher.Stopped || eot ? "stop"

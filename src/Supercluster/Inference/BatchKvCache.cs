@@ -138,54 +138,48 @@ public sealed class BatchKvCache : KvCache
         var starts = tensor(_rows.Select(s => _len[s]).ToArray(), device: _device);                 // [B]
         var rows = tensor(_rows.Select(s => (long)s).ToArray(), device: _device);                    // [B]
         var keys = arange(_keys, dtype: ScalarType.Int64, device: _device);                           // [K]
-        Tensor pos;
-        if (_t == 1)
-        {
-            // Decode step: one token per row, at its row's length.
-            pos = starts.unsqueeze(1);                                                                // [B, 1]
-            _writeRows = rows.DetachFromDisposeScope();
-            _writePos = starts.DetachFromDisposeScope();
-        }
-        else
-        {
-            var count = tensor(_counts, device: _device);                                            // [B]
-            var steps = arange(_t, dtype: ScalarType.Int64, device: _device);                         // [T]
-            var real = steps.unsqueeze(0) < count.unsqueeze(1);                                       // [B, T]
-            // A padding query takes its row's last real position: it stays inside the context and sees only real keys.
-            pos = starts.unsqueeze(1) + minimum(steps.unsqueeze(0), (count - 1).unsqueeze(1));      // [B, T]
-            // Where the real tokens go: (slot, position) pairs, row-major — the order of k[real] in Append.
-            _writeRows = rows.unsqueeze(1).expand(b, _t).masked_select(real).DetachFromDisposeScope(); // [N]
-            _writePos = pos.masked_select(real).DetachFromDisposeScope();                            // [N]
-            _realQueries = real.DetachFromDisposeScope();
-        }
+        var count = tensor(_counts, device: _device);                                                // [B]
+        var steps = arange(_t, dtype: ScalarType.Int64, device: _device);                             // [T]
+        var real = steps.unsqueeze(0) < count.unsqueeze(1);                                           // [B, T]
+        // A padding query takes its row's last real position: it stays inside the context and sees only real keys.
+        var pos = starts.unsqueeze(1) + minimum(steps.unsqueeze(0), (count - 1).unsqueeze(1));      // [B, T]
+        // Where the real tokens go: (slot, position) pairs, row-major — the order of k[real] in Append.
+        _writeRows = rows.unsqueeze(1).expand(b, _t).masked_select(real).DetachFromDisposeScope();   // [N]
+        _writePos = pos.masked_select(real).DetachFromDisposeScope();                                // [N]
+        _realQueries = real.DetachFromDisposeScope();
         _mask = (keys.view(1, 1, 1, -1) <= pos.view(b, 1, _t, 1)).DetachFromDisposeScope();         // [B, 1, T, K]
         _positions = pos.DetachFromDisposeScope();
-        if (_firstRow < 0) _rowIndex = (_t == 1 ? rows.clone() : rows).DetachFromDisposeScope();       // (decode: rows is _writeRows)
+        if (_firstRow < 0) _rowIndex = rows.DetachFromDisposeScope();
     }
 
     /// <summary>
     /// A decode step (one token per row): positions, write targets and mask are built on the host and copied in one
-    /// op each (the general path's arange/compare ops cost more than the data on a small model).
+    /// op each (the general path's arange/compare ops cost more than the data on a small model). The mask is additive
+    /// (0 = may attend, -inf = not): SDPA turns a boolean mask into that form in every layer, once per step is enough.
     /// </summary>
     void BeginDecode()
     {
         int b = _rows.Length;
         var starts = new long[b];
         var rows = new long[b];
-        var mask = new bool[b * _keys];
+        var mask = new float[b * _keys];
+        Array.Fill(mask, float.NegativeInfinity);
         long heads = _k[0].shape[1], context = _k[0].shape[2];
         var flat = new long[b * heads];
         for (int i = 0; i < b; i++)
         {
             starts[i] = _len[_rows[i]];
             rows[i] = _rows[i];
-            mask.AsSpan(i * (int)_keys, (int)starts[i] + 1).Fill(true);               // keys 0..start: its own, up to itself
+            mask.AsSpan(i * (int)_keys, (int)starts[i] + 1).Fill(0);                  // keys 0..start: its own, up to itself
             for (long h = 0; h < heads; h++) flat[i * heads + h] = (rows[i] * heads + h) * context + starts[i];   // row (slot, head, position) of the flat slab
         }
         _writeFlat = tensor(flat, device: _device).DetachFromDisposeScope();                          // [B·H_kv]
         // Owned by this cache until End (not by the caller's dispose scope).
         _positions = tensor(starts, [b, 1], device: _device).DetachFromDisposeScope();                 // [B, 1]
-        _mask = tensor(mask, [b, 1, 1, _keys], device: _device).DetachFromDisposeScope();              // [B, 1, 1, K]
+        var additive = tensor(mask, [b, 1, 1, _keys], device: _device).DetachFromDisposeScope();        // [B, 1, 1, K]
+        if (additive.dtype != _k[0].dtype)                                                              // SDPA wants q's dtype
+            using (additive) additive = additive.to(_k[0].dtype).DetachFromDisposeScope();
+        _mask = additive;
         if (_firstRow < 0) _rowIndex = tensor(rows, device: _device).DetachFromDisposeScope();
     }
 
@@ -199,7 +193,7 @@ public sealed class BatchKvCache : KvCache
     public override Tensor Positions(long t) =>
         t == _t && _positions is not null ? _positions : throw new InvalidOperationException($"BatchKvCache.Begin must precede the forward, for its {t} tokens (was called for {_t})");
 
-    /// <summary>[B, 1, T, K]: each row sees its own keys up to its own position (a row's padding beyond its length never).</summary>
+    /// <summary>[B, 1, T, K]: each row sees its own keys up to its own position (a row's padding beyond its length never); boolean, or additive in a decode step.</summary>
     public override Tensor? Mask(long t)
     {
         Positions(t);                           // checks Begin covered this forward
@@ -225,10 +219,10 @@ public sealed class BatchKvCache : KvCache
                 // k, v [B, H, T, hd] → the real tokens' [N, H, hd], scattered to (slot, position): one op per tensor.
                 using var kt = k.transpose(1, 2);                                                          // [B, T, H, hd]
                 using var vt = v.transpose(1, 2);
-                using var kr = _realQueries is null ? kt.squeeze(1) : kt[_realQueries];
-                using var vr = _realQueries is null ? vt.squeeze(1) : vt[_realQueries];
-                _k[layer].index_put_(kr, TensorIndex.Tensor(_writeRows), TensorIndex.Colon, TensorIndex.Tensor(_writePos!));
-                _v[layer].index_put_(vr, TensorIndex.Tensor(_writeRows), TensorIndex.Colon, TensorIndex.Tensor(_writePos!));
+                using var kr = kt[_realQueries!];
+                using var vr = vt[_realQueries!];
+                _k[layer].index_put_(kr, TensorIndex.Tensor(_writeRows!), TensorIndex.Colon, TensorIndex.Tensor(_writePos!));
+                _v[layer].index_put_(vr, TensorIndex.Tensor(_writeRows!), TensorIndex.Colon, TensorIndex.Tensor(_writePos!));
             }
         }
         if (TimeWrites) _writeTicks += System.Diagnostics.Stopwatch.GetTimestamp() - t0;

@@ -43,7 +43,8 @@ public class KvCache : IDisposable
     public virtual Tensor Positions(long t) => Step(t).Positions;
 
     /// <summary>
-    /// Boolean mask [B or 1, 1, T, T_keys] (true = may attend) over the keys <see cref="Append"/> returns, or null when those
+    /// Mask [B or 1, 1, T, T_keys] over the keys, boolean (true = may attend) or additive in the model's dtype (0 = may
+    /// attend, -inf = not; the form SDPA computes with) over the keys <see cref="Append"/> returns, or null when those
     /// keys are exactly this forward's T tokens, so attention is plain causal (and SDPA may use its causal kernels).
     /// </summary>
     public virtual Tensor? Mask(long t) => Step(t).Mask;

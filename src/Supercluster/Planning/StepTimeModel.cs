@@ -7,8 +7,14 @@ public sealed record StepTime(double Compute, double Bubble, double TensorParall
     public double Total => Compute + Bubble + TensorParallel + ContextParallel + ExpertAllToAll + PipelineP2P + DataParallel + Optimizer;
 }
 
-/// <summary>Fractions of each collective hidden behind compute (0 = fully exposed).</summary>
-public sealed record OverlapAssumptions(double TensorParallel = 0, double ContextParallel = 0.5, double ExpertAllToAll = 0, double DataParallel = 1.0);
+/// <summary>Fractions of each collective hidden behind compute (0 = fully exposed).
+/// <see cref="TensorParallelAsyncBackward"/>: the backward TP communication of the column-parallel linears runs under their
+/// GEMMs as Megatron-LM does from 2022 (<c>LinearWithGradAccumulationAndAsyncCommunication</c>: the input gradient's
+/// reduce-scatter, or all-reduce without sequence parallelism, under the wgrad GEMM; with sequence parallelism the input is
+/// re-gathered under the dgrad GEMM instead of being kept); only what outlasts the GEMM is exposed. Off: Megatron-LM 2021,
+/// Megatron-DeepSpeed 2021–22.</summary>
+public sealed record OverlapAssumptions(double TensorParallel = 0, double ContextParallel = 0.5, double ExpertAllToAll = 0, double DataParallel = 1.0,
+    bool TensorParallelAsyncBackward = false);
 
 /// <summary>
 /// Step time of one global batch on one GPU of the slowest stage.
@@ -59,8 +65,24 @@ public static class StepTimeModel
         double localTokens = tokensPerMicro / l.Cp;
 
         var tpLink = c.Link(l.TpSpan);
-        double tp = layersPerStage * 2 * passes *
-                    Collectives.RingAllReduce(localTokens * m.Hidden * ActBytes, l.Tp, tpLink.BytesPerSecond, tpLink.LatencySeconds);
+        double tpBytes = localTokens * m.Hidden * ActBytes;
+        double tpOne = Collectives.RingAllReduce(tpBytes, l.Tp, tpLink.BytesPerSecond, tpLink.LatencySeconds);
+        // 2 collectives per layer per forward pass (and recomputed forward), 2 in the backward (all-reduces, or with sequence
+        // parallelism all-gather + reduce-scatter pairs of the same volume).
+        double tpBackward = 2 * tpOne;
+        if (ov.TensorParallelAsyncBackward && l.Tp > 1 && c.ComputeEfficiency <= 0)
+        {
+            // Each column-parallel linear (QKV, MLP up): its input gradient's reduce-scatter (all-reduce without SP) under its
+            // wgrad GEMM and, with SP, its input's re-gather under its dgrad GEMM; only what outlasts the GEMM is exposed. With SP
+            // the row-parallel linears' backward all-gathers stay exposed; without SP they have no backward communication.
+            double half = Collectives.ReduceScatter(tpBytes, l.Tp, tpLink.BytesPerSecond, tpLink.LatencySeconds);
+            tpBackward = l.SequenceParallel ? 2 * half : 0;
+            foreach (var (dgrad, wgrad) in ComputeModel.ColumnParallelBackward(m, run, l, c.Gpu))
+                tpBackward += l.SequenceParallel
+                    ? Math.Max(0, half - wgrad) + Math.Max(0, half - dgrad)
+                    : Math.Max(0, tpOne - wgrad);
+        }
+        double tp = layersPerStage * (2 * (passes - 1) * tpOne + tpBackward);
 
         var cpLink = c.Link(l.CpSpan);
         double kvBytes = 2.0 * tokensPerMicro * m.KvDim * ActBytes / Math.Max(1, Math.Min(l.Tp, m.KvHeads)); // whole sequence's K,V

@@ -62,13 +62,15 @@ public class CalibrationTests
     public void MeanAbsoluteErrorOverPublishedRuns()
     {
         // The goal is ≤ 5% over every row; what the model reaches (docs/planning.md) is pinned so it cannot get worse
-        // unnoticed: ≤ 11.8% over all 29 rows (11.65% reached), ≤ 8.1% over the 25 Megatron-LM / Korthikanti / Llama 3 rows (7.95%).
+        // unnoticed: ≤ 12.2% over all 29 rows, ≤ 8.6% over the 25 Megatron-LM / Korthikanti / Llama 3 rows. (11.65% and 7.95%
+        // before the Korthikanti rows ran with Megatron-LM 2022's backward TP overlap, as their code did: that made the
+        // optimism of the kernel model show there too; docs/planning.md.)
         var rows = CalibrationTable.Rows();
         Assert.Equal(29, rows.Count);
-        Assert.InRange(CalibrationTable.MeanAbsoluteError(rows), 0, 0.118);
+        Assert.InRange(CalibrationTable.MeanAbsoluteError(rows), 0, 0.122);
         var megatronAndLlama = rows.Where(r => !r.Run.Name.StartsWith("MT-NLG") && !r.Run.Name.StartsWith("BLOOM")).ToList();
         Assert.Equal(25, megatronAndLlama.Count);
-        Assert.InRange(CalibrationTable.MeanAbsoluteError(megatronAndLlama), 0, 0.081);
+        Assert.InRange(CalibrationTable.MeanAbsoluteError(megatronAndLlama), 0, 0.086);
     }
 
     [Fact]
@@ -90,21 +92,22 @@ public class CalibrationTests
     }
 
     /// <summary>
-    /// Two published runs the planner cannot tell apart: Narayanan et al. 2021 Table 2 (530B as TP 8 × PP 35 × DP 8 on 2240 A100s,
-    /// batch 2240, micro-batch 1, full recomputation, no sequence parallelism: 159 hardware TFLOP/s) and Korthikanti et al. 2022's
-    /// abstract baseline (the same layout with full recomputation: 42.1% MFU). They differ in the Megatron-LM version (2021 vs
-    /// 2022) and fp16 vs bf16, which have the same A100 peak. The planner predicts them within 0.5% of each other; in one metric
-    /// (hardware FLOP/s: MFU × HFU/MFU, the 96/72 recomputation ratio of the paper's own formula) the published figures differ by
-    /// 10%, so any model that predicts from the configuration errs by ≥ 4.8% on one of them (docs/planning.md, "Where it misses").
+    /// Two published runs of one layout: Narayanan et al. 2021 Table 2 (530B as TP 8 × PP 35 × DP 8 on 2240 A100s, batch 2240,
+    /// micro-batch 1, full recomputation, no sequence parallelism: 159 hardware TFLOP/s) and Korthikanti et al. 2022's abstract
+    /// baseline (the same layout with full recomputation: 42.1% MFU). They differ in the Megatron-LM version (2021 vs 2022:
+    /// the backward TP all-reduces run under the wgrad GEMMs, which the planner models, ≈ 2.5%) and fp16 vs bf16 (same A100
+    /// peak). In one metric (hardware FLOP/s: MFU × HFU/MFU, the 96/72 recomputation ratio of the paper's own formula) the
+    /// published figures differ by 10%, so ≈ 7.5% stays between them that no configuration input explains: a model that
+    /// predicts from the configuration errs by ≥ 3.7% on one of them (docs/planning.md, "Where it misses").
     /// </summary>
     [Fact]
-    public void TwoPublishedRunsOfOneConfigurationDisagreeByTenPercent()
+    public void TwoPublishedRunsOfOneLayoutDisagreeByTenPercent()
     {
         var y2021 = PublishedRuns.All.Single(r => r.Name == "Megatron-LM 529.6B on 2240 GPUs");
         var y2022 = PublishedRuns.All.Single(r => r.Name == "Korthikanti 530B on 2240 GPUs, full recompute");
         var p2021 = Planner.Plan(y2021.Inputs);
         var p2022 = Planner.Plan(y2022.Inputs);
-        Assert.InRange(p2021.StepTimeSeconds / p2022.StepTimeSeconds, 0.995, 1.005);
+        Assert.InRange(p2021.StepTimeSeconds / p2022.StepTimeSeconds, 1.015, 1.035);
         double hfu2022 = y2022.Published * p2022.Hfu / p2022.Mfu; // 131.35 MFU TFLOP/s → ≈ 175.1 hardware TFLOP/s
         Assert.InRange(hfu2022 / y2021.Published, 1.095, 1.106);
     }

@@ -157,6 +157,30 @@ public class StepTimeHandComputedTests
     }
 
     [Fact]
+    public void AsyncBackwardHidesTheColumnParallelCollectivesUnderTheirGemms()
+    {
+        // The case above with Megatron-LM's 2022 backward overlap. With sequence parallelism each layer keeps its 2 forward
+        // collectives (all-reduce equivalents, 2.86668e-4 s each) and the row-parallel linears' 2 backward all-gathers
+        // (7/8·50,331,648/360e9 + 7·3e-6 = 1.43334e-4 s each); the column-parallel reduce-scatters and re-gathers run under
+        // GEMMs that take longer (QKV wgrad 2·12288·4608·2048 FLOPs ≈ 0.29 ms at H100's 792 TFLOP/s): 96 × (2·2.86668e-4 +
+        // 2·1.43334e-4) = 0.0825604 s, i.e. 6 of the 8 reduce-scatter-sized transfers.
+        var m = ModelCatalog.Get("gpt3-175b");
+        var inputs = PlanTestData.Inputs(m, "H100-SXM", 8, new ParallelLayout(Tp: 8, Pp: 1, Dp: 1), batchSequences: 1);
+        var async = inputs.Overlap with { TensorParallelAsyncBackward = true };
+        var step = StepTimeModel.Estimate(m, inputs.Run, inputs.Layout, inputs.Cluster, async);
+        Assert.Equal(0.0825604, step.TensorParallel, 5);
+
+        // Without sequence parallelism the row-parallel linears have no backward communication and each column-parallel
+        // linear's all-reduce shows only where it outlasts its wgrad GEMM: 96 × (2·AR + Σ max(0, AR − wgrad)).
+        var noSp = inputs.Layout with { SequenceParallel = false };
+        double ar = 2.86668e-4, exposed = 0;
+        foreach (var (_, wgrad) in ComputeModel.ColumnParallelBackward(m, inputs.Run, noSp, inputs.Cluster.Gpu)) exposed += Math.Max(0, ar - wgrad);
+        var stepNoSp = StepTimeModel.Estimate(m, inputs.Run, noSp, inputs.Cluster, async);
+        Assert.Equal(96 * (2 * ar + exposed), stepNoSp.TensorParallel, 5);
+        Assert.InRange(stepNoSp.TensorParallel, 96 * 2 * ar - 1e-6, 0.110080); // between forward-only and no overlap
+    }
+
+    [Fact]
     public void ComputeTimeIsHardwareFlopsOverSustainedPeak()
     {
         // GPT-2 124M, 1 GPU, 8 sequences of 1024, no recompute: tokens 8192 × (6·N + 12·L·s·h + 6·h·V) FLOPs

@@ -55,6 +55,7 @@ public static class PlanCommand
     static readonly Option<bool> SearchOpt = new("--search") { Description = "Enumerate legal layouts, rank by predicted time among those that fit" };
     static readonly Option<int> Top = new("--top") { Description = "Layouts to list with --search", DefaultValueFactory = _ => 5 };
     static readonly Option<double> TpOverlap = new("--tp-overlap") { Description = "Share of TP communication hidden", DefaultValueFactory = _ => 0 };
+    static readonly Option<bool> TpAsyncBackward = new("--tp-async-backward") { Description = "Run the column-parallel linears' backward TP communication under their GEMMs (Megatron-LM 2022 on)" };
     static readonly Option<double> CpOverlap = new("--cp-overlap") { Description = "Share of CP communication hidden", DefaultValueFactory = _ => 0.5 };
     static readonly Option<double> EpOverlap = new("--ep-overlap") { Description = "Share of EP all-to-all hidden", DefaultValueFactory = _ => 0 };
     static readonly Option<double> DpOverlap = new("--dp-overlap") { Description = "Share of a micro-batch's compute that hides the gradient sync", DefaultValueFactory = _ => 1.0 };
@@ -82,7 +83,7 @@ public static class PlanCommand
         HelpExamples.Add(cmd, "plan --model gpt4-class-1.8t --gpus 100000 --tokens 1e12 --batch 12288 --search");
         foreach (var o in new Option[] { Model, Layers, Hidden, Heads, KvHeads, Ffn, Vocab, Experts, ActiveExperts, MoeEveryOpt, Seq, Tokens, Batch, BatchTokens, PrecisionOpt,
                      Gpu, Gpus, GpusPerNode, GpuTflops, GpuMemory, GpuTdp, IntraGBs, IntraLatency, InterGbps, InterLatency, ComputeEff, NvlinkEff, NetEff,
-                     Tp, Pp, Dp, Cp, Ep, MicroBatch, Interleave, Zero, RecomputeOpt, UnevenEnds, NoSequenceParallel, AttentionOpt, PipelineEngineOpt, SearchOpt, Top, TpOverlap, CpOverlap, EpOverlap, DpOverlap,
+                     Tp, Pp, Dp, Cp, Ep, MicroBatch, Interleave, Zero, RecomputeOpt, UnevenEnds, NoSequenceParallel, AttentionOpt, PipelineEngineOpt, SearchOpt, Top, TpOverlap, TpAsyncBackward, CpOverlap, EpOverlap, DpOverlap,
                      FailureRate, CkptGBs, Restart, NodeOverhead, Pue, PriceGpuHour, PriceGpu, PriceKwh, Carbon, SweepOpt, Svg, Json, CalibrationOpt, DeviceOpt, CalibrateOpt })
             cmd.Options.Add(o);
         cmd.SetAction(parse =>
@@ -275,7 +276,8 @@ public static class PlanCommand
         var layout = new ParallelLayout(tp, pp, dp, cp, parse.GetValue(Ep), parse.GetValue(MicroBatch), parse.GetValue(Interleave), parse.GetValue(Zero), recompute,
             SequenceParallel: !parse.GetValue(NoSequenceParallel), UnevenEnds: parse.GetValue(UnevenEnds));
 
-        var overlap = new OverlapAssumptions(parse.GetValue(TpOverlap), parse.GetValue(CpOverlap), parse.GetValue(EpOverlap), parse.GetValue(DpOverlap));
+        var overlap = new OverlapAssumptions(parse.GetValue(TpOverlap), parse.GetValue(CpOverlap), parse.GetValue(EpOverlap), parse.GetValue(DpOverlap),
+            parse.GetValue(TpAsyncBackward));
         foreach (var (v, n) in new[] { (overlap.TensorParallel, "--tp-overlap"), (overlap.ContextParallel, "--cp-overlap"), (overlap.ExpertAllToAll, "--ep-overlap"), (overlap.DataParallel, "--dp-overlap") })
             if (!(v >= 0 && v <= 1)) throw new BadInputException($"{n} {v} must be a fraction in [0, 1]");
 

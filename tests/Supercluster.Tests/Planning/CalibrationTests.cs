@@ -65,15 +65,16 @@ public class CalibrationTests
     public void MeanAbsoluteErrorOverPublishedRuns()
     {
         // The goal is ≤ 5% over every row; what the model reaches (docs/planning.md) is pinned so it cannot get worse
-        // unnoticed: ≤ 15.5% over all 29 rows, ≤ 12.4% over the 25 Megatron-LM / Korthikanti / Llama 3 rows. (11.65% and 7.95%
+        // unnoticed: ≤ 15.3% over all 29 rows, ≤ 12.1% over the 25 Megatron-LM / Korthikanti / Llama 3 rows. (11.65% and 7.95%
         // before two input corrections that show the kernel model's optimism: the Korthikanti rows with Megatron-LM 2022's
-        // backward TP overlap, as their code ran, and Table 1 as the paper's scripts ran it; docs/planning.md.)
+        // backward TP overlap, as their code ran, and Table 1 as the paper's scripts ran it; 15.4% and 12.3% before hidden
+        // collectives took their SM share of the compute under them; docs/planning.md.)
         var rows = CalibrationTable.Rows();
         Assert.Equal(29, rows.Count);
-        Assert.InRange(CalibrationTable.MeanAbsoluteError(rows), 0, 0.155);
+        Assert.InRange(CalibrationTable.MeanAbsoluteError(rows), 0, 0.153);
         var megatronAndLlama = rows.Where(r => !r.Run.Name.StartsWith("MT-NLG") && !r.Run.Name.StartsWith("BLOOM")).ToList();
         Assert.Equal(25, megatronAndLlama.Count);
-        Assert.InRange(CalibrationTable.MeanAbsoluteError(megatronAndLlama), 0, 0.124);
+        Assert.InRange(CalibrationTable.MeanAbsoluteError(megatronAndLlama), 0, 0.121);
     }
 
     [Fact]

@@ -38,6 +38,8 @@ public static class PlanCommand
     static readonly Option<double> ComputeEff = new("--compute-efficiency") { Description = "One achievable fraction of peak for every FLOP instead of the per-operation compute model (0 = per-operation model)", DefaultValueFactory = _ => 0 };
     static readonly Option<double> NvlinkEff = new("--nvlink-efficiency") { Description = "Achievable fraction of NVLink line rate (nccl-tests)", DefaultValueFactory = _ => 0.8 };
     static readonly Option<double> NetEff = new("--net-efficiency") { Description = "Achievable fraction of RDMA line rate", DefaultValueFactory = _ => 0.9 };
+    static readonly Option<double> IntraCommSm = new("--intra-comm-sm-share") { Description = "Share of compute an NVLink collective takes while hidden under it (NCCL channels on SMs; Calculon A100: 0.15)", DefaultValueFactory = _ => 0.15 };
+    static readonly Option<double> InterCommSm = new("--inter-comm-sm-share") { Description = "Share of compute an inter-node collective takes while hidden under it (Calculon A100: 0.02)", DefaultValueFactory = _ => 0.02 };
     // Parallelism
     static readonly Option<int> Tp = new("--tp") { Description = "Tensor parallel size", DefaultValueFactory = _ => 8 };
     static readonly Option<int> Pp = new("--pp") { Description = "Pipeline parallel size", DefaultValueFactory = _ => 1 };
@@ -55,6 +57,7 @@ public static class PlanCommand
     static readonly Option<bool> SearchOpt = new("--search") { Description = "Enumerate legal layouts, rank by predicted time among those that fit" };
     static readonly Option<int> Top = new("--top") { Description = "Layouts to list with --search", DefaultValueFactory = _ => 5 };
     static readonly Option<double> TpOverlap = new("--tp-overlap") { Description = "Share of TP communication hidden", DefaultValueFactory = _ => 0 };
+    static readonly Option<bool> TpAsyncBackward = new("--tp-async-backward") { Description = "Run the column-parallel linears' backward TP communication under their GEMMs (Megatron-LM 2022 on)" };
     static readonly Option<double> CpOverlap = new("--cp-overlap") { Description = "Share of CP communication hidden", DefaultValueFactory = _ => 0.5 };
     static readonly Option<double> EpOverlap = new("--ep-overlap") { Description = "Share of EP all-to-all hidden", DefaultValueFactory = _ => 0 };
     static readonly Option<double> DpOverlap = new("--dp-overlap") { Description = "Share of a micro-batch's compute that hides the gradient sync", DefaultValueFactory = _ => 1.0 };
@@ -81,8 +84,8 @@ public static class PlanCommand
         var cmd = new Command("plan", "Predict a training run on N GPUs: memory, step time, MFU, days, failures, checkpointing, energy and cost");
         HelpExamples.Add(cmd, "plan --model gpt4-class-1.8t --gpus 100000 --tokens 1e12 --batch 12288 --search");
         foreach (var o in new Option[] { Model, Layers, Hidden, Heads, KvHeads, Ffn, Vocab, Experts, ActiveExperts, MoeEveryOpt, Seq, Tokens, Batch, BatchTokens, PrecisionOpt,
-                     Gpu, Gpus, GpusPerNode, GpuTflops, GpuMemory, GpuTdp, IntraGBs, IntraLatency, InterGbps, InterLatency, ComputeEff, NvlinkEff, NetEff,
-                     Tp, Pp, Dp, Cp, Ep, MicroBatch, Interleave, Zero, RecomputeOpt, UnevenEnds, NoSequenceParallel, AttentionOpt, PipelineEngineOpt, SearchOpt, Top, TpOverlap, CpOverlap, EpOverlap, DpOverlap,
+                     Gpu, Gpus, GpusPerNode, GpuTflops, GpuMemory, GpuTdp, IntraGBs, IntraLatency, InterGbps, InterLatency, ComputeEff, NvlinkEff, NetEff, IntraCommSm, InterCommSm,
+                     Tp, Pp, Dp, Cp, Ep, MicroBatch, Interleave, Zero, RecomputeOpt, UnevenEnds, NoSequenceParallel, AttentionOpt, PipelineEngineOpt, SearchOpt, Top, TpOverlap, TpAsyncBackward, CpOverlap, EpOverlap, DpOverlap,
                      FailureRate, CkptGBs, Restart, NodeOverhead, Pue, PriceGpuHour, PriceGpu, PriceKwh, Carbon, SweepOpt, Svg, Json, CalibrationOpt, DeviceOpt, CalibrateOpt })
             cmd.Options.Add(o);
         cmd.SetAction(parse =>
@@ -248,7 +251,8 @@ public static class PlanCommand
             gpu = tdp >= 0 ? gpu with { TdpWatts = tdp } : throw new BadInputException($"--gpu-tdp-w {tdp} must not be negative");
 
         var cluster = new ClusterSpec(gpu, parse.GetValue(Gpus), parse.GetValue(GpusPerNode), parse.GetValue(IntraGBs), parse.GetValue(IntraLatency),
-            parse.GetValue(InterGbps) / 8, parse.GetValue(InterLatency), parse.GetValue(ComputeEff), parse.GetValue(NvlinkEff), parse.GetValue(NetEff));
+            parse.GetValue(InterGbps) / 8, parse.GetValue(InterLatency), parse.GetValue(ComputeEff), parse.GetValue(NvlinkEff), parse.GetValue(NetEff),
+            parse.GetValue(IntraCommSm), parse.GetValue(InterCommSm));
         cluster.Validate();
 
         var recompute = parse.GetValue(RecomputeOpt)!.ToLowerInvariant() switch
@@ -275,7 +279,8 @@ public static class PlanCommand
         var layout = new ParallelLayout(tp, pp, dp, cp, parse.GetValue(Ep), parse.GetValue(MicroBatch), parse.GetValue(Interleave), parse.GetValue(Zero), recompute,
             SequenceParallel: !parse.GetValue(NoSequenceParallel), UnevenEnds: parse.GetValue(UnevenEnds));
 
-        var overlap = new OverlapAssumptions(parse.GetValue(TpOverlap), parse.GetValue(CpOverlap), parse.GetValue(EpOverlap), parse.GetValue(DpOverlap));
+        var overlap = new OverlapAssumptions(parse.GetValue(TpOverlap), parse.GetValue(CpOverlap), parse.GetValue(EpOverlap), parse.GetValue(DpOverlap),
+            parse.GetValue(TpAsyncBackward));
         foreach (var (v, n) in new[] { (overlap.TensorParallel, "--tp-overlap"), (overlap.ContextParallel, "--cp-overlap"), (overlap.ExpertAllToAll, "--ep-overlap"), (overlap.DataParallel, "--dp-overlap") })
             if (!(v >= 0 && v <= 1)) throw new BadInputException($"{n} {v} must be a fraction in [0, 1]");
 

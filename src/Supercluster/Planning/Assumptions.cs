@@ -29,7 +29,11 @@ public static class Assumptions
             new("intra-node", $"{F(c.IntraBandwidthGBs)} GB/s/dir × {F(c.NvlinkEfficiency)}, {F(c.IntraNodeLatencyUs)} µs", "NVLink data sheet; nccl-tests busbw ≈ 80% of line rate"),
             new("inter-node", $"{F(c.InterNodeGBs * 8)} Gb/s per GPU × {F(c.NetworkEfficiency)}, {F(c.InterNodeLatencyUs)} µs", "400G RDMA NIC per GPU (rail-optimized InfiniBand/RoCE); achievable fraction of line rate"),
             new("collectives", "ring: all-reduce 2(n−1)/n·B/bw, all-gather/reduce-scatter (n−1)/n·B/bw", "Thakur et al. 2005; Patarasuk & Yuan 2009"),
-            new("overlap", $"TP {F(ov.TensorParallel)}, CP {F(ov.ContextParallel)}, EP {F(ov.ExpertAllToAll)}, DP {F(ov.DataParallel)} of a micro-batch", "Megatron-LM overlap_grad_reduce/overlap_param_gather; TP and EP assumed exposed"),
+            new("overlap", $"TP {F(ov.TensorParallel)}{(ov.TensorParallelAsyncBackward ? " (+ column-parallel backward under its GEMMs)" : "")}, CP {F(ov.ContextParallel)}, EP {F(ov.ExpertAllToAll)}, DP {F(ov.DataParallel)} of a micro-batch",
+                "Megatron-LM overlap_grad_reduce/overlap_param_gather" + (ov.TensorParallelAsyncBackward ? "; LinearWithGradAccumulationAndAsyncCommunication (2022)" : "; TP and EP assumed exposed")),
+            new("hidden communication", c.ComputeEfficiency > 0 ? "free (included in --compute-efficiency)"
+                    : $"slows the compute under it by {F(c.IntraNodeCommSmShare)} (NVLink) / {F(c.InterNodeCommSmShare)} (network) of the time it runs",
+                "Calculon (Isaev et al. 2023) processor_usage, A100: NCCL channels resident on SMs"),
             new("pipeline", $"1F1B{(p.Layout.Interleave > 1 ? $" interleaved (v = {p.Layout.Interleave}, 2·(v·m+p−1) p2p sends)" : "")}, bubble (p−1)/(v·m+p−1), slowest stage{(p.Layout.UnevenEnds ? ", first/last stage one layer fewer" : " (the last runs the output layer)")}",
                 p.Layout.UnevenEnds ? "Narayanan et al. 2021 §2.2; Llama 3 §3.3.2 (uneven first/last stage)" : "Narayanan et al. 2021 §2.2 (1F1B, interleaved)"),
             new("model state bytes", "2 weights + 2 gradients + 12 Adam (fp32 master, m, v) per parameter", "Rajbhandari et al. 2020 (ZeRO) §3"),

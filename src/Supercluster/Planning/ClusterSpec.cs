@@ -14,7 +14,9 @@ public sealed record ClusterSpec(
     double InterNodeLatencyUs = 10,
     double ComputeEfficiency = 0,     // 0: per-operation compute model; > 0: one achievable fraction of peak for every FLOP
     double NvlinkEfficiency = 0.8,
-    double NetworkEfficiency = 0.9)
+    double NetworkEfficiency = 0.9,
+    double IntraNodeCommSmShare = 0.15,
+    double InterNodeCommSmShare = 0.02)
 {
     public double IntraBandwidthGBs => IntraNodeGBs > 0 ? IntraNodeGBs : Gpu.NvlinkGBs;
 
@@ -22,6 +24,12 @@ public sealed record ClusterSpec(
     public (double BytesPerSecond, double LatencySeconds) Link(long spanGpus) => spanGpus <= GpusPerNode
         ? (IntraBandwidthGBs * 1e9 * NvlinkEfficiency, IntraNodeLatencyUs * 1e-6)
         : (InterNodeGBs * 1e9 * NetworkEfficiency, InterNodeLatencyUs * 1e-6);
+
+    /// <summary>Share of the GPU's compute a collective on a group spanning <paramref name="spanGpus"/> ranks takes while it runs
+    /// under compute: NCCL runs each channel as a thread block resident on an SM, and its copies and reductions share HBM
+    /// bandwidth with the kernels beside it. Defaults: Calculon's A100 system (Isaev et al. 2023, <c>systems/a100_80g.json</c>,
+    /// <c>processor_usage</c>: 0.15 on NVLink, 0.02 on the inter-node network); 0.15 ≈ 16 NCCL channels of 108 SMs.</summary>
+    public double CommSmShare(long spanGpus) => spanGpus <= GpusPerNode ? IntraNodeCommSmShare : InterNodeCommSmShare;
 
     public void Validate()
     {
@@ -32,6 +40,8 @@ public sealed record ClusterSpec(
         if (IntraNodeLatencyUs < 0 || InterNodeLatencyUs < 0) throw new BadInputException("--intra-latency-us/--inter-latency-us must not be negative");
         if (ComputeEfficiency != 0) Fraction(ComputeEfficiency, "--compute-efficiency");
         Fraction(NvlinkEfficiency, "--nvlink-efficiency"); Fraction(NetworkEfficiency, "--net-efficiency");
+        if (!(IntraNodeCommSmShare >= 0 && IntraNodeCommSmShare < 1)) throw new BadInputException($"--intra-comm-sm-share {IntraNodeCommSmShare} must be a fraction in [0, 1)");
+        if (!(InterNodeCommSmShare >= 0 && InterNodeCommSmShare < 1)) throw new BadInputException($"--inter-comm-sm-share {InterNodeCommSmShare} must be a fraction in [0, 1)");
     }
 
     internal static void Fraction(double v, string name)

@@ -69,6 +69,23 @@ public static class ComputeModel
         (GemmSeconds(g, p, tokens, n, k, batch),
          GemmSeconds(g, p, tokens, k, n, batch) + GemmSeconds(g, p, k, n, tokens, batch));
 
+    /// <summary>
+    /// dgrad and wgrad seconds of a layer's two column-parallel linears (QKV and the MLP's first), one micro-batch: the GEMMs
+    /// Megatron-LM (2022 on, <c>LinearWithGradAccumulationAndAsyncCommunication</c>) runs its backward tensor-parallel
+    /// communication under — the re-gathering of the sequence-parallel input under dgrad, the input gradient's reduce-scatter
+    /// (or all-reduce without sequence parallelism) under wgrad.
+    /// </summary>
+    public static (double Dgrad, double Wgrad)[] ColumnParallelBackward(ModelSpec m, TrainingRun run, ParallelLayout l, GpuSpec g)
+    {
+        var p = run.Precision;
+        double t = l.Tp, T = (double)l.MicroBatch * run.SeqLen / l.Cp, h = m.Hidden;
+        double qkvOut = h / t + 2 * Math.Max(m.KvDim / t, m.HeadDim);
+        double expertsLocal = (double)m.Experts / l.Ep, rows = T * m.ActiveExperts / expertsLocal;
+        double upOut = (m.GatedFfn ? 2.0 : 1.0) * m.Ffn / t;
+        return [(GemmSeconds(g, p, T, h, qkvOut), GemmSeconds(g, p, h, qkvOut, T)),
+                (GemmSeconds(g, p, rows, h, upOut, expertsLocal), GemmSeconds(g, p, h, upOut, rows, expertsLocal))];
+    }
+
     /// <summary>Time of one micro-batch on one GPU of the slowest stage (middle, or last with the output layer).</summary>
     public static StageCompute Stage(ModelSpec m, TrainingRun run, ParallelLayout l, GpuSpec g)
     {

@@ -25,9 +25,10 @@ public sealed record PublishedRun(string Name, string Source, PlanInputs Inputs,
 /// Every published run the planner is checked against (docs/planning.md, "Calibration"). Systems as configured by their papers:
 /// * Megatron-LM 2021 (Narayanan et al., Table 1): A100 80GB DGX nodes (Selene: 8 × 200 Gb/s HDR InfiniBand per node), fp16,
 ///   seq 2048, vocab 51,200, full recomputation, no sequence parallelism, attention as batched GEMMs + fused softmax,
-///   non-interleaved 1F1B (PipeDream-Flush), micro-batch 1, gradient all-reduce after the pipeline flush (not overlapped).
-///   §5.1 says Table 1 used the interleaved schedule but gives no v; the rows stay non-interleaved (docs/planning.md says why).
-///   Table 2's PTD rows (micro-batch 1 stated) are configured the same way.
+///   and, per row, micro-batch, interleaved stages and DDP as the paper's own scripts set them (Megatron-LM
+///   <c>examples/sc21/run_table_1.sh</c>, Aug 2021): micro-batch 16/16/16/8/4/2/2/1/1/1, v = 3 (76B), 2 (145B), 2 (310B),
+///   3 (530B), PyTorch DDP (all-reduce under the last backward) without pipelining, Megatron's DDP after the flush with it.
+///   Table 2's PTD rows (micro-batch 1 stated; no script) are non-interleaved with the gradient all-reduce after the flush.
 /// * Korthikanti et al. 2022 (Tables 3 and 5): same machine, sequence parallelism + selective recomputation, DP 1; and the
 ///   abstract's 530B runs on 2240 GPUs (DP 8), with and without the paper's techniques.
 /// * MT-NLG 530B (Smith et al. 2022, §3.2 and Table 1): Selene, TP 8 × PP 35, batch 1920, Megatron-DeepSpeed: kernels as Megatron
@@ -46,20 +47,32 @@ public static class PublishedRuns
 
     static ClusterSpec Selene(int gpus) => new(GpuCatalog.Get("A100-80GB"), gpus, InterNodeGBs: 25);
     static readonly OverlapAssumptions Megatron2021 = new(TensorParallel: 0, ContextParallel: 0, ExpertAllToAll: 0, DataParallel: 0);
+    /// <summary>Megatron-LM as Korthikanti et al. 2022 ran it: the 2022 code overlaps the column-parallel linears' backward TP
+    /// communication with their GEMMs (<c>LinearWithGradAccumulationAndAsyncCommunication</c>; with sequence parallelism
+    /// unconditionally, without it by <c>--async-tensor-model-parallel-allreduce</c>, on by default).</summary>
+    static readonly OverlapAssumptions Megatron2022 = Megatron2021 with { TensorParallelAsyncBackward = true };
 
+    /// <summary>PyTorch DDP (<c>--DDP-impl torch</c>): Megatron-LM 2021 runs all micro-batches but the last under <c>no_sync</c>,
+    /// so the bucketed gradient all-reduce overlaps the last micro-batch's backward (with its recomputed forward: ¾ of it by
+    /// FLOPs; Li et al. 2020, PyTorch Distributed). Megatron's own DDP (<c>local</c>, the pipelined rows) all-reduces after the flush.</summary>
+    static readonly OverlapAssumptions Megatron2021TorchDdp = Megatron2021 with { DataParallel = 0.75 };
+
+    /// <summary>Table 1 as the paper's own scripts run it (Megatron-LM <c>examples/sc21/run_table_1.sh</c> and <c>CONFIG.sh</c>,
+    /// Aug 2021: <c>--micro-batch-size</c>, <c>--num-layers-per-virtual-pipeline-stage</c>, <c>--DDP-impl</c>, fp16).</summary>
     static PublishedRun Megatron(string name, int heads, int hidden, int layers, int tp, int pp, int gpus, int batch, double tflops,
-        string source = "Narayanan et al. 2021, Table 1") =>
+        string source = "Narayanan et al. 2021, Table 1", int microBatch = 1, int interleave = 1, bool torchDdp = false) =>
         new($"Megatron-LM {name}", source, new PlanInputs(
                 new ModelSpec(name, layers, hidden, heads, heads, 4 * hidden, 51200),
                 new TrainingRun(2048, 1e12, batch, Precision.Fp16, AttentionKernel.Unfused), Selene(gpus),
-                new ParallelLayout(tp, pp, gpus / (tp * pp), Zero: 0, Recompute: Recompute.Full, SequenceParallel: false), Megatron2021, Ops),
+                new ParallelLayout(tp, pp, gpus / (tp * pp), MicroBatch: microBatch, Interleave: interleave, Zero: 0, Recompute: Recompute.Full,
+                    SequenceParallel: false), torchDdp ? Megatron2021TorchDdp : Megatron2021, Ops),
             PublishedMetric.HfuTflopsPerGpu, tflops);
 
     static PublishedRun Korthikanti(string name, int heads, int hidden, int layers, int pp, int gpus, int batch, double seconds) =>
         new($"Korthikanti {name}", "Korthikanti et al. 2022, Tables 3 and 5 (sequence parallel + selective recompute)", new PlanInputs(
                 new ModelSpec(name, layers, hidden, heads, heads, 4 * hidden, 51200),
                 new TrainingRun(2048, 1e12, batch, Precision.Bf16, AttentionKernel.Unfused),
-                Selene(gpus), new ParallelLayout(8, pp, 1, Zero: 0, Recompute: Recompute.Selective), Megatron2021, Ops),
+                Selene(gpus), new ParallelLayout(8, pp, 1, Zero: 0, Recompute: Recompute.Selective), Megatron2022, Ops),
             PublishedMetric.StepSeconds, seconds);
 
     /// <summary>Korthikanti et al. 2022, abstract: the 530B model on 2240 A100s reaches 54.2% MFU with sequence parallelism and
@@ -69,7 +82,7 @@ public static class PublishedRuns
         new($"Korthikanti 530B on 2240 GPUs, {name}", "Korthikanti et al. 2022, abstract (MFU on 2240 A100s)", new PlanInputs(
                 new ModelSpec("530B", 105, 20480, 128, 128, 4 * 20480, 51200),
                 new TrainingRun(2048, 1e12, 2240, Precision.Bf16, AttentionKernel.Unfused),
-                Selene(2240), new ParallelLayout(8, 35, 8, Zero: 0, Recompute: recompute, SequenceParallel: sequenceParallel), Megatron2021, Ops),
+                Selene(2240), new ParallelLayout(8, 35, 8, Zero: 0, Recompute: recompute, SequenceParallel: sequenceParallel), Megatron2022, Ops),
             PublishedMetric.MfuTflopsPerGpu, mfu * GpuCatalog.Get("A100-80GB").Bf16Tflops);
 
     static PublishedRun Llama3(string name, int gpus, int cp, int dp, int seq, double tflops) =>
@@ -90,15 +103,16 @@ public static class PublishedRuns
 
     public static readonly IReadOnlyList<PublishedRun> All =
     [
-        Megatron("1.7B", 24, 2304, 24, 1, 1, 32, 512, 137),
-        Megatron("3.6B", 32, 3072, 30, 2, 1, 64, 512, 138),
-        Megatron("7.5B", 32, 4096, 36, 4, 1, 128, 512, 142),
-        Megatron("18.4B", 48, 6144, 40, 8, 1, 256, 1024, 135),
-        Megatron("39.1B", 64, 8192, 48, 8, 2, 512, 1536, 138),
-        Megatron("76.1B", 80, 10240, 60, 8, 4, 1024, 1792, 140),
-        Megatron("145.6B", 96, 12288, 80, 8, 8, 1536, 2304, 148),
-        Megatron("310.1B", 128, 16384, 96, 8, 16, 1920, 2160, 155),
-        Megatron("529.6B", 128, 20480, 105, 8, 35, 2520, 2520, 163),
+        // Micro-batch, virtual stages (layers per stage ÷ --num-layers-per-virtual-pipeline-stage) and DDP from run_table_1.sh.
+        Megatron("1.7B", 24, 2304, 24, 1, 1, 32, 512, 137, microBatch: 16, torchDdp: true),
+        Megatron("3.6B", 32, 3072, 30, 2, 1, 64, 512, 138, microBatch: 16, torchDdp: true),
+        Megatron("7.5B", 32, 4096, 36, 4, 1, 128, 512, 142, microBatch: 16, torchDdp: true),
+        Megatron("18.4B", 48, 6144, 40, 8, 1, 256, 1024, 135, microBatch: 8, torchDdp: true),
+        Megatron("39.1B", 64, 8192, 48, 8, 2, 512, 1536, 138, microBatch: 4),
+        Megatron("76.1B", 80, 10240, 60, 8, 4, 1024, 1792, 140, microBatch: 2, interleave: 3),
+        Megatron("145.6B", 96, 12288, 80, 8, 8, 1536, 2304, 148, microBatch: 2, interleave: 2),
+        Megatron("310.1B", 128, 16384, 96, 8, 16, 1920, 2160, 155, interleave: 2),
+        Megatron("529.6B", 128, 20480, 105, 8, 35, 2520, 2520, 163, interleave: 3),
         Megatron("1008.0B", 160, 25600, 128, 8, 64, 3072, 3072, 163),
         // Table 2 (PTD parallelism against ZeRO-3): GPT-3 175B (96 layers) as TP 8 × PP 12 and the 530B model as TP 8 × PP 35,
         // micro-batch 1, fixed batch, more GPUs by data parallelism.

@@ -7,8 +7,14 @@ public sealed record StepTime(double Compute, double Bubble, double TensorParall
     public double Total => Compute + Bubble + TensorParallel + ContextParallel + ExpertAllToAll + PipelineP2P + DataParallel + Optimizer;
 }
 
-/// <summary>Fractions of each collective hidden behind compute (0 = fully exposed).</summary>
-public sealed record OverlapAssumptions(double TensorParallel = 0, double ContextParallel = 0.5, double ExpertAllToAll = 0, double DataParallel = 1.0);
+/// <summary>Fractions of each collective hidden behind compute (0 = fully exposed).
+/// <see cref="TensorParallelAsyncBackward"/>: the backward TP communication of the column-parallel linears runs under their
+/// GEMMs as Megatron-LM does from 2022 (<c>LinearWithGradAccumulationAndAsyncCommunication</c>: the input gradient's
+/// reduce-scatter, or all-reduce without sequence parallelism, under the wgrad GEMM; with sequence parallelism the input is
+/// re-gathered under the dgrad GEMM instead of being kept); only what outlasts the GEMM is exposed. Off: Megatron-LM 2021,
+/// Megatron-DeepSpeed 2021–22.</summary>
+public sealed record OverlapAssumptions(double TensorParallel = 0, double ContextParallel = 0.5, double ExpertAllToAll = 0, double DataParallel = 1.0,
+    bool TensorParallelAsyncBackward = false);
 
 /// <summary>
 /// Step time of one global batch on one GPU of the slowest stage.
@@ -27,6 +33,9 @@ public sealed record OverlapAssumptions(double TensorParallel = 0, double Contex
 /// all-gather, same volume; ZeRO-3 adds weight all-gathers every micro-batch), overlapped with the backward of the last
 /// micro-batch and the forward of the first (Megatron-LM overlap_grad_reduce / overlap_param_gather).
 /// Optimizer: its memory-bound passes over the sharded fp32 state (<see cref="OptimizerStep"/>).
+/// Hidden communication is not free (<see cref="ExposedUnder"/>): a collective running under compute takes a share of the
+/// GPU (<see cref="ClusterSpec.CommSmShare"/>) for as long as it runs, so each hidden second costs that share of a second of
+/// compute, booked with the collective's exposed time (per-operation model only; an explicit efficiency already includes it).
 /// </summary>
 public static class StepTimeModel
 {
@@ -35,6 +44,13 @@ public static class StepTimeModel
     /// <summary>The pipeline bubble as a fraction of the step, (p−1)/(v·m+p−1), which <c>plan</c> assumes and <c>train --pp</c> prints.</summary>
     public static double BubbleFraction(int stages, int microBatches, int interleave = 1) =>
         stages <= 1 ? 0 : (stages - 1.0) / (interleave * microBatches + stages - 1);
+
+    /// <summary>Seconds a collective of <paramref name="comm"/> s adds to <paramref name="compute"/> s of work it runs under,
+    /// when it slows that work by <paramref name="smShare"/> while it runs: what outlasts the (slowed) compute, or the slowdown
+    /// itself, max(comm − compute, share·comm). (Work done under it: comm·(1 − share); if that finishes the compute, the
+    /// collective's end bounds the pair; Calculon's overlap model, Isaev et al. 2023.)</summary>
+    public static double ExposedUnder(double comm, double compute, double smShare) =>
+        comm <= 0 ? 0 : Math.Max(comm - Math.Max(0, compute), smShare * comm);
 
     public static StepTime Estimate(ModelSpec m, TrainingRun run, ParallelLayout l, ClusterSpec c, OverlapAssumptions ov)
     {
@@ -58,9 +74,28 @@ public static class StepTimeModel
         double layersPerStage = l.LayersPerMiddleStage(m.Layers);
         double localTokens = tokensPerMicro / l.Cp;
 
+        bool perOp = c.ComputeEfficiency <= 0;
+        double Share(long span) => perOp ? c.CommSmShare(span) : 0;
+        double tpShare = Share(l.TpSpan);
         var tpLink = c.Link(l.TpSpan);
-        double tp = layersPerStage * 2 * passes *
-                    Collectives.RingAllReduce(localTokens * m.Hidden * ActBytes, l.Tp, tpLink.BytesPerSecond, tpLink.LatencySeconds);
+        double tpBytes = localTokens * m.Hidden * ActBytes;
+        double tpOne = Collectives.RingAllReduce(tpBytes, l.Tp, tpLink.BytesPerSecond, tpLink.LatencySeconds);
+        // 2 collectives per layer per forward pass (and recomputed forward), 2 in the backward (all-reduces, or with sequence
+        // parallelism all-gather + reduce-scatter pairs of the same volume).
+        double tpBackward = 2 * tpOne;
+        if (ov.TensorParallelAsyncBackward && l.Tp > 1 && c.ComputeEfficiency <= 0)
+        {
+            // Each column-parallel linear (QKV, MLP up): its input gradient's reduce-scatter (all-reduce without SP) under its
+            // wgrad GEMM and, with SP, its input's re-gather under its dgrad GEMM; only what outlasts the GEMM is exposed. With SP
+            // the row-parallel linears' backward all-gathers stay exposed; without SP they have no backward communication.
+            double half = Collectives.ReduceScatter(tpBytes, l.Tp, tpLink.BytesPerSecond, tpLink.LatencySeconds);
+            tpBackward = l.SequenceParallel ? 2 * half : 0;
+            foreach (var (dgrad, wgrad) in ComputeModel.ColumnParallelBackward(m, run, l, c.Gpu))
+                tpBackward += l.SequenceParallel
+                    ? ExposedUnder(half, wgrad, tpShare) + ExposedUnder(half, dgrad, tpShare)
+                    : ExposedUnder(tpOne, wgrad, tpShare);
+        }
+        double tp = layersPerStage * (2 * (passes - 1) * tpOne + tpBackward);
 
         var cpLink = c.Link(l.CpSpan);
         double kvBytes = 2.0 * tokensPerMicro * m.KvDim * ActBytes / Math.Max(1, Math.Min(l.Tp, m.KvHeads)); // whole sequence's K,V
@@ -74,7 +109,11 @@ public static class StepTimeModel
             ep = layersPerStage * 2 * passes * Collectives.AllToAll(routed, l.Ep, epLink.BytesPerSecond, epLink.LatencySeconds);
         }
 
-        double perMicroComm = tp * (1 - ov.TensorParallel) + cp * (1 - ov.ContextParallel) + ep * (1 - ov.ExpertAllToAll);
+        // A fixed hidden share of TP/CP/EP slows the compute it hides under by the link's SM share.
+        double Hidden(double comm, double share, double smShare) => comm * (1 - share) + comm * share * smShare;
+        double tpExposed = Hidden(tp, ov.TensorParallel, tpShare), cpExposed = Hidden(cp, ov.ContextParallel, Share(l.CpSpan));
+        double epExposed = m.IsMoE ? Hidden(ep, ov.ExpertAllToAll, Share(l.EpSpan)) : 0;
+        double perMicroComm = tpExposed + cpExposed + epExposed;
         double tSlot = tMicro + perMicroComm;
         // The schedule (forward: its compute and one pass's share of the exposed communication); the bubble is what it adds to m slots.
         double forward = forwardShare * tMicro + perMicroComm / passes, backward = tSlot - forward;
@@ -93,6 +132,7 @@ public static class StepTimeModel
         var (dense, expert) = MemoryModel.ParamsPerGpu(m, l);
         long dpGroup = (long)l.Dp * l.Cp, expertGroup = dpGroup / l.Ep;
         var dpLink = c.Link(l.DpSpan);
+        double dpShare = Share(l.DpSpan);
         double gradSync = Collectives.RingAllReduce(dense * ActBytes, dpGroup, dpLink.BytesPerSecond, dpLink.LatencySeconds)
                         + Collectives.RingAllReduce(expert * ActBytes, expertGroup, dpLink.BytesPerSecond, dpLink.LatencySeconds);
         double zero3Gathers = 0;
@@ -101,14 +141,13 @@ public static class StepTimeModel
             double gather = Collectives.AllGather(dense * ActBytes, dpGroup, dpLink.BytesPerSecond, dpLink.LatencySeconds)
                           + Collectives.AllGather(expert * ActBytes, expertGroup, dpLink.BytesPerSecond, dpLink.LatencySeconds);
             // every micro-batch re-gathers the weights for forward and backward (and the recomputed forward), prefetched under compute
-            zero3Gathers = micro * Math.Max(0, passes * gather - ov.DataParallel * tMicro);
+            zero3Gathers = micro * ExposedUnder(passes * gather, ov.DataParallel * tMicro, dpShare);
         }
-        double dpExposed = Math.Max(0, gradSync - ov.DataParallel * tMicro) + zero3Gathers;
+        double dpExposed = ExposedUnder(gradSync, ov.DataParallel * tMicro, dpShare) + zero3Gathers;
 
         double updatedParams = l.Zero >= 1 ? dense / dpGroup + expert / expertGroup : dense + expert;
         double optimizer = OptimizerStep.Seconds(c.Gpu, run.Precision, updatedParams, dense + expert);
 
-        return new StepTime(micro * tMicro, bubble, micro * tp * (1 - ov.TensorParallel), micro * cp * (1 - ov.ContextParallel),
-            micro * ep * (1 - ov.ExpertAllToAll), p2p, dpExposed, optimizer, micro);
+        return new StepTime(micro * tMicro, bubble, micro * tpExposed, micro * cpExposed, micro * epExposed, p2p, dpExposed, optimizer, micro);
     }
 }

@@ -37,7 +37,9 @@ public class CalibrationTests
     /// Every published run in docs/planning.md, configured as its paper ran it (PublishedRuns.cs), predicted by the per-operation
     /// compute model whose constants come from kernel benchmarks only (no training run was fitted). Tolerance: the issue's
     /// 15% per row, wider only for the rows named here with the reason:
-    /// Megatron-LM 76.1B (+15.6%) and 174.6B on 384 GPUs (Table 2, +15.2%): over-predicted like every 2021 A100 row, the most; MT-NLG (+36…42%) and BLOOM (+24%) ran on
+    /// Megatron-LM Table 1 (+9…+24%, run as the paper's own scripts run it: micro-batch up to 16, interleaved stages, PyTorch DDP)
+    /// and 174.6B on 384 GPUs (Table 2, +15.2%): the 2021 software is slower than the kernel benchmarks say (docs/planning.md);
+    /// MT-NLG (+36…42%) and BLOOM (+24%) ran on
     /// Megatron-DeepSpeed's pipeline engine, whose losses the planner does not model (its schedule is not one of them:
     /// PipelineScheduleTests; its sequential p2p is modelled).
     /// </summary>
@@ -46,7 +48,8 @@ public class CalibrationTests
     public void PublishedRunWithinTolerance(string name)
     {
         var run = PublishedRuns.All.Single(r => r.Name == name);
-        double tolerance = name.StartsWith("MT-NLG") ? 0.45 : name.StartsWith("BLOOM") ? 0.27 : name is "Megatron-LM 76.1B" or "Megatron-LM 174.6B on 384 GPUs" ? 0.18 : 0.15;
+        double tolerance = name.StartsWith("MT-NLG") ? 0.45 : name.StartsWith("BLOOM") ? 0.27
+            : run.Source == "Narayanan et al. 2021, Table 1" ? 0.26 : name is "Megatron-LM 174.6B on 384 GPUs" ? 0.18 : 0.15;
         var plan = Planner.Plan(run.Inputs);
         Assert.InRange(run.Error(plan), -tolerance, tolerance);
     }
@@ -62,13 +65,16 @@ public class CalibrationTests
     public void MeanAbsoluteErrorOverPublishedRuns()
     {
         // The goal is ≤ 5% over every row; what the model reaches (docs/planning.md) is pinned so it cannot get worse
-        // unnoticed: ≤ 11.8% over all 29 rows (11.65% reached), ≤ 8.1% over the 25 Megatron-LM / Korthikanti / Llama 3 rows (7.95%).
+        // unnoticed: ≤ 15.3% over all 29 rows, ≤ 12.1% over the 25 Megatron-LM / Korthikanti / Llama 3 rows. (11.65% and 7.95%
+        // before two input corrections that show the kernel model's optimism: the Korthikanti rows with Megatron-LM 2022's
+        // backward TP overlap, as their code ran, and Table 1 as the paper's scripts ran it; 15.4% and 12.3% before hidden
+        // collectives took their SM share of the compute under them; docs/planning.md.)
         var rows = CalibrationTable.Rows();
         Assert.Equal(29, rows.Count);
-        Assert.InRange(CalibrationTable.MeanAbsoluteError(rows), 0, 0.118);
+        Assert.InRange(CalibrationTable.MeanAbsoluteError(rows), 0, 0.153);
         var megatronAndLlama = rows.Where(r => !r.Run.Name.StartsWith("MT-NLG") && !r.Run.Name.StartsWith("BLOOM")).ToList();
         Assert.Equal(25, megatronAndLlama.Count);
-        Assert.InRange(CalibrationTable.MeanAbsoluteError(megatronAndLlama), 0, 0.081);
+        Assert.InRange(CalibrationTable.MeanAbsoluteError(megatronAndLlama), 0, 0.121);
     }
 
     [Fact]
@@ -87,6 +93,68 @@ public class CalibrationTests
         double with = PublishedRuns.All.Single(r => r.Name == "Korthikanti 530B on 2240 GPUs, sequence parallel + selective recompute").Published;
         double without = PublishedRuns.All.Single(r => r.Name == "Korthikanti 530B on 2240 GPUs, full recompute").Published;
         Assert.InRange(with / without, 1.285, 1.295);
+    }
+
+    /// <summary>
+    /// Two published runs of one layout: Narayanan et al. 2021 Table 2 (530B as TP 8 × PP 35 × DP 8 on 2240 A100s, batch 2240,
+    /// micro-batch 1, full recomputation, no sequence parallelism: 159 hardware TFLOP/s) and Korthikanti et al. 2022's abstract
+    /// baseline (the same layout with full recomputation: 42.1% MFU). They differ in the Megatron-LM version (2021 vs 2022:
+    /// the backward TP all-reduces run under the wgrad GEMMs, which the planner models, ≈ 2.5%) and fp16 vs bf16 (same A100
+    /// peak). In one metric (hardware FLOP/s: MFU × HFU/MFU, the 96/72 recomputation ratio of the paper's own formula) the
+    /// published figures differ by 10%, so ≈ 7.5% stays between them that no configuration input explains: a model that
+    /// predicts from the configuration errs by ≥ 3.7% on one of them (docs/planning.md, "Where it misses").
+    /// </summary>
+    [Fact]
+    public void TwoPublishedRunsOfOneLayoutDisagreeByTenPercent()
+    {
+        var y2021 = PublishedRuns.All.Single(r => r.Name == "Megatron-LM 529.6B on 2240 GPUs");
+        var y2022 = PublishedRuns.All.Single(r => r.Name == "Korthikanti 530B on 2240 GPUs, full recompute");
+        var p2021 = Planner.Plan(y2021.Inputs);
+        var p2022 = Planner.Plan(y2022.Inputs);
+        Assert.InRange(p2021.StepTimeSeconds / p2022.StepTimeSeconds, 1.015, 1.035);
+        double hfu2022 = y2022.Published * p2022.Hfu / p2022.Mfu; // 131.35 MFU TFLOP/s → ≈ 175.1 hardware TFLOP/s
+        Assert.InRange(hfu2022 / y2021.Published, 1.095, 1.106);
+    }
+
+    /// <summary>
+    /// MT-NLG's micro-batch is not published; the row assumes 1. The paper's own scaling (batch 1920 fixed, 280 → 350 → 420
+    /// nodes: 126 → 121 → 113 TFLOP/s, −10.3%) is what the bubble predicts at micro-batch 2 (the error stays flat within 2 points,
+    /// at ≈ +25%, the gap BLOOM shows at its stated micro-batch 2), while micro-batch 1 predicts too shallow a fall (the error
+    /// grows by 5 points) and 4 too steep a one. Not adopted (it would be chosen by matching rows), but pinned because
+    /// docs/planning.md reasons from it.
+    /// </summary>
+    [Fact]
+    public void MtNlgScalingAcrossNodeCountsPointsToMicroBatchTwo()
+    {
+        double[] Errors(int microBatch) => PublishedRuns.All.Where(r => r.Name.StartsWith("MT-NLG"))
+            .Select(r => r.Error(Planner.Plan(r.Inputs with { Layout = r.Inputs.Layout with { MicroBatch = microBatch } }))).ToArray();
+        var one = Errors(1);
+        var two = Errors(2);
+        var four = Errors(4);
+        Assert.Equal(3, two.Length);
+        Assert.InRange(two.Max() - two.Min(), 0, 0.02);
+        Assert.InRange(two.Average(), 0.22, 0.28);
+        Assert.InRange(one[2] - one[0], 0.04, 0.07);  // error grows with nodes: fall too shallow
+        Assert.InRange(four[2] - four[0], -0.08, -0.05); // error shrinks with nodes: fall too steep
+    }
+
+    /// <summary>
+    /// Llama 3 Table 4's 8K- and 16K-GPU rows share one layout (TP 8 × PP 16, 16M-token batches) and differ in micro-batches
+    /// per data-parallel rank (32 vs 16). With the cost of a micro-batch slot fixed, throughput goes as m/(m + x) for a bubble
+    /// of x slots, so the published 430 vs 400 TFLOP/s imply x = 32·(r − 1)/(2 − r) ≈ 2.6 slots (r = 430/400), i.e. (p − 1)/v
+    /// with v ≈ 5.8, where the row's assumed v = 2 gives 7.5 slots and a predicted ratio of ≈ 1.19. docs/planning.md says what
+    /// follows: with Meta's implied bubble both rows would be predicted ≈ 25% high.
+    /// </summary>
+    [Fact]
+    public void Llama3PublishedScalingImpliesASmallerBubbleThanTwoChunks()
+    {
+        var k8 = PublishedRuns.All.Single(r => r.Name == "Llama 3 405B 8K GPUs");
+        var k16 = PublishedRuns.All.Single(r => r.Name == "Llama 3 405B 16K GPUs");
+        double predicted = Planner.Plan(k8.Inputs).ModelTflopsPerGpu / Planner.Plan(k16.Inputs).ModelTflopsPerGpu;
+        Assert.InRange(predicted, 1.17, 1.21);
+        double r = k8.Published / k16.Published, slots = 32 * (r - 1) / (2 - r);
+        Assert.InRange(slots, 2.5, 2.7);
+        Assert.InRange(15 / slots, 5.5, 6.0); // the v of (p − 1)/v
     }
 
     [Fact]

@@ -157,6 +157,58 @@ public class StepTimeHandComputedTests
     }
 
     [Fact]
+    public void HiddenCommunicationCostsTheComputeItRunsUnderItsSmShare()
+    {
+        // comm c under compute g, slowed by share u while c runs: it does c·(1−u) of g's work, so the pair ends at
+        // max(c, g + u·c); added to g: max(c − g, u·c).
+        Assert.Equal(0.15, StepTimeModel.ExposedUnder(1.0, 3.0, 0.15), 12);   // hidden: 3 + 0.15
+        Assert.Equal(0.15, StepTimeModel.ExposedUnder(1.0, 0.9, 0.15), 12);   // hidden, just: 0.85 done by t = 1, 0.05 + 0.1 left
+        Assert.Equal(2.0, StepTimeModel.ExposedUnder(3.0, 1.0, 0.15), 12);    // outlasts: 3 − 1
+        Assert.Equal(1.0, StepTimeModel.ExposedUnder(1.0, 0, 0.15), 12);      // nothing to hide under: all exposed
+        Assert.Equal(0, StepTimeModel.ExposedUnder(0, 5, 0.15), 12);
+        Assert.Equal(0, StepTimeModel.ExposedUnder(1.0, 3.0, 0), 12);         // share 0: hidden is free
+
+        // GPT-3 175B, TP 8 × DP 16 on 128 H100s, one micro-batch of 8 (DP spans nodes): the bf16 gradient all-reduce, shown
+        // whole when nothing overlaps it, hides under the micro-batch's compute and then costs 0.02 of its own time.
+        var m = ModelCatalog.Get("gpt3-175b");
+        var inputs = PlanTestData.Inputs(m, "H100-SXM", 128, new ParallelLayout(Tp: 8, Pp: 1, Dp: 16, MicroBatch: 8, Zero: 0), batchSequences: 128);
+        var step = StepTimeModel.Estimate(m, inputs.Run, inputs.Layout, inputs.Cluster, inputs.Overlap);
+        double sync = StepTimeModel.Estimate(m, inputs.Run, inputs.Layout, inputs.Cluster, inputs.Overlap with { DataParallel = 0 }).DataParallel;
+        Assert.InRange(sync, 0.1, step.Compute);
+        Assert.Equal(0.02 * sync, step.DataParallel, 9);
+        var free = StepTimeModel.Estimate(m, inputs.Run, inputs.Layout, inputs.Cluster with { InterNodeCommSmShare = 0 }, inputs.Overlap);
+        Assert.Equal(step with { DataParallel = 0 }, free);
+    }
+
+    [Fact]
+    public void AsyncBackwardHidesTheColumnParallelCollectivesUnderTheirGemms()
+    {
+        // The case above with Megatron-LM's 2022 backward overlap. With sequence parallelism each layer keeps its 2 forward
+        // collectives (all-reduce equivalents, 2.86668e-4 s each) and the row-parallel linears' 2 backward all-gathers
+        // (7/8·50,331,648/360e9 + 7·3e-6 = 1.43334e-4 s each); the column-parallel reduce-scatters and re-gathers run under
+        // GEMMs that take longer (QKV wgrad 2·12288·4608·2048 FLOPs ≈ 0.29 ms at H100's 792 TFLOP/s): 96 × (2·2.86668e-4 +
+        // 2·1.43334e-4) = 0.0825604 s, i.e. 6 of the 8 reduce-scatter-sized transfers; the 2 that hide still slow their GEMMs
+        // by the NVLink SM share while they run: + 96 · 4 · 0.15 · 1.43334e-4 = 0.00825604 s → 0.0908164 s.
+        var m = ModelCatalog.Get("gpt3-175b");
+        var inputs = PlanTestData.Inputs(m, "H100-SXM", 8, new ParallelLayout(Tp: 8, Pp: 1, Dp: 1), batchSequences: 1);
+        var async = inputs.Overlap with { TensorParallelAsyncBackward = true };
+        var step = StepTimeModel.Estimate(m, inputs.Run, inputs.Layout, inputs.Cluster, async);
+        Assert.Equal(0.0908164, step.TensorParallel, 5);
+        var free = StepTimeModel.Estimate(m, inputs.Run, inputs.Layout, inputs.Cluster with { IntraNodeCommSmShare = 0 }, async);
+        Assert.Equal(0.0825604, free.TensorParallel, 5);
+
+        // Without sequence parallelism the row-parallel linears have no backward communication and each column-parallel
+        // linear's all-reduce shows only where it outlasts its wgrad GEMM, or as the SM share it takes while hidden:
+        // 96 × (2·AR + Σ max(AR − wgrad, 0.15·AR)).
+        var noSp = inputs.Layout with { SequenceParallel = false };
+        double ar = 2.86668e-4, exposed = 0;
+        foreach (var (_, wgrad) in ComputeModel.ColumnParallelBackward(m, inputs.Run, noSp, inputs.Cluster.Gpu)) exposed += Math.Max(ar - wgrad, 0.15 * ar);
+        var stepNoSp = StepTimeModel.Estimate(m, inputs.Run, noSp, inputs.Cluster, async);
+        Assert.Equal(96 * (2 * ar + exposed), stepNoSp.TensorParallel, 5);
+        Assert.InRange(stepNoSp.TensorParallel, 96 * 2 * ar - 1e-6, 0.110080); // between forward-only and no overlap
+    }
+
+    [Fact]
     public void ComputeTimeIsHardwareFlopsOverSustainedPeak()
     {
         // GPT-2 124M, 1 GPU, 8 sequences of 1024, no recompute: tokens 8192 × (6·N + 12·L·s·h + 6·h·V) FLOPs

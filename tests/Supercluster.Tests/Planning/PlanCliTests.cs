@@ -90,6 +90,24 @@ public class PlanCliTests
     }
 
     [Fact]
+    public void TpAsyncBackwardHidesPartOfTheTensorParallelTime()
+    {
+        // GPT-3 on TP 8 × PP 8 with sequence parallelism: of the 4 collective pairs per layer (2 forward, 2 backward) the 2
+        // column-parallel reduce-scatters hide under their wgrad GEMMs and their re-gathers under dgrad, so the exposed TP
+        // time falls to 3/4, plus the 1/4 that hides costing the compute under it its NVLink SM share (0.15): 0.75 + 0.15·0.5 =
+        // 0.825; with the share set to 0 (--intra-comm-sm-share) exactly 3/4 (hand-computed case in StepTimeHandComputedTests).
+        double Tp(params string[] extra)
+        {
+            var (code, output, _) = Run(["--model", "gpt3-175b", "--gpus", "1024", "--tp", "8", "--pp", "8", "--json", .. extra]);
+            Assert.Equal(0, code);
+            using var doc = System.Text.Json.JsonDocument.Parse(output);
+            return doc.RootElement.GetProperty("plan").GetProperty("stepSeconds").GetProperty("tensorParallel").GetDouble();
+        }
+        Assert.Equal(0.825, Tp("--tp-async-backward") / Tp(), 3);
+        Assert.Equal(0.75, Tp("--tp-async-backward", "--intra-comm-sm-share", "0") / Tp("--intra-comm-sm-share", "0"), 3);
+    }
+
+    [Fact]
     public void SweepWritesTableAndSvg()
     {
         string svg = Path.Combine(Path.GetTempPath(), $"plan-sweep-{Guid.NewGuid():N}.svg");

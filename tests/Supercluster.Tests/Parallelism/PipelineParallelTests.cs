@@ -43,7 +43,7 @@ public class PipelineParallelTests : IClassFixture<TrainingFixture>
         Assert.Equal(llama.named_parameters().Count(), Enumerable.Range(0, 4).Sum(s => PipelineStage.NamesOf(llama, s, 4).Count()));
     }
 
-    static double StepTimeModelBubble(int p, int m) => Supercluster.Planning.StepTimeModel.BubbleFraction(p, m);
+    static double StepTimeModelBubble(int p, int m, int v = 1) => Supercluster.Planning.StepTimeModel.BubbleFraction(p, m, v);
 
     [Theory]
     [InlineData(2, 2, 4)]   // PP2 × DP1, 4 micro-batches
@@ -52,6 +52,48 @@ public class PipelineParallelTests : IClassFixture<TrainingFixture>
     public void One_pipeline_step_gives_the_gradients_loss_norm_and_update_of_one_process(int pp, int ranks, int micro)
     {
         var jobs = MultiRankJob.Run(ranks, "pipeline-step", "gpt2,llama", pp.ToString(), micro.ToString(), "4");
+        foreach (var family in new[] { "gpt2", "llama" })
+            CheckStep(jobs.Select(j => Family(j, family)).ToList(), family, pp, ranks);
+    }
+
+    [Fact]
+    public void The_interleaved_schedule_runs_megatrons_order_and_every_chunk_of_every_micro_batch_once()
+    {
+        // p = 2, v = 2, m = 4 (Megatron-LM's get_model_chunk_id / microbatch id, groups of p): rank 0 warms up with
+        // (p − 0 − 1)·2 + (v − 1)·p = 4 forwards, rank 1 with 2; then 1F1B; backwards run the chunks in reverse.
+        static string Show(PipelineOp o) => $"{(o.Forward ? "F" : "B")}{o.Chunk}.{o.MicroBatch}";
+        Assert.Equal("F0.0 F0.1 F1.0 F1.1 F0.2 B1.0 F0.3 B1.1 F1.2 B0.0 F1.3 B0.1 B1.2 B1.3 B0.2 B0.3",
+            string.Join(" ", InterleavedSchedule.Order(0, 2, 2, 4).Select(Show)));
+        Assert.Equal("F0.0 F0.1 F1.0 B1.0 F1.1 B1.1 F0.2 B0.0 F0.3 B0.1 F1.2 B1.2 F1.3 B1.3 B0.2 B0.3",
+            string.Join(" ", InterleavedSchedule.Order(1, 2, 2, 4).Select(Show)));
+        Assert.Equal(10, InterleavedSchedule.WarmupForwards(0, 4, 2, 8));   // (4 − 0 − 1)·2 + (2 − 1)·4
+        Assert.Equal(4, InterleavedSchedule.WarmupForwards(3, 4, 2, 8));
+        Assert.Equal(4, InterleavedSchedule.WarmupForwards(0, 2, 2, 2));    // capped at m·v: all forwards first
+        foreach (var (p, v, m) in new[] { (2, 2, 2), (2, 2, 4), (2, 3, 6), (4, 2, 4), (4, 2, 8), (3, 2, 3), (4, 4, 12) })
+        {
+            var schedule = new InterleavedSchedule(p, v, m);
+            for (int r = 0; r < p; r++)
+            {
+                var ran = schedule.Slots.Where(slot => slot[r] is not null).Select(slot => slot[r]!.Value).ToList();
+                Assert.Equal(InterleavedSchedule.Order(r, p, v, m), ran);   // the slots keep each rank's order
+                Assert.Equal(2 * v * m, ran.Distinct().Count());
+            }
+            // With every chunk's forward and backward one slot, the run takes 2·v·m slots of work plus 2·(p − 1) idle ones:
+            // the bubble fraction plan assumes and train prints, (p − 1)/(v·m + p − 1).
+            Assert.Equal(2 * v * m + 2 * (p - 1), schedule.Slots.Count);
+            Assert.Equal(StepTimeModelBubble(p, m, v), 1 - 2.0 * v * m / schedule.Slots.Count, 12);
+        }
+        Assert.Equal(1.0 / 9, StepTimeModelBubble(2, 4, 2), 12);
+    }
+
+    [Theory]
+    [InlineData(2, 2, 4, 2, 4)]   // PP2, v = 2 on a 4-layer model: one layer per chunk, the activation wraps from rank 1 to rank 0
+    [InlineData(2, 2, 2, 2, 4)]   // m = p: every forward before the first backward (the warm-up covers them all)
+    [InlineData(4, 4, 4, 2, 8)]   // PP4, v = 2: warm-up, steady and cool-down phases on every rank
+    [InlineData(2, 4, 2, 2, 4)]   // PP2 × DP2, v = 2
+    public void One_interleaved_pipeline_step_gives_the_gradients_loss_norm_and_update_of_one_process(int pp, int ranks, int micro, int v, int layers)
+    {
+        var jobs = MultiRankJob.Run(ranks, "pipeline-step", "gpt2,llama", pp.ToString(), micro.ToString(), layers.ToString(), v.ToString());
         foreach (var family in new[] { "gpt2", "llama" })
             CheckStep(jobs.Select(j => Family(j, family)).ToList(), family, pp, ranks);
     }

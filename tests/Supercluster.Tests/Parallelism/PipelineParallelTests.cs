@@ -233,11 +233,58 @@ public class PipelineParallelTests : IClassFixture<TrainingFixture>
         AssertClose(reference.Skip(10).ToList(), Losses(dir["to-pp"]), $"1 rank → PP{pp}");
     }
 
+    [Fact]
+    public void Twenty_interleaved_steps_match_one_rank_and_the_checkpoint_resumes_on_one_rank()
+    {
+        // PP2 with two chunks per rank on a 4-layer model: rank 0 holds layers 0 and 2, rank 1 layers 1 and 3; 4 micro-batches.
+        using var dir = new TempDir();
+        var one = CliProcess.Run(TrainArgs(dir["one"], "tiny"));
+        Assert.True(one.ExitCode == 0, one.Err);
+        var reference = Losses(dir["one"]);
+
+        var r = DistributedTests.Mpirun(2, TrainArgs(dir["v2"], "tiny", "--pp", "2", "--interleave", "2"));
+        Assert.True(r.ExitCode == 0, r.Out + r.Err);
+        Assert.Contains("pipeline: 2 stages × 2 interleaved chunks of 4 layers; stage 0: chunk 0 (embedding + layers 0-0), chunk 2 (layers 2-2); stage 1: chunk 1 (layers 1-1), chunk 3 (layers 3-3 + norm, head, loss)", r.Out);
+        Assert.Contains($"interleaved 1F1B (v = 2 chunks per rank) over 4 micro-batches (the gradient accumulation); bubble (p−1)/(v·m+p−1) = {Supercluster.Planning.StepTimeModel.BubbleFraction(2, 4, 2):P1}", r.Out);
+        AssertClose(reference, Losses(dir["v2"]), "PP2 v2");
+        AssertClose(ValLosses(dir["one"]), ValLosses(dir["v2"]), "PP2 v2 validation");
+
+        // The checkpoint is the one a single rank writes (full tensors under HF names), and continues there with the same losses.
+        var a = SafeTensors.Read(Path.Combine(new CheckpointStore(dir["one"]).Latest()!, ModelCheckpoint.ModelFile)).Tensors;
+        var b = SafeTensors.Read(Path.Combine(new CheckpointStore(dir["v2"]).Latest()!, ModelCheckpoint.ModelFile)).Tensors;
+        Assert.Equal(a.Keys.Order(), b.Keys.Order());
+        var va = TorchSharp.torch.cat(a.Keys.Order().Select(k => a[k].flatten()).ToList());
+        var vb = TorchSharp.torch.cat(a.Keys.Order().Select(k => b[k].flatten()).ToList());
+        Assert.True((va - vb).norm().item<float>() / va.norm().item<float>() < 1e-5);
+        var toOne = CliProcess.Run(TrainArgs(dir["to-one"], "tiny", "--resume", Path.Combine(dir["v2"], "checkpoints", CheckpointStore.DirName(10))));
+        Assert.True(toOne.ExitCode == 0, toOne.Err);
+        AssertClose(reference.Skip(10).ToList(), Losses(dir["to-one"]), "PP2 v2 → 1 rank");
+    }
+
+    [Fact]
+    public void Bad_interleaved_layouts_fail_with_one_line_naming_the_flag()
+    {
+        using var dir = new TempDir();
+        void Refused(int ranks, string expected, params string[] flags)
+        {
+            string run = dir[Guid.NewGuid().ToString("N")];
+            var r = ranks == 1 ? CliProcess.Run(TrainArgs(run, "tiny", flags)) : DistributedTests.Mpirun(ranks, TrainArgs(run, "tiny", flags));
+            Assert.True(ranks == 1 ? r.ExitCode == 2 : r.ExitCode != 0, $"exit {r.ExitCode}: {r.Out}{r.Err}");
+            Assert.Contains(expected, r.Err);
+        }
+        Refused(1, "--interleave 2 with --pp 1: virtual stages are chunks of pipeline stages; expected --pp 2 or more", "--interleave", "2");
+        Refused(1, "--interleave 0: expected a positive integer", "--interleave", "0");
+        Refused(2, "--interleave 2 with --pp 2: the model's 6 layers are not divisible by pp × interleave = 4: expected equal chunks", "--pp", "2", "--interleave", "2", "--n-layer", "6");
+        // 48 tokens per step = 3 micro-batches of 16: not a multiple of p = 2.
+        Refused(2, "--interleave 2 with --pp 2: 3 micro-batches per step (the gradient accumulation) is not a multiple of 2: expected a multiple of --pp", "--pp", "2", "--interleave", "2", "--total-batch-tokens", "48");
+    }
+
     [Theory]
     [InlineData("tiny", "tp", true)]
     [InlineData("llama-tiny", "tp", false)]   // resuming is the same code for both families: tested once, on the first case
     [InlineData("llama-tiny", "cp", false)]   // CP2 × PP2: rotary positions follow the chunks through the stages
-    public void Tp2_or_cp2_with_pp2_matches_one_rank_for_20_steps_and_tp2_pp2_resumes_on_1_rank_dp4_and_tp2_dp2(string model, string dim, bool resume)
+    [InlineData("tiny", "tp", false, 2)]      // TP2 × PP2 interleaved (v = 2): each chunk split over two TP ranks, the tied table too
+    public void Tp2_or_cp2_with_pp2_matches_one_rank_for_20_steps_and_tp2_pp2_resumes_on_1_rank_dp4_and_tp2_dp2(string model, string dim, bool resume, int interleave = 1)
     {
         using var dir = new TempDir();
         var one = CliProcess.Run(TrainArgs(dir["one"], model));
@@ -245,7 +292,7 @@ public class PipelineParallelTests : IClassFixture<TrainingFixture>
         var reference = Losses(dir["one"]);
 
         string layout = $"{dim.ToUpperInvariant()}2 × PP2";
-        var r = DistributedTests.Mpirun(4, TrainArgs(dir["tppp"], model, "--" + dim, "2", "--pp", "2"));
+        var r = DistributedTests.Mpirun(4, TrainArgs(dir["tppp"], model, "--" + dim, "2", "--pp", "2", "--interleave", interleave.ToString()));
         Assert.True(r.ExitCode == 0, r.Out + r.Err);
         Assert.Contains($"{dim} groups: [0,1] [2,3]", r.Out);
         Assert.Contains("pp groups: [0,2] [1,3]", r.Out);

@@ -140,8 +140,6 @@ public sealed record TrainOptions
         FaultPlan.Parse(Fault);
         void AtLeastOne(string flag, int v) { if (v < 1) throw new BadInputException($"{flag} {v}: expected a positive integer"); }
         AtLeastOne("--tp", Tp); AtLeastOne("--cp", Cp); AtLeastOne("--pp", Pp); AtLeastOne("--interleave", Interleave);
-        if (Interleave > 1 && Pp == 1)
-            throw new BadInputException($"--interleave {Interleave} with --pp 1: virtual stages are chunks of pipeline stages; expected --pp 2 or more");
         if (Dp is { } dp) AtLeastOne("--dp", dp);
         if (SequenceParallel && Tp == 1)
             throw new BadInputException("--sequence-parallel needs --tp > 1: it splits the regions between tensor-parallel layers over the TP ranks");

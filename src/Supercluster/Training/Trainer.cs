@@ -78,7 +78,7 @@ public sealed class Trainer
             throw new BadInputException(dims.Dp == comm.WorldSize
                 ? $"--total-batch-tokens {total} is not a multiple of batch-size × seq-len × world size = {_o.BatchSize} × {seqLen} × {comm.WorldSize} = {perStepAllRanks}"
                 : $"--total-batch-tokens {total} is not a multiple of batch-size × seq-len × data-parallel size = {_o.BatchSize} × {seqLen} × {dims.Dp} = {perStepAllRanks}");
-        if (dims.Pp > 1) PipelineStage.Validate(dims.Pp, config.NLayer, _o.Interleave);
+        if (dims.Pp > 1 || _o.Interleave > 1) PipelineStage.Validate(dims.Pp, config.NLayer, _o.Interleave);
         int accum = (int)(total / perStepAllRanks);
         if (dims.Pp > 1) PipelineSchedule.ValidateMicroBatches(dims.Pp, _o.Interleave, accum);
         // MoE: experts sharded over the EP group (EP inside DP); each rank builds only its experts (Parallelism/ExpertParallel.cs).

@@ -23,7 +23,7 @@ rows = [json.loads(l) for l in open(sys.argv[1]) if '"train"' in l]
 timed = rows[1:] or rows
 step = statistics.median(r["step_ms"] for r in timed)
 pp = statistics.median((r.get("comm_bytes_by_group") or {}).get("pp", 0.0) for r in timed)
-bubble = re.search(r"bubble \S+ = ([\d.]+%)", open(sys.argv[2]).read()).group(1)
+bubble = re.search(r"bubble \S+ = ([\d.]+\s?%)", open(sys.argv[2]).read()).group(1)
 print(f"v={sys.argv[3]}: {step:8.1f} ms/step (median, min {min(r['step_ms'] for r in timed):.1f})  pp bytes/step (rank 0) {pp / 1e6:.3f} MB  bubble {bubble}")
 PY
 done

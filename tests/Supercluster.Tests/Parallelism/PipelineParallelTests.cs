@@ -88,7 +88,7 @@ public class PipelineParallelTests : IClassFixture<TrainingFixture>
 
     [Theory]
     [InlineData(2, 2, 4, 2, 4)]   // PP2, v = 2 on a 4-layer model: one layer per chunk, the activation wraps from rank 1 to rank 0
-    [InlineData(2, 2, 2, 2, 4)]   // m = p: every forward before the first backward (the warm-up covers them all)
+    [InlineData(2, 2, 2, 2, 4)]   // m = p: rank 0 runs every forward before its first backward (its warm-up covers them all)
     [InlineData(4, 4, 4, 2, 8)]   // PP4, v = 2: warm-up, steady and cool-down phases on every rank
     [InlineData(2, 4, 2, 2, 4)]   // PP2 × DP2, v = 2
     public void One_interleaved_pipeline_step_gives_the_gradients_loss_norm_and_update_of_one_process(int pp, int ranks, int micro, int v, int layers)

@@ -12,7 +12,7 @@ static class PipelineScenarios
     const int Batch = 2, SeqLen = 16, Vocab = 67;
 
     /// <summary>
-    /// Args: families (gpt2,llama), pp, micro-batches per data-parallel rank, n_layer. Every rank builds the same seeded model;
+    /// Args: families (gpt2,llama), pp, micro-batches per data-parallel rank, n_layer, interleave (chunks per rank). Every rank builds the same seeded model;
     /// the grid is PP × DP (DP = world ÷ pp). Each rank takes one step with its stage and reports its stage's gradients
     /// (fp32, after the tied-table sum and DP averaging), the loss, the norm and its updated weights, by parameter name.
     /// Rank 0 also takes the same step on the whole model in-process over the global batch (m·DP micro-batches) and
@@ -28,7 +28,7 @@ static class PipelineScenarios
     {
         var family = familyName == "llama" ? ModelFamily.Llama : ModelFamily.Gpt2;
         void Report(string key, object value) => ctx.Report(familyName + "/" + key, value);
-        int pp = int.Parse(ctx.Arg(1, "2")), m = int.Parse(ctx.Arg(2, "4")), nLayer = int.Parse(ctx.Arg(3, "4"));
+        int pp = int.Parse(ctx.Arg(1, "2")), m = int.Parse(ctx.Arg(2, "4")), nLayer = int.Parse(ctx.Arg(3, "4")), v = int.Parse(ctx.Arg(4, "1"));
         var config = (family == ModelFamily.Gpt2 ? ModelPresets.Get("tiny") : ModelPresets.Get("llama-tiny")) with { VocabSize = Vocab, NLayer = nLayer, SeqLen = SeqLen };
         var options = new TrainStepOptions { BatchSize = Batch, SeqLen = SeqLen, GradClip = 1.0 };
         const double lr = 1e-2;
@@ -44,8 +44,8 @@ static class PipelineScenarios
         using var grid = new RankGrid(ctx.World, dims);
         using var model = CausalLM.Create(config, seed: 5);
         model.train();
-        var stage = new PipelineStage(model, grid.Pp);
-        using (var step = new TrainStep(model, grid.DpCp, options, stage: stage))
+        var stages = PipelineStage.ForRank(model, grid.Pp, null, v);
+        using (var step = new TrainStep(model, grid.DpCp, options, stages: stages))
         {
             int micro = 0;
             var result = step.Run((x, y) => Fill(x, y, grid.DpRank, micro++), m, lr);
@@ -76,7 +76,7 @@ static class PipelineScenarios
     }
 
     /// <summary>
-    /// Args: families (gpt2,llama), tp, pp, micro-batches per data-parallel rank, sequence-parallel (0|1), cp. Pipeline
+    /// Args: families (gpt2,llama), tp, pp, micro-batches per data-parallel rank, sequence-parallel (0|1), cp, interleave. Pipeline
     /// stages that are tensor and/or context parallel (grid TP × CP × DP × PP): every rank builds the same seeded model, parallelises it over TP and
     /// keeps its stage, and takes one 1F1B step; every rank also takes the step on the whole model alone over the global
     /// batch. Reports per parameter of its stage the norm of the reference gradient and of the difference from the TP
@@ -87,7 +87,7 @@ static class PipelineScenarios
     {
         int tp = int.Parse(ctx.Arg(1, "2")), pp = int.Parse(ctx.Arg(2, "2")), m = int.Parse(ctx.Arg(3, "4"));
         bool sp = ctx.Arg(4, "0") == "1";
-        int cp = int.Parse(ctx.Arg(5, "1"));
+        int cp = int.Parse(ctx.Arg(5, "1")), v = int.Parse(ctx.Arg(6, "1"));
         foreach (var familyName in ctx.Arg(0, "gpt2").Split(','))
         {
             void Report(string key, object value) => ctx.Report(familyName + "/" + key, value);
@@ -115,8 +115,9 @@ static class PipelineScenarios
             using var model = CausalLM.Create(config, seed: 5);
             model.train();
             var parallel = Parallelize.Apply(model, grid, new ParallelizeOptions(sp));
-            var stage = new PipelineStage(model, grid.Pp, parallel);
-            using var step = new TrainStep(model, ctx.World, options, parallel, stage);
+            var stages = PipelineStage.ForRank(model, grid.Pp, parallel, v);
+            var stage = stages[0];
+            using var step = new TrainStep(model, ctx.World, options, parallel, stages);
             int micro = 0;
             var result = step.Run((x, y) => Fill(x, y, grid.DpRank, micro++), m, lr);
             Report("loss", new[] { r0.Loss, result.Loss });

@@ -38,20 +38,20 @@ public static class PipelineCheckpoint
     }
 
     /// <summary>
-    /// Stage 0 of the pipeline group receives every stage's flat vector (its own parameters in its order) and returns the
-    /// whole model's tensors by name (a table held by two stages from stage 0; TP shards as this rank holds them); other
-    /// stages send theirs and get null.
+    /// Rank 0 of the pipeline group receives every rank's flat vector (the parameters of all its chunks, in the model's
+    /// order) and returns the whole model's tensors by name (a table held by two ranks from rank 0; TP shards as this rank
+    /// holds them); other ranks send theirs and get null.
     /// </summary>
     static Dictionary<string, Tensor>? GatherByName(PipelineStage stage, Distributed.FlatParameters flat, Tensor flatVector)
     {
         var mine = flatVector.narrow(0, 0, flat.Count);
-        if (!stage.IsFirst) { stage.Pp.Send(mine.contiguous(), 0); return null; }
+        if (stage.Rank != 0) { stage.Pp.Send(mine.contiguous(), 0); return null; }
         var shapes = stage.Layout.ToDictionary(l => l.Name, l => l.Shape);
         var byName = new Dictionary<string, Tensor>();
         foreach (var item in flat.Items) byName[item.Name] = mine.narrow(0, item.Offset, item.Length).view(shapes[item.Name]);
-        for (int s = 1; s < stage.Stages; s++)
+        for (int s = 1; s < stage.Ranks; s++)
         {
-            var names = PipelineStage.NamesOf(stage.Model, s, stage.Stages).ToList();
+            var names = PipelineStage.NamesOfRank(stage.Model, s, stage.Ranks, stage.Interleave).ToList();
             var buffer = empty(names.Sum(n => Numel(shapes[n])), dtype: flatVector.dtype, device: flatVector.device);
             stage.Pp.Recv(buffer, s);
             long at = 0;

@@ -93,6 +93,8 @@ public sealed record TrainOptions
     public int Cp { get; init; } = 1;
     [Flag("--pp", "Pipeline-parallel size: layers split into this many stages")]
     public int Pp { get; init; } = 1;
+    [Flag("--interleave", "With --pp: virtual stages per rank (interleaved 1F1B, Narayanan et al. 2021 §2.2.2): rank r holds layer chunks r, r+pp, …; the bubble shrinks v-fold")]
+    public int Interleave { get; init; } = 1;
     [Flag("--dp", "Data-parallel size (default world ÷ (tp × cp × pp))")]
     public int? Dp { get; init; }
     [Flag("--sequence-parallel", "With --tp: norms and residuals split along the sequence (all-gather / reduce-scatter instead of all-reduce)")]
@@ -137,7 +139,7 @@ public sealed record TrainOptions
         if (Zero is not (0 or 1 or 2 or 3)) throw new BadInputException($"--zero = {Zero}, expected 0, 1, 2 or 3");
         FaultPlan.Parse(Fault);
         void AtLeastOne(string flag, int v) { if (v < 1) throw new BadInputException($"{flag} {v}: expected a positive integer"); }
-        AtLeastOne("--tp", Tp); AtLeastOne("--cp", Cp); AtLeastOne("--pp", Pp);
+        AtLeastOne("--tp", Tp); AtLeastOne("--cp", Cp); AtLeastOne("--pp", Pp); AtLeastOne("--interleave", Interleave);
         if (Dp is { } dp) AtLeastOne("--dp", dp);
         if (SequenceParallel && Tp == 1)
             throw new BadInputException("--sequence-parallel needs --tp > 1: it splits the regions between tensor-parallel layers over the TP ranks");

@@ -66,10 +66,10 @@ public sealed class TrainStep : IDisposable
     /// <param name="model">fp32 parameters on the training device, weights already loaded (they become the master copy).</param>
     /// <param name="parallel">The model after <see cref="Parallelism.Parallelize.Apply"/>: its loss, its data-parallel group
     /// (gradients are averaged over DP × CP), sequence-parallel gradient sums and the model-parallel gradient norm; null: plain data parallelism over <paramref name="comm"/>.</param>
-    /// <param name="stage">Pipeline parallelism: this rank's stage of the model (its parameters only; the step runs 1F1B).</param>
+    /// <param name="stages">Pipeline parallelism: this rank's stage of the model, or its chunks when interleaved (its parameters only; the step runs 1F1B).</param>
     /// <param name="experts">MoE: the expert-parallel group and the ranks holding the same experts (null: the model is dense,
     /// or all experts are local and averaged over the data-parallel group).</param>
-    public TrainStep(CausalLM model, ICommunicator comm, TrainStepOptions options, Parallelism.ParallelModel? parallel = null, PipelineStage? stage = null,
+    public TrainStep(CausalLM model, ICommunicator comm, TrainStepOptions options, Parallelism.ParallelModel? parallel = null, IReadOnlyList<PipelineStage>? stages = null,
         (ICommunicator Ep, ICommunicator ExpertDp)? experts = null)
     {
         if (options.ComputeDtype is not (ScalarType.Float32 or ScalarType.BFloat16))
@@ -82,18 +82,18 @@ public sealed class TrainStep : IDisposable
         _moe = MoE.Layers(model).ToArray();
         // MoE: expert parameters train apart (their own averaging group and optimizer state), dense ones as before.
         bool IsExpert(string name) => _moe.Length > 0 && MoE.IsExpertParameter(name);
-        if (_moe.Length > 0 && (options.Zero == 3 || stage is not null || parallel is { OwnsLoss: true }))
+        if (_moe.Length > 0 && (options.Zero == 3 || stages is not null || parallel is { OwnsLoss: true }))
             throw new BadInputException("a mixture-of-experts model with --zero 3, --tp, --cp or --pp: experts compose with data and expert parallelism (and ZeRO-1/2) only in this build");
         if (options.Zero == 3)
         {
-            if (parallel is { IsTensorParallel: true } || parallel?.Grid.Dims.Cp > 1 || stage is not null)
+            if (parallel is { IsTensorParallel: true } || parallel?.Grid.Dims.Cp > 1 || stages is not null)
                 throw new BadInputException("--zero 3 with --tp, --cp or --pp: fully sharded data parallelism composes with data parallelism only in this build; expected --zero 0, 1 or 2");
             Fsdp = new FullyShard(model, _dp, options.ComputeDtype);
             Optimizer = new TrainingOptimizer(Fsdp, _dp.Rank, options.Optimizer, options.WeightDecay);
         }
         else
         {
-            var parameters = () => (stage?.NamedParameters() ?? model.named_parameters()).Where(p => !IsExpert(p.name)).Select(p => (p.name, p.parameter));
+            var parameters = () => (stages?[0].NamedParameters() ?? model.named_parameters()).Where(p => !IsExpert(p.name)).Select(p => (p.name, p.parameter));
             if (_moe.Length > 0)
                 Experts = new ExpertParameters(model.named_parameters().Where(p => IsExpert(p.name)).Select(p => (p.name, p.parameter)),
                     model.Config.Experts, experts?.Ep ?? new SingleProcess("ep"), experts?.ExpertDp ?? _dp, options.Optimizer, options.WeightDecay);
@@ -109,7 +109,7 @@ public sealed class TrainStep : IDisposable
         }
         _x = new long[(long)options.BatchSize * options.SeqLen];
         _y = new long[_x.Length];
-        if (stage is not null) _pipeline = new PipelineSchedule(stage, this, options);
+        if (stages is not null) _pipeline = new PipelineSchedule(stages, this, options);
     }
 
     /// <summary>The pipeline schedule of this stage, or null without pipeline parallelism.</summary>

@@ -78,8 +78,9 @@ public sealed class Trainer
             throw new BadInputException(dims.Dp == comm.WorldSize
                 ? $"--total-batch-tokens {total} is not a multiple of batch-size × seq-len × world size = {_o.BatchSize} × {seqLen} × {comm.WorldSize} = {perStepAllRanks}"
                 : $"--total-batch-tokens {total} is not a multiple of batch-size × seq-len × data-parallel size = {_o.BatchSize} × {seqLen} × {dims.Dp} = {perStepAllRanks}");
-        if (dims.Pp > 1) PipelineStage.Validate(dims.Pp, config.NLayer);
+        if (dims.Pp > 1 || _o.Interleave > 1) PipelineStage.Validate(dims.Pp, config.NLayer, _o.Interleave);
         int accum = (int)(total / perStepAllRanks);
+        if (dims.Pp > 1) PipelineSchedule.ValidateMicroBatches(dims.Pp, _o.Interleave, accum);
         // MoE: experts sharded over the EP group (EP inside DP); each rank builds only its experts (Parallelism/ExpertParallel.cs).
         if (_o.Ep > 1 && !config.IsMoE) throw new BadInputException($"--ep {_o.Ep}: model '{_o.Model}' has no experts; expected --experts E (E > 1) or an MoE preset");
         if (config.IsMoE && config.Experts % _o.Ep != 0) throw new BadInputException($"--ep {_o.Ep} does not divide --experts {config.Experts}: expected a divisor of the expert count");
@@ -118,12 +119,13 @@ public sealed class Trainer
         var parallel = Parallelize.Apply(model, grid, new ParallelizeOptions(_o.SequenceParallel));
         model.to(device);
         model.train();
-        var stage = dims.Pp > 1 ? new PipelineStage(model, grid.Pp, parallel) : null;
+        var stages = dims.Pp > 1 ? PipelineStage.ForRank(model, grid.Pp, parallel, _o.Interleave) : null;   // this rank's stage (its chunks when interleaved)
+        var stage = stages?[0];
         using var trainStep = new TrainStep(model, comm, new TrainStepOptions
         {
             BatchSize = _o.BatchSize, SeqLen = seqLen, Zero = _o.Zero, WeightDecay = _o.WeightDecay, GradClip = _o.GradClip,
             Optimizer = _o.Optimizer, ComputeDtype = dtype, AuxLossCoef = _o.AuxLossCoef, ZLossCoef = _o.ZLossCoef,
-        }, parallel, stage, config.IsMoE ? (grid.Ep, grid.ExpertDp) : null);
+        }, parallel, stages, config.IsMoE ? (grid.Ep, grid.ExpertDp) : null);
 
         var startMemory = trainStep.MemoryPerRank();   // measured: bytes of the allocations behind them, before the first step
         long startStep = 0, tokensSeen = 0;
@@ -404,9 +406,12 @@ public sealed class Trainer
     /// <summary>The grid, the stage split, and the bubble fraction <c>plan</c> assumes; a warning when micro-batches are fewer than stages.</summary>
     void PrintPipeline(TextWriter log, RankGrid grid, CausalLM model, int microBatches)
     {
-        log.WriteLine(PipelineStage.Describe(model, _o.Pp));
-        double bubble = Planning.StepTimeModel.BubbleFraction(_o.Pp, microBatches);
-        log.WriteLine($"pipeline schedule: 1F1B over {microBatches} micro-batches (the gradient accumulation); bubble (p−1)/(m+p−1) = {bubble:P1}; validation runs through the stages, samples are skipped (the model is split over ranks)");
+        log.WriteLine(PipelineStage.Describe(model, _o.Pp, _o.Interleave));
+        double bubble = Planning.StepTimeModel.BubbleFraction(_o.Pp, microBatches, _o.Interleave);   // the formula plan uses
+        string schedule = _o.Interleave > 1
+            ? $"interleaved 1F1B (v = {_o.Interleave} chunks per rank) over {microBatches} micro-batches (the gradient accumulation); bubble (p−1)/(v·m+p−1) = {bubble:P1}"
+            : $"1F1B over {microBatches} micro-batches (the gradient accumulation); bubble (p−1)/(m+p−1) = {bubble:P1}";
+        log.WriteLine($"pipeline schedule: {schedule}; validation runs through the stages, samples are skipped (the model is split over ranks)");
         if (microBatches < _o.Pp)
             log.WriteLine($"warning: --pp {_o.Pp} with {microBatches} micro-batches: fewer micro-batches than stages leaves the pipeline idle {bubble:P0} of the step (the bubble); raise --total-batch-tokens to at least {_o.Pp} micro-batches");
     }

@@ -43,7 +43,7 @@ public class PipelineParallelTests : IClassFixture<TrainingFixture>
         Assert.Equal(llama.named_parameters().Count(), Enumerable.Range(0, 4).Sum(s => PipelineStage.NamesOf(llama, s, 4).Count()));
     }
 
-    static double StepTimeModelBubble(int p, int m) => Supercluster.Planning.StepTimeModel.BubbleFraction(p, m);
+    static double StepTimeModelBubble(int p, int m, int v = 1) => Supercluster.Planning.StepTimeModel.BubbleFraction(p, m, v);
 
     [Theory]
     [InlineData(2, 2, 4)]   // PP2 × DP1, 4 micro-batches
@@ -52,6 +52,48 @@ public class PipelineParallelTests : IClassFixture<TrainingFixture>
     public void One_pipeline_step_gives_the_gradients_loss_norm_and_update_of_one_process(int pp, int ranks, int micro)
     {
         var jobs = MultiRankJob.Run(ranks, "pipeline-step", "gpt2,llama", pp.ToString(), micro.ToString(), "4");
+        foreach (var family in new[] { "gpt2", "llama" })
+            CheckStep(jobs.Select(j => Family(j, family)).ToList(), family, pp, ranks);
+    }
+
+    [Fact]
+    public void The_interleaved_schedule_runs_megatrons_order_and_every_chunk_of_every_micro_batch_once()
+    {
+        // p = 2, v = 2, m = 4 (Megatron-LM's get_model_chunk_id / microbatch id, groups of p): rank 0 warms up with
+        // (p − 0 − 1)·2 + (v − 1)·p = 4 forwards, rank 1 with 2; then 1F1B; backwards run the chunks in reverse.
+        static string Show(PipelineOp o) => $"{(o.Forward ? "F" : "B")}{o.Chunk}.{o.MicroBatch}";
+        Assert.Equal("F0.0 F0.1 F1.0 F1.1 F0.2 B1.0 F0.3 B1.1 F1.2 B0.0 F1.3 B0.1 B1.2 B1.3 B0.2 B0.3",
+            string.Join(" ", InterleavedSchedule.Order(0, 2, 2, 4).Select(Show)));
+        Assert.Equal("F0.0 F0.1 F1.0 B1.0 F1.1 B1.1 F0.2 B0.0 F0.3 B0.1 F1.2 B1.2 F1.3 B1.3 B0.2 B0.3",
+            string.Join(" ", InterleavedSchedule.Order(1, 2, 2, 4).Select(Show)));
+        Assert.Equal(10, InterleavedSchedule.WarmupForwards(0, 4, 2, 8));   // (4 − 0 − 1)·2 + (2 − 1)·4
+        Assert.Equal(4, InterleavedSchedule.WarmupForwards(3, 4, 2, 8));
+        Assert.Equal(4, InterleavedSchedule.WarmupForwards(0, 2, 2, 2));    // capped at m·v: all forwards first
+        foreach (var (p, v, m) in new[] { (2, 2, 2), (2, 2, 4), (2, 3, 6), (4, 2, 4), (4, 2, 8), (3, 2, 3), (4, 4, 12) })
+        {
+            var schedule = new InterleavedSchedule(p, v, m);
+            for (int r = 0; r < p; r++)
+            {
+                var ran = schedule.Slots.Where(slot => slot[r] is not null).Select(slot => slot[r]!.Value).ToList();
+                Assert.Equal(InterleavedSchedule.Order(r, p, v, m), ran);   // the slots keep each rank's order
+                Assert.Equal(2 * v * m, ran.Distinct().Count());
+            }
+            // With every chunk's forward and backward one slot, the run takes 2·v·m slots of work plus 2·(p − 1) idle ones:
+            // the bubble fraction plan assumes and train prints, (p − 1)/(v·m + p − 1).
+            Assert.Equal(2 * v * m + 2 * (p - 1), schedule.Slots.Count);
+            Assert.Equal(StepTimeModelBubble(p, m, v), 1 - 2.0 * v * m / schedule.Slots.Count, 12);
+        }
+        Assert.Equal(1.0 / 9, StepTimeModelBubble(2, 4, 2), 12);
+    }
+
+    [Theory]
+    [InlineData(2, 2, 4, 2, 4)]   // PP2, v = 2 on a 4-layer model: one layer per chunk, the activation wraps from rank 1 to rank 0
+    [InlineData(2, 2, 2, 2, 4)]   // m = p: rank 0 runs every forward before its first backward (its warm-up covers them all)
+    [InlineData(4, 4, 4, 2, 8)]   // PP4, v = 2: warm-up, steady and cool-down phases on every rank
+    [InlineData(2, 4, 2, 2, 4)]   // PP2 × DP2, v = 2
+    public void One_interleaved_pipeline_step_gives_the_gradients_loss_norm_and_update_of_one_process(int pp, int ranks, int micro, int v, int layers)
+    {
+        var jobs = MultiRankJob.Run(ranks, "pipeline-step", "gpt2,llama", pp.ToString(), micro.ToString(), layers.ToString(), v.ToString());
         foreach (var family in new[] { "gpt2", "llama" })
             CheckStep(jobs.Select(j => Family(j, family)).ToList(), family, pp, ranks);
     }
@@ -194,11 +236,58 @@ public class PipelineParallelTests : IClassFixture<TrainingFixture>
         AssertClose(reference.Skip(10).ToList(), Losses(dir["to-pp"]), $"1 rank → PP{pp}");
     }
 
+    [Fact]
+    public void Twenty_interleaved_steps_match_one_rank_and_the_checkpoint_resumes_on_one_rank()
+    {
+        // PP2 with two chunks per rank on a 4-layer model: rank 0 holds layers 0 and 2, rank 1 layers 1 and 3; 4 micro-batches.
+        using var dir = new TempDir();
+        var one = CliProcess.Run(TrainArgs(dir["one"], "tiny"));
+        Assert.True(one.ExitCode == 0, one.Err);
+        var reference = Losses(dir["one"]);
+
+        var r = DistributedTests.Mpirun(2, TrainArgs(dir["v2"], "tiny", "--pp", "2", "--interleave", "2"));
+        Assert.True(r.ExitCode == 0, r.Out + r.Err);
+        Assert.Contains("pipeline: 2 stages × 2 interleaved chunks of 4 layers; stage 0: chunk 0 (embedding + layers 0-0), chunk 2 (layers 2-2); stage 1: chunk 1 (layers 1-1), chunk 3 (layers 3-3 + norm, head, loss)", r.Out);
+        Assert.Contains($"interleaved 1F1B (v = 2 chunks per rank) over 4 micro-batches (the gradient accumulation); bubble (p−1)/(v·m+p−1) = {Supercluster.Planning.StepTimeModel.BubbleFraction(2, 4, 2):P1}", r.Out);
+        AssertClose(reference, Losses(dir["v2"]), "PP2 v2");
+        AssertClose(ValLosses(dir["one"]), ValLosses(dir["v2"]), "PP2 v2 validation");
+
+        // The checkpoint is the one a single rank writes (full tensors under HF names), and continues there with the same losses.
+        var a = SafeTensors.Read(Path.Combine(new CheckpointStore(dir["one"]).Latest()!, ModelCheckpoint.ModelFile)).Tensors;
+        var b = SafeTensors.Read(Path.Combine(new CheckpointStore(dir["v2"]).Latest()!, ModelCheckpoint.ModelFile)).Tensors;
+        Assert.Equal(a.Keys.Order(), b.Keys.Order());
+        var va = TorchSharp.torch.cat(a.Keys.Order().Select(k => a[k].flatten()).ToList());
+        var vb = TorchSharp.torch.cat(a.Keys.Order().Select(k => b[k].flatten()).ToList());
+        Assert.True((va - vb).norm().item<float>() / va.norm().item<float>() < 1e-5);
+        var toOne = CliProcess.Run(TrainArgs(dir["to-one"], "tiny", "--resume", Path.Combine(dir["v2"], "checkpoints", CheckpointStore.DirName(10))));
+        Assert.True(toOne.ExitCode == 0, toOne.Err);
+        AssertClose(reference.Skip(10).ToList(), Losses(dir["to-one"]), "PP2 v2 → 1 rank");
+    }
+
+    [Fact]
+    public void Bad_interleaved_layouts_fail_with_one_line_naming_the_flag()
+    {
+        using var dir = new TempDir();
+        void Refused(int ranks, string expected, params string[] flags)
+        {
+            string run = dir[Guid.NewGuid().ToString("N")];
+            var r = ranks == 1 ? CliProcess.Run(TrainArgs(run, "tiny", flags)) : DistributedTests.Mpirun(ranks, TrainArgs(run, "tiny", flags));
+            Assert.True(ranks == 1 ? r.ExitCode == 2 : r.ExitCode != 0, $"exit {r.ExitCode}: {r.Out}{r.Err}");
+            Assert.Contains(expected, r.Err);
+        }
+        Refused(1, "--interleave 2 with --pp 1: virtual stages are chunks of pipeline stages; expected --pp 2 or more", "--interleave", "2");
+        Refused(1, "--interleave 0: expected a positive integer", "--interleave", "0");
+        Refused(2, "--interleave 2 with --pp 2: the model's 6 layers are not divisible by pp × interleave = 4: expected equal chunks", "--pp", "2", "--interleave", "2", "--n-layer", "6");
+        // 48 tokens per step = 3 micro-batches of 16: not a multiple of p = 2.
+        Refused(2, "--interleave 2 with --pp 2: 3 micro-batches per step (the gradient accumulation) is not a multiple of 2: expected a multiple of --pp", "--pp", "2", "--interleave", "2", "--total-batch-tokens", "48");
+    }
+
     [Theory]
     [InlineData("tiny", "tp", true)]
     [InlineData("llama-tiny", "tp", false)]   // resuming is the same code for both families: tested once, on the first case
     [InlineData("llama-tiny", "cp", false)]   // CP2 × PP2: rotary positions follow the chunks through the stages
-    public void Tp2_or_cp2_with_pp2_matches_one_rank_for_20_steps_and_tp2_pp2_resumes_on_1_rank_dp4_and_tp2_dp2(string model, string dim, bool resume)
+    [InlineData("tiny", "tp", false, 2)]      // TP2 × PP2 interleaved (v = 2): each chunk split over two TP ranks, the tied table too
+    public void Tp2_or_cp2_with_pp2_matches_one_rank_for_20_steps_and_tp2_pp2_resumes_on_1_rank_dp4_and_tp2_dp2(string model, string dim, bool resume, int interleave = 1)
     {
         using var dir = new TempDir();
         var one = CliProcess.Run(TrainArgs(dir["one"], model));
@@ -206,7 +295,7 @@ public class PipelineParallelTests : IClassFixture<TrainingFixture>
         var reference = Losses(dir["one"]);
 
         string layout = $"{dim.ToUpperInvariant()}2 × PP2";
-        var r = DistributedTests.Mpirun(4, TrainArgs(dir["tppp"], model, "--" + dim, "2", "--pp", "2"));
+        var r = DistributedTests.Mpirun(4, TrainArgs(dir["tppp"], model, "--" + dim, "2", "--pp", "2", "--interleave", interleave.ToString()));
         Assert.True(r.ExitCode == 0, r.Out + r.Err);
         Assert.Contains($"{dim} groups: [0,1] [2,3]", r.Out);
         Assert.Contains("pp groups: [0,2] [1,3]", r.Out);

@@ -20,7 +20,6 @@ public sealed class BatchKvCache : KvCache
 {
     readonly long[] _len;
     readonly SortedSet<int> _free;
-    readonly Device _device;
     int[] _rows = [];
     long[] _counts = [];
     long _t, _keys;
@@ -32,7 +31,6 @@ public sealed class BatchKvCache : KvCache
     {
         _len = new long[slots];
         _free = new SortedSet<int>(Enumerable.Range(0, slots));
-        _device = device;
         _kFlat = _k.Select(k => k.view(-1, k.shape[3])).ToArray();
         _vFlat = _v.Select(v => v.view(-1, v.shape[3])).ToArray();
     }
@@ -178,7 +176,11 @@ public sealed class BatchKvCache : KvCache
         _positions = tensor(starts, [b, 1], device: _device).DetachFromDisposeScope();                 // [B, 1]
         var additive = tensor(mask, [b, 1, 1, _keys], device: _device).DetachFromDisposeScope();        // [B, 1, 1, K]
         if (additive.dtype != _k[0].dtype)                                                              // SDPA wants q's dtype
-            using (additive) additive = additive.to(_k[0].dtype).DetachFromDisposeScope();
+        {
+            var cast = additive.to(_k[0].dtype).DetachFromDisposeScope();
+            additive.Dispose();
+            additive = cast;
+        }
         _mask = additive;
         if (_firstRow < 0) _rowIndex = tensor(rows, device: _device).DetachFromDisposeScope();
     }

@@ -58,8 +58,9 @@ public static class Parallelize
                         TensorParallel.ColumnParallel(b.attn.c_attn, tp, 3, shards, $"{n}.attn.c_attn");
                         TensorParallel.RowParallel(b.attn.c_proj, tp, sp, shards, $"{n}.attn.c_proj");
                         TensorParallel.EnterAfter(b.ln_2, tp, sp);
-                        TensorParallel.ColumnParallel(b.mlp.c_fc, tp, 1, shards, $"{n}.mlp.c_fc");
-                        TensorParallel.RowParallel(b.mlp.c_proj, tp, sp, shards, $"{n}.mlp.c_proj");
+                        var mlp = b.mlp!;                                   // dense: MoE with TP is refused by Trainer
+                        TensorParallel.ColumnParallel(mlp.c_fc, tp, 1, shards, $"{n}.mlp.c_fc");
+                        TensorParallel.RowParallel(mlp.c_proj, tp, sp, shards, $"{n}.mlp.c_proj");
                         sequenceParallelParameters.UnionWith([$"{n}.ln_1.weight", $"{n}.ln_1.bias", $"{n}.ln_2.weight", $"{n}.ln_2.bias"]);
                     }
                     VocabParallel.Embedding(g.wte, tp, sp, shards, "wte.weight");   // also the head: tied, the same shard
@@ -77,9 +78,10 @@ public static class Parallelize
                         TensorParallel.ColumnParallel(b.self_attn.v_proj, tp, 1, shards, $"{n}.self_attn.v_proj");
                         TensorParallel.RowParallel(b.self_attn.o_proj, tp, sp, shards, $"{n}.self_attn.o_proj");
                         TensorParallel.EnterAfter(b.post_attention_layernorm, tp, sp);
-                        TensorParallel.ColumnParallel(b.mlp.gate_proj, tp, 1, shards, $"{n}.mlp.gate_proj");
-                        TensorParallel.ColumnParallel(b.mlp.up_proj, tp, 1, shards, $"{n}.mlp.up_proj");
-                        TensorParallel.RowParallel(b.mlp.down_proj, tp, sp, shards, $"{n}.mlp.down_proj");
+                        var mlp = b.mlp!;                                   // dense: MoE with TP is refused by Trainer
+                        TensorParallel.ColumnParallel(mlp.gate_proj, tp, 1, shards, $"{n}.mlp.gate_proj");
+                        TensorParallel.ColumnParallel(mlp.up_proj, tp, 1, shards, $"{n}.mlp.up_proj");
+                        TensorParallel.RowParallel(mlp.down_proj, tp, sp, shards, $"{n}.mlp.down_proj");
                         sequenceParallelParameters.UnionWith([$"{n}.input_layernorm.weight", $"{n}.post_attention_layernorm.weight"]);
                     }
                     VocabParallel.Embedding(l.embed_tokens, tp, sp, shards, "embed_tokens.weight");

@@ -369,7 +369,7 @@ public sealed class Trainer
         if (comm.Rank == 0) tmp = store.BeginWrite(step);
         comm.Barrier();
         using var weightScope = torch.NewDisposeScope();
-        IReadOnlyDictionary<string, Tensor> weights;
+        IReadOnlyDictionary<string, Tensor>? weights;   // null on ranks that write nothing
         if (stage is null)
         {
             LayoutFreeCheckpoint.SaveOptimizer(tmp, trainStep, parallel);

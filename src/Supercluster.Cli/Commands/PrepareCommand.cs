@@ -127,6 +127,7 @@ public static class PrepareCommand
             Console.WriteLine($"val         {m.ValDocuments:N0} docs, {m.ValTokens:N0} tokens, {m.ValShards.Count} shard(s)");
             double secs = Math.Max(result.Elapsed.TotalSeconds, 1e-9);
             Console.WriteLine($"time        {result.Elapsed.TotalSeconds:0.00} s, {p.DocumentsRead / secs:N0} docs/s read, {result.TokensPerSecond:N0} tokens/s written");
+            Console.WriteLine($"phases      {string.Join(", ", result.Phases.Select(ph => $"{ph.Phase} {ph.Seconds:0.000} s"))} (rank 0)");
             Console.WriteLine($"memory      peak RSS {result.PeakRssBytes / (1024.0 * 1024):N0} MiB (largest rank)");
             Console.WriteLine($"out         {Path.GetFullPath(options.OutDir)}");
             return 0;

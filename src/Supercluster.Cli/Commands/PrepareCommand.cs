@@ -99,6 +99,10 @@ public static class PrepareCommand
             Tokenizers.Create(options.Tokenizer); // unknown names fail before any input is read
 
             var env = LaunchEnvironment.Detect();
+            // Ranks on one node share its cores: each takes its share, so workers and readers do not oversubscribe them.
+            int onNode = new[] { "OMPI_COMM_WORLD_LOCAL_SIZE", "SLURM_NTASKS_PER_NODE", "LOCAL_WORLD_SIZE" }
+                .Select(v => int.TryParse(Environment.GetEnvironmentVariable(v), out var n) && n > 0 ? n : 0).FirstOrDefault(n => n > 0, 1);
+            options = options with { Threads = Math.Max(1, Environment.ProcessorCount / onNode) };
             using ICommunicator comm = env.WorldSize > 1 ? Communicators.Create("mpi", deviceIsCuda: false, env) : new SingleProcess();
             void Warn(string line) { lock (Console.Error) Console.Error.WriteLine(comm.WorldSize > 1 ? $"[rank {comm.Rank}] {line}" : line); }
             IEnumerable<Document> docs;

@@ -65,6 +65,7 @@ public static class TextNormalizer
 
     /// <summary>Letters, digits, combining marks; astral characters (surrogate pairs: emoji, rare CJK) count as word characters.</summary>
     static bool IsWordChar(string s, int i) =>
-        char.IsLetterOrDigit(s[i]) || char.IsSurrogate(s[i])
+        char.IsAscii(s[i]) ? char.IsAsciiLetterOrDigit(s[i]) // the common case without a Unicode category lookup
+        : char.IsLetterOrDigit(s[i]) || char.IsSurrogate(s[i])
         || char.GetUnicodeCategory(s[i]) is UnicodeCategory.NonSpacingMark or UnicodeCategory.SpacingCombiningMark;
 }

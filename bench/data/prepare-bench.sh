@@ -2,6 +2,7 @@
 # prepare throughput and dedup quality (issue 14). Not a test: prints a table, writes bench/data/results/*.
 #   MB=2000 bench/data/prepare-bench.sh        # corpus size in MB (the issue's multi-gigabyte run: MB=2000+)
 #   SOTU_ONLY=1 bench/data/prepare-bench.sh    # step (1) only; CLI=path/Supercluster.Cli.dll times another build
+#   dotnet run -c Release bench/data/stages.cs -- bench/data/results/corpus-20.jsonl 5   # the same costs in one process, CPU time
 # Steps: (1) npm tiktoken single-thread vs `prepare --sample sotu` (tokenize only, all cores) on the SOTU sample;
 # (2) a generated corpus with planted duplicates; prepare tokenize-only, +exact, +near, +near+filters on 1 and 2 ranks
 # (mpirun); docs/s, tokens/s, peak RSS; recall/precision of --dedup near against the planted ids.
@@ -47,6 +48,7 @@ run() { # name ranks args…
   if [ "$ranks" -gt 1 ]; then cmd=(mpirun --allow-run-as-root --oversubscribe -np "$ranks" "${cmd[@]}"); fi
   "${cmd[@]}" > "$OUT/$name-$ranks.txt" 2>/dev/null
   printf '%-14s %d rank(s)  %s  %s\n' "$name" "$ranks" "$(grep '^time' "$OUT/$name-$ranks.txt" | cut -c13-)" "$(grep '^memory' "$OUT/$name-$ranks.txt" | cut -c13-)"
+  printf '%-14s            phases: %s\n' "" "$(grep '^phases' "$OUT/$name-$ranks.txt" | cut -c13-)"
 }
 for ranks in 1 2; do
   run tokenize "$ranks"

@@ -99,6 +99,10 @@ public static class PrepareCommand
             Tokenizers.Create(options.Tokenizer); // unknown names fail before any input is read
 
             var env = LaunchEnvironment.Detect();
+            // Ranks on one node share its cores: each takes its share, so workers and readers do not oversubscribe them.
+            int onNode = new[] { "OMPI_COMM_WORLD_LOCAL_SIZE", "SLURM_NTASKS_PER_NODE", "LOCAL_WORLD_SIZE" }
+                .Select(v => int.TryParse(Environment.GetEnvironmentVariable(v), out var n) && n > 0 ? n : 0).FirstOrDefault(n => n > 0, 1);
+            options = options with { Threads = Math.Max(1, Environment.ProcessorCount / onNode) };
             using ICommunicator comm = env.WorldSize > 1 ? Communicators.Create("mpi", deviceIsCuda: false, env) : new SingleProcess();
             void Warn(string line) { lock (Console.Error) Console.Error.WriteLine(comm.WorldSize > 1 ? $"[rank {comm.Rank}] {line}" : line); }
             IEnumerable<Document> docs;
@@ -127,6 +131,7 @@ public static class PrepareCommand
             Console.WriteLine($"val         {m.ValDocuments:N0} docs, {m.ValTokens:N0} tokens, {m.ValShards.Count} shard(s)");
             double secs = Math.Max(result.Elapsed.TotalSeconds, 1e-9);
             Console.WriteLine($"time        {result.Elapsed.TotalSeconds:0.00} s, {p.DocumentsRead / secs:N0} docs/s read, {result.TokensPerSecond:N0} tokens/s written");
+            Console.WriteLine($"phases      {string.Join(", ", result.Phases.Select(ph => $"{ph.Phase} {ph.Seconds:0.000} s"))} (rank 0)");
             Console.WriteLine($"memory      peak RSS {result.PeakRssBytes / (1024.0 * 1024):N0} MiB (largest rank)");
             Console.WriteLine($"out         {Path.GetFullPath(options.OutDir)}");
             return 0;

@@ -68,9 +68,14 @@ public sealed record DatasetMeta(
         var temp = path + ".tmp";
         using (var f = new FileStream(temp, FileMode.Create, FileAccess.Write))
         {
-            JsonSerializer.Serialize(f, this, Json);
+            JsonSerializer.Serialize(f, this, DatasetMetaJson.Default.DatasetMeta); // source-generated: no reflection warm-up (~0.1 s) in prepare
             f.Flush(flushToDisk: true);
         }
         System.IO.File.Move(temp, path, overwrite: true);
     }
 }
+
+/// <summary>Compile-time JSON metadata for writing meta.json (byte-identical to the reflection serializer's output: compared on SOTU and a near-dedup run).</summary>
+[JsonSourceGenerationOptions(WriteIndented = true)]
+[JsonSerializable(typeof(DatasetMeta))]
+internal sealed partial class DatasetMetaJson : JsonSerializerContext;

@@ -50,6 +50,8 @@ public sealed record PrepareResult(DatasetMeta Meta, TimeSpan Elapsed, long Peak
     /// <summary>Largest peak resident set size over the ranks (VmHWM), bytes; 0 where /proc is missing.</summary>
     public long PeakRssBytes { get; init; }
     public int Ranks { get; init; } = 1;
+    /// <summary>Wall seconds of each phase on this rank, in order (pass1, ids, exact, near, assemble, publish): where a run's time goes.</summary>
+    public IReadOnlyList<(string Phase, double Seconds)> Phases { get; init; } = [];
     public long Documents => Meta.TrainDocuments + Meta.ValDocuments;
     public long Tokens => Meta.TrainTokens + Meta.ValTokens;
     public double TokensPerSecond => Tokens / Math.Max(Elapsed.TotalSeconds, 1e-9);
@@ -98,6 +100,9 @@ public static class Preparer
         if (staging is not null) Directory.CreateDirectory(staging);
         staging = Path.Combine(options.OutDir, Encoding.UTF8.GetString(comm.AllGatherBytes(Encoding.UTF8.GetBytes(staging is null ? "" : Path.GetFileName(staging)))[0]));
         var clock = Stopwatch.StartNew();
+        var phases = new List<(string, double)>();
+        double lastMark = 0;
+        void Mark(string phase) { double now = clock.Elapsed.TotalSeconds; phases.Add((phase, now - lastMark)); lastMark = now; }
         try
         {
             // ---- pass 1: this rank's documents → filters → tokens, keys, signatures → spill ----
@@ -128,22 +133,26 @@ public static class Preparer
                 foreach (var (chunk, chars) in ReadAhead(localDocuments, options.ChunkChars)) Flush(chunk, chars);
             }
             stats.Read = ordinal;
+            Mark("pass1");
 
             // ---- global ids: rank r's documents are offsets[r] … offsets[r+1]−1, in input order ----
             var counts = comm.AllGatherBytes(BitConverter.GetBytes(ordinal)).Select(b => BitConverter.ToInt64(b)).ToArray();
             var offsets = new long[world + 1];
             for (int r = 0; r < world; r++) offsets[r + 1] = offsets[r] + counts[r];
             var allStats = comm.AllGatherBytes(stats.ToBytes()).Select(LocalStats.FromBytes).ToList();
+            Mark("ids");
 
             // ---- deduplication ----
             progress?.Update($"{tag}: deduplicating", force: true);
             var dedup = new Deduplicator(comm, staging, offsets);
             var exact = dedup.Exact();
             var removedExact = exact.SelectMany(c => c.Removed).ToHashSet();
+            Mark("exact");
             List<DuplicateCluster> nearClusters = [];
             if (near)
                 nearClusters = dedup.Near(lsh!, options.NearPermutations, options.NearThreshold, removedExact);
             var removedNear = nearClusters.SelectMany(c => c.Removed).ToHashSet();
+            if (near) Mark("near");
             long peakRss = comm.AllGatherBytes(BitConverter.GetBytes(PeakRss())).Max(b => BitConverter.ToInt64(b));
 
             DatasetMeta? meta = null;
@@ -187,11 +196,13 @@ public static class Preparer
                 }
             }
             comm.Barrier(); // every rank has closed its maps of the staging files
+            Mark("assemble");
             if (rank == 0) Publish(staging, options.OutDir, meta!);
             comm.Barrier();
+            Mark("publish");
             meta ??= DatasetMeta.Load(options.OutDir);
             progress?.Done($"{tag}: {meta.TrainDocuments + meta.ValDocuments:N0} docs, {meta.TrainTokens + meta.ValTokens:N0} tokens in {ProgressLine.Format(clock.Elapsed)}");
-            return new PrepareResult(meta, clock.Elapsed, peak) { PeakRssBytes = peakRss, Ranks = world };
+            return new PrepareResult(meta, clock.Elapsed, peak) { PeakRssBytes = peakRss, Ranks = world, Phases = phases };
         }
         catch
         {
@@ -252,7 +263,9 @@ public static class Preparer
     }
 
     /// <summary>What pass 1 made of one document: removed by a rule, or its tokens, exact key and signature.</summary>
-    readonly record struct Outcome(string? RemovedBy, int Chars, int[]? Tokens, UInt128 Key, ulong[]? Signature);
+    readonly record struct Outcome(string? RemovedBy, int Chars, int[]? Tokens, UInt128 Key, uint[]? Signature);
+
+    [ThreadStatic] static List<(int Start, int Length)>? t_words;
 
     static Outcome Process(Document doc, PrepareOptions options, TextTokenizer tokenizer, MinHash? minHash, long[] pii)
     {
@@ -262,7 +275,7 @@ public static class Preparer
         if (options.Filter?.Check(text) is { } rule) return new("filter:" + rule, text.Length, null, default, null);
         if (options.ScrubPii) text = PiiScrubber.Scrub(text, pii);
         var normalized = TextNormalizer.Normalize(text);
-        var signature = minHash?.Signature(normalized, CollectionsMarshal.AsSpan(TextNormalizer.WordSpans(normalized)));
+        var signature = minHash?.Signature(normalized, CollectionsMarshal.AsSpan(TextNormalizer.WordSpans(normalized, t_words ??= [])));
         return new(null, text.Length, tokenizer.Encode(text), TextNormalizer.ExactKey(normalized), signature);
     }
 
@@ -274,34 +287,39 @@ public static class Preparer
         val = new SplitWriter(staging, "val", version, options.ShardTokens);
         dedupCounts = removed.Keys.ToDictionary(k => k, _ => new StageCount(0, 0, 0));
         long index = 0;
-        int[]? pending = null; // one document of lookahead: lets the last one move to val if val would be empty
+        // One document of lookahead (lets the last one move to val if val would be empty); two buffers, swapped.
+        int[] pending = new int[1024], next = new int[1024];
+        int pendingLength = -1;
         bool pendingVal = false;
+        var stages = removed.ToArray();
         for (int r = 0; r < offsets.Length - 1; r++)
         {
             using var tok = new FileStream(RankSpill.TokenPath(staging, r), FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 20);
             foreach (var rec in RankSpill.ReadIndex(staging, r))
             {
-                var tokens = new int[rec.Tokens];
-                tok.ReadExactly(MemoryMarshal.AsBytes(tokens.AsSpan()));
                 long id = offsets[r] + rec.Ordinal;
-                var stage = removed.FirstOrDefault(kv => kv.Value.Contains(id)).Key;
+                string? stage = null;
+                foreach (var (name, ids) in stages) if (ids.Contains(id)) { stage = name; break; }
                 if (stage is not null)
                 {
+                    tok.Seek(4L * rec.Tokens, SeekOrigin.Current);
                     var c = dedupCounts[stage];
                     dedupCounts[stage] = new StageCount(c.Documents + 1, c.Characters + rec.Chars, c.Tokens + rec.Tokens + 1);
                     continue;
                 }
-                if (pending is not null) (pendingVal ? val : train).Append(pending, eot);
-                pending = tokens;
+                if (next.Length < rec.Tokens) next = new int[Math.Max(rec.Tokens, 2 * next.Length)];
+                tok.ReadExactly(MemoryMarshal.AsBytes(next.AsSpan(0, rec.Tokens)));
+                if (pendingLength >= 0) (pendingVal ? val : train).Append(pending.AsSpan(0, pendingLength), eot);
+                (pending, next, pendingLength) = (next, pending, rec.Tokens);
                 pendingVal = IsVal(index++, options.ValFraction);
             }
         }
-        if (pending is null)
+        if (pendingLength < 0)
             throw new BadInputException(offsets[^1] == 0
                 ? "the corpus is empty: no documents found in the inputs"
                 : $"the corpus is empty: none of the {offsets[^1]:N0} documents read is left after empty-text removal, filters and deduplication");
         if (options.ValFraction > 0 && index >= 2 && val.Documents == 0 && !pendingVal) pendingVal = true;
-        (pendingVal ? val : train).Append(pending, eot);
+        (pendingVal ? val : train).Append(pending.AsSpan(0, pendingLength), eot);
         train.Finish();
         val.Finish();
     }
@@ -339,15 +357,25 @@ public static class Preparer
         public readonly SortedDictionary<string, (long Docs, long Chars)> Removed = new(StringComparer.Ordinal);
         public void Remove(string rule, long chars) =>
             Removed[rule] = Removed.TryGetValue(rule, out var c) ? (c.Docs + 1, c.Chars + chars) : (1, chars);
-        public byte[] ToBytes() => JsonSerializer.SerializeToUtf8Bytes(new { read = Read, pii = Pii, removed = Removed.ToDictionary(kv => kv.Key, kv => new[] { kv.Value.Docs, kv.Value.Chars }) });
+        // Binary, not JSON: System.Text.Json's first serialisation of a type costs ~0.1 s of start-up in every process.
+        public byte[] ToBytes()
+        {
+            var ms = new MemoryStream();
+            using var w = new BinaryWriter(ms);
+            w.Write(Read);
+            foreach (var p in Pii) w.Write(p);
+            w.Write(Removed.Count);
+            foreach (var (rule, (docs, chars)) in Removed) { w.Write(rule); w.Write(docs); w.Write(chars); }
+            w.Flush();
+            return ms.ToArray();
+        }
+
         public static LocalStats FromBytes(byte[] b)
         {
-            using var doc = JsonDocument.Parse(b);
-            var s = new LocalStats { Read = doc.RootElement.GetProperty("read").GetInt64() };
-            int i = 0;
-            foreach (var p in doc.RootElement.GetProperty("pii").EnumerateArray()) s.Pii[i++] = p.GetInt64();
-            foreach (var p in doc.RootElement.GetProperty("removed").EnumerateObject())
-                s.Removed[p.Name] = (p.Value[0].GetInt64(), p.Value[1].GetInt64());
+            using var r = new BinaryReader(new MemoryStream(b));
+            var s = new LocalStats { Read = r.ReadInt64() };
+            for (int i = 0; i < s.Pii.Length; i++) s.Pii[i] = r.ReadInt64();
+            for (int n = r.ReadInt32(); n > 0; n--) s.Removed[r.ReadString()] = (r.ReadInt64(), r.ReadInt64());
             return s;
         }
     }
@@ -381,7 +409,7 @@ public static class Preparer
         public long Tokens { get; private set; }
         public long Documents { get; private set; }
 
-        public void Append(int[] tokens, int eot)
+        public void Append(ReadOnlySpan<int> tokens, int eot)
         {
             Write(tokens);
             Write([eot]);

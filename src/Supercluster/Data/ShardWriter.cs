@@ -1,4 +1,6 @@
 using System.Buffers.Binary;
+using System.Numerics.Tensors;
+using System.Runtime.InteropServices;
 
 namespace Supercluster.Data;
 
@@ -38,19 +40,17 @@ public sealed class ShardWriter : IDisposable
         {
             var part = tokens.Slice(start, Math.Min(per, tokens.Length - start));
             var bytes = _buffer.AsSpan(0, part.Length * _width);
-            for (int i = 0; i < part.Length; i++)
+            if (_width == 2)
             {
-                int t = part[i];
-                if (_width == 2)
-                {
-                    if ((uint)t > ushort.MaxValue) throw new ArgumentOutOfRangeException(nameof(tokens), t, "token does not fit a version-1 (uint16) shard");
-                    BinaryPrimitives.WriteUInt16LittleEndian(bytes[(i * 2)..], (ushort)t);
-                }
-                else
-                {
-                    if (t < 0) throw new ArgumentOutOfRangeException(nameof(tokens), t, "negative token");
-                    BinaryPrimitives.WriteUInt32LittleEndian(bytes[(i * 4)..], (uint)t);
-                }
+                if (part.ContainsAnyExceptInRange(0, ushort.MaxValue))
+                    throw new ArgumentOutOfRangeException(nameof(tokens), part[part.IndexOfAnyExceptInRange(0, ushort.MaxValue)], "token does not fit a version-1 (uint16) shard");
+                TensorPrimitives.ConvertTruncating<int, ushort>(part, MemoryMarshal.Cast<byte, ushort>(bytes)); // little-endian, as the format
+            }
+            else
+            {
+                if (part.ContainsAnyExceptInRange(0, int.MaxValue))
+                    throw new ArgumentOutOfRangeException(nameof(tokens), part[part.IndexOfAnyExceptInRange(0, int.MaxValue)], "negative token");
+                MemoryMarshal.AsBytes(part).CopyTo(bytes);
             }
             _file.Write(bytes);
         }

@@ -1,4 +1,6 @@
 using System.Buffers.Binary;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using Supercluster.Distributed;
 
 namespace Supercluster.Data.Pipeline;
@@ -24,30 +26,30 @@ public sealed class Deduplicator(ICommunicator comm, string staging, long[] offs
     /// <summary>Exact duplicate clusters (every rank gets all of them).</summary>
     public List<DuplicateCluster> Exact()
     {
-        var send = Buckets();
+        var send = Buckets<(UInt128 Key, long Id)>();
         foreach (var rec in RankSpill.ReadIndex(staging, Rank))
-        {
-            var w = send[(int)((ulong)rec.Key % (ulong)World)];
-            Span<byte> b = stackalloc byte[24];
-            BinaryPrimitives.WriteUInt128LittleEndian(b, rec.Key);
-            BinaryPrimitives.WriteInt64LittleEndian(b[16..], offsets[Rank] + rec.Ordinal);
-            w.Write(b);
-        }
-        var received = new List<(UInt128 Key, long Id)>();
-        foreach (var part in comm.AllToAllBytes([.. send.Select(s => s.ToArray())]))
-            for (int i = 0; i + 24 <= part.Length; i += 24)
-                received.Add((BinaryPrimitives.ReadUInt128LittleEndian(part.AsSpan(i)), BinaryPrimitives.ReadInt64LittleEndian(part.AsSpan(i + 16))));
-        received.Sort();
+            send[(int)((ulong)rec.Key % (ulong)World)].Add((rec.Key, offsets[Rank] + rec.Ordinal));
+        var received = Exchange(send);
+        var keys = received.Select(r => r.Key).ToArray();
+        var order = Enumerable.Range(0, keys.Length).ToArray();
+        Array.Sort(keys, order);
         var clusters = new List<DuplicateCluster>();
-        for (int i = 0; i < received.Count;)
+        for (int i = 0; i < keys.Length;)
         {
             int j = i + 1;
-            while (j < received.Count && received[j].Key == received[i].Key) j++;
-            if (j - i > 1) clusters.Add(new("exact", received[i].Id, [.. received.Skip(i + 1).Take(j - i - 1).Select(x => x.Id)]));
+            while (j < keys.Length && keys[j] == keys[i]) j++;
+            if (j - i > 1)
+            {
+                var ids = order[i..j].Select(k => received[k].Id).Order().ToArray();
+                clusters.Add(new("exact", ids[0], ids[1..]));
+            }
             i = j;
         }
         return Gather(clusters, "exact");
     }
+
+    /// <summary>Bytes of band keys one round of <see cref="Near"/> may hold on a rank (as many bands per round as fit, at least one).</summary>
+    public const long NearKeyBytesPerRound = 256L << 20;
 
     /// <summary>Near-duplicate clusters among documents not in <paramref name="skip"/>.</summary>
     public List<DuplicateCluster> Near(LshBands lsh, int permutations, double threshold, IReadOnlySet<long> skip)
@@ -55,46 +57,45 @@ public sealed class Deduplicator(ICommunicator comm, string staging, long[] offs
         using var store = new SignatureStore(staging, offsets, permutations);
         var edges = new HashSet<(long, long)>();
         var tried = new HashSet<(long, long)>();
-        var sig = new ulong[permutations];
-        var a = new ulong[permutations];
-        var b = new ulong[permutations];
-        for (int band = 0; band < lsh.Bands; band++)
+        // This rank's candidates: rows not removed as exact duplicates and with words.
+        var rows = new List<(long Row, long Id)>();
+        for (long row = 0; row < store.Rows(Rank); row++)
         {
-            var send = Buckets();
-            Span<byte> rec = stackalloc byte[16];
-            long first = offsets[Rank], count = offsets[Rank + 1] - offsets[Rank];
-            foreach (var r in RankSpill.ReadIndex(staging, Rank))
+            long id = store.IdOf(Rank, row);
+            if (!skip.Contains(id) && !RankSpill.HasNoWords(store.Row(Rank, row))) rows.Add((row, id));
+        }
+        // All ranks take the same number of bands per round (from the largest rank's count), so the rounds line up.
+        long most = offsets.Zip(offsets.Skip(1), (a, b) => b - a).Max();
+        int perRound = (int)Math.Clamp(NearKeyBytesPerRound / Math.Max(1, 16 * most), 1, lsh.Bands);
+        for (int band0 = 0; band0 < lsh.Bands; band0 += perRound)
+        {
+            int bands = Math.Min(perRound, lsh.Bands - band0);
+            var send = Buckets<(ulong Key, long Id)>();
+            foreach (var (row, id) in rows)
             {
-                long id = first + r.Ordinal;
-                if (skip.Contains(id)) continue;
-                store.Read(id, sig);
-                if (sig[0] == ulong.MaxValue) continue; // no words
-                ulong key = lsh.Key(sig, band);
-                BinaryPrimitives.WriteUInt64LittleEndian(rec, key);
-                BinaryPrimitives.WriteInt64LittleEndian(rec[8..], id);
-                send[(int)(key % (ulong)World)].Write(rec);
+                var sig = store.Row(Rank, row);
+                for (int band = band0; band < band0 + bands; band++)
+                {
+                    ulong key = lsh.Key(sig, band); // seeded by the band: keys of different bands differ
+                    send[(int)(key % (ulong)World)].Add((key, id));
+                }
             }
-            var received = new List<(ulong Key, long Id)>();
-            foreach (var part in comm.AllToAllBytes([.. send.Select(s => s.ToArray())]))
-                for (int i = 0; i + 16 <= part.Length; i += 16)
-                    received.Add((BinaryPrimitives.ReadUInt64LittleEndian(part.AsSpan(i)), BinaryPrimitives.ReadInt64LittleEndian(part.AsSpan(i + 8))));
-            received.Sort();
-            for (int i = 0; i < received.Count;)
+            // Every bucket in id order (the sort by key is not stable), so the verification is the same for any rank count.
+            var received = Exchange(send);
+            var keys = received.Select(r => r.Key).ToArray();
+            var order = Enumerable.Range(0, keys.Length).ToArray();
+            Array.Sort(keys, order);
+            var bucket = new List<long>();
+            for (int i = 0; i < keys.Length;)
             {
                 int j = i + 1;
-                while (j < received.Count && received[j].Key == received[i].Key) j++;
-                for (int m = i + 1; m < j; m++)
+                while (j < keys.Length && keys[j] == keys[i]) j++;
+                if (j - i > 1)
                 {
-                    long id = received[m].Id;
-                    for (int e = i; e < m && e < i + VerifyPerCandidate; e++)
-                    {
-                        var pair = (received[e].Id, id);
-                        if (edges.Contains(pair)) break;
-                        if (!tried.Add(pair)) continue;
-                        store.Read(pair.Item1, a);
-                        store.Read(id, b);
-                        if (MinHash.Similarity(a, b) >= threshold) { edges.Add(pair); break; }
-                    }
+                    bucket.Clear();
+                    for (int q = i; q < j; q++) bucket.Add(received[order[q]].Id);
+                    bucket.Sort();
+                    Verify(bucket, store, threshold, edges, tried);
                 }
                 i = j;
             }
@@ -130,7 +131,33 @@ public sealed class Deduplicator(ICommunicator comm, string staging, long[] offs
             .Select(g => new DuplicateCluster("near", g.Key, [.. g.Where(x => x != g.Key).Order()]))];
     }
 
-    MemoryStream[] Buckets() => [.. Enumerable.Range(0, World).Select(_ => new MemoryStream())];
+    /// <summary>Each member of a band bucket (ids ascending) against up to <see cref="VerifyPerCandidate"/> earlier members.</summary>
+    static void Verify(List<long> bucket, SignatureStore store, double threshold, HashSet<(long, long)> edges, HashSet<(long, long)> tried)
+    {
+        for (int m = 1; m < bucket.Count; m++)
+        {
+            long id = bucket[m];
+            for (int e = 0; e < m && e < VerifyPerCandidate; e++)
+            {
+                var pair = (bucket[e], id);
+                if (edges.Contains(pair)) break;
+                if (!tried.Add(pair)) continue;
+                if (MinHash.Similarity(store.Read(pair.Item1), store.Read(id)) >= threshold) { edges.Add(pair); break; }
+            }
+        }
+    }
+
+    List<T>[] Buckets<T>() => [.. Enumerable.Range(0, World).Select(_ => new List<T>())];
+
+    /// <summary>One all-to-all of fixed-size records: list r goes to rank r; what every rank sent here, in rank order.</summary>
+    T[] Exchange<T>(List<T>[] send) where T : unmanaged
+    {
+        var parts = comm.AllToAllBytes([.. send.Select(l => MemoryMarshal.AsBytes(CollectionsMarshal.AsSpan(l)).ToArray())]);
+        var all = new T[parts.Sum(p => p.Length) / Unsafe.SizeOf<T>()];
+        var into = MemoryMarshal.AsBytes(all.AsSpan());
+        foreach (var p in parts) { p.CopyTo(into); into = into[p.Length..]; }
+        return all;
+    }
 
     /// <summary>Every rank's clusters, in kept-id order, on every rank.</summary>
     List<DuplicateCluster> Gather(List<DuplicateCluster> local, string stage)

@@ -45,6 +45,6 @@ public sealed record LshBands(int Bands, int Rows)
     }
 
     /// <summary>Key of band <paramref name="band"/>: xxHash3 of its rows, seeded by the band index so bands never collide.</summary>
-    public ulong Key(ReadOnlySpan<ulong> signature, int band) =>
+    public ulong Key(ReadOnlySpan<uint> signature, int band) =>
         XxHash3.HashToUInt64(MemoryMarshal.AsBytes(signature.Slice(band * Rows, Rows)), band);
 }

@@ -1,23 +1,24 @@
 using System.IO.Hashing;
+using System.Numerics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
-using System.Runtime.Intrinsics;
-using System.Runtime.Intrinsics.X86;
 
 namespace Supercluster.Data.Pipeline;
 
 /// <summary>
-/// MinHash (Broder 1997) over word n-gram shingles. Each shingle is hashed once with 64-bit xxHash3; permutation i is
-/// the universal hash h_i(x) = (a_i·x + b_i) mod (2⁶¹−1) with (a_i, b_i) drawn from SplitMix64(seed), as datasketch does.
-/// The share of equal positions in two signatures estimates the Jaccard similarity of their shingle sets
+/// MinHash (Broder 1997) over word n-gram shingles. Each word is hashed once (64-bit xxHash3 of its UTF-16); a shingle's
+/// 64-bit hash x combines its n word hashes in order and is finished by MurmurHash3's fmix64, so no shingle text is
+/// built. Permutation i is the multiply-add-shift hash h_i(x) = ⌊((a_i·x + b_i) mod 2⁶⁴) / 2³²⌋ (Dietzfelbinger 1996;
+/// a_i odd, (a_i, b_i) from SplitMix64(seed)), a 32-bit value; the signature is each permutation's minimum over the
+/// shingles. The share of equal positions in two signatures estimates the Jaccard similarity of their shingle sets
 /// (standard error √(J(1−J)/P)). A document shorter than n words is one shingle.
-/// The permutations run four lanes at a time (AVX2: 64-bit products from 32-bit halves, reduced mod 2⁶¹−1), with the
-/// same values as the scalar formula (tested); shingles are hashed from one reused buffer.
+/// Per permutation the shingle hashes run through SIMD lanes (<see cref="Vector{T}"/>: one code path for AVX2 and
+/// AVX-512) with the same values as the scalar formula (tested).
 /// </summary>
 public sealed class MinHash
 {
-    const ulong Prime = (1UL << 61) - 1;
-    readonly ulong[] _a, _b, _aLow, _aHigh;
+    const ulong CombineMultiplier = 0x9E3779B97F4A7C15UL; // odd: each combining step is a bijection
+    readonly ulong[] _a, _b;
 
     public MinHash(int permutations = 128, int ngram = 5, ulong seed = 1)
     {
@@ -30,136 +31,101 @@ public sealed class MinHash
         ulong s = seed;
         for (int i = 0; i < permutations; i++)
         {
-            _a[i] = SplitMix(ref s) % (Prime - 1) + 1;
-            _b[i] = SplitMix(ref s) % Prime;
+            _a[i] = SplitMix(ref s) | 1;
+            _b[i] = SplitMix(ref s);
         }
-        _aLow = _a.Select(a => a & 0xFFFF_FFFFUL).ToArray();
-        _aHigh = _a.Select(a => a >> 32).ToArray();
     }
 
-    [ThreadStatic] static char[]? t_shingle;
+    [ThreadStatic] static ulong[]? t_words, t_shingles;
 
     public int Permutations { get; }
     public int Ngram { get; }
 
-    /// <summary>Permutations computed at once: 8 with AVX-512, 4 with AVX2, else 1 (the scalar formula).</summary>
-    public static int BestLanes { get; } = Avx512F.IsSupported ? 8 : Avx2.IsSupported ? 4 : 1;
-
     /// <summary>Signature of a word sequence, or null when it has no words.</summary>
-    public ulong[]? Signature(IReadOnlyList<string> words) => Signature(words, BestLanes);
+    public uint[]? Signature(IReadOnlyList<string> words) => Signature(words, vector: true);
 
-    /// <summary><paramref name="lanes"/> 1: the scalar formula only (the reference for the vector paths).</summary>
-    public ulong[]? Signature(IReadOnlyList<string> words, int lanes)
+    /// <summary><paramref name="vector"/> false: the scalar formula only (the reference for the SIMD path).</summary>
+    public uint[]? Signature(IReadOnlyList<string> words, bool vector)
     {
-        var spans = new (int Start, int Length)[words.Count];
-        int at = 0;
-        for (int i = 0; i < words.Count; i++) { spans[i] = (at, words[i].Length); at += words[i].Length; }
-        return Signature(string.Concat(words), spans, lanes);
+        var hashes = new ulong[words.Count];
+        for (int i = 0; i < hashes.Length; i++) hashes[i] = WordHash(words[i]);
+        return FromWordHashes(hashes, vector);
     }
 
     /// <summary>Signature of the words of <paramref name="text"/> at <paramref name="words"/> (no word strings needed).</summary>
-    public ulong[]? Signature(string text, ReadOnlySpan<(int Start, int Length)> words) => Signature(text, words, BestLanes);
-
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    ulong[]? Signature(string text, ReadOnlySpan<(int Start, int Length)> words, int lanes)
+    public uint[]? Signature(string text, ReadOnlySpan<(int Start, int Length)> words)
     {
         if (words.Length == 0) return null;
-        var sig = new ulong[Permutations];
-        Array.Fill(sig, ulong.MaxValue);
-        int shingles = Math.Max(1, words.Length - Ngram + 1);
-        var buffer = t_shingle ??= new char[256];
-        for (int s = 0; s < shingles; s++)
+        var hashes = Buffer(ref t_words, words.Length);
+        for (int i = 0; i < words.Length; i++) hashes[i] = WordHash(text.AsSpan(words[i].Start, words[i].Length));
+        return FromWordHashes(hashes.AsSpan(0, words.Length), vector: true);
+    }
+
+    static ulong WordHash(ReadOnlySpan<char> word) => XxHash3.HashToUInt64(MemoryMarshal.AsBytes(word));
+
+    static ulong[] Buffer(ref ulong[]? cached, int length) =>
+        cached is { } b && b.Length >= length ? b : cached = new ulong[Math.Max(length, 1024)];
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    uint[]? FromWordHashes(ReadOnlySpan<ulong> words, bool vector)
+    {
+        if (words.Length == 0) return null;
+        int count = Math.Max(1, words.Length - Ngram + 1);
+        var shingles = Buffer(ref t_shingles, count);
+        for (int s = 0; s < count; s++)
         {
-            int length = 0;
-            for (int w = s; w < Math.Min(words.Length, s + Ngram); w++)
-            {
-                var word = text.AsSpan(words[w].Start, words[w].Length);
-                if (length + word.Length + 1 > buffer.Length) Array.Resize(ref buffer, 2 * (length + word.Length + 1));
-                word.CopyTo(buffer.AsSpan(length));
-                length += word.Length;
-                buffer[length++] = '\u001f'; // shingle = each word followed by a unit separator
-            }
-            t_shingle = buffer;
-            ulong x = XxHash3.HashToUInt64(MemoryMarshal.AsBytes(buffer.AsSpan(0, length))) % Prime;
-            int i = lanes switch { 8 => Min8(sig, x), 4 => Min4(sig, x), _ => 0 };
-            for (; i < sig.Length; i++)
-            {
-                ulong h = MulAddMod(_a[i], x, _b[i]);
-                if (h < sig[i]) sig[i] = h;
-            }
+            ulong h = 0;
+            for (int w = s; w < Math.Min(words.Length, s + Ngram); w++) h = (h ^ words[w]) * CombineMultiplier;
+            shingles[s] = Fmix64(h);
         }
+        var xs = shingles.AsSpan(0, count);
+        var sig = new uint[Permutations];
+        for (int i = 0; i < sig.Length; i++) sig[i] = vector ? MinVector(xs, _a[i], _b[i]) : MinScalar(xs, _a[i], _b[i]);
         return sig;
     }
 
-    /// <summary>
-    /// sig[i] = min(sig[i], (a_i·x + b_i) mod p) four lanes at a time (AVX2); returns the first index not done. With a = a₁·2³² + a₀, x = x₁·2³² + x₀ (a₁, x₁ &lt; 2²⁹):
-    /// a·x = a₁x₁·2⁶⁴ + (a₁x₀ + a₀x₁)·2³² + a₀x₀, and 2⁶¹ ≡ 1, so 2⁶⁴ ≡ 8 and m·2³² ≡ ⌊m/2²⁹⌋ + (m mod 2²⁹)·2³².
-    /// The terms sum to less than 2⁶³; one fold and one subtraction give the residue in [0, p), as the scalar path.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    int Min4(ulong[] sig, ulong x)
+    /// <summary>min over x of h(x) = ((a·x + b) mod 2⁶⁴) >> 32: the scalar formula.</summary>
+    static uint MinScalar(ReadOnlySpan<ulong> xs, ulong a, ulong b)
     {
-        var p = Vector256.Create(Prime);
-        var x0 = Vector256.Create(x & 0xFFFF_FFFFUL).AsUInt32();
-        var x1 = Vector256.Create(x >> 32).AsUInt32();
-        var low29 = Vector256.Create((1UL << 29) - 1);
-        int i = 0;
-        for (; i + 4 <= sig.Length; i += 4)
-        {
-            var a0 = Vector256.Create<ulong>(_aLow.AsSpan(i, 4)).AsUInt32();
-            var a1 = Vector256.Create<ulong>(_aHigh.AsSpan(i, 4)).AsUInt32();
-            var lo = Avx2.Multiply(a0, x0);                                   // < 2⁶⁴
-            var mid = Avx2.Multiply(a1, x0) + Avx2.Multiply(a0, x1);          // < 2⁶²
-            var high = Avx2.Multiply(a1, x1);                                 // < 2⁵⁸
-            var r = (lo & p) + (lo >>> 61) + (mid >>> 29) + ((mid & low29) << 32) + (high << 3) + Vector256.Create<ulong>(_b.AsSpan(i, 4));
-            r = (r & p) + (r >>> 61);
-            r -= Vector256.GreaterThanOrEqual(r, p) & p;
-            var current = Vector256.Create<ulong>(sig.AsSpan(i, 4));
-            Vector256.Min(current, r).CopyTo(sig.AsSpan(i, 4));
-        }
-        return i; // the caller finishes the lanes left over
+        ulong min = ulong.MaxValue;
+        foreach (var x in xs) min = Math.Min(min, unchecked(a * x + b) >> 32);
+        return (uint)min;
     }
 
-    /// <summary>As <see cref="Min4"/>, eight lanes (AVX-512).</summary>
+    /// <summary>As <see cref="MinScalar"/>, <see cref="Vector{T}.Count"/> shingles at a time.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    int Min8(ulong[] sig, ulong x)
+    static uint MinVector(ReadOnlySpan<ulong> xs, ulong a, ulong b)
     {
-        var p = Vector512.Create(Prime);
-        var x0 = Vector512.Create(x & 0xFFFF_FFFFUL).AsUInt32();
-        var x1 = Vector512.Create(x >> 32).AsUInt32();
-        var low29 = Vector512.Create((1UL << 29) - 1);
-        int i = 0;
-        for (; i + 8 <= sig.Length; i += 8)
+        int n = Vector<ulong>.Count, s = 0;
+        ulong min = ulong.MaxValue;
+        if (Vector.IsHardwareAccelerated && xs.Length >= n)
         {
-            var a0 = Vector512.Create<ulong>(_aLow.AsSpan(i, 8)).AsUInt32();
-            var a1 = Vector512.Create<ulong>(_aHigh.AsSpan(i, 8)).AsUInt32();
-            var lo = Avx512F.Multiply(a0, x0);                                   // < 2⁶⁴
-            var mid = Avx512F.Multiply(a1, x0) + Avx512F.Multiply(a0, x1);          // < 2⁶²
-            var high = Avx512F.Multiply(a1, x1);                                 // < 2⁵⁸
-            var r = (lo & p) + (lo >>> 61) + (mid >>> 29) + ((mid & low29) << 32) + (high << 3) + Vector512.Create<ulong>(_b.AsSpan(i, 8));
-            r = (r & p) + (r >>> 61);
-            r -= Vector512.GreaterThanOrEqual(r, p) & p;
-            var current = Vector512.Create<ulong>(sig.AsSpan(i, 8));
-            Vector512.Min(current, r).CopyTo(sig.AsSpan(i, 8));
+            var av = new Vector<ulong>(a);
+            var bv = new Vector<ulong>(b);
+            var m = new Vector<ulong>(ulong.MaxValue);
+            for (; s + n <= xs.Length; s += n) m = Vector.Min(m, (new Vector<ulong>(xs[s..]) * av + bv) >>> 32);
+            for (int k = 0; k < n; k++) min = Math.Min(min, m[k]);
         }
-        return i; // the caller finishes the lanes left over
+        for (; s < xs.Length; s++) min = Math.Min(min, unchecked(a * xs[s] + b) >> 32);
+        return (uint)min;
     }
 
     /// <summary>Share of equal positions: the MinHash estimate of Jaccard similarity.</summary>
-    public static double Similarity(ReadOnlySpan<ulong> a, ReadOnlySpan<ulong> b)
+    public static double Similarity(ReadOnlySpan<uint> a, ReadOnlySpan<uint> b)
     {
         int same = 0;
         for (int i = 0; i < a.Length; i++) if (a[i] == b[i]) same++;
         return (double)same / a.Length;
     }
 
-    /// <summary>(a·x + b) mod 2⁶¹−1 with a, x, b &lt; 2⁶¹−1, by the Mersenne reduction.</summary>
-    static ulong MulAddMod(ulong a, ulong x, ulong b)
+    /// <summary>MurmurHash3's 64-bit finaliser: every input bit affects every output bit.</summary>
+    static ulong Fmix64(ulong k)
     {
-        ulong hi = Math.BigMul(a, x, out ulong lo);
-        ulong r = (lo & Prime) + ((lo >> 61) | (hi << 3)) + b; // < 3·2⁶¹, fits
-        r = (r & Prime) + (r >> 61);
-        return r >= Prime ? r - Prime : r;
+        k ^= k >> 33;
+        k *= 0xFF51AFD7ED558CCDUL;
+        k ^= k >> 33;
+        k *= 0xC4CEB9FE1A85EC53UL;
+        return k ^ (k >> 33);
     }
 
     static ulong SplitMix(ref ulong s)

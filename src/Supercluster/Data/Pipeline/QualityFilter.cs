@@ -71,8 +71,8 @@ public sealed class QualityFilter
     /// <summary>The first rule <paramref name="text"/> fails, or null when it passes all.</summary>
     public string? Check(string text)
     {
-        var m = new double[Rules.Length];
         var scan = Scan.Run(text);
+        var m = scan.Measures;
         scan.Basic(m);
         for (int k = 0; k < FirstNgramRule; k++) if (Fails(k, m[k])) return Rules[k].Name;
         scan.Ngrams(m);
@@ -96,10 +96,13 @@ public sealed class QualityFilter
 
     const int FirstNgramRule = 12;
 
-    bool Fails(int k, double value) => Rules[k].Name switch
+    /// <summary>Per rule: -1 a minimum (<c>min_</c>), +1 a maximum (<c>max_</c>), 0 a switch.</summary>
+    static readonly int[] Kind = [.. Rules.Select(r => r.Name.StartsWith("min_", StringComparison.Ordinal) ? -1 : r.Name.StartsWith("max_", StringComparison.Ordinal) ? 1 : 0)];
+
+    bool Fails(int k, double value) => Kind[k] switch
     {
-        var n when n.StartsWith("min_", StringComparison.Ordinal) => value < _t[k],
-        var n when n.StartsWith("max_", StringComparison.Ordinal) => value > _t[k],
+        < 0 => value < _t[k],
+        > 0 => value > _t[k],
         _ => _t[k] > 0 && value > 0,
     };
 
@@ -234,7 +237,7 @@ public sealed class QualityFilter
             double wordChars = _wordChars;
             for (int k = FirstNgramRule; k <= 20; k++) m[k] = wordChars > 0 ? 0 : double.NaN;
             if (wordChars == 0 || n < 2) return;
-            var g1 = new int[n];
+            var g1 = Ids(0, n);
             for (int i = 0; i < n; i++)
             {
                 ref int id = ref CollectionsMarshal.GetValueRefOrAddDefault(_spans, (_wordStart[i], _wordLength[i]), out bool exists);
@@ -242,32 +245,52 @@ public sealed class QualityFilter
                 g1[i] = id;
             }
             bool repeats = _spans.Count < n;
-            var g2 = Level(g1, 1, ref repeats, out int d2);
+            var g2 = Level(g1, 1, 1, ref repeats, out int d2);
             if (!repeats) return; // no repeated word pair: no longer n-gram repeats either
             m[12] = TopChars(g2, 2, d2) / wordChars;
-            var g3 = Level(g2, 1, ref repeats, out int d3);
+            var g3 = Level(g2, 1, 2, ref repeats, out int d3);
             m[13] = TopChars(g3, 3, d3) / wordChars;
-            var g4 = Level(g2, 2, ref repeats, out int d4);
+            var g4 = Level(g2, 2, 3, ref repeats, out int d4);
             m[14] = TopChars(g4, 4, d4) / wordChars;
             repeats = true;
-            var g5 = Level(g4, 1, ref repeats, out int d5);
+            var g5 = Level(g4, 1, 4, ref repeats, out int d5);
             if (!repeats) return;
             m[15] = RepeatedChars(g5, 5, d5) / wordChars;
             for (int k = 6; k <= 10; k++)
             {
                 bool r = true;
-                var gk = Level(g5, k - 5, ref r, out int dk);
+                var gk = Level(g5, k - 5, 2, ref r, out int dk); // slot 2 (3-grams) is free again
                 if (!r) break;
                 m[15 + k - 5] = RepeatedChars(gk, k, dk) / wordChars;
             }
         }
 
+        // Reused per thread: the n-gram id arrays (slot per level in use at once) and the counting arrays.
+        readonly int[][] _ids = [new int[256], new int[256], new int[256], new int[256], new int[256]];
+        int[] _counts = new int[256];
+        bool[] _seen = new bool[256], _covered = new bool[256];
+        public readonly double[] Measures = new double[Rules.Length];
+
+        Span<int> Ids(int slot, int length)
+        {
+            if (_ids[slot].Length < length) _ids[slot] = new int[Math.Max(length, 2 * _ids[slot].Length)];
+            return _ids[slot].AsSpan(0, length);
+        }
+
+        static Span<T> Cleared<T>(ref T[] buffer, int length)
+        {
+            if (buffer.Length < length) buffer = new T[Math.Max(length, 2 * buffer.Length)];
+            var span = buffer.AsSpan(0, length);
+            span.Clear();
+            return span;
+        }
+
         /// <summary>Ids of (a[i], a[i+offset]) for every i where both exist; <paramref name="repeats"/>: some id repeats.</summary>
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        int[] Level(int[] a, int offset, ref bool repeats, out int distinct)
+        Span<int> Level(ReadOnlySpan<int> a, int offset, int slot, ref bool repeats, out int distinct)
         {
             int count = Math.Max(0, a.Length - offset);
-            var r = new int[count];
+            var r = Ids(slot, count);
             _pairs.Clear(count);
             for (int i = 0; i < count; i++) r[i] = _pairs.IdOf(a[i], a[i + offset]);
             distinct = _pairs.Count;
@@ -284,9 +307,9 @@ public sealed class QualityFilter
 
         /// <summary>Characters of the most frequent n-gram (the first to reach the top count) × its count; 0 below 2.</summary>
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        double TopChars(int[] g, int n, int distinct)
+        double TopChars(ReadOnlySpan<int> g, int n, int distinct)
         {
-            var counts = new int[distinct];
+            var counts = Cleared(ref _counts, distinct);
             int best = 0, at = -1;
             for (int i = 0; i < g.Length; i++)
                 if (++counts[g[i]] > best) { best = counts[g[i]]; at = i; }
@@ -295,14 +318,14 @@ public sealed class QualityFilter
 
         /// <summary>Characters of the words covered by a later occurrence of an n-gram (each word once).</summary>
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        double RepeatedChars(int[] g, int n, int distinct)
+        double RepeatedChars(ReadOnlySpan<int> g, int n, int distinct)
         {
-            var seen = new bool[distinct];
-            var covered = new bool[_words];
+            var seen = Cleared(ref _seen, distinct);
+            var covered = Cleared(ref _covered, _words);
             for (int i = 0; i < g.Length; i++)
             {
                 if (!seen[g[i]]) { seen[g[i]] = true; continue; }
-                for (int j = i; j < i + n; j++) covered[j] = true;
+                covered.Slice(i, n).Fill(true);
             }
             long chars = 0;
             for (int i = 0; i < _words; i++) if (covered[i]) chars += _wordLength[i];

@@ -8,7 +8,7 @@ namespace Supercluster.Data.Pipeline;
 /// One rank's documents after filtering, on disk in the staging folder so memory stays bounded:
 /// <c>rank-R.idx</c> (32 bytes per document: ordinal, token count, characters, 128-bit exact key),
 /// <c>rank-R.tok</c> (int32 tokens, back to back) and, for near deduplication, <c>rank-R.sig</c>
-/// (P uint64 MinHash values per document; first value <see cref="ulong.MaxValue"/> when the document has no words).
+/// (P uint32 MinHash values per document; the first two <see cref="uint.MaxValue"/> when the document has no words).
 /// Other ranks read these files (by memory map) after this rank closes them: the staging folder is on the shared
 /// filesystem that holds the output.
 /// </summary>
@@ -18,6 +18,13 @@ public sealed class RankSpill : IDisposable
     readonly FileStream _idx, _tok;
     readonly FileStream? _sig;
     readonly byte[] _record = new byte[IndexBytes];
+    uint[]? _none;
+
+    /// <summary>The signature spilled for a document without words (a real one has two equal maxima with probability 2⁻⁶⁴).</summary>
+    static uint[] NoWords(int permutations) { var s = new uint[permutations]; s[0] = uint.MaxValue; if (s.Length > 1) s[1] = uint.MaxValue; return s; }
+
+    /// <summary>Whether <paramref name="signature"/> is the one spilled for a document without words.</summary>
+    public static bool HasNoWords(ReadOnlySpan<uint> signature) => signature[0] == uint.MaxValue && (signature.Length == 1 || signature[1] == uint.MaxValue);
 
     public RankSpill(string dir, int rank, int permutations)
     {
@@ -36,7 +43,7 @@ public sealed class RankSpill : IDisposable
 
     static FileStream Create(string path) => new(path, FileMode.CreateNew, FileAccess.Write, FileShare.Read, 1 << 20);
 
-    public void Append(long ordinal, int[] tokens, int chars, UInt128 key, ulong[]? signature)
+    public void Append(long ordinal, int[] tokens, int chars, UInt128 key, uint[]? signature)
     {
         BinaryPrimitives.WriteInt64LittleEndian(_record, ordinal);
         BinaryPrimitives.WriteInt32LittleEndian(_record.AsSpan(8), tokens.Length);
@@ -46,7 +53,7 @@ public sealed class RankSpill : IDisposable
         _tok.Write(MemoryMarshal.AsBytes(tokens.AsSpan()));
         if (_sig is not null)
         {
-            if (signature is null) { var none = new ulong[Permutations]; none[0] = ulong.MaxValue; signature = none; }
+            signature ??= _none ??= NoWords(Permutations);
             _sig.Write(MemoryMarshal.AsBytes(signature.AsSpan()));
         }
         Count++;
@@ -78,10 +85,13 @@ public sealed class RankSpill : IDisposable
     }
 }
 
-/// <summary>Random access to every rank's spilled signatures by global document id (memory-mapped, binary search on ordinals).</summary>
-public sealed class SignatureStore : IDisposable
+/// <summary>
+/// Every rank's spilled signatures, memory-mapped: by rank and row (sequential scans of a rank's own documents) or by
+/// global document id (binary search on the rows' ordinals). Spans point into the maps: no copies.
+/// </summary>
+public sealed unsafe class SignatureStore : IDisposable
 {
-    readonly (MemoryMappedFile? Idx, MemoryMappedViewAccessor? IdxView, long Count, MemoryMappedFile? Sig, MemoryMappedViewAccessor? SigView)[] _ranks;
+    readonly (MemoryMappedFile Idx, MemoryMappedViewAccessor IdxView, MemoryMappedFile Sig, MemoryMappedViewAccessor SigView, long Rows, nint IdxAt, nint SigAt)?[] _ranks;
     readonly long[] _offsets;
     readonly int _p;
 
@@ -89,27 +99,40 @@ public sealed class SignatureStore : IDisposable
     {
         _offsets = rankOffsets;
         _p = permutations;
-        _ranks = new (MemoryMappedFile?, MemoryMappedViewAccessor?, long, MemoryMappedFile?, MemoryMappedViewAccessor?)[rankOffsets.Length - 1];
+        _ranks = new (MemoryMappedFile, MemoryMappedViewAccessor, MemoryMappedFile, MemoryMappedViewAccessor, long, nint, nint)?[rankOffsets.Length - 1];
         for (int r = 0; r < _ranks.Length; r++)
         {
             long n = new FileInfo(RankSpill.IndexPath(dir, r)).Length / RankSpill.IndexBytes;
             if (n == 0) continue;
             var idx = MemoryMappedFile.CreateFromFile(RankSpill.IndexPath(dir, r), FileMode.Open, null, 0, MemoryMappedFileAccess.Read);
             var sig = MemoryMappedFile.CreateFromFile(RankSpill.SignaturePath(dir, r), FileMode.Open, null, 0, MemoryMappedFileAccess.Read);
-            _ranks[r] = (idx, idx.CreateViewAccessor(0, 0, MemoryMappedFileAccess.Read), n, sig, sig.CreateViewAccessor(0, 0, MemoryMappedFileAccess.Read));
+            var iv = idx.CreateViewAccessor(0, 0, MemoryMappedFileAccess.Read);
+            var sv = sig.CreateViewAccessor(0, 0, MemoryMappedFileAccess.Read);
+            byte* ip = null, sp = null;
+            iv.SafeMemoryMappedViewHandle.AcquirePointer(ref ip);
+            sv.SafeMemoryMappedViewHandle.AcquirePointer(ref sp);
+            _ranks[r] = (idx, iv, sig, sv, n, (nint)(ip + iv.PointerOffset), (nint)(sp + sv.PointerOffset));
         }
     }
 
-    /// <summary>Signature of document <paramref name="id"/> into <paramref name="dest"/> (length P).</summary>
-    public void Read(long id, ulong[] dest)
+    /// <summary>Documents rank <paramref name="rank"/> spilled.</summary>
+    public long Rows(int rank) => _ranks[rank]?.Rows ?? 0;
+
+    /// <summary>Global id of row <paramref name="row"/> of rank <paramref name="rank"/>.</summary>
+    public long IdOf(int rank, long row) => _offsets[rank] + *(long*)((byte*)_ranks[rank]!.Value.IdxAt + row * RankSpill.IndexBytes);
+
+    /// <summary>Signature of row <paramref name="row"/> of rank <paramref name="rank"/>.</summary>
+    public ReadOnlySpan<uint> Row(int rank, long row) => new((byte*)_ranks[rank]!.Value.SigAt + row * _p * sizeof(uint), _p);
+
+    /// <summary>Signature of document <paramref name="id"/>.</summary>
+    public ReadOnlySpan<uint> Read(long id)
     {
         int r = RankOf(_offsets, id);
-        var (_, idxView, n, _, sigView) = _ranks[r];
-        long ordinal = id - _offsets[r], lo = 0, hi = n - 1;
+        long ordinal = id - _offsets[r], lo = 0, hi = Rows(r) - 1;
         while (lo <= hi)
         {
-            long mid = (lo + hi) / 2, o = idxView!.ReadInt64(mid * RankSpill.IndexBytes);
-            if (o == ordinal) { sigView!.ReadArray(mid * _p * 8, dest, 0, _p); return; }
+            long mid = (lo + hi) / 2, o = IdOf(r, mid) - _offsets[r];
+            if (o == ordinal) return Row(r, mid);
             if (o < ordinal) lo = mid + 1; else hi = mid - 1;
         }
         throw new InvalidOperationException($"document {id} has no spilled signature");
@@ -129,6 +152,12 @@ public sealed class SignatureStore : IDisposable
 
     public void Dispose()
     {
-        foreach (var (idx, iv, _, sig, sv) in _ranks) { iv?.Dispose(); idx?.Dispose(); sv?.Dispose(); sig?.Dispose(); }
+        foreach (var m in _ranks)
+        {
+            if (m is not { } x) continue;
+            x.IdxView.SafeMemoryMappedViewHandle.ReleasePointer();
+            x.SigView.SafeMemoryMappedViewHandle.ReleasePointer();
+            x.IdxView.Dispose(); x.Idx.Dispose(); x.SigView.Dispose(); x.Sig.Dispose();
+        }
     }
 }

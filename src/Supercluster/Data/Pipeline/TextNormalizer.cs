@@ -32,16 +32,27 @@ public static class TextNormalizer
     const int MaxKeptBuffer = 1 << 20; // a per-thread buffer for ordinary documents, not for a rare huge one
 
     /// <summary>128-bit xxHash3 of the normalized text's UTF-8: the exact-duplicate key.</summary>
-    public static UInt128 ExactKey(string normalized) => XxHash128.HashToUInt128(Encoding.UTF8.GetBytes(normalized));
+    public static UInt128 ExactKey(string normalized)
+    {
+        int most = Encoding.UTF8.GetMaxByteCount(normalized.Length);
+        var bytes = most <= MaxKeptBuffer ? (t_utf8 is { } u && u.Length >= most ? u : t_utf8 = new byte[Math.Max(most, 16384)]) : new byte[most];
+        return XxHash128.HashToUInt128(bytes.AsSpan(0, Encoding.UTF8.GetBytes(normalized, bytes)));
+    }
+
+    [ThreadStatic] static byte[]? t_utf8;
 
     /// <summary>Words of normalized text: maximal runs of letters, digits and combining marks (punctuation separates).</summary>
     public static List<string> Words(string normalized) => WordSpans(normalized).Select(w => normalized.Substring(w.Start, w.Length)).ToList();
 
     /// <summary>(start, length) of each word of <see cref="Words"/>, without building the strings.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static List<(int Start, int Length)> WordSpans(string normalized)
+    public static List<(int Start, int Length)> WordSpans(string normalized) => WordSpans(normalized, []);
+
+    /// <summary>As <see cref="WordSpans(string)"/>, into <paramref name="words"/> (cleared first; reused across documents).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static List<(int Start, int Length)> WordSpans(string normalized, List<(int Start, int Length)> words)
     {
-        var words = new List<(int, int)>();
+        words.Clear();
         int start = -1;
         for (int i = 0; i <= normalized.Length; i++)
         {
@@ -54,6 +65,7 @@ public static class TextNormalizer
 
     /// <summary>Letters, digits, combining marks; astral characters (surrogate pairs: emoji, rare CJK) count as word characters.</summary>
     static bool IsWordChar(string s, int i) =>
-        char.IsLetterOrDigit(s[i]) || char.IsSurrogate(s[i])
+        char.IsAscii(s[i]) ? char.IsAsciiLetterOrDigit(s[i]) // the common case without a Unicode category lookup
+        : char.IsLetterOrDigit(s[i]) || char.IsSurrogate(s[i])
         || char.GetUnicodeCategory(s[i]) is UnicodeCategory.NonSpacingMark or UnicodeCategory.SpacingCombiningMark;
 }

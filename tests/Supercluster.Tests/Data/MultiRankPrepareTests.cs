@@ -51,7 +51,7 @@ public class MultiRankPrepareTests
             Assert.True(code == 0, $"{ranks} ranks: exit {code}\n{err}");
             Assert.Contains($"on {ranks} rank(s)", stdout);
             Assert.Contains("peak RSS", stdout);
-            outputs.Add(Directory.GetFiles(dir[$"o{ranks}"]).ToDictionary(Path.GetFileName, File.ReadAllBytes)!);
+            outputs.Add(Directory.GetFiles(dir[$"o{ranks}"]).ToDictionary(f => Path.GetFileName(f), File.ReadAllBytes));
         }
         Assert.True(outputs[0].Count >= 4, string.Join(", ", outputs[0].Keys)); // several train shards, val, meta.json
         var meta = JsonDocument.Parse(outputs[0]["meta.json"]).RootElement.GetProperty("pipeline");

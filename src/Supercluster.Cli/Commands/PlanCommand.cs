@@ -162,18 +162,19 @@ public static class PlanCommand
         long batch = parse.GetValue(Batch) ?? perStep;
         if (batch <= 0 || batch % perStep != 0)
             throw new BadInputException($"--batch {batch} is not a multiple of --micro-batch × data-parallel ranks = {mb} × {dims.Dp}");
-        // The volume needs no measurement; the step time is modelled for data parallelism with ZeRO 0/1 (CpuCalibration).
+        // The volume needs no measurement; the step is composed from building blocks timed here (CpuCalibration) for DP,
+        // ZeRO 0-3, TP and PP; context parallelism gets its volume only.
         var communicationBytes = CommunicationVolume.Engine(config, mb, seq, batch / perStep, tp, cp, pp, dims.Dp, zero, sp);
         string layout = $"{dims}{(sp ? " + SP" : "")}, ZeRO-{zero}";
-        bool timed = dims.World == dims.Dp && zero <= 1;
-        var measured = timed ? CpuCalibration.Measure(config, mb, seq, comm) : null;
-        var predicted = measured is null ? null : CpuCalibration.Predict(config, mb, seq, (int)(batch / perStep), zero, measured);
+        bool timed = cp == 1;
+        var measured = timed ? CpuCalibration.Measure(config, mb, seq, comm, tp, pp, zero, sp) : null;
+        var predicted = measured is null ? null : CpuCalibration.Predict(config, mb, seq, (int)(batch / perStep), measured, tp, pp, zero, sp);
         if (comm.Rank != 0) return 0;
         if (parse.GetValue(Json)) Console.WriteLine(JsonSerializer.Serialize(new { layout, measured, predicted, communicationBytes }, JsonOptions));
         else
         {
-            if (measured is not null) PlanReport.WriteCpuCalibration(Console.Out, parse.GetValue(Model)!, config, mb, seq, zero, measured, predicted!);
-            else Console.WriteLine($"step time: modelled for data parallelism with ZeRO 0/1 only; {layout} gets its communication volume:");
+            if (measured is not null) PlanReport.WriteCpuCalibration(Console.Out, parse.GetValue(Model)!, config, mb, seq, layout, measured, predicted!);
+            else Console.WriteLine($"step time: not modelled with context parallelism; {layout} gets its communication volume:");
             PlanReport.WriteCommunicationVolume(Console.Out, layout, communicationBytes);
         }
         return 0;

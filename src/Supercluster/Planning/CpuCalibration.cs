@@ -41,8 +41,8 @@ public sealed record CpuStepPrediction(double Step, double Compute, double Bubbl
 /// * compute: a pipeline stage runs its layers (+ the ends on the last stage) per micro-batch; 1F1B over m micro-batches
 ///   and p stages takes Σ stages + (m − 1) × the slowest stage (p = 1: m micro-batches);
 /// * communication: bytes per group from <see cref="CommunicationVolume.Engine(ModelConfig,int,int,long,int,int,int,int,int,bool,int)"/>
-///   ÷ the measured link rate, + a latency per collective; TP's collectives run inside the timed layers, so they are reported
-///   but not added again; waiting = the measured imbalance × compute;
+///   ÷ the measured link rate, + a latency per collective; TP's collectives and ZeRO-3's per-unit gathers run inside the timed
+///   layers (FullyShard applied as train does), so they are reported but not added again; waiting = the measured imbalance × compute;
 /// * optimizer: AdamW's update + three gradient passes (averaging, norm, zeroing).
 /// </summary>
 public static class CpuCalibration
@@ -93,8 +93,10 @@ public static class CpuCalibration
             var model = CausalLM.Create(c with { NLayer = layers }, 1);
             var parallel = grid is null ? null : Parallelize.Apply(model, grid, new ParallelizeOptions(sequenceParallel));
             model.train();
+            // ZeRO-3 as train runs it: each unit's parameters gathered around its forward and backward (FullyShard)
+            var fsdp = zero == 3 ? new FullyShard(model, grid?.DpCp ?? comm, ScalarType.Float32) : null;
             Func<Tensor, Tensor, Tensor>? loss = parallel is { OwnsLoss: true } p ? p.Loss : null;
-            return (Model: model, Run: (Action)(() =>
+            return (Model: model, Fsdp: fsdp, Run: (Action)(() =>
             {
                 using var s = NewDisposeScope();
                 NextTokenLoss.Batch(model, x, y, microBatch, seq, CPU, loss).backward();
@@ -104,7 +106,7 @@ public static class CpuCalibration
         for (int round = 0; round < Reps; round++)
             for (int i = 0; i < 2; i++)
                 times[i].AddRange(TimeRanks(comm, steps[i].Run, reps: 1, warmup: round == 0 ? 2 : 0));
-        foreach (var st in steps) st.Model.Dispose();
+        foreach (var st in steps) { st.Fsdp?.Dispose(); st.Model.Dispose(); }
         double t1 = Median(times[0].Select(t => t.Max)), tDeep = Median(times[1].Select(t => t.Max));
         double layer = tDeep > t1 ? (tDeep - t1) / (deep - 1) : tDeep / (deep + 1);   // noise: the ends costing about a layer
         double imbalance = Median(times[1].Select(t => (t.Max - t.Own) / t.Own));
@@ -171,7 +173,8 @@ public static class CpuCalibration
             seconds[group] = rate > 0 ? b / rate + calls * me.LatencySeconds : 0;
         }
         double transfer = seconds.Sum(kv => kv.Value);
-        double exposed = transfer - seconds.GetValueOrDefault("tp");   // TP's collectives are inside the timed layers
+        // TP's collectives (and ZeRO-3's gathers and reduce-scatters) run inside the timed layers: reported, not added again
+        double exposed = transfer - seconds.GetValueOrDefault("tp") - (zero == 3 ? seconds.GetValueOrDefault("dp_cp") : 0);
         double waiting = me.Ranks > 1 ? me.Imbalance * (compute + bubble) : 0;
         double optimizer = me.OptimizerSeconds + GradientPasses * me.GradientPassSeconds;
         double step = compute + bubble + exposed + optimizer;

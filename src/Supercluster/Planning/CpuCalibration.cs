@@ -14,7 +14,7 @@ namespace Supercluster.Planning;
 /// </summary>
 /// <param name="LayerSeconds">Forward + backward of one transformer layer (this rank's TP shard), one micro-batch: the engine's
 /// model cut to 1 and to D layers, timed in alternation; (T_D − T_1) / (D − 1), the slowest rank of each repetition (a
-/// collective waits for it), medians over repetitions.</param>
+/// collective waits for it), the fastest of N repetitions.</param>
 /// <param name="EndsSeconds">Embedding, final norm, head and loss, forward + backward: T_1 less a layer.</param>
 /// <param name="Imbalance">Median over repetitions of (slowest rank − this rank) ÷ this rank: the share of the compute a rank
 /// spends waiting in the next collective when ranks share the cores.</param>
@@ -107,7 +107,8 @@ public static class CpuCalibration
             for (int i = 0; i < 2; i++)
                 times[i].AddRange(TimeRanks(comm, steps[i].Run, reps: 1, warmup: round == 0 ? 2 : 0));
         foreach (var st in steps) { st.Fsdp?.Dispose(); st.Model.Dispose(); }
-        double t1 = Median(times[0].Select(t => t.Max)), tDeep = Median(times[1].Select(t => t.Max));
+        // min of N: a load burst on the shared machine only ever adds time, so the fastest repetition is the undisturbed cost
+        double t1 = times[0].Min(t => t.Max), tDeep = times[1].Min(t => t.Max);
         double layer = tDeep > t1 ? (tDeep - t1) / (deep - 1) : tDeep / (deep + 1);   // noise: the ends costing about a layer
         double imbalance = Median(times[1].Select(t => (t.Max - t.Own) / t.Own));
 

@@ -73,7 +73,7 @@ public static class PlanCommand
     static readonly Option<string> Svg = new("--svg") { Description = "SVG chart path for --sweep", DefaultValueFactory = _ => "plan-sweep.svg" };
     static readonly Option<bool> Json = new("--json") { Description = "Print one JSON object with every number" };
     static readonly Option<string> DeviceOpt = new("--device") { Description = "gpu: plan GPUs from data sheets; cpu: with --calibrate, measure this machine and predict `train` on CPU ranks (run under mpirun for several ranks)", DefaultValueFactory = _ => "gpu" };
-    static readonly Option<bool> CalibrateOpt = new("--calibrate") { Description = "With --device cpu: measure matmuls at the model's shapes, memory bandwidth, MPI collectives; predict train's step (--model = a train preset, --micro-batch = train's --batch-size, --batch = global sequences) and, for train's layout (--tp/--cp/--pp/--dp/--zero, under the same mpirun), the bytes each group sends per step" };
+    static readonly Option<bool> CalibrateOpt = new("--calibrate") { Description = "With --device cpu: time the engine's own layer, head and loss forward + backward, optimizer and MPI collectives at the run's shapes; predict train's step (--model = a train preset, --micro-batch = train's --batch-size, --batch = global sequences) and, for train's layout (--tp/--cp/--pp/--dp/--zero, under the same mpirun), the bytes each group sends per step" };
     static readonly Option<bool> CalibrationOpt = new("--calibration") { Description = "Print every published run (docs/planning.md) predicted vs published, with its error" };
 
     public static Command Create()

@@ -76,7 +76,7 @@ public static class PlanCommand
     static readonly Option<string> Svg = new("--svg") { Description = "SVG chart path for --sweep", DefaultValueFactory = _ => "plan-sweep.svg" };
     static readonly Option<bool> Json = new("--json") { Description = "Print one JSON object with every number" };
     static readonly Option<string> DeviceOpt = new("--device") { Description = "gpu: plan GPUs from data sheets; cpu: with --calibrate, measure this machine and predict `train` on CPU ranks (run under mpirun for several ranks)", DefaultValueFactory = _ => "gpu" };
-    static readonly Option<bool> CalibrateOpt = new("--calibrate") { Description = "With --device cpu: measure matmuls at the model's shapes, memory bandwidth, MPI collectives; predict train's step (--model = a train preset, --micro-batch = train's --batch-size, --batch = global sequences) and, for train's layout (--tp/--cp/--pp/--dp/--zero, under the same mpirun), the bytes each group sends per step" };
+    static readonly Option<bool> CalibrateOpt = new("--calibrate") { Description = "With --device cpu: time the engine's own layer, head and loss forward + backward, optimizer and MPI collectives at the run's shapes; predict train's step (--model = a train preset, --micro-batch = train's --batch-size, --batch = global sequences) and, for train's layout (--tp/--cp/--pp/--dp/--zero, under the same mpirun), the bytes each group sends per step" };
     static readonly Option<bool> CalibrationOpt = new("--calibration") { Description = "Print every published run (docs/planning.md) predicted vs published, with its error" };
 
     public static Command Create()
@@ -165,18 +165,19 @@ public static class PlanCommand
         long batch = parse.GetValue(Batch) ?? perStep;
         if (batch <= 0 || batch % perStep != 0)
             throw new BadInputException($"--batch {batch} is not a multiple of --micro-batch × data-parallel ranks = {mb} × {dims.Dp}");
-        // The volume needs no measurement; the step time is modelled for data parallelism with ZeRO 0/1 (CpuCalibration).
+        // The volume needs no measurement; the step is composed from building blocks timed here (CpuCalibration) for DP,
+        // ZeRO 0-3, TP and PP; context parallelism gets its volume only.
         var communicationBytes = CommunicationVolume.Engine(config, mb, seq, batch / perStep, tp, cp, pp, dims.Dp, zero, sp);
         string layout = $"{dims}{(sp ? " + SP" : "")}, ZeRO-{zero}";
-        bool timed = dims.World == dims.Dp && zero <= 1;
-        var measured = timed ? CpuCalibration.Measure(config, mb, seq, comm) : null;
-        var predicted = measured is null ? null : CpuCalibration.Predict(config, mb, seq, (int)(batch / perStep), zero, measured);
+        bool timed = cp == 1;
+        var measured = timed ? CpuCalibration.Measure(config, mb, seq, comm, tp, pp, zero, sp) : null;
+        var predicted = measured is null ? null : CpuCalibration.Predict(config, mb, seq, (int)(batch / perStep), measured, tp, pp, zero, sp);
         if (comm.Rank != 0) return 0;
         if (parse.GetValue(Json)) Console.WriteLine(JsonSerializer.Serialize(new { layout, measured, predicted, communicationBytes }, JsonOptions));
         else
         {
-            if (measured is not null) PlanReport.WriteCpuCalibration(Console.Out, parse.GetValue(Model)!, config, mb, seq, zero, measured, predicted!);
-            else Console.WriteLine($"step time: modelled for data parallelism with ZeRO 0/1 only; {layout} gets its communication volume:");
+            if (measured is not null) PlanReport.WriteCpuCalibration(Console.Out, parse.GetValue(Model)!, config, mb, seq, layout, measured, predicted!);
+            else Console.WriteLine($"step time: not modelled with context parallelism; {layout} gets its communication volume:");
             PlanReport.WriteCommunicationVolume(Console.Out, layout, communicationBytes);
         }
         return 0;

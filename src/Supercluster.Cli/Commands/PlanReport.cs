@@ -121,21 +121,21 @@ static class PlanReport
         w.WriteLine($"Predicted bytes sent per rank per step ({layout}, rank 0): " +
                     (bytes.Count == 0 ? "none (one rank)" : string.Join(", ", bytes.Select(kv => $"{kv.Key} {kv.Value / 1e6:F3} MB"))));
 
-    public static void WriteCpuCalibration(TextWriter w, string model, Supercluster.Model.ModelConfig c, int microBatch, int seq, int zero,
+    public static void WriteCpuCalibration(TextWriter w, string model, Supercluster.Model.ModelConfig c, int microBatch, int seq, string layout,
         CpuMeasurements m, CpuStepPrediction p)
     {
-        w.WriteLine($"CPU calibration: {m.Ranks} rank(s) × {m.Threads} thread(s); train --model {model} ({N(p.Parameters)} parameters, vocab {c.PaddedVocab}), " +
-                    $"--batch-size {microBatch} --seq-len {seq}, {p.MicroBatches} micro-batch(es) per step, ZeRO-{zero}");
-        w.WriteLine("Measured:");
-        foreach (var g in m.Gemms)
-            w.WriteLine($"  matmul {g.Name,-16} {g.M,6}×{g.K,-6}·{g.K,6}×{g.N,-6} {Ms(g.Seconds),10}  {N(g.Gflops, "F1"),7} GFLOP/s");
-        w.WriteLine($"  attention (SDPA fwd+bwd, per layer) {Ms(m.AttentionSeconds)}");
-        w.WriteLine($"  streaming bandwidth {N(m.StreamBytesPerSecond / 1e9, "F1")} GB/s; one small op {N(m.OpSeconds * 1e6, "F1")} µs; elementwise op on " +
-                    $"[B·T, h] {Ms(m.HiddenOpSeconds)}, [B·T, f] {Ms(m.FfnOpSeconds)}, [B·T, V] {Ms(m.VocabOpSeconds)}, parameters {Ms(m.ParamOpSeconds)}");
+        w.WriteLine($"CPU calibration: {m.Ranks} rank(s) × {m.Threads} thread(s); train --model {model} ({N(p.Parameters)} parameters per rank, vocab {c.PaddedVocab}), " +
+                    $"--batch-size {microBatch} --seq-len {seq}, {p.MicroBatches} micro-batch(es) per step, {layout}");
+        w.WriteLine("Measured (the engine's own code, every rank at once):");
+        w.WriteLine($"  forward + backward per micro-batch: one layer {Ms(m.LayerSeconds)}, embedding + head + loss {Ms(m.EndsSeconds)}" +
+                    (m.Ranks > 1 ? $"; slowest rank {m.Imbalance:P1} behind (median)" : ""));
+        w.WriteLine($"  optimizer (AdamW) over {N(m.OptimizerElements)} parameters {Ms(m.OptimizerSeconds)}; one pass over the gradients {Ms(m.GradientPassSeconds)}");
         if (m.Ranks > 1)
-            w.WriteLine($"  MPI all-reduce {N(m.AllReduceBytesPerSecond / 1e9, "F2")} GB/s bus bandwidth, {N(m.AllReduceLatencySeconds * 1e6, "F1")} µs per step; " +
-                        $"point-to-point (2-rank broadcast) {N(m.PointToPointBytesPerSecond / 1e9, "F2")} GB/s");
-        w.WriteLine($"Predicted train step {Ms(p.Step)}: matmuls {Ms(p.Matmuls)}, attention {Ms(p.Attention)}, memory-bound {Ms(p.MemoryBound)}, " +
-                    $"dispatch {Ms(p.Dispatch)}, optimizer {Ms(p.Optimizer)}, communication {Ms(p.Communication)}");
+            w.WriteLine($"  MPI all-reduce {N(m.LinkBytesPerSecond / 1e9, "F2")} GB/s sent per rank, {N(m.LatencySeconds * 1e6, "F1")} µs per collective step; " +
+                        $"point-to-point {N(m.PointToPointBytesPerSecond / 1e9, "F2")} GB/s");
+        w.WriteLine($"Predicted train step {Ms(p.Step)}: compute {Ms(p.Compute)}, pipeline bubble {Ms(p.Bubble)}, optimizer {Ms(p.Optimizer)}, " +
+                    $"communication {Ms(p.Communication)} (transfers {Ms(p.Transfer)}" +
+                    (p.CommunicationSecondsByGroup.Count > 0 ? ": " + string.Join(", ", p.CommunicationSecondsByGroup.Select(kv => $"{kv.Key} {Ms(kv.Value)}")) : "") +
+                    $"; waiting {Ms(p.Waiting)}; TP's inside compute)");
     }
 }

@@ -1,169 +1,186 @@
 using System.Diagnostics;
 using Supercluster.Distributed;
 using Supercluster.Model;
+using Supercluster.Parallelism;
+using Supercluster.Training;
 using TorchSharp;
 using static TorchSharp.torch;
 
 namespace Supercluster.Planning;
 
-/// <summary>One matmul of the model at its training shape, timed on this machine: (M×K)·(K×N) fp32.</summary>
-public sealed record GemmTiming(string Name, long M, long N, long K, double Seconds)
-{
-    public double Gflops => 2.0 * M * N * K / Seconds / 1e9;
-}
+/// <summary>
+/// What <c>plan --device cpu --calibrate</c> measures on every rank at once (ranks share the cores and memory, as in
+/// <c>train</c>). Times are the step's own building blocks, run by the engine's own code at the run's shapes, seconds:
+/// </summary>
+/// <param name="LayerSeconds">Forward + backward of one transformer layer (this rank's TP shard), one micro-batch: the engine's
+/// model cut to 1 and to D layers, timed in alternation; (T_D − T_1) / (D − 1), the slowest rank of each repetition (a
+/// collective waits for it), the fastest of N repetitions.</param>
+/// <param name="EndsSeconds">Embedding, final norm, head and loss, forward + backward: T_1 less a layer.</param>
+/// <param name="Imbalance">Median over repetitions of (slowest rank − this rank) ÷ this rank: the share of the compute a rank
+/// spends waiting in the next collective when ranks share the cores.</param>
+/// <param name="OptimizerSeconds">The optimizer's update (train's default, AdamW) over this rank's parameters (its ZeRO shard).</param>
+/// <param name="GradientPassSeconds">One elementwise pass over this rank's gradients (averaging, norm, zeroing).</param>
+/// <param name="LinkBytesPerSecond">Bytes a rank sends per second in an MPI all-reduce of train's gradient bucket (min of N).</param>
+/// <param name="LatencySeconds">Per-collective latency: a 4 KB all-reduce (min of N).</param>
+/// <param name="PointToPointBytesPerSecond">A send of one micro-batch's activation to the neighbour rank (min of N).</param>
+public sealed record CpuMeasurements(int Ranks, int Threads, int Tp, double LayerSeconds, double EndsSeconds, double Imbalance,
+    double OptimizerSeconds, double GradientPassSeconds, long OptimizerElements, double LinkBytesPerSecond, double LatencySeconds,
+    double PointToPointBytesPerSecond);
 
-/// <summary>What <c>plan --device cpu --calibrate</c> measures, on every rank at once (ranks share the cores and memory, as in <c>train</c>).</summary>
-/// Elementwise ops are timed at the model's sizes (an activation [B·T, h], an MLP activation [B·T, f], the logits [B·T, V],
-/// the parameter vector and its ZeRO shard): on a CPU their fixed cost (thread fork/join) matters as much as their bytes.
-public sealed record CpuMeasurements(
-    int Ranks, int Threads, IReadOnlyList<GemmTiming> Gemms, double AttentionSeconds, double StreamBytesPerSecond, double OpSeconds,
-    double HiddenOpSeconds, double FfnOpSeconds, double VocabOpSeconds, double ParamOpSeconds, double ShardOpSeconds,
-    double AllReduceBytesPerSecond, double AllReduceLatencySeconds, double PointToPointBytesPerSecond);
-
-/// <summary><c>train</c>'s step on CPU ranks, predicted from the measurements; <see cref="Communication"/> is what <c>train</c> logs as rank_comm_ms.</summary>
-public sealed record CpuStepPrediction(double Step, double Matmuls, double Attention, double MemoryBound, double Dispatch, double Optimizer,
-    double Communication, int MicroBatches, long Parameters);
+/// <summary><c>train</c>'s step on CPU ranks, predicted from the measurements; <see cref="Communication"/> is what <c>train</c>
+/// logs as rank_comm_ms (transfers plus waiting for the slowest rank).</summary>
+public sealed record CpuStepPrediction(double Step, double Compute, double Bubble, double Optimizer, double Communication, double Transfer,
+    double Waiting, int MicroBatches, long Parameters, IReadOnlyDictionary<string, double> CommunicationSecondsByGroup);
 
 /// <summary>
-/// Checks the planner against our own engine. The step of <c>train</c> on CPU ranks (fp32, <c>DataParallel</c>) is composed
-/// like the GPU model, from figures measured here instead of data sheets:
-/// * matmuls: each of the layer's GEMMs (QKV, output, MLP, LM head) at its forward, dgrad and wgrad shape, timed with torch.mm;
-/// * attention: scaled_dot_product_attention forward + backward at the model's [B, H, T, d], timed;
-/// * memory-bound ops (norms, residual adds, activation, head copies, embedding, softmax cross-entropy, gradient
-///   accumulation into the flat buffer, AdamW's passes over its state): counted passes (from Gpt2.cs, Llama.cs, AdamW.cs)
-///   × the measured time of one elementwise op (a += b) at that tensor's size; streaming bandwidth is reported beside;
-/// * dispatch: each further TorchSharp op (views, autograd nodes) costs a fixed CPU time, measured on a one-element op;
-/// * communication: MPI all-reduce fitted α + bytes/β from two sizes, then train's 32 MB buckets (ZeRO-1: reduce-scatter +
-///   all-gather, ring formulas, <see cref="Collectives"/>); point-to-point from a two-rank broadcast (reported only).
+/// Checks the planner against our own engine. <c>train</c>'s step on CPU ranks is composed from building blocks timed here
+/// with the engine's own code (so autograd, TorchSharp's per-op dispatch, memory-bound ops and the ranks' sharing of the
+/// cores are in the figures, not modelled): one layer and the model's ends forward + backward at the run's micro-batch,
+/// sequence and TP shard (the model cut to 1 and to up to 4 layers, parallelised as train does), the optimizer over the rank's
+/// parameters, and MPI all-reduce / send at the sizes train uses. Per layout:
+/// * compute: a pipeline stage runs its layers (+ the ends on the last stage) per micro-batch; 1F1B over m micro-batches
+///   and p stages takes Σ stages + (m − 1) × the slowest stage (p = 1: m micro-batches);
+/// * communication: bytes per group from <see cref="CommunicationVolume.Engine(ModelConfig,int,int,long,int,int,int,int,int,bool,int)"/>
+///   ÷ the measured link rate, + a latency per collective; TP's collectives and ZeRO-3's per-unit gathers run inside the timed
+///   layers (FullyShard applied as train does), so they are reported but not added again; waiting = the measured imbalance × compute;
+/// * optimizer: AdamW's update + three gradient passes (averaging, norm, zeroing).
 /// </summary>
 public static class CpuCalibration
 {
-    const int Reps = 5;
+    const int Reps = 7;
     const long BucketElements = 8 << 20; // DataParallel's all-reduce bucket (fp32 elements)
-    /// <summary>TorchSharp ops per layer per micro-batch, forward + autograd backward (counted from Gpt2.cs/Llama.cs: ≈ 20 forward, ≈ 30 backward nodes).</summary>
-    const int OpsPerLayer = 50, OpsPerModel = 40;
-    /// <summary>Passes over the (sharded) parameter vector per torch AdamW step (AdamW.cs / DataParallel.cs: average over ranks,
-    /// norm, clip scale, decay, lerp, v·β₂, addcmul, sqrt, div, add, addcdiv), each ≈ one elementwise op at that size.</summary>
-    const double AdamPasses = 11;
+    const int GradientPasses = 3;
 
-    static double Median(List<double> xs) { xs.Sort(); return xs[xs.Count / 2]; }
+    static double Median(IEnumerable<double> xs) { var s = xs.OrderBy(x => x).ToList(); return s[s.Count / 2]; }
 
-    static double Time(ICommunicator comm, Action a)
+    /// <summary>Each repetition after a barrier; (own seconds, slowest rank's seconds) per repetition.</summary>
+    static List<(double Own, double Max)> TimeRanks(ICommunicator comm, Action a, int reps = Reps, int warmup = 2)
     {
-        a(); // warm-up
-        var times = new List<double>();
-        for (int i = 0; i < Reps; i++)
+        for (int i = 0; i < warmup; i++) a(); // first-touch allocations, autograd graph caches
+        var times = new List<(double, double)>();
+        var own = zeros(1); var all = zeros(comm.WorldSize);
+        for (int i = 0; i < reps; i++)
         {
             comm.Barrier();
             var sw = Stopwatch.StartNew();
             a();
-            times.Add(sw.Elapsed.TotalSeconds);
+            double t = sw.Elapsed.TotalSeconds;
+            own.fill_(t);
+            if (comm.WorldSize > 1) comm.AllGather(own, all); else all.fill_(t);
+            times.Add((t, all.max().ToDouble()));
         }
-        return Median(times);
+        return times;
     }
 
-    /// <summary>GEMM shapes of one layer and the head: (name, rows = tokens, in, out).</summary>
-    public static IEnumerable<(string Name, long In, long Out)> Linears(ModelConfig c)
-    {
-        long h = c.NEmbd, kv = (long)c.NKvHead * c.HeadDim;
-        if (c.Family == ModelFamily.Llama) { yield return ("q", h, h); yield return ("k", h, kv); yield return ("v", h, kv); }
-        else yield return ("qkv", h, h + 2 * kv);
-        yield return ("attn-out", h, h);
-        if (c.Family == ModelFamily.Llama) { yield return ("gate", h, c.FfnHidden); yield return ("up", h, c.FfnHidden); }
-        else yield return ("fc", h, c.FfnHidden);
-        yield return ("mlp-out", c.FfnHidden, h);
-    }
+    /// <summary>Min of N: a short kernel is either undisturbed or loses a whole scheduler slice, so the minimum is its cost.</summary>
+    static double MinTime(ICommunicator comm, Action a, int reps = Reps) => TimeRanks(comm, a, reps).Min(t => t.Max);
 
-    public static CpuMeasurements Measure(ModelConfig c, int microBatch, int seq, ICommunicator comm)
+    public static CpuMeasurements Measure(ModelConfig c, int microBatch, int seq, ICommunicator comm, int tp = 1, int pp = 1, int zero = 0,
+        bool sequenceParallel = false)
     {
         using var scope = NewDisposeScope();
-        long tokens = (long)microBatch * seq;
-        var gemms = new List<GemmTiming>();
-        void Gemm(string name, long m, long n, long k)
-        {
-            var a = randn(m, k); var b = randn(k, n);
-            gemms.Add(new GemmTiming(name, m, n, k, Time(comm, () => { using var _ = mm(a, b); })));
-        }
-        foreach (var (name, inF, outF) in Linears(c).Append(("head", c.NEmbd, c.PaddedVocab)))
-        {
-            Gemm(name, tokens, outF, inF);              // forward   y = x·Wᵀ
-            Gemm(name + " dgrad", tokens, inF, outF);   // dx = dy·W
-            Gemm(name + " wgrad", outF, inF, tokens);   // dW = dyᵀ·x
-        }
+        var dims = ParallelDims.For(comm.WorldSize, tp);   // the layers are timed with train's TP; PP and DP are composed
+        using var grid = comm.WorldSize > 1 ? new RankGrid(comm, dims) : null;
+        var rng = new Random(1);
+        long[] Ids() => Enumerable.Range(0, microBatch * seq).Select(_ => (long)rng.Next(c.VocabSize)).ToArray();
+        long[] x = Ids(), y = Ids();
 
-        var q = randn(microBatch, c.NHead, seq, c.HeadDim).requires_grad_(true);
-        var k = randn(microBatch, c.NHead, seq, c.HeadDim).requires_grad_(true);
-        var v = randn(microBatch, c.NHead, seq, c.HeadDim).requires_grad_(true);
-        double attention = Time(comm, () =>
+        // The model cut to 1 and to D = min(L, 4) layers (the whole model when it is small), timed in alternation so that a
+        // change of load hits both alike: a layer is (T_D − T_1) / (D − 1), the ends the rest of T_1.
+        int deep = Math.Clamp(c.NLayer, 2, 4);
+        var steps = new[] { 1, deep }.Select(layers =>
         {
-            using var s = NewDisposeScope();
-            var o = nn.functional.scaled_dot_product_attention(q, k, v, is_casual: true);
-            o.sum().backward();
-        });
+            var model = CausalLM.Create(c with { NLayer = layers }, 1);
+            var parallel = grid is null ? null : Parallelize.Apply(model, grid, new ParallelizeOptions(sequenceParallel));
+            model.train();
+            // ZeRO-3 as train runs it: each unit's parameters gathered around its forward and backward (FullyShard)
+            var fsdp = zero == 3 ? new FullyShard(model, grid?.DpCp ?? comm, ScalarType.Float32) : null;
+            Func<Tensor, Tensor, Tensor>? loss = parallel is { OwnsLoss: true } p ? p.Loss : null;
+            return (Model: model, Fsdp: fsdp, Run: (Action)(() =>
+            {
+                using var s = NewDisposeScope();
+                NextTokenLoss.Batch(model, x, y, microBatch, seq, CPU, loss).backward();
+            }));
+        }).ToArray();
+        var times = new[] { new List<(double Own, double Max)>(), new List<(double Own, double Max)>() };
+        for (int round = 0; round < Reps; round++)
+            for (int i = 0; i < 2; i++)
+                times[i].AddRange(TimeRanks(comm, steps[i].Run, reps: 1, warmup: round == 0 ? 2 : 0));
+        foreach (var st in steps) { st.Fsdp?.Dispose(); st.Model.Dispose(); }
+        // min of N: a load burst on the shared machine only ever adds time, so the fastest repetition is the undisturbed cost
+        double t1 = times[0].Min(t => t.Max), tDeep = times[1].Min(t => t.Max);
+        double layer = tDeep > t1 ? (tDeep - t1) / (deep - 1) : tDeep / (deep + 1);   // noise: the ends costing about a layer
+        double imbalance = Median(times[1].Select(t => (t.Max - t.Own) / t.Own));
 
-        double Elementwise(long n) { var a = zeros(n); var b = ones(n); return Time(comm, () => a.add_(b)); }
-        double stream = 3.0 * (16L << 20) * 4 / Elementwise(16L << 20); // 64 MB each: beyond the caches
-        var one = zeros(1); var two = ones(1);
-        double op = Time(comm, () => { for (int i = 0; i < 1000; i++) one.add_(two); }) / 1000;
-        long parameters = ParameterCount(c);
-        double hiddenOp = Elementwise(tokens * c.NEmbd), ffnOp = Elementwise(tokens * c.FfnHidden), vocabOp = Elementwise(tokens * c.PaddedVocab);
-        double paramOp = Elementwise(parameters), shardOp = Elementwise(Math.Max(1, parameters / comm.WorldSize));
+        // The optimizer's vector: this rank's parameters (its TP shard of the first stage), its 1/DP shard under ZeRO.
+        int dp = comm.WorldSize / (tp * pp);
+        double rankParameters = CommunicationVolume.Engine(c, tp, 0, pp).Parameters;
+        long elements = Math.Max(1, (long)(rankParameters / (zero >= 1 ? dp : 1)));
+        var param = randn(elements).mul_(0.02); var grad = randn(elements).mul_(1e-3);
+        using var optimizer = Optimizers.Create("auto", ones(elements), 0.1);
+        double optimizerSeconds = MinTime(comm, () => optimizer.Step(param, grad, 1e-4));
+        long gradElements = Math.Max(1, (long)(rankParameters / (zero >= 2 ? dp : 1)));
+        var g = zeros(gradElements); var h = ones(gradElements);
+        double gradientPass = MinTime(comm, () => g.add_(h));
 
-        double arBw = 0, arLat = 0, p2p = 0;
+        double link = 0, latency = 0, p2p = 0;
         if (comm.WorldSize > 1)
         {
-            long large = 8L << 20, small = 1L << 10; // elements: 32 MB (train's bucket) and 4 KB
-            var bl = zeros(large); var bs = zeros(small);
-            double tl = Time(comm, () => comm.AllReduceSum(bl)), ts = Time(comm, () => comm.AllReduceSum(bs));
-            // ring model t = 2(n−1)/n·B/β + 2(n−1)·α: β from 32 MB (bandwidth-bound), α from 4 KB (latency-bound)
-            double n = comm.WorldSize, f = 2 * (n - 1) / n;
-            arBw = f * large * 4 / tl;
-            arLat = Math.Max(0, (ts - f * small * 4 / arBw) / (2 * (n - 1)));
-            p2p = large * 4 / Time(comm, () => comm.Broadcast(bl, 0));
+            long bucket = Math.Clamp((long)rankParameters, 1024, BucketElements), small = 1 << 10;
+            var bl = zeros(bucket); var bs = zeros(small);
+            double n = comm.WorldSize;
+            double ts = MinTime(comm, () => comm.AllReduceSum(bs));
+            latency = ts / (2 * (n - 1));   // a ring all-reduce: 2(n−1) steps
+            double tl = MinTime(comm, () => comm.AllReduceSum(bl));
+            link = Collectives.AllReduceSent(bucket * 4.0, comm.WorldSize) / Math.Max(1e-9, tl - ts);
+            // one activation [B, T, h] to the paired rank (0↔1, 2↔3, …), as a pipeline stage sends it
+            int peer = comm.Rank ^ 1;
+            var act = zeros((long)microBatch * seq * c.NEmbd);
+            double tp2p = MinTime(comm, () =>
+            {
+                if (peer >= comm.WorldSize) return;
+                if (comm.Rank % 2 == 0) comm.Send(act, peer); else comm.Recv(act, peer);
+            });
+            p2p = act.numel() * 4.0 / Math.Max(1e-9, tp2p - latency);
         }
-        return new CpuMeasurements(comm.WorldSize, torch.get_num_threads(), gemms, attention, stream, op,
-            hiddenOp, ffnOp, vocabOp, paramOp, shardOp, arBw, arLat, p2p);
+        return new CpuMeasurements(comm.WorldSize, torch.get_num_threads(), tp, layer, Math.Max(0, t1 - layer), imbalance, optimizerSeconds, gradientPass, elements, link, latency, p2p);
     }
 
-    /// <summary>Predicted step of <c>train</c> with this micro-batch, sequence, accumulation and ZeRO stage on the measured ranks.</summary>
-    public static CpuStepPrediction Predict(ModelConfig c, int microBatch, int seq, int accumulation, int zero, CpuMeasurements me)
+    /// <summary>Predicted step of <c>train</c> for this layout on the measured ranks (the measurements taken with the same TP).</summary>
+    public static CpuStepPrediction Predict(ModelConfig c, int microBatch, int seq, int accumulation, CpuMeasurements me, int tp = 1, int pp = 1,
+        int zero = 0, bool sequenceParallel = false)
     {
-        double Seconds(string name) => me.Gemms.Where(g => g.Name == name || g.Name.StartsWith(name + " ")).Sum(g => g.Seconds);
-        double layerGemms = Linears(c).Sum(l => Seconds(l.Name));
-        double matmuls = c.NLayer * layerGemms + Seconds("head");
-        double attention = c.NLayer * me.AttentionSeconds;
+        int dp = me.Ranks / (tp * pp);
+        var stages = PipelineStage.Split(c.NLayer, pp);
+        var perMicro = stages.Select((s, i) => (s.End - s.First) * me.LayerSeconds + (i == pp - 1 ? me.EndsSeconds : 0)).ToArray();
+        double compute = accumulation * perMicro.Max();
+        double bubble = perMicro.Sum() - perMicro.Max();   // 1F1B: Σ stages + (m − 1) × slowest = m × slowest + the rest once
 
-        // Elementwise passes per layer, forward (Gpt2.cs: 2 LayerNorms, 2 residual adds, head merge copy, q/k/v made
-        // contiguous for SDPA ≈ 3; GELU on f. Llama.cs: 2 RMSNorms ≈ 5 passes each, rotary ≈ 8 on q and k, 2 residual adds,
-        // head merge; SwiGLU silu + mul ≈ 3 on f); the backward makes about twice as many.
-        bool llama = c.Family == ModelFamily.Llama;
-        double hiddenPasses = llama ? 10 + 8 + 2 + 1 : 2 + 2 + 1 + 3, ffnPasses = llama ? 3 : 1;
-        double layer = 3 * (hiddenPasses * me.HiddenOpSeconds + ffnPasses * me.FfnOpSeconds);
-        double model = 3 * 3 * me.HiddenOpSeconds       // embedding lookup (+ positions), final norm
-                     + 6 * me.VocabOpSeconds            // log-softmax, NLL and their backward on [B·T, V]
-                     + me.ParamOpSeconds;               // autograd accumulates into the flat gradient buffer
-        double memory = accumulation * (c.NLayer * layer + model);
-        double dispatch = accumulation * (c.NLayer * OpsPerLayer + OpsPerModel) * me.OpSeconds;
-
-        long parameters = ParameterCount(c);
-        long n = me.Ranks;
-        double optimizer = AdamPasses * (zero == 1 ? me.ShardOpSeconds : me.ParamOpSeconds) + me.ParamOpSeconds; // + zeroing the gradients
-        const double e = 4; // fp32 gradients on the wire
-        double comm = 0;
-        if (n > 1)
+        var bytes = CommunicationVolume.Engine(c, microBatch, seq, accumulation, tp, 1, pp, dp, zero, sequenceParallel);
+        int layers = stages[0].End - stages[0].First;
+        long buckets = (long)Math.Ceiling(CommunicationVolume.Engine(c, tp, 0, pp).Parameters / BucketElements);
+        var seconds = new Dictionary<string, double>();
+        foreach (var (group, b) in bytes)
         {
-            double bytes = parameters * e;
-            if (zero == 1)
-                comm = Collectives.ReduceScatter(bytes, n, me.AllReduceBytesPerSecond, me.AllReduceLatencySeconds)
-                     + Collectives.RingAllReduce(8, n, me.AllReduceBytesPerSecond, me.AllReduceLatencySeconds)
-                     + Collectives.AllGather(bytes, n, me.AllReduceBytesPerSecond, me.AllReduceLatencySeconds);
-            else
-                for (long off = 0; off < parameters; off += BucketElements)
-                    comm += Collectives.RingAllReduce(Math.Min(BucketElements, parameters - off) * e, n, me.AllReduceBytesPerSecond, me.AllReduceLatencySeconds);
+            // collectives per step (the latency term): a few bookkeeping scalars each, plus
+            double calls = 2 + group switch
+            {
+                "tp" => 4.0 * layers * accumulation + 2,                                  // f and g of attention and MLP, fwd + bwd
+                "pp" => 2.0 * accumulation,                                               // an activation forward, its gradient back
+                "dp_cp" or "dp" => zero switch { 0 => buckets, 3 => 3.0 * (layers + 2) * accumulation, _ => 2 },
+                _ => 1,
+            };
+            double rate = group == "pp" && me.PointToPointBytesPerSecond > 0 ? me.PointToPointBytesPerSecond : me.LinkBytesPerSecond;
+            seconds[group] = rate > 0 ? b / rate + calls * me.LatencySeconds : 0;
         }
-        double compute = accumulation * (matmuls + attention);
-        return new CpuStepPrediction(compute + memory + dispatch + optimizer + comm, accumulation * matmuls, accumulation * attention, memory,
-            dispatch, optimizer, comm, accumulation, parameters);
+        double transfer = seconds.Sum(kv => kv.Value);
+        // TP's collectives (and ZeRO-3's gathers and reduce-scatters) run inside the timed layers: reported, not added again
+        double exposed = transfer - seconds.GetValueOrDefault("tp") - (zero == 3 ? seconds.GetValueOrDefault("dp_cp") : 0);
+        double waiting = me.Ranks > 1 ? me.Imbalance * (compute + bubble) : 0;
+        double optimizer = me.OptimizerSeconds + GradientPasses * me.GradientPassSeconds;
+        double step = compute + bubble + exposed + optimizer;
+        return new CpuStepPrediction(step, compute, bubble, optimizer, transfer + waiting, transfer, waiting, accumulation,
+            (long)CommunicationVolume.Engine(c, tp, 0, pp).Parameters, seconds);
     }
 
     /// <summary>Parameters of the engine's model (CausalLM): layers + embeddings (+ positions and biases for GPT-2, tied head).</summary>

@@ -219,12 +219,7 @@ public class PipelineParallelTests : IClassFixture<TrainingFixture>
         AssertClose(ValLosses(dir["one"]), ValLosses(dir["pp"]), $"PP{pp} validation");
 
         // The checkpoint holds the whole model under HF names: equal to one rank's to fp32 reduction-order tolerance.
-        var a = SafeTensors.Read(Path.Combine(new CheckpointStore(dir["one"]).Latest()!, ModelCheckpoint.ModelFile)).Tensors;
-        var b = SafeTensors.Read(Path.Combine(new CheckpointStore(dir["pp"]).Latest()!, ModelCheckpoint.ModelFile)).Tensors;
-        Assert.Equal(a.Keys.Order(), b.Keys.Order());
-        var va = TorchSharp.torch.cat(a.Keys.Order().Select(k => a[k].flatten()).ToList());
-        var vb = TorchSharp.torch.cat(a.Keys.Order().Select(k => b[k].flatten()).ToList());
-        Assert.True((va - vb).norm().item<float>() / va.norm().item<float>() < 1e-5);
+        AssertSameModel(dir["one"], dir["pp"]);
 
         // PP → one rank: the pipeline's step-10 checkpoint continues on one rank; one rank → PP: the other way.
         if (!resume) return;
@@ -234,6 +229,17 @@ public class PipelineParallelTests : IClassFixture<TrainingFixture>
         var toPp = DistributedTests.Mpirun(pp, TrainArgs(dir["to-pp"], model, "--pp", pp.ToString(), "--resume", Path.Combine(dir["one"], "checkpoints", CheckpointStore.DirName(10))));
         Assert.True(toPp.ExitCode == 0, toPp.Out + toPp.Err);
         AssertClose(reference.Skip(10).ToList(), Losses(dir["to-pp"]), $"1 rank → PP{pp}");
+    }
+
+    /// <summary>The latest checkpoints of two runs hold the same tensors under the same names, to 1e-5 of the whole model's norm.</summary>
+    static void AssertSameModel(string runA, string runB)
+    {
+        var a = SafeTensors.Read(Path.Combine(new CheckpointStore(runA).Latest()!, ModelCheckpoint.ModelFile)).Tensors;
+        var b = SafeTensors.Read(Path.Combine(new CheckpointStore(runB).Latest()!, ModelCheckpoint.ModelFile)).Tensors;
+        Assert.Equal(a.Keys.Order(), b.Keys.Order());
+        var va = TorchSharp.torch.cat(a.Keys.Order().Select(k => a[k].flatten()).ToList());
+        var vb = TorchSharp.torch.cat(a.Keys.Order().Select(k => b[k].flatten()).ToList());
+        Assert.True((va - vb).norm().item<float>() / va.norm().item<float>() < 1e-5);
     }
 
     [Fact]
@@ -253,12 +259,7 @@ public class PipelineParallelTests : IClassFixture<TrainingFixture>
         AssertClose(ValLosses(dir["one"]), ValLosses(dir["v2"]), "PP2 v2 validation");
 
         // The checkpoint is the one a single rank writes (full tensors under HF names), and continues there with the same losses.
-        var a = SafeTensors.Read(Path.Combine(new CheckpointStore(dir["one"]).Latest()!, ModelCheckpoint.ModelFile)).Tensors;
-        var b = SafeTensors.Read(Path.Combine(new CheckpointStore(dir["v2"]).Latest()!, ModelCheckpoint.ModelFile)).Tensors;
-        Assert.Equal(a.Keys.Order(), b.Keys.Order());
-        var va = TorchSharp.torch.cat(a.Keys.Order().Select(k => a[k].flatten()).ToList());
-        var vb = TorchSharp.torch.cat(a.Keys.Order().Select(k => b[k].flatten()).ToList());
-        Assert.True((va - vb).norm().item<float>() / va.norm().item<float>() < 1e-5);
+        AssertSameModel(dir["one"], dir["v2"]);
         var toOne = CliProcess.Run(TrainArgs(dir["to-one"], "tiny", "--resume", Path.Combine(dir["v2"], "checkpoints", CheckpointStore.DirName(10))));
         Assert.True(toOne.ExitCode == 0, toOne.Err);
         AssertClose(reference.Skip(10).ToList(), Losses(dir["to-one"]), "PP2 v2 → 1 rank");

@@ -150,12 +150,51 @@ public static class ComputeModel
         double rotary = m.GatedFfn ? 2 * (h / t + kvLocal) * e : 0; // Llama family: rotary on q and k (read + write)
         double memFwd = T * (norms + residual + activation + rotary) / bw;
         double memBwd = 2 * memFwd;
+        if (!m.GatedFfn)
+        {
+            var (extraFwd, extraBwd) = GptLayerExtraBytesPerToken(m, l, run.Attention == AttentionKernel.Flash && g.FlashAttentionFlops > 0);
+            memFwd += T * extraFwd / bw;
+            memBwd += T * extraBwd / bw;
+        }
 
         double fwd = gemmFwd + attnFwd + memFwd, bwd = gemmBwd + attnBwd + memBwd;
         double recompute = l.Recompute == Recompute.Full ? fwd : attnRecompute;
         double attnTotal = attnFwd + attnBwd + (l.Recompute == Recompute.Full ? attnFwd : attnRecompute);
         double memTotal = memFwd + memBwd + (l.Recompute == Recompute.Full ? memFwd : 0);
         return new StageCompute(fwd, bwd, recompute, gemmFwd + gemmBwd + (l.Recompute == Recompute.Full ? gemmFwd : 0), attnTotal, memTotal);
+    }
+
+    /// <summary>
+    /// Memory passes of a GPT-2/3-style layer as Megatron-LM runs it (2021 and 2022 code: <c>megatron/model/transformer.py</c>,
+    /// <c>megatron/mpu/layers.py</c>) beyond the norm/residual/activation passes every layer has, bytes per token, forward and
+    /// backward. GPT-style layers (not gated) carry biases and hidden dropout; the Llama family (gated FFN) has neither.
+    /// * QKV bias: the column-parallel linear adds it after the GEMM as a separate pass (2021: <c>F.linear</c> on a 3-D input is
+    ///   <c>matmul</c> then <c>output += bias</c> in PyTorch ≤ 1.9; 2022: <c>output = output + bias</c>): read + write the QKV
+    ///   output. The other three linears hand their bias to a fused bias-GeLU / bias-dropout-add (already counted).
+    /// * Bias gradients: <c>grad_output.sum(dim=0)</c> (2022) or autograd's broadcast reduction (2021) reads each biased
+    ///   linear's output gradient once: QKV, MLP-up, and the two row-parallel outputs (h wide, h/t with sequence parallelism).
+    /// * Hidden dropout (<c>bias_dropout_add</c>, twice per layer): writes a 1-byte mask forward, reads it backward.
+    /// * LayerNorm backward (apex <c>FusedLayerNorm</c>): the γ/β gradient kernel (<c>cuComputePartGradGammaBeta</c>) reads
+    ///   the input and the output gradient a second time, besides the input-gradient kernel.
+    /// * Unfused attention only: the context is made contiguous after A·V (<c>permute(2, 0, 1, 3).contiguous()</c>: read + write
+    ///   h/t) and Q, K, V are views of one QKV tensor (<c>split_tensor_along_last_dim</c>), so backward concatenates their
+    ///   gradients into one (read + write the QKV width).
+    /// </summary>
+    public static (double Forward, double Backward) GptLayerExtraBytesPerToken(ModelSpec m, ParallelLayout l, bool flashAttention)
+    {
+        const double e = 2, mask = 1;
+        double t = l.Tp, h = m.Hidden, hs = l.SequenceParallel ? h / t : h;
+        double qkvOut = h / t + 2 * Math.Max(m.KvDim / t, m.HeadDim);
+        double upOut = m.Ffn / t * m.ActiveExperts;
+        double attnCopies = flashAttention ? 0 : 1;
+        double forward = 2 * qkvOut * e                    // QKV bias add
+                       + 2 * hs * mask                      // two dropout masks written
+                       + attnCopies * 2 * (h / t) * e;      // context made contiguous
+        double backward = (qkvOut + upOut + 2 * hs) * e    // four bias gradients: read each output gradient
+                        + 2 * hs * mask                     // two dropout masks read
+                        + 2 * 2 * hs * e                    // LayerNorm γ/β kernels re-read input and output gradient (two norms)
+                        + attnCopies * 2 * qkvOut * e;      // Q, K, V gradients concatenated
+        return (forward, backward);
     }
 
     /// <summary>Output layer (logits T×h·V/t) and the cross-entropy loss on the last stage (its passes over fp32 logits:

@@ -37,9 +37,9 @@ public class CalibrationTests
     /// Every published run in docs/planning.md, configured as its paper ran it (PublishedRuns.cs), predicted by the per-operation
     /// compute model whose constants come from kernel benchmarks only (no training run was fitted). Tolerance: the issue's
     /// 15% per row, wider only for the rows named here with the reason:
-    /// Megatron-LM Table 1 (+9…+24%, run as the paper's own scripts run it: micro-batch up to 16, interleaved stages, PyTorch DDP)
-    /// and 174.6B on 384 GPUs (Table 2, +15.2%): the 2021 software is slower than the kernel benchmarks say (docs/planning.md);
-    /// MT-NLG (+36…42%) and BLOOM (+24%) ran on
+    /// Megatron-LM Table 1 (+8…+21%, run as the paper's own scripts run it: micro-batch up to 16, interleaved stages, PyTorch DDP):
+    /// the 2021 software is slower than the kernel benchmarks say (docs/planning.md);
+    /// MT-NLG (+35…40%) and BLOOM (+23%) ran on
     /// Megatron-DeepSpeed's pipeline engine, whose losses the planner does not model (its schedule is not one of them:
     /// PipelineScheduleTests; its sequential p2p is modelled).
     /// </summary>
@@ -48,8 +48,8 @@ public class CalibrationTests
     public void PublishedRunWithinTolerance(string name)
     {
         var run = PublishedRuns.All.Single(r => r.Name == name);
-        double tolerance = name.StartsWith("MT-NLG") ? 0.45 : name.StartsWith("BLOOM") ? 0.27
-            : run.Source == "Narayanan et al. 2021, Table 1" ? 0.26 : name is "Megatron-LM 174.6B on 384 GPUs" ? 0.18 : 0.15;
+        double tolerance = name.StartsWith("MT-NLG") ? 0.42 : name.StartsWith("BLOOM") ? 0.25
+            : run.Source == "Narayanan et al. 2021, Table 1" ? 0.22 : 0.15;
         var plan = Planner.Plan(run.Inputs);
         Assert.InRange(run.Error(plan), -tolerance, tolerance);
     }
@@ -65,16 +65,17 @@ public class CalibrationTests
     public void MeanAbsoluteErrorOverPublishedRuns()
     {
         // The goal is ≤ 5% over every row; what the model reaches (docs/planning.md) is pinned so it cannot get worse
-        // unnoticed: ≤ 15.3% over all 29 rows, ≤ 12.1% over the 25 Megatron-LM / Korthikanti / Llama 3 rows. (11.65% and 7.95%
+        // unnoticed: ≤ 13.8% over all 29 rows, ≤ 10.6% over the 25 Megatron-LM / Korthikanti / Llama 3 rows. (11.65% and 7.95%
         // before two input corrections that show the kernel model's optimism: the Korthikanti rows with Megatron-LM 2022's
         // backward TP overlap, as their code ran, and Table 1 as the paper's scripts ran it; 15.4% and 12.3% before hidden
-        // collectives took their SM share of the compute under them; docs/planning.md.)
+        // collectives took their SM share of the compute under them; 15.2% and 12.1% before GPT layers' bias, dropout-mask and
+        // copy passes were counted; docs/planning.md.)
         var rows = CalibrationTable.Rows();
         Assert.Equal(29, rows.Count);
-        Assert.InRange(CalibrationTable.MeanAbsoluteError(rows), 0, 0.153);
+        Assert.InRange(CalibrationTable.MeanAbsoluteError(rows), 0, 0.138);
         var megatronAndLlama = rows.Where(r => !r.Run.Name.StartsWith("MT-NLG") && !r.Run.Name.StartsWith("BLOOM")).ToList();
         Assert.Equal(25, megatronAndLlama.Count);
-        Assert.InRange(CalibrationTable.MeanAbsoluteError(megatronAndLlama), 0, 0.121);
+        Assert.InRange(CalibrationTable.MeanAbsoluteError(megatronAndLlama), 0, 0.106);
     }
 
     [Fact]

@@ -21,8 +21,9 @@ public sealed record StageCompute(double Forward, double Backward, double Recomp
 ///   backward moves twice the forward bytes (reads the saved input and the incoming gradient, writes the gradient).
 /// * Recomputation: full repeats the layer's forward; selective repeats the unfused attention core (FlashAttention's
 ///   backward already recomputes it, inside its published throughput).
-/// * Gradient accumulation: every micro-batch adds its weight gradients into the fp32 main-gradient buffer (Megatron-LM
-///   <c>main_grad</c>): read 2 B (bf16 wgrad) + read 4 + write 4 B per parameter on the GPU, memory-bound.
+/// * Gradient accumulation: every micro-batch adds its weight gradients into the step's gradient as the run's software does it
+///   (<see cref="GradAccumulation"/>): by default into the fp32 main-gradient buffer (Megatron-LM <c>main_grad</c>): read 2 B
+///   (bf16 wgrad) + read 4 + write 4 B per parameter on the GPU, memory-bound.
 /// </summary>
 public static class ComputeModel
 {
@@ -36,6 +37,15 @@ public static class ComputeModel
     static double ElementBytes(Precision p) => p == Precision.Fp8 ? 1 : 2;
     /// <summary>Bytes moved per parameter per micro-batch to accumulate its gradient in fp32 (read bf16 wgrad, read + write fp32).</summary>
     public const double GradAccumulationBytesPerParam = 2 + 4 + 4;
+
+    /// <summary>Bytes per parameter per micro-batch of the separate accumulation pass <paramref name="a"/> runs (none when fused
+    /// into the wgrad GEMM; fp16 in place: read 2 + 2, write 2, counted on every micro-batch, the first included).</summary>
+    public static double AccumulationBytesPerParam(GradAccumulation a) => a switch
+    {
+        GradAccumulation.FusedIntoGemm => 0,
+        GradAccumulation.Fp16InPlace => 2 + 2 + 2,
+        _ => GradAccumulationBytesPerParam,
+    };
 
     /// <summary>Seconds for <paramref name="batch"/> independent (m×k)·(k×n) GEMMs.</summary>
     public static double GemmSeconds(GpuSpec g, Precision p, double m, double n, double k, double batch = 1)
@@ -92,9 +102,9 @@ public static class ComputeModel
         var layer = Layer(m, run, l, g);
         var head = OutputLayer(m, run, l, g);
         double middle = l.LayersPerMiddleStage(m.Layers), last = l.LayersOnLastStage(m.Layers);
-        // fp32 gradient accumulation of the layer's own parameters (dense ÷ TP, experts ÷ TP·EP), part of its backward.
+        // Gradient accumulation of the layer's own parameters (dense ÷ TP, experts ÷ TP·EP), part of its backward.
         double layerParams = m.DenseParamsPerLayer / (double)l.Tp + m.ExpertParamsPerLayer / ((double)l.Tp * l.Ep);
-        double accumulate = layerParams * GradAccumulationBytesPerParam / g.StreamBytesPerSecond;
+        double accumulate = layerParams * AccumulationBytesPerParam(run.GradAccumulation) / g.StreamBytesPerSecond;
         layer = layer with { Backward = layer.Backward + accumulate, MemoryBound = layer.MemoryBound + accumulate };
         bool lastIsSlowest = last * layer.Total + head.Total >= middle * layer.Total;
         double n = lastIsSlowest ? last : middle;
@@ -205,7 +215,7 @@ public static class ComputeModel
         var (fwd, bwd) = Linear(g, run.Precision, T, m.Hidden, vLocal);
         double lossFwd = T * vLocal * CrossEntropyTraffic.ForwardBytesPerLogit / bw;
         double lossBwd = T * vLocal * CrossEntropyTraffic.BackwardBytesPerLogit / bw;
-        double accumulate = m.Hidden * vLocal * GradAccumulationBytesPerParam / bw;
+        double accumulate = m.Hidden * vLocal * AccumulationBytesPerParam(run.GradAccumulation) / bw;
         return new StageCompute(fwd + lossFwd, bwd + lossBwd + accumulate, 0, fwd + bwd, 0, lossFwd + lossBwd + accumulate);
     }
 }

@@ -63,7 +63,7 @@ public static class PublishedRuns
         string source = "Narayanan et al. 2021, Table 1", int microBatch = 1, int interleave = 1, bool torchDdp = false) =>
         new($"Megatron-LM {name}", source, new PlanInputs(
                 new ModelSpec(name, layers, hidden, heads, heads, 4 * hidden, 51200),
-                new TrainingRun(2048, 1e12, batch, Precision.Fp16, AttentionKernel.Unfused), Selene(gpus),
+                new TrainingRun(2048, 1e12, batch, Precision.Fp16, AttentionKernel.Unfused, GradAccumulation: GradAccumulation.Fp16InPlace), Selene(gpus),
                 new ParallelLayout(tp, pp, gpus / (tp * pp), MicroBatch: microBatch, Interleave: interleave, Zero: 0, Recompute: Recompute.Full,
                     SequenceParallel: false), torchDdp ? Megatron2021TorchDdp : Megatron2021, Ops),
             PublishedMetric.HfuTflopsPerGpu, tflops);
@@ -71,7 +71,7 @@ public static class PublishedRuns
     static PublishedRun Korthikanti(string name, int heads, int hidden, int layers, int pp, int gpus, int batch, double seconds) =>
         new($"Korthikanti {name}", "Korthikanti et al. 2022, Tables 3 and 5 (sequence parallel + selective recompute)", new PlanInputs(
                 new ModelSpec(name, layers, hidden, heads, heads, 4 * hidden, 51200),
-                new TrainingRun(2048, 1e12, batch, Precision.Bf16, AttentionKernel.Unfused),
+                new TrainingRun(2048, 1e12, batch, Precision.Bf16, AttentionKernel.Unfused, GradAccumulation: GradAccumulation.FusedIntoGemm),
                 Selene(gpus), new ParallelLayout(8, pp, 1, Zero: 0, Recompute: Recompute.Selective), Megatron2022, Ops),
             PublishedMetric.StepSeconds, seconds);
 
@@ -81,7 +81,7 @@ public static class PublishedRuns
     static PublishedRun Korthikanti2240(string name, Recompute recompute, bool sequenceParallel, double mfu) =>
         new($"Korthikanti 530B on 2240 GPUs, {name}", "Korthikanti et al. 2022, abstract (MFU on 2240 A100s)", new PlanInputs(
                 new ModelSpec("530B", 105, 20480, 128, 128, 4 * 20480, 51200),
-                new TrainingRun(2048, 1e12, 2240, Precision.Bf16, AttentionKernel.Unfused),
+                new TrainingRun(2048, 1e12, 2240, Precision.Bf16, AttentionKernel.Unfused, GradAccumulation: GradAccumulation.FusedIntoGemm),
                 Selene(2240), new ParallelLayout(8, 35, 8, Zero: 0, Recompute: recompute, SequenceParallel: sequenceParallel), Megatron2022, Ops),
             PublishedMetric.MfuTflopsPerGpu, mfu * GpuCatalog.Get("A100-80GB").Bf16Tflops);
 

@@ -4,10 +4,21 @@ namespace Supercluster.Planning;
 /// (fused scale-mask-)softmax and dropout, as Megatron-LM did before FlashAttention (2021–22 runs).</summary>
 public enum AttentionKernel { Flash, Unfused }
 
-/// <summary>What to train: sequence length, token budget, global batch (in sequences), matmul precision, attention kernel and
-/// the pipeline engine that runs the stages (<see cref="PipelineSchedule"/>).</summary>
+/// <summary>How each micro-batch's weight gradients are added to the step's gradient (memory traffic per parameter per micro-batch):
+/// * <see cref="Fp32Pass"/>: a separate pass into an fp32 main-gradient buffer, read 2 B wgrad + read and write 4 B (Megatron-LM
+///   <c>main_grad</c> without fusion; DeepSpeed's fp32 gradient partitions);
+/// * <see cref="FusedIntoGemm"/>: the wgrad GEMM accumulates into the fp32 buffer itself (Megatron-LM from Feb 2022,
+///   <c>--gradient-accumulation-fusion</c> on by default for bf16: <c>fused_dense_cuda.wgrad_gemm_accum_fp32</c>), so no pass;
+///   its epilogue's 8 B per output element sit under a GEMM whose K is the micro-batch's tokens;
+/// * <see cref="Fp16InPlace"/>: autograd adds the fp16 gradient in place, read 2 + 2, write 2 (Megatron-LM 2021 with fp16 and
+///   neither contiguous buffers nor fp32 accumulation, as its sc21 scripts ran).</summary>
+public enum GradAccumulation { Fp32Pass, FusedIntoGemm, Fp16InPlace }
+
+/// <summary>What to train: sequence length, token budget, global batch (in sequences), matmul precision, attention kernel,
+/// the pipeline engine that runs the stages (<see cref="PipelineSchedule"/>) and how gradients accumulate.</summary>
 public sealed record TrainingRun(int SeqLen, double Tokens, long BatchSequences, Precision Precision = Precision.Bf16,
-    AttentionKernel Attention = AttentionKernel.Flash, PipelineEngine Pipeline = PipelineEngine.Megatron)
+    AttentionKernel Attention = AttentionKernel.Flash, PipelineEngine Pipeline = PipelineEngine.Megatron,
+    GradAccumulation GradAccumulation = GradAccumulation.Fp32Pass)
 {
     public double BatchTokens => (double)BatchSequences * SeqLen;
     public double Steps => Math.Ceiling(Tokens / BatchTokens);

@@ -72,6 +72,12 @@ public class ComputeModelTests
         var head = ComputeModel.OutputLayer(m, run, l, A100);
         var stage = ComputeModel.Stage(m, run, l, A100); // last stage: 1 layer + output layer
         Assert.Equal(layer.Backward + 1.2622742e-3 + head.Backward, stage.Backward, 8);
+        // Fused into the wgrad GEMM (Megatron-LM 2022 on): no pass. fp16 in place (Megatron-LM 2021): 6 B, 0.7573646 ms.
+        Assert.Equal(0, ComputeModel.AccumulationBytesPerParam(GradAccumulation.FusedIntoGemm));
+        var fused = run with { GradAccumulation = GradAccumulation.FusedIntoGemm };
+        Assert.Equal(layer.Backward + ComputeModel.OutputLayer(m, fused, l, A100).Backward, ComputeModel.Stage(m, fused, l, A100).Backward, 8);
+        var fp16 = run with { GradAccumulation = GradAccumulation.Fp16InPlace };
+        Assert.Equal(layer.Backward + 0.7573646e-3 + ComputeModel.OutputLayer(m, fp16, l, A100).Backward, ComputeModel.Stage(m, fp16, l, A100).Backward, 8);
     }
 
     [Fact]

@@ -25,11 +25,13 @@ public sealed record PublishedRun(string Name, string Source, PlanInputs Inputs,
 /// Every published run the planner is checked against (docs/planning.md, "Calibration"). Systems as configured by their papers:
 /// * Megatron-LM 2021 (Narayanan et al., Table 1): A100 80GB DGX nodes (Selene: 8 × 200 Gb/s HDR InfiniBand per node), fp16,
 ///   seq 2048, vocab 51,200, full recomputation, no sequence parallelism, attention as batched GEMMs + fused softmax,
+///   fp16 gradients accumulated in place by autograd (no contiguous DDP buffers, no fp32 accumulation in the scripts),
 ///   and, per row, micro-batch, interleaved stages and DDP as the paper's own scripts set them (Megatron-LM
 ///   <c>examples/sc21/run_table_1.sh</c>, Aug 2021): micro-batch 16/16/16/8/4/2/2/1/1/1, v = 3 (76B), 2 (145B), 2 (310B),
 ///   3 (530B), PyTorch DDP (all-reduce under the last backward) without pipelining, Megatron's DDP after the flush with it.
 ///   Table 2's PTD rows (micro-batch 1 stated; no script) are non-interleaved with the gradient all-reduce after the flush.
-/// * Korthikanti et al. 2022 (Tables 3 and 5): same machine, sequence parallelism + selective recomputation, DP 1; and the
+/// * Korthikanti et al. 2022 (Tables 3 and 5): same machine, sequence parallelism + selective recomputation, DP 1, bf16
+///   gradients accumulated inside the wgrad GEMM (the 2022 code's <c>--gradient-accumulation-fusion</c> default); and the
 ///   abstract's 530B runs on 2240 GPUs (DP 8), with and without the paper's techniques.
 /// * MT-NLG 530B (Smith et al. 2022, §3.2 and Table 1): Selene, TP 8 × PP 35, batch 1920, Megatron-DeepSpeed: kernels as Megatron
 ///   2021, DeepSpeed's pipeline engine (sequential blocking p2p, <see cref="PipelineEngine.DeepSpeed"/>).

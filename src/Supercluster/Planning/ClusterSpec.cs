@@ -31,6 +31,18 @@ public sealed record ClusterSpec(
     /// <c>processor_usage</c>: 0.15 on NVLink, 0.02 on the inter-node network); 0.15 ≈ 16 NCCL channels of 108 SMs.</summary>
     public double CommSmShare(long spanGpus) => spanGpus <= GpusPerNode ? IntraNodeCommSmShare : InterNodeCommSmShare;
 
+    /// <summary>Share of the single-GPU kernel benchmarks' compute rate (GEMM, FlashAttention) a job of a node or more loses to
+    /// its slowest GPU, which every synchronous step waits for. Bekman (ml-engineering, "Not all accelerators are created
+    /// equal"): "5% and higher" MAMF spread between the GPUs of one 8-GPU node (silicon lottery, cooling position), and the
+    /// ensemble runs at its slowest; a single-GPU benchmark sits mid-spread on average, so half the spread.</summary>
+    public const double SlowestGpuShare = 0.025;
+
+    /// <summary>The GPU that paces the job: the catalogue's GPU, its clock-bound rates lowered by <see cref="SlowestGpuShare"/>
+    /// when the job fills a node or more (memory bandwidth left alone).</summary>
+    public GpuSpec PacingGpu => Gpus >= GpusPerNode && GpusPerNode > 1
+        ? Gpu with { GemmEfficiency = Gpu.GemmEfficiency * (1 - SlowestGpuShare), FlashAttentionTflops = Gpu.FlashAttentionTflops * (1 - SlowestGpuShare) }
+        : Gpu;
+
     public void Validate()
     {
         if (Gpus <= 0) throw new BadInputException($"--gpus {Gpus} must be a positive integer");

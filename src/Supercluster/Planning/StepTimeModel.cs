@@ -66,7 +66,7 @@ public static class StepTimeModel
         }
         else
         {
-            var stage = ComputeModel.Stage(m, run, l, c.Gpu);
+            var stage = ComputeModel.Stage(m, run, l, c.PacingGpu);
             tMicro = stage.Total;
             forwardShare = stage.Forward / stage.Total;
         }
@@ -90,7 +90,7 @@ public static class StepTimeModel
             // the row-parallel linears' backward all-gathers stay exposed; without SP they have no backward communication.
             double half = Collectives.ReduceScatter(tpBytes, l.Tp, tpLink.BytesPerSecond, tpLink.LatencySeconds);
             tpBackward = l.SequenceParallel ? 2 * half : 0;
-            foreach (var (dgrad, wgrad) in ComputeModel.ColumnParallelBackward(m, run, l, c.Gpu))
+            foreach (var (dgrad, wgrad) in ComputeModel.ColumnParallelBackward(m, run, l, c.PacingGpu))
                 tpBackward += l.SequenceParallel
                     ? ExposedUnder(half, wgrad, tpShare) + ExposedUnder(half, dgrad, tpShare)
                     : ExposedUnder(tpOne, wgrad, tpShare);

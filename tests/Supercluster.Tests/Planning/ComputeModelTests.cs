@@ -106,4 +106,23 @@ public class ComputeModelTests
         Assert.Equal(12 * slot, step.Compute, 12);
         Assert.Equal(3 * slot, step.Bubble, 12);
     }
+
+    [Fact]
+    public void AJobOfANodeOrMoreRunsAtItsSlowestGpu()
+    {
+        // A100: GEMM 0.859 × 312 = 268.008 TFLOP/s on one GPU; a job of ≥ 8 GPUs runs at the slowest, 2.5% lower: 261.3078.
+        // FlashAttention 190 → 185.25; HBM streaming unchanged (clock-bound rates only).
+        var one = new ClusterSpec(A100, 4);
+        var node = new ClusterSpec(A100, 8);
+        Assert.Same(A100, one.PacingGpu);
+        Assert.Equal(261.3078e12, node.PacingGpu.GemmFlops(Precision.Bf16), 1e6);
+        Assert.Equal(185.25e12, node.PacingGpu.FlashAttentionFlops, 1e6);
+        Assert.Equal(A100.StreamBytesPerSecond, node.PacingGpu.StreamBytesPerSecond);
+        // The step's compute is its micro-batches on the pacing GPU: GPT-2 124M, DP 8, 1 micro-batch of 12 sequences each.
+        var m = ModelCatalog.Get("gpt2-124m");
+        var inputs = PlanTestData.Inputs(m, "A100-80GB", 8, new ParallelLayout(Tp: 1, Dp: 8, MicroBatch: 12), batchSequences: 96);
+        var step = StepTimeModel.Estimate(m, inputs.Run, inputs.Layout, inputs.Cluster, inputs.Overlap);
+        Assert.Equal(ComputeModel.Stage(m, inputs.Run, inputs.Layout, inputs.Cluster.PacingGpu).Total, step.Compute, 12);
+        Assert.True(step.Compute > ComputeModel.Stage(m, inputs.Run, inputs.Layout, A100).Total);
+    }
 }

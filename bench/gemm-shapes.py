@@ -9,10 +9,12 @@ three GEMMs as autograd runs them (forward x@W^T, dgrad dY@W, wgrad dY^T@x) with
 and per-GPU shape (tokens = micro-batch x seq / CP, widths / TP), after a sustained warm-up (as mamf-finder: a cold GPU
 clocks higher), and prints
 
-  * per shape: median TFLOP/s and its ratio to --mamf,
-  * per row: the FLOP-weighted rate of its layer GEMMs (total FLOPs / total median seconds) and its ratio to --mamf,
-  * last line: the FLOP-weighted ratio over all rows of the GPU: the number the planner would take as the GPU's
-    training-shape GEMM factor (GpuCatalog's GEMM efficiency x this factor), with this output as its source.
+  * per shape: median TFLOP/s, its ratio to --mamf, and the planner's rate for that shape (MAMF x wave quantisation x
+    K ramp, as ComputeModel.GemmSeconds forms it),
+  * per row: the same for its layer GEMMs together (total FLOPs / total seconds),
+  * last line: planner seconds / measured seconds over all the GPU's rows' layer GEMMs: the number the planner would
+    take as the GPU's training-shape GEMM factor (GpuCatalog's GEMM efficiency x this factor), with this output as its
+    source. It is a ratio to the planner's own shape model, so wave quantisation is not counted twice.
 
 Run on one GPU of the kind the rows used (A100 80GB SXM for the Megatron-LM/Korthikanti/MT-NLG/BLOOM rows, H100 SXM for
 Llama 3), nothing else running on it:
@@ -85,6 +87,19 @@ def layer_gemms(r):
     return out
 
 
+# Mirror of ComputeModel.GemmSeconds's compute term (CTA tiles, waves over the SMs, K ramp against the benchmark's K).
+# Hand check: A100 (108 SMs), 3456 x 4096 x 8192 -> 128x128 tiles, 27 x 32 = 864 = 8 full waves: 1.0, ramp 1 (K > 2048);
+# 8192 x 4096 x 4096 -> 64 x 32 = 2048 tiles of 128x128 = 18.96 -> 19 waves: 0.998.
+TILES = [(256, 128), (128, 256), (128, 128), (128, 64), (64, 128), (64, 64)]
+K_RAMP, K_BENCHMARK = 64.0, 2048.0
+
+
+def planner_tflops(mamf, sms, m, n, k):
+    wave = max(m * n / (-(-(-(-m // tm) * -(-n // tn)) // sms) * sms * tm * tn) for tm, tn in TILES)
+    ramp = min(1.0, k / (k + K_RAMP) * (K_BENCHMARK + K_RAMP) / K_BENCHMARK)
+    return mamf * wave * ramp
+
+
 def time_gemm(m, n, k, kind, dtype, device, iters, warmup):
     """Median and mean seconds of one (m x k)(k x n) product with autograd's operand layouts for nn.Linear
     (W stored out x in): forward x @ W^T (B transposed), dgrad dY @ W (both row-major), wgrad dY^T @ x (A transposed)."""
@@ -129,6 +144,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--gpu", default="A100", help="which published rows to run: A100 or H100 (default A100)")
     ap.add_argument("--mamf", type=float, default=267.9, help="the GPU's catalogued MAMF in TFLOP/s (A100 SXM 267.9, H100 SXM 792.1)")
+    ap.add_argument("--sms", type=int, default=0, help="SM count for the planner column (default: the device's; A100 108, H100 132)")
     ap.add_argument("--iters", type=int, default=50, help="timed iterations per shape (default 50)")
     ap.add_argument("--warmup", type=int, default=10, help="untimed iterations per shape (default 10)")
     ap.add_argument("--warmup-seconds", type=float, default=30, help="sustained warm-up before timing (default 30 s)")
@@ -146,18 +162,20 @@ def main():
     scale, iters, warmup = (32, 1, 0) if args.smoke else (1, args.iters, args.warmup)
     dtypes = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
+    sms = args.sms or {"A100": 108, "H100": 132}[args.gpu]
     if device == "cuda":
         p = torch.cuda.get_device_properties(0)
+        sms = args.sms or p.multi_processor_count
         print(f"# {p.name}, {p.multi_processor_count} SMs, torch {torch.__version__}, CUDA {torch.version.cuda}")
     sustained_warmup(torch.float32 if args.smoke else torch.bfloat16, device, 0 if args.smoke else args.warmup_seconds)
 
     measured = {}
     csv_rows = []
-    total_flops = total_seconds = 0.0
-    print(f"{'row':<34} {'gemm':<13} {'M':>7} {'N':>7} {'K':>7} {'TFLOP/s':>8} {'/MAMF':>6}")
+    total_planner = total_seconds = 0.0
+    print(f"{'row':<34} {'gemm':<13} {'M':>7} {'N':>7} {'K':>7} {'TFLOP/s':>8} {'/MAMF':>6} {'planner':>8}")
     for r in (r for r in parse_rows() if r["gpu"] == args.gpu):
         dtype = torch.float32 if args.smoke else dtypes[r["precision"]]
-        row_flops = row_seconds = 0.0
+        row_flops = row_seconds = row_planner = 0.0
         for label, m, n, k in layer_gemms(r):
             m, n, k = max(1, m // scale), max(1, n // scale), max(1, k // scale)
             kind = label.split()[1]
@@ -167,19 +185,21 @@ def main():
             median, mean = measured[key]
             flops = 2.0 * m * n * k
             tflops = flops / median / 1e12
-            print(f"{r['name'][:34]:<34} {label:<13} {m:>7} {n:>7} {k:>7} {tflops:>8.1f} {tflops / args.mamf:>6.3f}")
-            csv_rows.append(dict(row=r["name"], gemm=label, m=m, n=n, k=k, precision=r["precision"],
-                                 median_s=median, mean_s=mean, tflops=tflops, ratio_to_mamf=tflops / args.mamf))
+            planner = planner_tflops(args.mamf, sms, m, n, k)
+            print(f"{r['name'][:34]:<34} {label:<13} {m:>7} {n:>7} {k:>7} {tflops:>8.1f} {tflops / args.mamf:>6.3f} {planner:>8.1f}")
+            csv_rows.append(dict(row=r["name"], gemm=label, m=m, n=n, k=k, precision=r["precision"], median_s=median,
+                                 mean_s=mean, tflops=tflops, ratio_to_mamf=tflops / args.mamf, planner_tflops=planner))
             if not label.startswith("logits"):   # the layer's GEMMs: what every stage repeats
                 row_flops += flops
                 row_seconds += median
-        rate = row_flops / row_seconds / 1e12
-        print(f"{r['name'][:34]:<34} {'layer total':<13} {'':>7} {'':>7} {'':>7} {rate:>8.1f} {rate / args.mamf:>6.3f}")
-        total_flops += row_flops
+                row_planner += flops / (planner * 1e12)
+        rate, planned = row_flops / row_seconds / 1e12, row_flops / row_planner / 1e12
+        print(f"{r['name'][:34]:<34} {'layer total':<13} {'':>7} {'':>7} {'':>7} {rate:>8.1f} {rate / args.mamf:>6.3f} {planned:>8.1f}")
+        total_planner += row_planner
         total_seconds += row_seconds
 
-    factor = total_flops / total_seconds / 1e12 / args.mamf
-    print(f"{args.gpu} training-shape GEMM factor (FLOP-weighted layer GEMMs over its rows, median times) = {factor:.3f} of MAMF {args.mamf}")
+    factor = total_planner / total_seconds
+    print(f"{args.gpu} training-shape GEMM factor = planner seconds / measured median seconds over its rows' layer GEMMs = {factor:.3f}")
     if args.out:
         with open(args.out, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=list(csv_rows[0].keys()))

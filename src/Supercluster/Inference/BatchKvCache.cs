@@ -28,6 +28,7 @@ public sealed class BatchKvCache : KvCache
     // A mixed forward's prompt chunks after its decode rows: slot, tokens already cached, tokens brought, offset in the
     // forward's sequence, and the chunk's mask over its slot's keys (null: nothing cached before it, plain causal).
     (int Slot, long Start, long N, long Offset, Tensor? Mask)[]? _chunks;
+    long[] _decodeKeys = [];                             // a decode step's keys per row (its length + the new token)
     Tensor? _rowIndex, _positions, _mask, _writeRows, _writePos, _realQueries, _writeFlat;
     readonly Tensor[] _kFlat, _vFlat;                    // per layer, the slab as [slots·H_kv·context, hd] (views)
 
@@ -169,9 +170,11 @@ public sealed class BatchKvCache : KvCache
         Array.Fill(mask, float.NegativeInfinity);
         long heads = _k[0].shape[1], context = _k[0].shape[2];
         var flat = new long[b * heads];
+        _decodeKeys = new long[b];
         for (int i = 0; i < b; i++)
         {
             starts[i] = _len[_rows[i]];
+            _decodeKeys[i] = starts[i] + 1;
             rows[i] = _rows[i];
             mask.AsSpan(i * (int)_keys, (int)starts[i] + 1).Fill(0);                  // keys 0..start: its own, up to itself
             for (long h = 0; h < heads; h++) flat[i * heads + h] = (rows[i] * heads + h) * context + starts[i];   // row (slot, head, position) of the flat slab
@@ -258,13 +261,13 @@ public sealed class BatchKvCache : KvCache
     /// </summary>
     public override Tensor Attend(int layer, Tensor q, Tensor k, Tensor v)
     {
-        if (_chunks is null) return base.Attend(layer, q, k, v);
+        if (_chunks is null) return _writeFlat is not null ? AttendDecode(layer, q, k, v) : base.Attend(layer, q, k, v);
         var parts = new List<Tensor>(_chunks.Length + 1);
         if (_readRows > 0 && _writeFlat is not null)
         {
             long d = _readRows;
-            var (kd, vd) = Append(layer, k.narrow(2, 0, d).transpose(0, 2), v.narrow(2, 0, d).transpose(0, 2));   // [D, H_kv, keys, hd]
-            parts.Add(CausalLM.Attend(q.narrow(2, 0, d).transpose(0, 2), kd, vd, _mask).transpose(0, 2));      // [1, H, D, hd]
+            var qd = q.narrow(2, 0, d).transpose(0, 2);                                                            // [D, H, 1, hd]
+            parts.Add(AttendDecode(layer, qd, k.narrow(2, 0, d).transpose(0, 2), v.narrow(2, 0, d).transpose(0, 2)).transpose(0, 2));   // [1, H, D, hd]
         }
         foreach (var (slot, start, n, offset, mask) in _chunks)
         {
@@ -289,6 +292,23 @@ public sealed class BatchKvCache : KvCache
         Positions(t);                           // checks Begin covered this forward
         return _mask;
     }
+
+    /// <summary>
+    /// Decode rows' attention: q [D, H, 1, hd], k, v [D, H_kv, 1, hd] written to the slots, then
+    /// <see cref="DecodeAttention"/> over each row's own keys where it applies (<see cref="FastDecode"/>, float32 CPU),
+    /// else SDPA with the step's additive mask.
+    /// </summary>
+    Tensor AttendDecode(int layer, Tensor q, Tensor k, Tensor v)
+    {
+        var (keys, values) = Append(layer, k, v);
+        if (!FastDecode || !DecodeAttention.Supported(q, _k[layer])) return CausalLM.Attend(q, keys, values, _mask);
+        keys.Dispose();
+        values.Dispose();
+        return DecodeAttention.Run(q, _k[layer], _v[layer], _rows.AsSpan(0, _readRows).ToArray(), _decodeKeys);
+    }
+
+    /// <summary>Decode steps attend with <see cref="DecodeAttention"/> where it applies (default); false: always libtorch's SDPA (the reference path).</summary>
+    public bool FastDecode { get; set; } = true;
 
     public override (Tensor K, Tensor V) Append(int layer, Tensor k, Tensor v)
     {

@@ -69,7 +69,11 @@ public class BatchKvCacheTests
     [InlineData(ModelFamily.Llama)]
     public void Mixed_prefill_and_decode_forward_equals_the_separate_forwards(ModelFamily family)
     {
-        var config = family == ModelFamily.Gpt2 ? TorchSetup.TinyGpt2(vocab: 40, ctx: 32) : TorchSetup.TinyLlama(vocab: 40, ctx: 32);
+        // Head size 8: the mixed forward's decode rows take DecodeAttention; the separate forwards take SDPA (the reference).
+        var config = new ModelConfig
+        {
+            Family = family, VocabSize = 40, SeqLen = 32, NLayer = 2, NHead = 4, NKvHead = family == ModelFamily.Llama ? 2 : 4, NEmbd = 32, FfnHidden = 64,
+        };
         using var model = CausalLM.Create(config, seed: 9);
         model.eval();
         using var _ = no_grad();
@@ -77,7 +81,7 @@ public class BatchKvCacheTests
         var tokens = Enumerable.Range(0, 5).Select(_ => randint(0, 40, [1, 20], generator: gen)).ToArray();
         int[] cached = [3, 7, 5, 0, 4];                       // slots 0-2 decode; slot 3 starts its prompt, slot 4 continues one
         long[] chunk = [1, 1, 1, 6, 5];
-        using var separate = new BatchKvCache(config, slots: 6, CPU, ScalarType.Float32);
+        using var separate = new BatchKvCache(config, slots: 6, CPU, ScalarType.Float32) { FastDecode = false };
         using var mixed = new BatchKvCache(config, slots: 6, CPU, ScalarType.Float32);
         foreach (var cache in new[] { separate, mixed })
             for (int i = 0; i < 5; i++)

@@ -56,7 +56,7 @@ public sealed class LoadedModel : IDisposable
         var (model, tokName, dir) = ModelCheckpoint.LoadForInference(o.Checkpoint!, device);
         var tok = Tokenizers.Create(tokName);
         string name = o.ModelName ?? DefaultName(dir);
-        var loaded = new LoadedModel(name, model, tok, new BatchScheduler(model, device, o.MaxBatch, o.MaxQueue, o.PrefillChunk, o.PrefixCacheBytes) { StepDelay = o.StepDelay }, new Embedder(model, device), dir);
+        var loaded = new LoadedModel(name, model, tok, new BatchScheduler(model, device, o.MaxBatch, o.MaxQueue, o.PrefillChunk, o.PrefixCacheBytes) { StepDelay = o.StepDelay, MixedPrefill = o.MixedPrefill }, new Embedder(model, device), dir);
         if (o.ProfileEvery is { } every) loaded.StartProfile(every);
         return loaded;
     }

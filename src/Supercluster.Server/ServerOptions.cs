@@ -21,6 +21,8 @@ public sealed record ServerOptions
     public int MaxQueue { get; init; } = 64;
     /// <summary>Prompt tokens prefilled per scheduler iteration, between decode steps (0 = whole prompts at once).</summary>
     public int PrefillChunk { get; init; } = 256;
+    /// <summary>Prompt chunks run inside the decode step's forward while sequences decode (false: a prefill forward of their own first).</summary>
+    public bool MixedPrefill { get; init; } = true;
     /// <summary>Memory for cached prompt blocks shared by requests with a common prefix (0 = no prefix caching).</summary>
     public long PrefixCacheBytes { get; init; } = 256L << 20;
     /// <summary>Pause after each decode step (demos and tests of draining: a tiny model as slow as a big one). Default none.</summary>

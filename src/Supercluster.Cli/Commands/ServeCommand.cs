@@ -22,6 +22,7 @@ public static class ServeCommand
         var adapter = new Option<string[]>("--adapter") { Description = "LoRA adapter [NAME=]DIR served beside the base (repeatable); requests choose it by 'model'", AllowMultipleArgumentsPerToken = false };
         var (allowedHosts, allowedOrigins, perClient) = DashboardCommand.SecurityOptions();
         var prefillChunk = new Option<int>("--prefill-chunk") { Description = "Prompt tokens prefilled per step between decode steps, so long prompts do not stall running streams (0 = whole prompts)", DefaultValueFactory = _ => 256 };
+        var separatePrefill = new Option<bool>("--separate-prefill") { Description = "Prefill prompt chunks in a forward of their own before each decode step, instead of inside it (one mixed forward, the default)" };
         var prefixCacheMb = new Option<int>("--prefix-cache-mb") { Description = "Memory for the KV blocks of prompt prefixes shared by requests, e.g. a system prompt (0 = no prefix caching)", DefaultValueFactory = _ => 256 };
         var stepDelay = new Option<int>("--step-delay-ms") { Description = "Pause after each decode step (demos, drain tests)", Hidden = true };
         var profile = new Option<int>("--profile") { Description = "Print the scheduler's time per phase of a decode step (forward, KV writes, sampling, …) to stderr every N seconds (0 = off)", DefaultValueFactory = _ => 0 };
@@ -30,7 +31,7 @@ public static class ServeCommand
         var cmd = new Command("serve", "Serve a model: OpenAI-compatible API, search, metrics and the dashboard");
         HelpExamples.Add(cmd, "serve --checkpoint runs/sotu --runs runs --port 8080", "serve --checkpoint runs/sotu --index sotu.index --api-key-file keys.txt --host 0.0.0.0",
             "serve --checkpoint runs/demo --adapter ads=runs/ads-lora --port 8080");
-        foreach (var o in new Option[] { checkpoint, host, port, keys, index, runs, device, maxBatch, maxQueue, threads, name, adapter, allowedHosts, allowedOrigins, perClient, prefillChunk, prefixCacheMb, shutdownTimeout, profile, stepDelay }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { checkpoint, host, port, keys, index, runs, device, maxBatch, maxQueue, threads, name, adapter, allowedHosts, allowedOrigins, perClient, prefillChunk, separatePrefill, prefixCacheMb, shutdownTimeout, profile, stepDelay }) cmd.Options.Add(o);
         cmd.SetAction(async (parse, ct) =>
         {
             CliRunner.LoadTorch(parse);
@@ -42,7 +43,7 @@ public static class ServeCommand
                 MaxBatch = parse.GetValue(maxBatch), MaxQueue = parse.GetValue(maxQueue), ModelName = parse.GetValue(name),
                 AllowedHosts = parse.GetValue(allowedHosts) ?? [], AllowedOrigins = parse.GetValue(allowedOrigins) ?? [],
                 MaxConnectionsPerClient = parse.GetValue(perClient), Adapters = parse.GetValue(adapter) ?? [],
-                PrefillChunk = parse.GetValue(prefillChunk), PrefixCacheBytes = (long)parse.GetValue(prefixCacheMb) << 20,
+                PrefillChunk = parse.GetValue(prefillChunk), MixedPrefill = !parse.GetValue(separatePrefill), PrefixCacheBytes = (long)parse.GetValue(prefixCacheMb) << 20,
                 ShutdownTimeout = TimeSpan.FromSeconds(parse.GetValue(shutdownTimeout)), StepDelay = TimeSpan.FromMilliseconds(Math.Max(0, parse.GetValue(stepDelay))),
                 ProfileEvery = parse.GetValue(profile) > 0 ? TimeSpan.FromSeconds(parse.GetValue(profile)) : null,
             };

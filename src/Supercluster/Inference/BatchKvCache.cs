@@ -24,6 +24,11 @@ public sealed class BatchKvCache : KvCache
     long[] _counts = [];
     long _t, _keys;
     int _firstRow = -1;                                  // ≥ 0: rows are slots _firstRow.. consecutively (read in place)
+    int _readRows;                                       // rows whose keys Append returns (all, or a mixed forward's decode rows)
+    // A mixed forward's prompt chunks after its decode rows: slot, tokens already cached, tokens brought, offset in the
+    // forward's sequence, and the chunk's mask over its slot's keys (null: nothing cached before it, plain causal).
+    (int Slot, long Start, long N, long Offset, Tensor? Mask)[]? _chunks;
+    long[] _decodeKeys = [];                             // a decode step's keys per row (its length + the new token)
     Tensor? _rowIndex, _positions, _mask, _writeRows, _writePos, _realQueries, _writeFlat;
     readonly Tensor[] _kFlat, _vFlat;                    // per layer, the slab as [slots·H_kv·context, hd] (views)
 
@@ -131,6 +136,7 @@ public sealed class BatchKvCache : KvCache
             consecutive &= s == _rows[0] + i;
         }
         _firstRow = consecutive ? _rows[0] : -1;
+        _readRows = b;
         if (_t == 1) { BeginDecode(); return; }
         using var scope = NewDisposeScope();
         var starts = tensor(_rows.Select(s => _len[s]).ToArray(), device: _device);                 // [B]
@@ -164,9 +170,11 @@ public sealed class BatchKvCache : KvCache
         Array.Fill(mask, float.NegativeInfinity);
         long heads = _k[0].shape[1], context = _k[0].shape[2];
         var flat = new long[b * heads];
+        _decodeKeys = new long[b];
         for (int i = 0; i < b; i++)
         {
             starts[i] = _len[_rows[i]];
+            _decodeKeys[i] = starts[i] + 1;
             rows[i] = _rows[i];
             mask.AsSpan(i * (int)_keys, (int)starts[i] + 1).Fill(0);                  // keys 0..start: its own, up to itself
             for (long h = 0; h < heads; h++) flat[i * heads + h] = (rows[i] * heads + h) * context + starts[i];   // row (slot, head, position) of the flat slab
@@ -185,11 +193,94 @@ public sealed class BatchKvCache : KvCache
         if (_firstRow < 0) _rowIndex = tensor(rows, device: _device).DetachFromDisposeScope();
     }
 
+    /// <summary>
+    /// The next forward is ONE sequence of N = D + Σ n tokens, input [1, N] (chunked prefill mixed into a decode step, as
+    /// vLLM's scheduler does): first the next token of each of the D <paramref name="decodeSlots"/>, then each prompt
+    /// chunk's n tokens for its slot. Linear layers run over the N tokens at once; <see cref="Attend"/> splits them again:
+    /// the decode rows attend as a decode step does (in place, additive mask), each chunk over its own slot's keys.
+    /// </summary>
+    public void BeginMixed(IReadOnlyList<int> decodeSlots, IReadOnlyList<(int Slot, long N)> chunks)
+    {
+        End();
+        if (chunks.Count == 0) throw new ArgumentException("a mixed forward needs at least one prompt chunk");
+        int d = decodeSlots.Count;
+        _readRows = d;
+        var positions = new List<long>();
+        if (d > 0)
+        {
+            _rows = decodeSlots.ToArray();
+            _keys = 0;
+            bool consecutive = true;
+            for (int i = 0; i < d; i++)
+            {
+                int s = _rows[i];
+                if (_len[s] + 1 > Capacity) throw new InvalidOperationException($"KV cache slot {s} full: {_len[s]} + 1 > context {Capacity}");
+                _keys = Math.Max(_keys, _len[s] + 1);
+                consecutive &= s == _rows[0] + i;
+                positions.Add(_len[s]);
+            }
+            _firstRow = consecutive ? _rows[0] : -1;
+            _readRows = d;
+            BeginDecode();                                                    // the decode rows' write targets, mask, gather
+            _positions!.Dispose();
+        }
+        var list = new (int, long, long, long, Tensor?)[chunks.Count];
+        long offset = d;
+        for (int j = 0; j < chunks.Count; j++)
+        {
+            var (slot, n) = chunks[j];
+            long start = _len[slot];
+            if (n < 1) throw new ArgumentException($"chunk {j}: {n} new tokens, expected ≥ 1");
+            if (start + n > Capacity) throw new InvalidOperationException($"KV cache slot {slot} full: {start} + {n} > context {Capacity}");
+            for (long i = 0; i < n; i++) positions.Add(start + i);
+            // Query i (position start + i) sees keys 0 .. start + i of its slot.
+            var mask = start == 0 ? null : ones(n, start + n, dtype: ScalarType.Bool, device: _device).tril(start).view(1, 1, n, start + n).DetachFromDisposeScope();
+            list[j] = (slot, start, n, offset, mask);
+            offset += n;
+        }
+        _chunks = list;
+        _rows = [.. decodeSlots, .. chunks.Select(c => c.Slot)];
+        _counts = [.. decodeSlots.Select(_ => 1L), .. chunks.Select(c => c.N)];
+        _t = offset;
+        _positions = tensor(positions.ToArray(), [1, offset], device: _device).DetachFromDisposeScope();   // [1, N]
+    }
+
     /// <summary>Drops the per-forward tensors (also done by the next <see cref="Begin(IReadOnlyList{int}, IReadOnlyList{long})"/>).</summary>
     public void End()
     {
         foreach (var t in new[] { _rowIndex, _positions, _mask, _writeRows, _writePos, _realQueries, _writeFlat }) t?.Dispose();
         _rowIndex = _positions = _mask = _writeRows = _writePos = _realQueries = _writeFlat = null;
+        if (_chunks is not null) foreach (var c in _chunks) c.Mask?.Dispose();
+        _chunks = null;
+    }
+
+    /// <summary>
+    /// In a mixed forward (<see cref="BeginMixed"/>): q [1, H, N, hd], k, v [1, H_kv, N, hd] split into the decode rows,
+    /// attended as a decode step's [D, H, 1, hd], and each prompt chunk, written into its slot and attended over it; the
+    /// parts are put back in the forward's order. Otherwise the usual write-then-masked-attention.
+    /// </summary>
+    public override Tensor Attend(int layer, Tensor q, Tensor k, Tensor v)
+    {
+        if (_chunks is null) return _writeFlat is not null ? AttendDecode(layer, q, k, v) : base.Attend(layer, q, k, v);
+        var parts = new List<Tensor>(_chunks.Length + 1);
+        if (_readRows > 0 && _writeFlat is not null)
+        {
+            long d = _readRows;
+            var qd = q.narrow(2, 0, d).transpose(0, 2);                                                            // [D, H, 1, hd]
+            parts.Add(AttendDecode(layer, qd, k.narrow(2, 0, d).transpose(0, 2), v.narrow(2, 0, d).transpose(0, 2)).transpose(0, 2));   // [1, H, D, hd]
+        }
+        foreach (var (slot, start, n, offset, mask) in _chunks)
+        {
+            using (no_grad())
+            {
+                _k[layer][slot].narrow(1, start, n).copy_(k[0].narrow(1, offset, n));
+                _v[layer][slot].narrow(1, start, n).copy_(v[0].narrow(1, offset, n));
+            }
+            var keys = _k[layer].narrow(0, slot, 1).narrow(2, 0, start + n);                                    // [1, H_kv, start + n, hd]
+            var values = _v[layer].narrow(0, slot, 1).narrow(2, 0, start + n);
+            parts.Add(CausalLM.Attend(q.narrow(2, offset, n), keys, values, mask));                              // [1, H, n, hd]
+        }
+        return parts.Count == 1 ? parts[0] : cat(parts, 2);
     }
 
     public override Tensor Positions(long t) =>
@@ -201,6 +292,23 @@ public sealed class BatchKvCache : KvCache
         Positions(t);                           // checks Begin covered this forward
         return _mask;
     }
+
+    /// <summary>
+    /// Decode rows' attention: q [D, H, 1, hd], k, v [D, H_kv, 1, hd] written to the slots, then
+    /// <see cref="DecodeAttention"/> over each row's own keys where it applies (<see cref="FastDecode"/>, float32 CPU),
+    /// else SDPA with the step's additive mask.
+    /// </summary>
+    Tensor AttendDecode(int layer, Tensor q, Tensor k, Tensor v)
+    {
+        var (keys, values) = Append(layer, k, v);
+        if (!FastDecode || !DecodeAttention.Supported(q, _k[layer])) return CausalLM.Attend(q, keys, values, _mask);
+        keys.Dispose();
+        values.Dispose();
+        return DecodeAttention.Run(q, _k[layer], _v[layer], _rows.AsSpan(0, _readRows).ToArray(), _decodeKeys);
+    }
+
+    /// <summary>Decode steps attend with <see cref="DecodeAttention"/> where it applies (default); false: always libtorch's SDPA (the reference path).</summary>
+    public bool FastDecode { get; set; } = true;
 
     public override (Tensor K, Tensor V) Append(int layer, Tensor k, Tensor v)
     {
@@ -229,7 +337,7 @@ public sealed class BatchKvCache : KvCache
         }
         if (TimeWrites) _writeTicks += System.Diagnostics.Stopwatch.GetTimestamp() - t0;
         if (_firstRow >= 0)                                                                            // in place: no copy
-            return (_k[layer].narrow(0, _firstRow, _rows.Length).narrow(2, 0, _keys), _v[layer].narrow(0, _firstRow, _rows.Length).narrow(2, 0, _keys));
+            return (_k[layer].narrow(0, _firstRow, _readRows).narrow(2, 0, _keys), _v[layer].narrow(0, _firstRow, _readRows).narrow(2, 0, _keys));
         return (_k[layer].narrow(2, 0, _keys).index_select(0, _rowIndex!), _v[layer].narrow(2, 0, _keys).index_select(0, _rowIndex!));
     }
 

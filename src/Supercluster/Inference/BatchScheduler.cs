@@ -29,7 +29,7 @@ public sealed class BatchScheduler : IDisposable
     readonly SemaphoreSlim _wake = new(0);
     readonly Thread _thread;
     readonly CancellationTokenSource _stop = new();
-    long _tokensGenerated, _steps, _prefillForwards;
+    long _tokensGenerated, _steps, _prefillForwards, _mixedForwards;
     int _pendingCount, _activeCount;
 
     /// <param name="prefillChunk">Prompt tokens prefilled per iteration (0 = every waiting prompt whole).</param>
@@ -54,6 +54,11 @@ public sealed class BatchScheduler : IDisposable
     public int MaxBatch { get; }
     public int MaxQueue { get; }
     public int PrefillChunk { get; }
+    /// <summary>
+    /// Prompt chunks run inside the decode step's forward while sequences decode (one mixed forward, default), instead of
+    /// a separate prefill forward before it. Prompts wanting prompt logprobs (echo) always take the separate forward.
+    /// </summary>
+    public bool MixedPrefill { get; set; } = true;
     public ModelConfig Config => _model.Config;
     /// <summary>Requests waiting for a slot.</summary>
     public int QueueDepth => Volatile.Read(ref _pendingCount);
@@ -62,6 +67,8 @@ public sealed class BatchScheduler : IDisposable
     public long TokensGenerated => Interlocked.Read(ref _tokensGenerated);
     public long DecodeSteps => Interlocked.Read(ref _steps);
     public long PrefillForwards => Interlocked.Read(ref _prefillForwards);
+    /// <summary>Decode steps that also prefilled prompt chunks (<see cref="MixedPrefill"/>; counted in both of the above).</summary>
+    public long MixedForwards => Interlocked.Read(ref _mixedForwards);
     /// <summary>Prompt tokens served from the prefix cache, and looked up there (whole blocks); 0 without one.</summary>
     public (long Hit, long Lookup) PrefixCacheTokens { get { var p = _prefix; return p is null ? (0, 0) : (p.HitTokens, p.LookupTokens); } }
     /// <summary>Pause after each decode step (tests and demos: makes a tiny model as slow as a big one). Default none.</summary>
@@ -121,9 +128,21 @@ public sealed class BatchScheduler : IDisposable
                 Admit();
                 DropCancelled();
                 Lap(SchedulerProfile.Phase.Admit);
-                int produced = Prefill();
-                Lap(SchedulerProfile.Phase.Prefill);
-                if (_active.Any(h => h.Decoding)) produced += DecodeStep();
+                // A mixed forward is one sequence of decode rows + chunk tokens: the model takes at most its context.
+                int decoding = _active.Count(h => h.Decoding);
+                bool mix = MixedPrefill && decoding > 0 && decoding < Config.SeqLen;
+                var plan = PlanPrefill(mix ? Config.SeqLen - decoding : long.MaxValue);
+                int produced;
+                if (mix && plan.Count > 0 && !plan.Any(r => r.H.WantsPromptLogprobs))
+                    produced = MixedStep(plan);
+                else
+                {
+                    produced = 0;
+                    foreach (var group in plan.GroupBy(r => BitLength(r.N)))      // rows padded to their group's longest chunk
+                        produced += PrefillGroup(group.OrderBy(r => r.H.Slot).ToArray());
+                    Lap(SchedulerProfile.Phase.Prefill);
+                    if (_active.Any(h => h.Decoding)) produced += DecodeStep();
+                }
                 if (produced > 0) TokensEmitted?.Invoke(produced);
                 Lap(SchedulerProfile.Phase.Emit);
                 _profile?.Loop(Stopwatch.GetTimestamp() - start);
@@ -164,13 +183,14 @@ public sealed class BatchScheduler : IDisposable
     }
 
     /// <summary>
-    /// One forward per length class over the next prompt chunks (oldest sequences first, at most
-    /// <see cref="PrefillChunk"/> tokens in all); a sequence whose prompt is then complete samples its first token.
-    /// Returns the tokens produced.
+    /// The next prompt chunks to prefill (oldest sequences first, at most <see cref="PrefillChunk"/> and <paramref name="limit"/> tokens in all; a
+    /// prefix-cache hit is restored into the slot first). They run as one forward per length class of chunks within a
+    /// factor of 2 (<see cref="PrefillGroup"/>), or, when sequences are decoding, inside their decode step
+    /// (<see cref="MixedStep"/>); a sequence whose prompt is then complete samples its first token.
     /// </summary>
-    int Prefill()
+    List<(GenerationHandle H, int N)> PlanPrefill(long limit)
     {
-        long budget = PrefillChunk > 0 ? PrefillChunk : long.MaxValue;
+        long budget = Math.Min(PrefillChunk > 0 ? PrefillChunk : long.MaxValue, limit);
         var plan = new List<(GenerationHandle H, int N)>();
         var leaders = new HashSet<ulong>();
         foreach (var h in _active)
@@ -190,11 +210,7 @@ public sealed class BatchScheduler : IDisposable
             plan.Add((h, n));
             budget -= n;
         }
-        int produced = 0;
-        // Rows padded to their group's longest chunk: chunks within a factor of 2 share a forward.
-        foreach (var group in plan.GroupBy(r => BitLength(r.N)))
-            produced += PrefillGroup(group.OrderBy(r => r.H.Slot).ToArray());
-        return produced;
+        return plan;
     }
 
     static int BitLength(int n) => 32 - System.Numerics.BitOperations.LeadingZeroCount((uint)n);
@@ -269,6 +285,54 @@ public sealed class BatchScheduler : IDisposable
                 _profile?.Step(batch.Length);
                 Interlocked.Increment(ref _steps);
                 produced = Sample(batch, logits);
+            }
+            finally { _cache.End(); _decoding = false; }
+        }
+        if (StepDelay > TimeSpan.Zero) Thread.Sleep(StepDelay);
+        return produced;
+    }
+
+    /// <summary>
+    /// ONE forward over the decoding sequences' next tokens and the planned prompt chunks, laid side by side as a [1, N]
+    /// sequence (<see cref="BatchKvCache.BeginMixed"/>): the running streams do not wait for a separate prefill forward,
+    /// and the chunks' rows cost their arithmetic, not another forward's fixed costs. Then one sampling pass picks the
+    /// decode rows' next tokens and the first token of each sequence whose prompt is complete.
+    /// </summary>
+    int MixedStep(List<(GenerationHandle H, int N)> plan)
+    {
+        var batch = _active.Where(h => h.Decoding).OrderBy(h => h.Slot).ToArray();   // consecutive slots: KV read in place
+        var chunks = plan.OrderBy(r => r.H.Slot).ToArray();
+        int produced;
+        using (var scope = NewDisposeScope())
+        {
+            _cache.BeginMixed(batch.Select(h => h.Slot).ToArray(), chunks.Select(r => (r.H.Slot, (long)r.N)).ToArray());
+            try
+            {
+                _decoding = true;
+                var ids = new long[batch.Length + chunks.Sum(r => r.N)];
+                for (int i = 0; i < batch.Length; i++) ids[i] = batch[i].Last;
+                int at = batch.Length;
+                foreach (var (h, n) in chunks)
+                    for (int j = 0; j < n; j++) ids[at++] = h.Prompt[h.Prefilled + j];
+                Lap(SchedulerProfile.Phase.Begin);
+                var logits = _model.Forward(tensor(ids, [1, ids.Length], device: _device), _cache).select(0, 0);    // [N, V]
+                Lap(SchedulerProfile.Phase.Forward);
+                _profile?.Move(SchedulerProfile.Phase.Forward, SchedulerProfile.Phase.KvWrite, _cache.TakeWriteTicks());
+                _profile?.Step(batch.Length);
+                Interlocked.Increment(ref _steps);
+                Interlocked.Increment(ref _prefillForwards);
+                Interlocked.Increment(ref _mixedForwards);
+                var rows = Enumerable.Range(0, batch.Length).Select(i => (long)i).ToList();
+                var picking = batch.ToList();
+                long offset = batch.Length;
+                foreach (var (h, n) in chunks)
+                {
+                    h.Prefilled += n;
+                    _prefix?.Store(h.Prompt, h.Prefilled, _cache, h.Slot);
+                    offset += n;
+                    if (h.Prefilled == h.Prompt.Length) { rows.Add(offset - 1); picking.Add(h); }          // its last prompt token
+                }
+                produced = Sample([.. picking], logits.index_select(0, tensor(rows.ToArray(), device: _device)).to(ScalarType.Float32));
             }
             finally { _cache.End(); _decoding = false; }
         }

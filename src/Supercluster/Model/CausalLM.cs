@@ -112,8 +112,17 @@ public abstract class CausalLM : nn.Module<Tensor, Tensor>
     /// <summary>
     /// Attention of q [B, H, Tq, hd] over k, v [B, H, Tk, hd] under the cache's mask (<see cref="KvCache.Mask"/>):
     /// null is plain causal attention over keys that are the queries' own tokens.
+    /// Key/value heads fewer than the query heads (grouped-query attention) are repeated to match.
     /// </summary>
-    internal static Tensor Attend(Tensor q, Tensor k, Tensor v, Tensor? mask) => mask is null
-        ? nn.functional.scaled_dot_product_attention(q, k, v, is_casual: true)
-        : nn.functional.scaled_dot_product_attention(q, k, v, attn_mask: mask);
+    public static Tensor Attend(Tensor q, Tensor k, Tensor v, Tensor? mask)
+    {
+        if (k.shape[1] != q.shape[1])
+        {
+            k = k.repeat_interleave(q.shape[1] / k.shape[1], dim: 1);                // [B, H, T_all, hd]
+            v = v.repeat_interleave(q.shape[1] / v.shape[1], dim: 1);
+        }
+        return mask is null
+            ? nn.functional.scaled_dot_product_attention(q, k, v, is_casual: true)
+            : nn.functional.scaled_dot_product_attention(q, k, v, attn_mask: mask);
+    }
 }

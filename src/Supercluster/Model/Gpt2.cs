@@ -32,8 +32,7 @@ public sealed class CausalSelfAttention : Module<Tensor, Tensor>
         var q = qkvs[0].view(b, t, -1, hd).transpose(1, 2);                    // [B, H, T, hd]
         var k = qkvs[1].view(b, t, -1, hd).transpose(1, 2);
         var v = qkvs[2].view(b, t, -1, hd).transpose(1, 2);
-        (k, v) = cache.Append(layer, k, v);                                    // [B, H, T_past + T, hd]
-        var y = CausalLM.Attend(q, k, v, cache.Mask(t));                       // [B, H, T, hd]
+        var y = cache.Attend(layer, q, k, v);                                  // [B, H, T, hd] over the cached and new keys
         y = y.transpose(1, 2).contiguous().view(b, t, -1);                     // re-assemble heads
         return c_proj.call(y);
     }

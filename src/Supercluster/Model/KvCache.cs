@@ -80,6 +80,18 @@ public class KvCache : IDisposable
         return (_k[layer].narrow(2, 0, Length + t), _v[layer].narrow(2, 0, Length + t));
     }
 
+    /// <summary>
+    /// Attention of this forward's q [B, H, T, hd] over the cached keys/values plus its own k, v [B, H_kv, T, hd]
+    /// (written to the cache): [B, H, T, hd]. By default <see cref="Append"/>, then <see cref="Mask"/>ed attention (key/value
+    /// heads repeated for grouped-query attention); a cache that lays a forward's tokens out otherwise (Inference/BatchKvCache's
+    /// mixed prefill + decode forward: rows of different lengths side by side in one [1, N] sequence) attends its own way.
+    /// </summary>
+    public virtual Tensor Attend(int layer, Tensor q, Tensor k, Tensor v)
+    {
+        (k, v) = Append(layer, k, v);                                                  // [B, H_kv, T_all, hd]
+        return CausalLM.Attend(q, k, v, Mask(q.shape[2]));
+    }
+
     /// <summary>Called once per forward after every layer appended.</summary>
     public virtual void Advance(long tokens) => Length += tokens;
 

@@ -82,14 +82,12 @@ public sealed class Rotary(int headDim, int contextLength, double theta) : IDisp
 /// <summary>Grouped-query causal attention: n_kv_head key/value heads shared by n_head/n_kv_head query heads each.</summary>
 public sealed class LlamaAttention : Module<Tensor, Tensor>
 {
-    readonly int _nHead, _nKv, _hd;
+    readonly int _hd;
     readonly Rotary _rotary;
     public readonly Linear q_proj, k_proj, v_proj, o_proj;
 
     public LlamaAttention(Rotary rotary, ModelConfig c) : base(nameof(LlamaAttention))
     {
-        _nHead = c.NHead;
-        _nKv = c.NKvHead;
         _hd = c.HeadDim;
         _rotary = rotary;
         q_proj = Linear(c.NEmbd, c.NHead * c.HeadDim, hasBias: false);
@@ -110,13 +108,7 @@ public sealed class LlamaAttention : Module<Tensor, Tensor>
         var pos = cache.Positions(t);                                                  // [B or 1, T]
         q = _rotary.Apply(q, pos);
         k = _rotary.Apply(k, pos);
-        (k, v) = cache.Append(layer, k, v);                                            // [B, H_kv, T_all, hd]
-        if (_nKv != _nHead)
-        {
-            k = k.repeat_interleave(q.shape[1] / k.shape[1], dim: 1);                // [B, H, T_all, hd]
-            v = v.repeat_interleave(q.shape[1] / v.shape[1], dim: 1);
-        }
-        var att = CausalLM.Attend(q, k, v, cache.Mask(t));                             // [B, H, T, hd]
+        var att = cache.Attend(layer, q, k, v);                                        // [B, H, T, hd] over the cached and new keys
         var y = att.transpose(1, 2).contiguous().view(b, t, -1);
         return o_proj.call(y);
     }

@@ -117,6 +117,38 @@ public class PrefixAndChunkTests(ServingFixture f)
         Assert.True(chunked.PrefillForwards - forwards >= 18, $"{chunked.PrefillForwards - forwards} prefill forwards: not chunked");
     }
 
+    /// <summary>
+    /// Prompts arriving while a stream decodes are prefilled inside its decode steps (one mixed forward per iteration)
+    /// and give exactly the tokens of separate prefill forwards: greedy and seeded, chunked, with and without the prefix
+    /// cache. (StepDelay keeps the stream running while they arrive.)
+    /// </summary>
+    [Theory]
+    [InlineData(ModelFamily.Gpt2)]
+    [InlineData(ModelFamily.Llama)]
+    public async Task Prompts_prefilled_inside_decode_steps_give_the_tokens_of_separate_prefill_forwards(ModelFamily family)
+    {
+        using var model = Model(family, ctx: 128);
+        int[] shortPrompt = [3, 1, 4];
+        var running = new SamplingOptions { MaxNewTokens = 60, Temperature = 0 };
+        var system = Enumerable.Range(0, 20).Select(i => (i * 7 + 3) % 40).ToArray();
+        int[][] prompts = [[.. system, 1, 2], [5, 9, 2, 6, 5], [.. system, 8], Enumerable.Range(0, 30).Select(i => (i * 11 + 5) % 40).ToArray(), [7]];
+        var results = new List<List<int>[]>();
+        var mixedForwards = new List<long>();
+        foreach (bool mixed in new[] { false, true })
+        {
+            using var sched = new BatchScheduler(model, CPU, maxBatch: 8, maxQueue: 16, prefillChunk: 8, prefixCacheBytes: 1 << 20, prefixBlock: 8)
+                { MixedPrefill = mixed, StepDelay = TimeSpan.FromMilliseconds(2) };
+            var stream = sched.Submit(shortPrompt, running);
+            await stream.Tokens.WaitToReadAsync();                                 // decoding when the prompts arrive
+            var others = prompts.SelectMany(p => new[] { sched.Submit(p, Greedy), sched.Submit(p, Seeded) }).ToArray();
+            results.Add(await Task.WhenAll([stream.ReadAllAsync(), .. others.Select(h => h.ReadAllAsync())]));
+            mixedForwards.Add(sched.MixedForwards);
+        }
+        Assert.Equal(0, mixedForwards[0]);
+        Assert.True(mixedForwards[1] > 0, "no prompt was prefilled inside a decode step");
+        for (int i = 0; i < results[0].Length; i++) Assert.Equal(results[0][i], results[1][i]);
+    }
+
     [Fact]
     public async Task Prompts_of_different_lengths_prefilled_together_give_the_one_at_a_time_outputs()
     {

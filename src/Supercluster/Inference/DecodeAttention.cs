@@ -1,0 +1,106 @@
+using System.Runtime.Intrinsics;
+using Supercluster.Runtime;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Supercluster.Inference;
+
+/// <summary>
+/// Attention of a decode step (one query per row) over the rows' own cache slots, on the CPU in float32, as one loop
+/// in C# over rows and heads: scores q·k/√hd over the row's first keys, softmax, the weighted sum of values. libtorch's
+/// SDPA does the same with a masked [B, H, 1, keys] problem split into a small matrix product per row and head, whose
+/// call overhead, not the arithmetic, is most of a small model's attention time at batch 16 (docs/serving.md).
+/// The result equals SDPA with the decode step's mask to float rounding (Inference/DecodeAttentionTests).
+/// </summary>
+public static unsafe class DecodeAttention
+{
+    /// <summary>Whether <see cref="Run"/> handles this case: float32 on the CPU, contiguous slabs, head size a multiple of 8, 256-bit vectors.</summary>
+    public static bool Supported(Tensor q, Tensor kSlab) =>
+        q.device_type == DeviceType.CPU && q.dtype == ScalarType.Float32 && kSlab.dtype == ScalarType.Float32 && kSlab.is_contiguous()
+        && q.shape[3] % 8 == 0 && q.stride(3) == 1 && Vector256.IsHardwareAccelerated;
+
+    /// <summary>
+    /// q [B, H, 1, hd] (any strides, last dimension contiguous); slabs [slots, H_kv, context, hd] contiguous; row i attends
+    /// over keys 0 .. keys[i]−1 of slot slots[i] (query heads share key/value heads in groups of H / H_kv). Returns [B, H, 1, hd].
+    /// </summary>
+    public static Tensor Run(Tensor q, Tensor kSlab, Tensor vSlab, IReadOnlyList<int> slots, IReadOnlyList<long> keys)
+    {
+        long b = q.shape[0], h = q.shape[1], hd = q.shape[3];
+        long hkv = kSlab.shape[1], context = kSlab.shape[2], group = h / hkv;
+        long qb = q.stride(0), qh = q.stride(1);
+        var output = empty(b, 1, h, hd, dtype: ScalarType.Float32);                           // [B, 1, H, hd]: the model's next layout
+        float* qp = (float*)LibTorchLoader.DataPtr(q), kp = (float*)LibTorchLoader.DataPtr(kSlab), vp = (float*)LibTorchLoader.DataPtr(vSlab);
+        float* op = (float*)LibTorchLoader.DataPtr(output);
+        float scale = 1f / MathF.Sqrt(hd);
+        long maxKeys = keys.Max();
+        float* scores = stackalloc float[(int)((maxKeys + 7) / 8 * 8)];
+        for (int i = 0; i < b; i++)
+        {
+            long n = keys[i];
+            if (n < 1 || n > context) throw new ArgumentOutOfRangeException(nameof(keys), $"row {i}: {n} keys, context {context}");
+            for (long head = 0; head < h; head++)
+            {
+                float* qi = qp + i * qb + head * qh;
+                long kv = ((long)slots[i] * hkv + head / group) * context * hd;
+                float* kRow = kp + kv, vRow = vp + kv, o = op + (i * h + head) * hd;
+                // Scores, four keys at a time (independent accumulators keep the FMA units busy), then their maximum.
+                long k = 0;
+                for (; k + 4 <= n; k += 4)
+                {
+                    float* k0 = kRow + k * hd;
+                    Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
+                    for (long j = 0; j < hd; j += 8)
+                    {
+                        var qv = Vector256.Load(qi + j);
+                        a0 = Vector256.FusedMultiplyAdd(qv, Vector256.Load(k0 + j), a0);
+                        a1 = Vector256.FusedMultiplyAdd(qv, Vector256.Load(k0 + hd + j), a1);
+                        a2 = Vector256.FusedMultiplyAdd(qv, Vector256.Load(k0 + 2 * hd + j), a2);
+                        a3 = Vector256.FusedMultiplyAdd(qv, Vector256.Load(k0 + 3 * hd + j), a3);
+                    }
+                    scores[k] = Vector256.Sum(a0) * scale;
+                    scores[k + 1] = Vector256.Sum(a1) * scale;
+                    scores[k + 2] = Vector256.Sum(a2) * scale;
+                    scores[k + 3] = Vector256.Sum(a3) * scale;
+                }
+                for (; k < n; k++)
+                {
+                    var a = Vector256<float>.Zero;
+                    for (long j = 0; j < hd; j += 8) a = Vector256.FusedMultiplyAdd(Vector256.Load(qi + j), Vector256.Load(kRow + k * hd + j), a);
+                    scores[k] = Vector256.Sum(a) * scale;
+                }
+                long padded = (n + 7) / 8 * 8;
+                for (k = n; k < padded; k++) scores[k] = float.NegativeInfinity;        // exp(−inf) = 0: the tail adds nothing
+                var mv = Vector256.Create(float.NegativeInfinity);
+                for (k = 0; k < padded; k += 8) mv = Vector256.Max(mv, Vector256.Load(scores + k));
+                float max = float.NegativeInfinity;
+                for (int l = 0; l < 8; l++) max = MathF.Max(max, mv[l]);
+                // exp(s − max), eight at a time.
+                var m = Vector256.Create(max);
+                var total = Vector256<float>.Zero;
+                for (k = 0; k < padded; k += 8)
+                {
+                    var e = Vector256.Exp(Vector256.Load(scores + k) - m);
+                    e.Store(scores + k);
+                    total += e;
+                }
+                var inv = Vector256.Create(1f / Vector256.Sum(total));
+                // The weighted sum of values, eight dimensions at a time, four keys in flight.
+                for (long j = 0; j < hd; j += 8)
+                {
+                    Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
+                    float* v0 = vRow + j;
+                    for (k = 0; k + 4 <= n; k += 4)
+                    {
+                        a0 = Vector256.FusedMultiplyAdd(Vector256.Create(scores[k]), Vector256.Load(v0 + k * hd), a0);
+                        a1 = Vector256.FusedMultiplyAdd(Vector256.Create(scores[k + 1]), Vector256.Load(v0 + (k + 1) * hd), a1);
+                        a2 = Vector256.FusedMultiplyAdd(Vector256.Create(scores[k + 2]), Vector256.Load(v0 + (k + 2) * hd), a2);
+                        a3 = Vector256.FusedMultiplyAdd(Vector256.Create(scores[k + 3]), Vector256.Load(v0 + (k + 3) * hd), a3);
+                    }
+                    for (; k < n; k++) a0 = Vector256.FusedMultiplyAdd(Vector256.Create(scores[k]), Vector256.Load(v0 + k * hd), a0);
+                    ((a0 + a1 + (a2 + a3)) * inv).Store(o + j);
+                }
+            }
+        }
+        return output.transpose(1, 2);                                                        // [B, H, 1, hd]
+    }
+}

@@ -155,7 +155,7 @@ public class DedupTests
     [Fact]
     public void VectorMinHashEqualsTheScalarFormula()
     {
-        // Exact equality: the SIMD path computes the same ((a·x + b) mod 2⁶⁴) >> 32 per shingle, lanes at a time.
+        // Exact equality: the SIMD path computes the same (lo(x) + c·hi(x)) mod 2³² per shingle, lanes of permutations at a time.
         Assert.True(System.Numerics.Vector.IsHardwareAccelerated, "this test needs SIMD to compare the vector path");
         var rng = new Random(61);
         foreach (var (perms, ngram) in new[] { (128, 5), (130, 3), (7, 1) })

@@ -11,11 +11,11 @@ namespace Supercluster.Data.Pipeline;
 /// built. Permutation i is h_i(x) = (lo(x) + c_i·hi(x)) mod 2³², lo and hi the two 32-bit halves of x and c_i a
 /// random 32-bit multiplier (SplitMix64(seed)): for each i a uniform 32-bit function of the shingle (lo is uniform and
 /// independent of hi), and for i ≠ j the difference h_j − h_i = (c_j − c_i)·hi is independent of h_i, so the
-/// permutations are pairwise independent up to their lowest bits, which a minimum hardly sees (a linear family in the style of Kirsch–Mitzenmacher double hashing, with random rather than
-/// consecutive multipliers: with h_i = lo + i·hi a shingle with a small hi would stay the minimum of many consecutive
-/// permutations). The signature is each permutation's minimum over the shingles. The share of equal positions in two
-/// signatures estimates the Jaccard similarity of their shingle sets (standard error √(J(1−J)/P)). A document shorter
-/// than n words is one shingle.
+/// permutations are pairwise independent up to their lowest bits, which a minimum hardly sees (double hashing in the
+/// style of Kirsch and Mitzenmacher, with random multipliers). The signature is each permutation's minimum over the
+/// shingles. The share of equal positions in two signatures estimates the Jaccard similarity of their shingle sets
+/// (standard error √(J(1−J)/P); the spread and the LSH candidate rate match independent permutations, tested).
+/// A document shorter than n words is one shingle.
 /// Cost: one 32-bit multiply, add and min per shingle and permutation, <see cref="Vector{T}"/> lanes of permutations at
 /// a time with four lane groups in flight (one code path for AVX2 and AVX-512), same values as the scalar formula (tested).
 /// </summary>

@@ -1,4 +1,3 @@
-using System.Buffers;
 using System.Globalization;
 using System.IO.Hashing;
 using System.Runtime.CompilerServices;
@@ -147,7 +146,6 @@ public sealed class QualityFilter
         // Character classes of the pass: one table lookup per ASCII character instead of a chain of tests.
         const byte Space = 1, Dot = 2, Hash = 4, Ellipsis = 8, Letter = 16, Trim = 32;
         static readonly byte[] AsciiClass = MakeAsciiClass();
-        static readonly SearchValues<string> Lorem = SearchValues.Create(["lorem ipsum"], StringComparison.OrdinalIgnoreCase); // vectorised search
         static byte[] MakeAsciiClass()
         {
             var t = new byte[128];
@@ -189,7 +187,8 @@ public sealed class QualityFilter
             }
             if (wordStart >= 0) Word(wordStart, t.Length - wordStart, (letter & Letter) != 0);
             if (lineFirst >= 0) Line(lineFirst, lineLast + 1 - lineFirst, lineDots);
-            _lorem = t.AsSpan().ContainsAny(Lorem);
+            // Not SearchValues<string>: 0.3 µs per document faster warm, but 25-45 ms of JIT in every process (not precompiled).
+            _lorem = t.Contains("lorem ipsum", StringComparison.OrdinalIgnoreCase);
             _brace = t.Contains('{');
         }
 

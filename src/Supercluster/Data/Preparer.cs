@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using System.Collections.Concurrent;
 using System.Diagnostics;
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Text;
 using System.Text.Json;
@@ -267,6 +268,7 @@ public static class Preparer
 
     [ThreadStatic] static List<(int Start, int Length)>? t_words;
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // a prepare run is seconds long: no slow first tier
     static Outcome Process(Document doc, PrepareOptions options, TextTokenizer tokenizer, MinHash? minHash, long[] pii)
     {
         var text = doc.Text;
@@ -280,6 +282,7 @@ public static class Preparer
     }
 
     /// <summary>Streams every rank's spill in rank order, skipping removed documents, into train/val shards.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // a prepare run is seconds long: no slow first tier
     static void Assemble(string staging, long[] offsets, PrepareOptions options, int eot, int version, Dictionary<string, HashSet<long>> removed,
         out SplitWriter train, out SplitWriter val, out Dictionary<string, StageCount> dedupCounts)
     {

@@ -24,6 +24,7 @@ public sealed class Deduplicator(ICommunicator comm, string staging, long[] offs
     int World => comm.WorldSize;
 
     /// <summary>Exact duplicate clusters (every rank gets all of them).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // runs once per prepare, with loops over every document: no slow first tier
     public List<DuplicateCluster> Exact()
     {
         var send = Buckets<(UInt128 Key, long Id)>();
@@ -52,6 +53,7 @@ public sealed class Deduplicator(ICommunicator comm, string staging, long[] offs
     public const long NearKeyBytesPerRound = 256L << 20;
 
     /// <summary>Near-duplicate clusters among documents not in <paramref name="skip"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // runs once per prepare, with loops over every document: no slow first tier
     public List<DuplicateCluster> Near(LshBands lsh, int permutations, double threshold, IReadOnlySet<long> skip)
     {
         using var store = new SignatureStore(staging, offsets, permutations);
@@ -132,6 +134,7 @@ public sealed class Deduplicator(ICommunicator comm, string staging, long[] offs
     }
 
     /// <summary>Each member of a band bucket (ids ascending) against up to <see cref="VerifyPerCandidate"/> earlier members.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // runs once per prepare, with loops over every document: no slow first tier
     static void Verify(List<long> bucket, SignatureStore store, double threshold, HashSet<(long, long)> edges, HashSet<(long, long)> tried)
     {
         for (int m = 1; m < bucket.Count; m++)

@@ -8,17 +8,23 @@ namespace Supercluster.Data.Pipeline;
 /// <summary>
 /// MinHash (Broder 1997) over word n-gram shingles. Each word is hashed once (64-bit xxHash3 of its UTF-16); a shingle's
 /// 64-bit hash x combines its n word hashes in order and is finished by MurmurHash3's fmix64, so no shingle text is
-/// built. Permutation i is the multiply-add-shift hash h_i(x) = ⌊((a_i·x + b_i) mod 2⁶⁴) / 2³²⌋ (Dietzfelbinger 1996;
-/// a_i odd, (a_i, b_i) from SplitMix64(seed)), a 32-bit value; the signature is each permutation's minimum over the
+/// built. Permutation i is h_i(x) = (lo(x) + c_i·hi(x)) mod 2³², lo and hi the two 32-bit halves of x and c_i a
+/// random 32-bit multiplier (SplitMix64(seed)): for each i a uniform 32-bit function of the shingle (lo is uniform and
+/// independent of hi), and for i ≠ j the difference h_j − h_i = (c_j − c_i)·hi is independent of h_i, so the
+/// permutations are pairwise independent up to their lowest bits, which a minimum hardly sees (double hashing in the
+/// style of Kirsch and Mitzenmacher, with random multipliers). The signature is each permutation's minimum over the
 /// shingles. The share of equal positions in two signatures estimates the Jaccard similarity of their shingle sets
-/// (standard error √(J(1−J)/P)). A document shorter than n words is one shingle.
-/// Per permutation the shingle hashes run through SIMD lanes (<see cref="Vector{T}"/>: one code path for AVX2 and
-/// AVX-512) with the same values as the scalar formula (tested).
+/// (standard error √(J(1−J)/P); the spread and the LSH candidate rate match independent permutations, tested).
+/// A document shorter than n words is one shingle.
+/// Cost: one 32-bit multiply, add and min per shingle and permutation, <see cref="Vector{T}"/> lanes of permutations at
+/// a time with four lane groups in flight (one code path for AVX2 and AVX-512), same values as the scalar formula (tested).
 /// </summary>
 public sealed class MinHash
 {
     const ulong CombineMultiplier = 0x9E3779B97F4A7C15UL; // odd: each combining step is a bijection
-    readonly ulong[] _a, _b;
+    /// <summary>Permutations computed per pass over the shingles: four vectors of multipliers and minima held in registers.</summary>
+    static int Block => 4 * Vector<uint>.Count;
+    readonly uint[] _c; // padded to a whole number of blocks; the extra permutations are computed and dropped
 
     public MinHash(int permutations = 128, int ngram = 5, ulong seed = 1)
     {
@@ -26,17 +32,13 @@ public sealed class MinHash
         if (ngram < 1) throw new BadInputException($"--near-ngram {ngram}: expected at least 1");
         Permutations = permutations;
         Ngram = ngram;
-        _a = new ulong[permutations];
-        _b = new ulong[permutations];
+        _c = new uint[(permutations + Block - 1) / Block * Block];
         ulong s = seed;
-        for (int i = 0; i < permutations; i++)
-        {
-            _a[i] = SplitMix(ref s) | 1;
-            _b[i] = SplitMix(ref s);
-        }
+        for (int i = 0; i < _c.Length; i++) _c[i] = (uint)(SplitMix(ref s) >> 32);
     }
 
     [ThreadStatic] static ulong[]? t_words, t_shingles;
+    [ThreadStatic] static uint[]? t_mins;
 
     public int Permutations { get; }
     public int Ngram { get; }
@@ -80,34 +82,51 @@ public sealed class MinHash
         }
         var xs = shingles.AsSpan(0, count);
         var sig = new uint[Permutations];
-        for (int i = 0; i < sig.Length; i++) sig[i] = vector ? MinVector(xs, _a[i], _b[i]) : MinScalar(xs, _a[i], _b[i]);
+        if (vector && Vector.IsHardwareAccelerated)
+        {
+            var mins = t_mins is { } m && m.Length >= _c.Length ? m : t_mins = new uint[_c.Length];
+            MinVector(xs, _c, mins);
+            mins.AsSpan(0, sig.Length).CopyTo(sig);
+        }
+        else
+            for (int i = 0; i < sig.Length; i++) sig[i] = MinScalar(xs, _c[i]);
         return sig;
     }
 
-    /// <summary>min over x of h(x) = ((a·x + b) mod 2⁶⁴) >> 32: the scalar formula.</summary>
-    static uint MinScalar(ReadOnlySpan<ulong> xs, ulong a, ulong b)
+    /// <summary>min over x of h(x) = (lo(x) + c·hi(x)) mod 2³²: the scalar formula.</summary>
+    static uint MinScalar(ReadOnlySpan<ulong> xs, uint c)
     {
-        ulong min = ulong.MaxValue;
-        foreach (var x in xs) min = Math.Min(min, unchecked(a * x + b) >> 32);
-        return (uint)min;
+        uint min = uint.MaxValue;
+        foreach (var x in xs) min = Math.Min(min, unchecked((uint)x + c * (uint)(x >> 32)));
+        return min;
     }
 
-    /// <summary>As <see cref="MinScalar"/>, <see cref="Vector{T}.Count"/> shingles at a time.</summary>
+    /// <summary>As <see cref="MinScalar"/> for every multiplier in <paramref name="c"/> (a whole number of blocks) into <paramref name="mins"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static uint MinVector(ReadOnlySpan<ulong> xs, ulong a, ulong b)
+    static void MinVector(ReadOnlySpan<ulong> xs, ReadOnlySpan<uint> c, Span<uint> mins)
     {
-        int n = Vector<ulong>.Count, s = 0;
-        ulong min = ulong.MaxValue;
-        if (Vector.IsHardwareAccelerated && xs.Length >= n)
+        int n = Vector<uint>.Count;
+        for (int p = 0; p < c.Length; p += 4 * n)
         {
-            var av = new Vector<ulong>(a);
-            var bv = new Vector<ulong>(b);
-            var m = new Vector<ulong>(ulong.MaxValue);
-            for (; s + n <= xs.Length; s += n) m = Vector.Min(m, (new Vector<ulong>(xs[s..]) * av + bv) >>> 32);
-            for (int k = 0; k < n; k++) min = Math.Min(min, m[k]);
+            var c0 = new Vector<uint>(c[p..]);
+            var c1 = new Vector<uint>(c[(p + n)..]);
+            var c2 = new Vector<uint>(c[(p + 2 * n)..]);
+            var c3 = new Vector<uint>(c[(p + 3 * n)..]);
+            Vector<uint> m0 = Vector<uint>.AllBitsSet, m1 = m0, m2 = m0, m3 = m0;
+            foreach (var x in xs)
+            {
+                var lo = new Vector<uint>((uint)x);
+                var hi = new Vector<uint>((uint)(x >> 32));
+                m0 = Vector.Min(m0, lo + c0 * hi);
+                m1 = Vector.Min(m1, lo + c1 * hi);
+                m2 = Vector.Min(m2, lo + c2 * hi);
+                m3 = Vector.Min(m3, lo + c3 * hi);
+            }
+            m0.CopyTo(mins[p..]);
+            m1.CopyTo(mins[(p + n)..]);
+            m2.CopyTo(mins[(p + 2 * n)..]);
+            m3.CopyTo(mins[(p + 3 * n)..]);
         }
-        for (; s < xs.Length; s++) min = Math.Min(min, unchecked(a * xs[s] + b) >> 32);
-        return (uint)min;
     }
 
     /// <summary>Share of equal positions: the MinHash estimate of Jaccard similarity.</summary>

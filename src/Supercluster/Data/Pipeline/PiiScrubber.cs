@@ -40,7 +40,7 @@ public static partial class PiiScrubber
         text = IntlPattern().Replace(text, m => DigitCount(m.Value) is >= 8 and <= 15 ? Count(counts, 1, Phone) : m.Value);
         text = NanpPattern().Replace(text, _ => Count(counts, 1, Phone));
         text = Ipv4Pattern().Replace(text, _ => Count(counts, 2, Ip));
-        if (text.Contains("::") || text.Count(c => c == ':') >= 7)
+        if (text.Contains("::") || text.AsSpan().Count(':') >= 7)
             text = Ipv6Candidate().Replace(text, m =>
                 m.Value.Any(char.IsAsciiHexDigit) && IPAddress.TryParse(m.Value, out var a) && a.AddressFamily == AddressFamily.InterNetworkV6
                     ? Count(counts, 2, Ip) : m.Value);

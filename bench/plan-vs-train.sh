@@ -4,8 +4,8 @@
 # this machine under the same mpirun and predicts train's step, then `train` runs it; prints predicted vs measured step
 # time and communication time (median over the timed steps) and the load average before each pair.
 #   bench/plan-vs-train.sh [model] [batch-size] [steps] [seq-len] [layers]   (defaults: small 8 12 128, the preset's layers;
-#   ~4-6 min on 2 idle cores). plan times train's step cut to 1 and 2 layers per stage and extends it to the model's depth:
-#   with small's 4 layers that is an extension for 1 rank, DP, ZeRO and TP, none for PP2; a 5th argument (e.g. 8) deepens both.
+#   ~4-6 min on 2 idle cores). plan times train's step cut to D = min(4, layers per stage) and D/2 layers per stage and
+#   extends it to the model's depth: small's 4 layers need no extension; a 5th argument (e.g. 8) deepens model and plan alike.
 #   LAYOUTS="2 0 1 1 1,2 1 1 1 1" bench/plan-vs-train.sh     (per layout: ranks, ZeRO stage, TP, PP, micro-batches per step)
 set -euo pipefail
 cd "$(dirname "$0")/.."

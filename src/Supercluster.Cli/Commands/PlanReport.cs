@@ -128,7 +128,7 @@ static class PlanReport
         w.WriteLine($"CPU calibration: {m.Ranks} rank(s) × {m.Threads} thread(s); train --model {model} ({N(p.Parameters)} parameters per rank, vocab {c.PaddedVocab}), " +
                     $"--batch-size {microBatch} --seq-len {seq}, {p.MicroBatches} micro-batch(es) per step, {layout}");
         w.WriteLine("Measured (train's step, every rank at once; median of the slowest rank):");
-        w.WriteLine($"  {m.ShallowLayers} layer per stage: step {Ms(m.ShallowStepSeconds)}, in collectives {Ms(m.ShallowCommunicationSeconds)}{Groups(m.ShallowCommunication)}");
+        w.WriteLine($"  {m.ShallowLayers} layer(s) per stage: step {Ms(m.ShallowStepSeconds)}, in collectives {Ms(m.ShallowCommunicationSeconds)}{Groups(m.ShallowCommunication)}");
         if (m.DeepLayers > m.ShallowLayers)
             w.WriteLine($"  {m.DeepLayers} layers per stage: step {Ms(m.DeepStepSeconds)}, in collectives {Ms(m.DeepCommunicationSeconds)}{Groups(m.DeepCommunication)}; a layer adds {Ms(m.LayerSeconds)}");
         if (m.Ranks > 1)

@@ -15,8 +15,8 @@ namespace Supercluster.Planning;
 /// run's micro-batch, sequence and micro-batches per step; each figure is the median over repetitions (as <c>train</c>
 /// reports its step) of the slowest rank.
 /// </summary>
-/// <param name="ShallowStepSeconds">The whole step with <see cref="ShallowLayers"/> (1) layer per stage.</param>
-/// <param name="DeepStepSeconds">The whole step with <see cref="DeepLayers"/> per stage (min(2, the run's layers per stage)).</param>
+/// <param name="ShallowStepSeconds">The whole step with <see cref="ShallowLayers"/> (D / 2) layers per stage.</param>
+/// <param name="DeepStepSeconds">The whole step with <see cref="DeepLayers"/> = D = min(4, the run's layers per stage) per stage.</param>
 /// <param name="ShallowCommunication">Seconds in collectives per communicator group in that step (what <c>train</c> logs as
 /// comm_ms_by_group: transfers and the waits inside them), the slowest rank's, median.</param>
 /// <param name="LinkBytesPerSecond">Bytes a rank sends per second in an MPI all-reduce of train's gradient bucket (min of N).</param>
@@ -43,11 +43,11 @@ public sealed record CpuStepPrediction(double Step, double Compute, double Bubbl
 /// dispatch, autograd, ZeRO-3's recomputation, and above all the waits inside blocking collectives (two ranks on two cores
 /// wait for each other at every TP all-reduce, ZeRO-3 gather and pipeline send) decide it. Timing layers alone missed those
 /// waits (TP2 −29%, ZeRO-3 −47%, PP2 −20% quietly), so the calibration times <c>train</c>'s whole step, run by
-/// <see cref="TrainStep"/> with the layout's real schedule and collectives, on the model cut to 1 and to D = min(2, S)
+/// <see cref="TrainStep"/> with the layout's real schedule and collectives, on the model cut to D = min(4, S) and D / 2
 /// layers per stage (S: the run's layers per stage), every rank at once, alternately so that a change of load hits both.
-/// The step grows linearly with the layers per stage — every layer adds the same forwards, backwards, per-layer
+/// Beyond D the step grows by the same amount per layer — every layer adds the same forwards, backwards, per-layer
 /// collectives (TP's all-reduces, ZeRO-3's gathers and reduce-scatters) and, under 1F1B, the same share of the bubble — so
-/// <c>step(S) = step(D) + (S − D) × (step(D) − step(1)) / (D − 1)</c>, and the same for each group's collective time.
+/// <c>step(S) = step(D) + (S − D) × (step(D) − step(D/2)) / (D − D/2)</c>, and the same for each group's collective time.
 /// The wire time per group (bytes from <see cref="CommunicationVolume.Engine(ModelConfig,int,int,long,int,int,int,int,int,bool,int)"/>
 /// ÷ the measured MPI rates + a latency per collective) splits communication into transfer and waiting.
 /// </summary>
@@ -86,7 +86,10 @@ public static class CpuCalibration
         using var scope = NewDisposeScope();
         var dims = ParallelDims.For(comm.WorldSize, tp, 1, pp);
         using var grid = new RankGrid(comm, dims);
-        int stageLayers = StageLayers(c, pp), deep = Math.Min(2, stageLayers);
+        // The cuts: D = min(4, S) layers per stage and D / 2. Per layer the step grows faster from 2 to 4 layers than from 1 to
+        // 2 (alternated in one process, 2 ranks: DP2 +25%, TP2 +98%, ZeRO-3 +58%; activations leave the caches), so the
+        // slope comes from the upper half, and a stage of up to 4 layers is timed as it is.
+        int stageLayers = StageLayers(c, pp), deep = Math.Min(4, stageLayers), shallow = Math.Max(1, deep / 2);
         var rng = new Random(1 + comm.Rank);
         void Next(long[] x, long[] y) { for (int i = 0; i < x.Length; i++) { x[i] = rng.Next(c.VocabSize); y[i] = rng.Next(c.VocabSize); } }
 
@@ -100,7 +103,7 @@ public static class CpuCalibration
             var step = new TrainStep(model, comm, new TrainStepOptions { BatchSize = microBatch, SeqLen = seq, Zero = zero }, parallel, stages);
             return (model, step);
         }
-        var depths = deep > 1 ? new[] { 1, deep } : new[] { 1 };
+        var depths = deep > shallow ? new[] { shallow, deep } : new[] { deep };
         var steps = depths.Select(Build).ToArray();
         var groups = new List<string>();
         double[] Run(TrainStep step)
@@ -144,7 +147,7 @@ public static class CpuCalibration
             p2p = act.numel() * 4.0 / Math.Max(1e-9, tp2p - latency);
             comm.TakeCommunicationSeconds(); comm.TakeSentBytes();
         }
-        return new CpuMeasurements(comm.WorldSize, torch.get_num_threads(), tp, pp, zero, microBatches, 1, depths[^1],
+        return new CpuMeasurements(comm.WorldSize, torch.get_num_threads(), tp, pp, zero, microBatches, depths[0], depths[^1],
             Med(0, 0), Med(d, 0), Med(0, 1), Med(d, 1), ByGroup(0), ByGroup(d), link, latency, p2p);
     }
 

@@ -58,10 +58,10 @@ public static class CpuCalibration
 
     static double Median(IEnumerable<double> xs) { var s = xs.OrderBy(x => x).ToList(); return s.Count == 0 ? 0 : s[s.Count / 2]; }
 
-    /// <summary>Each repetition after a barrier; the slowest rank's figures (a collective waits for it), element by element.</summary>
-    static double[] TimeRanks(ICommunicator comm, Func<double[]> a)
+    /// <summary>One repetition (after a barrier, unless timed back to back); the slowest rank's figures (a collective waits for it), element by element.</summary>
+    static double[] TimeRanks(ICommunicator comm, Func<double[]> a, bool barrier = true)
     {
-        comm.Barrier();
+        if (barrier) comm.Barrier();
         var mine = a();
         if (comm.WorldSize == 1) return mine;
         using var own = tensor(mine, dtype: ScalarType.Float64);
@@ -119,7 +119,7 @@ public static class CpuCalibration
         var times = steps.Select(_ => new List<double[]>()).ToArray();
         for (int rep = 0; rep < Reps; rep++)
             for (int i = 0; i < steps.Length; i++)
-                times[i].Add(TimeRanks(comm, () => Run(steps[i].Step)));
+                times[i].Add(TimeRanks(comm, () => Run(steps[i].Step), barrier: false));   // as train: steps back to back, no barrier between
         foreach (var s in steps) { s.Step.Dispose(); s.Model.Dispose(); }
         double Med(int depth, int column) => Median(times[depth].Select(t => t[column]));
         Dictionary<string, double> ByGroup(int depth) => groups.Select((g, j) => (g, Med(depth, 2 + j))).Where(x => x.Item2 > 0).ToDictionary(x => x.g, x => x.Item2);

@@ -3,11 +3,14 @@
 # TP2 with sequence parallelism; PP2 over 4 micro-batches; TP2 × PP2 on 4 ranks), `plan --device cpu --calibrate` measures
 # this machine under the same mpirun and predicts train's step, then `train` runs it; prints predicted vs measured step
 # time and communication time (median over the timed steps) and the load average before each pair.
-#   bench/plan-vs-train.sh [model] [batch-size] [steps] [seq-len]   (defaults: small 8 12 128; ~3-5 min of CPU on 2 idle cores)
+#   bench/plan-vs-train.sh [model] [batch-size] [steps] [seq-len] [layers]   (defaults: small 8 12 128, the preset's layers;
+#   ~4-6 min on 2 idle cores). plan times train's step cut to D = min(4, layers per stage) and D/2 layers per stage and
+#   extends it to the model's depth: small's 4 layers need no extension; a 5th argument (e.g. 8) deepens model and plan alike.
 #   LAYOUTS="2 0 1 1 1,2 1 1 1 1" bench/plan-vs-train.sh     (per layout: ranks, ZeRO stage, TP, PP, micro-batches per step)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 model="${1:-small}"; mb="${2:-8}"; steps="${3:-12}"; ctx="${4:-128}"   # ctx: train --seq-len (small's context)
+depth=(); depth_train=(); [ -n "${5:-}" ] && { depth=(--layers "$5"); depth_train=(--n-layer "$5"); }
 out=$(mktemp -d); trap 'rm -rf "$out"' EXIT
 ./supercluster prepare --sample sotu --tokenizer byte --out "$out/data" > /dev/null
 vocab=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['vocab_size'])" "$out/data/meta.json")
@@ -25,8 +28,8 @@ for spec in "${layouts[@]}"; do
   load=$(cut -d' ' -f1 /proc/loadavg)
   mp=(); [ "$tp" -gt 1 ] && mp=(--sequence-parallel)
   run "$n" plan --device cpu --calibrate --model "$model" --vocab "$vocab" --micro-batch "$mb" --seq "$ctx" --zero "$zero" --tp "$tp" --pp "$pp" \
-    --batch $((mb * dp * micro)) --json > "$out/plan.json" 2> "$out/plan.err" || { cat "$out/plan.err" >&2; exit 1; }
-  run "$n" train --data "$out/data" --model "$model" --batch-size "$mb" --seq-len "$ctx" --steps "$steps" --zero "$zero" --tp "$tp" --pp "$pp" "${mp[@]}" \
+    "${depth[@]}" --batch $((mb * dp * micro)) --json > "$out/plan.json" 2> "$out/plan.err" || { cat "$out/plan.err" >&2; exit 1; }
+  run "$n" train --data "$out/data" --model "$model" --batch-size "$mb" --seq-len "$ctx" --steps "$steps" --zero "$zero" --tp "$tp" --pp "$pp" "${mp[@]}" "${depth_train[@]}" \
     --total-batch-tokens $((mb * dp * micro * ctx)) --device cpu --out "$out/run-${spec// /-}" > "$out/train.log" 2>&1 || { cat "$out/train.log" >&2; exit 1; }
   python3 - "$out/plan.json" "$out/run-${spec// /-}/metrics.jsonl" "$name" "$load" <<'PY'
 import json, statistics, sys

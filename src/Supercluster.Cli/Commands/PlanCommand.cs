@@ -76,7 +76,7 @@ public static class PlanCommand
     static readonly Option<string> Svg = new("--svg") { Description = "SVG chart path for --sweep", DefaultValueFactory = _ => "plan-sweep.svg" };
     static readonly Option<bool> Json = new("--json") { Description = "Print one JSON object with every number" };
     static readonly Option<string> DeviceOpt = new("--device") { Description = "gpu: plan GPUs from data sheets; cpu: with --calibrate, measure this machine and predict `train` on CPU ranks (run under mpirun for several ranks)", DefaultValueFactory = _ => "gpu" };
-    static readonly Option<bool> CalibrateOpt = new("--calibrate") { Description = "With --device cpu: time the engine's own layer, head and loss forward + backward, optimizer and MPI collectives at the run's shapes; predict train's step (--model = a train preset, --micro-batch = train's --batch-size, --batch = global sequences) and, for train's layout (--tp/--cp/--pp/--dp/--zero, under the same mpirun), the bytes each group sends per step" };
+    static readonly Option<bool> CalibrateOpt = new("--calibrate") { Description = "With --device cpu: time train's own step (its schedule, collectives and optimizer) at D = min(4, layers per stage) and D / 2 layers per stage and the MPI collectives at the run's shapes; predict train's step (--model = a train preset, --micro-batch = train's --batch-size, --batch = global sequences) and, for train's layout (--tp/--cp/--pp/--dp/--zero, under the same mpirun), the bytes each group sends per step" };
     static readonly Option<bool> CalibrationOpt = new("--calibration") { Description = "Print every published run (docs/planning.md) predicted vs published, with its error" };
 
     public static Command Create()
@@ -165,13 +165,15 @@ public static class PlanCommand
         long batch = parse.GetValue(Batch) ?? perStep;
         if (batch <= 0 || batch % perStep != 0)
             throw new BadInputException($"--batch {batch} is not a multiple of --micro-batch × data-parallel ranks = {mb} × {dims.Dp}");
-        // The volume needs no measurement; the step is composed from building blocks timed here (CpuCalibration) for DP,
-        // ZeRO 0-3, TP and PP; context parallelism gets its volume only.
+        // The volume needs no measurement; the step is train's own, timed here at min(4, layers per stage) and half that (CpuCalibration)
+        // for DP, ZeRO 0-3, TP and PP; context parallelism gets its volume only.
         var communicationBytes = CommunicationVolume.Engine(config, mb, seq, batch / perStep, tp, cp, pp, dims.Dp, zero, sp);
         string layout = $"{dims}{(sp ? " + SP" : "")}, ZeRO-{zero}";
         bool timed = cp == 1;
-        var measured = timed ? CpuCalibration.Measure(config, mb, seq, comm, tp, pp, zero, sp) : null;
-        var predicted = measured is null ? null : CpuCalibration.Predict(config, mb, seq, (int)(batch / perStep), measured, tp, pp, zero, sp);
+        if (timed && pp > 1) Parallelism.PipelineStage.Validate(pp, config.NLayer, 1);   // train's refusals, before anything is timed
+        if (timed && pp > 1) Parallelism.PipelineSchedule.ValidateMicroBatches(pp, 1, (int)(batch / perStep));
+        var measured = timed ? CpuCalibration.Measure(config, mb, seq, (int)(batch / perStep), comm, tp, pp, zero, sp) : null;
+        var predicted = measured is null ? null : CpuCalibration.Predict(config, mb, seq, measured, sp);
         if (comm.Rank != 0) return 0;
         if (parse.GetValue(Json)) Console.WriteLine(JsonSerializer.Serialize(new { layout, measured, predicted, communicationBytes }, JsonOptions));
         else

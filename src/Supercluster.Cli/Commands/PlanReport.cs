@@ -124,18 +124,17 @@ static class PlanReport
     public static void WriteCpuCalibration(TextWriter w, string model, Supercluster.Model.ModelConfig c, int microBatch, int seq, string layout,
         CpuMeasurements m, CpuStepPrediction p)
     {
+        static string Groups(IReadOnlyDictionary<string, double> g) => g.Count == 0 ? "" : " (" + string.Join(", ", g.Select(kv => $"{kv.Key} {Ms(kv.Value)}")) + ")";
         w.WriteLine($"CPU calibration: {m.Ranks} rank(s) × {m.Threads} thread(s); train --model {model} ({N(p.Parameters)} parameters per rank, vocab {c.PaddedVocab}), " +
                     $"--batch-size {microBatch} --seq-len {seq}, {p.MicroBatches} micro-batch(es) per step, {layout}");
-        w.WriteLine("Measured (the engine's own code, every rank at once):");
-        w.WriteLine($"  forward + backward per micro-batch: one layer {Ms(m.LayerSeconds)}, embedding + head + loss {Ms(m.EndsSeconds)}" +
-                    (m.Ranks > 1 ? $"; slowest rank {m.Imbalance:P1} behind (median)" : ""));
-        w.WriteLine($"  optimizer (AdamW) over {N(m.OptimizerElements)} parameters {Ms(m.OptimizerSeconds)}; one pass over the gradients {Ms(m.GradientPassSeconds)}");
+        w.WriteLine("Measured (train's step, every rank at once; median of the slowest rank):");
+        w.WriteLine($"  {m.ShallowLayers} layer(s) per stage: step {Ms(m.ShallowStepSeconds)}, in collectives {Ms(m.ShallowCommunicationSeconds)}{Groups(m.ShallowCommunication)}");
+        if (m.DeepLayers > m.ShallowLayers)
+            w.WriteLine($"  {m.DeepLayers} layers per stage: step {Ms(m.DeepStepSeconds)}, in collectives {Ms(m.DeepCommunicationSeconds)}{Groups(m.DeepCommunication)}; a layer adds {Ms(m.LayerSeconds)}");
         if (m.Ranks > 1)
             w.WriteLine($"  MPI all-reduce {N(m.LinkBytesPerSecond / 1e9, "F2")} GB/s sent per rank, {N(m.LatencySeconds * 1e6, "F1")} µs per collective step; " +
                         $"point-to-point {N(m.PointToPointBytesPerSecond / 1e9, "F2")} GB/s");
-        w.WriteLine($"Predicted train step {Ms(p.Step)}: compute {Ms(p.Compute)}, pipeline bubble {Ms(p.Bubble)}, optimizer {Ms(p.Optimizer)}, " +
-                    $"communication {Ms(p.Communication)} (transfers {Ms(p.Transfer)}" +
-                    (p.CommunicationSecondsByGroup.Count > 0 ? ": " + string.Join(", ", p.CommunicationSecondsByGroup.Select(kv => $"{kv.Key} {Ms(kv.Value)}")) : "") +
-                    $"; waiting {Ms(p.Waiting)}; TP's inside compute)");
+        w.WriteLine($"Predicted train step ({p.StageLayers} layers per stage) {Ms(p.Step)}: outside collectives {Ms(p.Compute)}, communication {Ms(p.Communication)}{Groups(p.CommunicationSecondsByGroup)}" +
+                    $" = transfers {Ms(p.Transfer)}{Groups(p.TransferSecondsByGroup)} + waiting {Ms(p.Waiting)}" + (p.Bubble > 0 ? $" (pipeline bubble {Ms(p.Bubble)})" : ""));
     }
 }

@@ -10,122 +10,125 @@ namespace Supercluster.Planning;
 
 /// <summary>
 /// What <c>plan --device cpu --calibrate</c> measures on every rank at once (ranks share the cores and memory, as in
-/// <c>train</c>). Times are the step's own building blocks, run by the engine's own code at the run's shapes, seconds:
+/// <c>train</c>), seconds. The step is <c>train</c>'s own (<see cref="TrainStep"/>: the layout's schedule, collectives and
+/// optimizer) on the model cut to <see cref="ShallowLayers"/> and <see cref="DeepLayers"/> layers per pipeline stage, at the
+/// run's micro-batch, sequence and micro-batches per step; each figure is the median over repetitions (as <c>train</c>
+/// reports its step) of the slowest rank.
 /// </summary>
-/// <param name="LayerSeconds">Forward + backward of one transformer layer (this rank's TP shard), one micro-batch: the engine's
-/// model cut to 1 and to D layers, timed in alternation; (T_D − T_1) / (D − 1), the slowest rank of each repetition (a
-/// collective waits for it), the fastest of N repetitions.</param>
-/// <param name="EndsSeconds">Embedding, final norm, head and loss, forward + backward: T_1 less a layer.</param>
-/// <param name="Imbalance">Median over repetitions of (slowest rank − this rank) ÷ this rank: the share of the compute a rank
-/// spends waiting in the next collective when ranks share the cores.</param>
-/// <param name="OptimizerSeconds">The optimizer's update (train's default, AdamW) over this rank's parameters (its ZeRO shard).</param>
-/// <param name="GradientPassSeconds">One elementwise pass over this rank's gradients (averaging, norm, zeroing).</param>
+/// <param name="ShallowStepSeconds">The whole step with <see cref="ShallowLayers"/> (D / 2) layers per stage.</param>
+/// <param name="DeepStepSeconds">The whole step with <see cref="DeepLayers"/> = D = min(4, the run's layers per stage) per stage.</param>
+/// <param name="ShallowCommunication">Seconds in collectives per communicator group in that step (what <c>train</c> logs as
+/// comm_ms_by_group: transfers and the waits inside them), the slowest rank's, median.</param>
 /// <param name="LinkBytesPerSecond">Bytes a rank sends per second in an MPI all-reduce of train's gradient bucket (min of N).</param>
 /// <param name="LatencySeconds">Per-collective latency: a 4 KB all-reduce (min of N).</param>
 /// <param name="PointToPointBytesPerSecond">A send of one micro-batch's activation to the neighbour rank (min of N).</param>
-public sealed record CpuMeasurements(int Ranks, int Threads, int Tp, double LayerSeconds, double EndsSeconds, double Imbalance,
-    double OptimizerSeconds, double GradientPassSeconds, long OptimizerElements, double LinkBytesPerSecond, double LatencySeconds,
-    double PointToPointBytesPerSecond);
+public sealed record CpuMeasurements(int Ranks, int Threads, int Tp, int Pp, int Zero, int MicroBatches, int ShallowLayers, int DeepLayers,
+    double ShallowStepSeconds, double DeepStepSeconds, double ShallowCommunicationSeconds, double DeepCommunicationSeconds,
+    IReadOnlyDictionary<string, double> ShallowCommunication, IReadOnlyDictionary<string, double> DeepCommunication,
+    double LinkBytesPerSecond, double LatencySeconds, double PointToPointBytesPerSecond)
+{
+    /// <summary>What one more layer per stage adds to the step (its forwards, backwards, collectives and optimizer share).</summary>
+    public double LayerSeconds => DeepLayers > ShallowLayers ? Math.Max(0, (DeepStepSeconds - ShallowStepSeconds) / (DeepLayers - ShallowLayers)) : 0;
+}
 
-/// <summary><c>train</c>'s step on CPU ranks, predicted from the measurements; <see cref="Communication"/> is what <c>train</c>
-/// logs as rank_comm_ms (transfers plus waiting for the slowest rank).</summary>
-public sealed record CpuStepPrediction(double Step, double Compute, double Bubble, double Optimizer, double Communication, double Transfer,
-    double Waiting, int MicroBatches, long Parameters, IReadOnlyDictionary<string, double> CommunicationSecondsByGroup);
+/// <summary><c>train</c>'s step on CPU ranks, predicted from the measurements. <see cref="Communication"/> is what <c>train</c>
+/// logs as rank_comm_ms (seconds inside collectives: <see cref="Transfer"/>, the wire time from bytes and the measured MPI
+/// rates, plus <see cref="Waiting"/> for peers, which holds the pipeline <see cref="Bubble"/>); <see cref="Compute"/> is the rest.</summary>
+public sealed record CpuStepPrediction(double Step, double Compute, double Bubble, double Communication, double Transfer,
+    double Waiting, int MicroBatches, int StageLayers, long Parameters, IReadOnlyDictionary<string, double> CommunicationSecondsByGroup,
+    IReadOnlyDictionary<string, double> TransferSecondsByGroup);
 
 /// <summary>
-/// Checks the planner against our own engine. <c>train</c>'s step on CPU ranks is composed from building blocks timed here
-/// with the engine's own code (so autograd, TorchSharp's per-op dispatch, memory-bound ops and the ranks' sharing of the
-/// cores are in the figures, not modelled): one layer and the model's ends forward + backward at the run's micro-batch,
-/// sequence and TP shard (the model cut to 1 and to up to 4 layers, parallelised as train does), the optimizer over the rank's
-/// parameters, and MPI all-reduce / send at the sizes train uses. Per layout:
-/// * compute: a pipeline stage runs its layers (+ the ends on the last stage) per micro-batch; 1F1B over m micro-batches
-///   and p stages takes Σ stages + (m − 1) × the slowest stage (p = 1: m micro-batches);
-/// * communication: bytes per group from <see cref="CommunicationVolume.Engine(ModelConfig,int,int,long,int,int,int,int,int,bool,int)"/>
-///   ÷ the measured link rate, + a latency per collective; TP's collectives and ZeRO-3's per-unit gathers run inside the timed
-///   layers (FullyShard applied as train does), so they are reported but not added again; waiting = the measured imbalance × compute;
-/// * optimizer: AdamW's update + three gradient passes (averaging, norm, zeroing).
+/// Checks the planner against our own engine. On CPU ranks a step's cost is not a sum of kernel rates: TorchSharp's per-op
+/// dispatch, autograd, ZeRO-3's recomputation, and above all the waits inside blocking collectives (two ranks on two cores
+/// wait for each other at every TP all-reduce, ZeRO-3 gather and pipeline send) decide it. Timing layers alone missed those
+/// waits (TP2 −29%, ZeRO-3 −47%, PP2 −20% quietly), so the calibration times <c>train</c>'s whole step, run by
+/// <see cref="TrainStep"/> with the layout's real schedule and collectives, on the model cut to D = min(4, S) and D / 2
+/// layers per stage (S: the run's layers per stage), every rank at once, alternately so that a change of load hits both.
+/// Beyond D the step grows by the same amount per layer — every layer adds the same forwards, backwards, per-layer
+/// collectives (TP's all-reduces, ZeRO-3's gathers and reduce-scatters) and, under 1F1B, the same share of the bubble — so
+/// <c>step(S) = step(D) + (S − D) × (step(D) − step(D/2)) / (D − D/2)</c>, and the same for each group's collective time.
+/// The wire time per group (bytes from <see cref="CommunicationVolume.Engine(ModelConfig,int,int,long,int,int,int,int,int,bool,int)"/>
+/// ÷ the measured MPI rates + a latency per collective) splits communication into transfer and waiting.
 /// </summary>
 public static class CpuCalibration
 {
     const int Reps = 7;
     const long BucketElements = 8 << 20; // DataParallel's all-reduce bucket (fp32 elements)
-    const int GradientPasses = 3;
 
-    static double Median(IEnumerable<double> xs) { var s = xs.OrderBy(x => x).ToList(); return s[s.Count / 2]; }
+    static double Median(IEnumerable<double> xs) { var s = xs.OrderBy(x => x).ToList(); return s.Count == 0 ? 0 : s[s.Count / 2]; }
 
-    /// <summary>Each repetition after a barrier; (own seconds, slowest rank's seconds) per repetition.</summary>
-    static List<(double Own, double Max)> TimeRanks(ICommunicator comm, Action a, int reps = Reps, int warmup = 2)
+    /// <summary>One repetition (after a barrier, unless timed back to back); the slowest rank's figures (a collective waits for it), element by element.</summary>
+    static double[] TimeRanks(ICommunicator comm, Func<double[]> a, bool barrier = true)
     {
-        for (int i = 0; i < warmup; i++) a(); // first-touch allocations, autograd graph caches
-        var times = new List<(double, double)>();
-        var own = zeros(1); var all = zeros(comm.WorldSize);
-        for (int i = 0; i < reps; i++)
-        {
-            comm.Barrier();
-            var sw = Stopwatch.StartNew();
-            a();
-            double t = sw.Elapsed.TotalSeconds;
-            own.fill_(t);
-            if (comm.WorldSize > 1) comm.AllGather(own, all); else all.fill_(t);
-            times.Add((t, all.max().ToDouble()));
-        }
-        return times;
+        if (barrier) comm.Barrier();
+        var mine = a();
+        if (comm.WorldSize == 1) return mine;
+        using var own = tensor(mine, dtype: ScalarType.Float64);
+        using var all = zeros(mine.Length * comm.WorldSize, dtype: ScalarType.Float64);
+        comm.AllGather(own, all);
+        return all.view(comm.WorldSize, mine.Length).max(0).values.data<double>().ToArray();
     }
 
-    /// <summary>Min of N: a short kernel is either undisturbed or loses a whole scheduler slice, so the minimum is its cost.</summary>
-    static double MinTime(ICommunicator comm, Action a, int reps = Reps) => TimeRanks(comm, a, reps).Min(t => t.Max);
+    /// <summary>Min of N: a short collective is either undisturbed or loses a whole scheduler slice, so the minimum is its cost.</summary>
+    static double MinTime(ICommunicator comm, Action a, int reps = Reps)
+    {
+        a(); a();
+        return Enumerable.Range(0, reps).Min(_ => TimeRanks(comm, () => { var sw = Stopwatch.StartNew(); a(); return [sw.Elapsed.TotalSeconds]; })[0]);
+    }
 
-    public static CpuMeasurements Measure(ModelConfig c, int microBatch, int seq, ICommunicator comm, int tp = 1, int pp = 1, int zero = 0,
-        bool sequenceParallel = false)
+    /// <summary>Layers per pipeline stage of the run (the most any stage holds: the slowest stage sets 1F1B's pace).</summary>
+    public static int StageLayers(ModelConfig c, int pp) => PipelineStage.Split(c.NLayer, pp).Max(s => s.End - s.First);
+
+    public static CpuMeasurements Measure(ModelConfig c, int microBatch, int seq, int microBatches, ICommunicator comm, int tp = 1, int pp = 1,
+        int zero = 0, bool sequenceParallel = false)
     {
         using var scope = NewDisposeScope();
-        var dims = ParallelDims.For(comm.WorldSize, tp);   // the layers are timed with train's TP; PP and DP are composed
-        using var grid = comm.WorldSize > 1 ? new RankGrid(comm, dims) : null;
-        var rng = new Random(1);
-        long[] Ids() => Enumerable.Range(0, microBatch * seq).Select(_ => (long)rng.Next(c.VocabSize)).ToArray();
-        long[] x = Ids(), y = Ids();
+        var dims = ParallelDims.For(comm.WorldSize, tp, 1, pp);
+        using var grid = new RankGrid(comm, dims);
+        // The cuts: D = min(4, S) layers per stage and D / 2. Per layer the step grows faster from 2 to 4 layers than from 1 to
+        // 2 (alternated in one process, 2 ranks: DP2 +25%, TP2 +98%, ZeRO-3 +58%; activations leave the caches), so the
+        // slope comes from the upper half, and a stage of up to 4 layers is timed as it is.
+        int stageLayers = StageLayers(c, pp), deep = Math.Min(4, stageLayers), shallow = Math.Max(1, deep / 2);
+        var rng = new Random(1 + comm.Rank);
+        void Next(long[] x, long[] y) { for (int i = 0; i < x.Length; i++) { x[i] = rng.Next(c.VocabSize); y[i] = rng.Next(c.VocabSize); } }
 
-        // The model cut to 1 and to D = min(L, 4) layers (the whole model when it is small), timed in alternation so that a
-        // change of load hits both alike: a layer is (T_D − T_1) / (D − 1), the ends the rest of T_1.
-        int deep = Math.Clamp(c.NLayer, 2, 4);
-        var steps = new[] { 1, deep }.Select(layers =>
+        // train's step as Trainer builds it, on the model cut to `perStage` layers per stage
+        (CausalLM Model, TrainStep Step) Build(int perStage)
         {
-            var model = CausalLM.Create(c with { NLayer = layers }, 1);
-            var parallel = grid is null ? null : Parallelize.Apply(model, grid, new ParallelizeOptions(sequenceParallel));
+            var model = CausalLM.Create(c with { NLayer = perStage * pp }, 1);
+            var parallel = Parallelize.Apply(model, grid, new ParallelizeOptions(sequenceParallel));
             model.train();
-            // ZeRO-3 as train runs it: each unit's parameters gathered around its forward and backward (FullyShard)
-            var fsdp = zero == 3 ? new FullyShard(model, grid?.DpCp ?? comm, ScalarType.Float32) : null;
-            Func<Tensor, Tensor, Tensor>? loss = parallel is { OwnsLoss: true } p ? p.Loss : null;
-            return (Model: model, Fsdp: fsdp, Run: (Action)(() =>
-            {
-                using var s = NewDisposeScope();
-                NextTokenLoss.Batch(model, x, y, microBatch, seq, CPU, loss).backward();
-            }));
-        }).ToArray();
-        var times = new[] { new List<(double Own, double Max)>(), new List<(double Own, double Max)>() };
-        for (int round = 0; round < Reps; round++)
-            for (int i = 0; i < 2; i++)
-                times[i].AddRange(TimeRanks(comm, steps[i].Run, reps: 1, warmup: round == 0 ? 2 : 0));
-        foreach (var st in steps) { st.Fsdp?.Dispose(); st.Model.Dispose(); }
-        // min of N: a load burst on the shared machine only ever adds time, so the fastest repetition is the undisturbed cost
-        double t1 = times[0].Min(t => t.Max), tDeep = times[1].Min(t => t.Max);
-        double layer = tDeep > t1 ? (tDeep - t1) / (deep - 1) : tDeep / (deep + 1);   // noise: the ends costing about a layer
-        double imbalance = Median(times[1].Select(t => (t.Max - t.Own) / t.Own));
-
-        // The optimizer's vector: this rank's parameters (its TP shard of the first stage), its 1/DP shard under ZeRO.
-        int dp = comm.WorldSize / (tp * pp);
-        double rankParameters = CommunicationVolume.Engine(c, tp, 0, pp).Parameters;
-        long elements = Math.Max(1, (long)(rankParameters / (zero >= 1 ? dp : 1)));
-        var param = randn(elements).mul_(0.02); var grad = randn(elements).mul_(1e-3);
-        using var optimizer = Optimizers.Create("auto", ones(elements), 0.1);
-        double optimizerSeconds = MinTime(comm, () => optimizer.Step(param, grad, 1e-4));
-        long gradElements = Math.Max(1, (long)(rankParameters / (zero >= 2 ? dp : 1)));
-        var g = zeros(gradElements); var h = ones(gradElements);
-        double gradientPass = MinTime(comm, () => g.add_(h));
+            var stages = pp > 1 ? PipelineStage.ForRank(model, grid.Pp, parallel, 1) : null;
+            var step = new TrainStep(model, comm, new TrainStepOptions { BatchSize = microBatch, SeqLen = seq, Zero = zero }, parallel, stages);
+            return (model, step);
+        }
+        var depths = deep > shallow ? new[] { shallow, deep } : new[] { deep };
+        var steps = depths.Select(Build).ToArray();
+        var groups = new List<string>();
+        double[] Run(TrainStep step)
+        {
+            var sw = Stopwatch.StartNew();
+            var r = step.Run(Next, microBatches, 1e-4);
+            double t = sw.Elapsed.TotalSeconds;
+            var byGroup = r.CommSecondsByGroup ?? new Dictionary<string, double>();
+            if (groups.Count == 0) groups.AddRange(byGroup.Keys.OrderBy(k => k, StringComparer.Ordinal));   // the same groups on every rank
+            return [t, r.CommSeconds, .. groups.Select(g => byGroup.GetValueOrDefault(g))];
+        }
+        foreach (var s in steps) { Run(s.Step); Run(s.Step); }   // warm-up: first-touch allocations, optimizer state
+        var times = steps.Select(_ => new List<double[]>()).ToArray();
+        for (int rep = 0; rep < Reps; rep++)
+            for (int i = 0; i < steps.Length; i++)
+                times[i].Add(TimeRanks(comm, () => Run(steps[i].Step), barrier: false));   // as train: steps back to back, no barrier between
+        foreach (var s in steps) { s.Step.Dispose(); s.Model.Dispose(); }
+        double Med(int depth, int column) => Median(times[depth].Select(t => t[column]));
+        Dictionary<string, double> ByGroup(int depth) => groups.Select((g, j) => (g, Med(depth, 2 + j))).Where(x => x.Item2 > 0).ToDictionary(x => x.g, x => x.Item2);
+        int d = steps.Length - 1;
 
         double link = 0, latency = 0, p2p = 0;
         if (comm.WorldSize > 1)
         {
+            double rankParameters = CommunicationVolume.Engine(c, tp, 0, pp).Parameters;
             long bucket = Math.Clamp((long)rankParameters, 1024, BucketElements), small = 1 << 10;
             var bl = zeros(bucket); var bs = zeros(small);
             double n = comm.WorldSize;
@@ -142,45 +145,47 @@ public static class CpuCalibration
                 if (comm.Rank % 2 == 0) comm.Send(act, peer); else comm.Recv(act, peer);
             });
             p2p = act.numel() * 4.0 / Math.Max(1e-9, tp2p - latency);
+            comm.TakeCommunicationSeconds(); comm.TakeSentBytes();
         }
-        return new CpuMeasurements(comm.WorldSize, torch.get_num_threads(), tp, layer, Math.Max(0, t1 - layer), imbalance, optimizerSeconds, gradientPass, elements, link, latency, p2p);
+        return new CpuMeasurements(comm.WorldSize, torch.get_num_threads(), tp, pp, zero, microBatches, depths[0], depths[^1],
+            Med(0, 0), Med(d, 0), Med(0, 1), Med(d, 1), ByGroup(0), ByGroup(d), link, latency, p2p);
     }
 
-    /// <summary>Predicted step of <c>train</c> for this layout on the measured ranks (the measurements taken with the same TP).</summary>
-    public static CpuStepPrediction Predict(ModelConfig c, int microBatch, int seq, int accumulation, CpuMeasurements me, int tp = 1, int pp = 1,
-        int zero = 0, bool sequenceParallel = false)
+    /// <summary>Predicted step of <c>train</c> for the measured layout with the whole model (<paramref name="c"/>'s layers).</summary>
+    public static CpuStepPrediction Predict(ModelConfig c, int microBatch, int seq, CpuMeasurements me, bool sequenceParallel = false)
     {
-        int dp = me.Ranks / (tp * pp);
-        var stages = PipelineStage.Split(c.NLayer, pp);
-        var perMicro = stages.Select((s, i) => (s.End - s.First) * me.LayerSeconds + (i == pp - 1 ? me.EndsSeconds : 0)).ToArray();
-        double compute = accumulation * perMicro.Max();
-        double bubble = perMicro.Sum() - perMicro.Max();   // 1F1B: Σ stages + (m − 1) × slowest = m × slowest + the rest once
+        int tp = me.Tp, pp = me.Pp, m = me.MicroBatches, dp = me.Ranks / (tp * pp);
+        int S = StageLayers(c, pp);
+        double span = me.DeepLayers - me.ShallowLayers;
+        // from the deep cut (the stage itself when it has no more layers), by the slope between the cuts (≥ 0: noise aside, a layer costs)
+        double Extend(double shallow, double deep) => span > 0 ? deep + (S - me.DeepLayers) * Math.Max(0, (deep - shallow) / span) : shallow;
+        double step = Extend(me.ShallowStepSeconds, me.DeepStepSeconds);
+        double communication = Math.Min(step, Extend(me.ShallowCommunicationSeconds, me.DeepCommunicationSeconds));
+        var byGroup = me.ShallowCommunication.Keys.Union(me.DeepCommunication.Keys)
+            .ToDictionary(g => g, g => Extend(me.ShallowCommunication.GetValueOrDefault(g), me.DeepCommunication.GetValueOrDefault(g)));
 
-        var bytes = CommunicationVolume.Engine(c, microBatch, seq, accumulation, tp, 1, pp, dp, zero, sequenceParallel);
-        int layers = stages[0].End - stages[0].First;
+        // The wire time: bytes per group (one source) ÷ the measured rate + a latency per collective call.
+        var bytes = CommunicationVolume.Engine(c, microBatch, seq, m, tp, 1, pp, dp, me.Zero, sequenceParallel);
         long buckets = (long)Math.Ceiling(CommunicationVolume.Engine(c, tp, 0, pp).Parameters / BucketElements);
-        var seconds = new Dictionary<string, double>();
+        var transfer = new Dictionary<string, double>();
         foreach (var (group, b) in bytes)
         {
-            // collectives per step (the latency term): a few bookkeeping scalars each, plus
-            double calls = 2 + group switch
+            double calls = 2 + group switch   // collectives per step: a few bookkeeping scalars each, plus
             {
-                "tp" => 4.0 * layers * accumulation + 2,                                  // f and g of attention and MLP, fwd + bwd
-                "pp" => 2.0 * accumulation,                                               // an activation forward, its gradient back
-                "dp_cp" or "dp" => zero switch { 0 => buckets, 3 => 3.0 * (layers + 2) * accumulation, _ => 2 },
+                "tp" => 4.0 * S * m + 2,                                                    // f and g of attention and MLP, fwd + bwd
+                "pp" => 2.0 * m,                                                            // an activation forward, its gradient back
+                "dp_cp" or "dp" => me.Zero switch { 0 => buckets, 3 => 3.0 * (S + 3) * m, _ => 2 },   // ZeRO-3: gather, re-gather, reduce-scatter per unit
                 _ => 1,
             };
             double rate = group == "pp" && me.PointToPointBytesPerSecond > 0 ? me.PointToPointBytesPerSecond : me.LinkBytesPerSecond;
-            seconds[group] = rate > 0 ? b / rate + calls * me.LatencySeconds : 0;
+            transfer[group] = rate > 0 ? b / rate + calls * me.LatencySeconds : 0;
         }
-        double transfer = seconds.Sum(kv => kv.Value);
-        // TP's collectives (and ZeRO-3's gathers and reduce-scatters) run inside the timed layers: reported, not added again
-        double exposed = transfer - seconds.GetValueOrDefault("tp") - (zero == 3 ? seconds.GetValueOrDefault("dp_cp") : 0);
-        double waiting = me.Ranks > 1 ? me.Imbalance * (compute + bubble) : 0;
-        double optimizer = me.OptimizerSeconds + GradientPasses * me.GradientPassSeconds;
-        double step = compute + bubble + exposed + optimizer;
-        return new CpuStepPrediction(step, compute, bubble, optimizer, transfer + waiting, transfer, waiting, accumulation,
-            (long)CommunicationVolume.Engine(c, tp, 0, pp).Parameters, seconds);
+        double wire = Math.Min(communication, transfer.Values.Sum());
+        double compute = step - communication;
+        // 1F1B idles each stage for p − 1 micro-batch slots, inside its pipeline receives (so inside the communication)
+        double bubble = pp > 1 ? Math.Min(communication, (pp - 1) * compute / m) : 0;
+        return new CpuStepPrediction(step, compute, bubble, communication, wire, communication - wire, m, S,
+            (long)CommunicationVolume.Engine(c, tp, 0, pp).Parameters, byGroup, transfer);
     }
 
     /// <summary>Parameters of the engine's model (CausalLM): layers + embeddings (+ positions and biases for GPT-2, tied head).</summary>

@@ -93,7 +93,7 @@ public class CommunicationVolumeTests : IClassFixture<TrainingFixture>
             "--seq", "16", "--batch", "4", "--pp", "2", "--json"]);
         Assert.True(r.ExitCode == 0, r.Out + r.Err);
         var json = JsonNode.Parse(r.Out[r.Out.IndexOf('{')..])!;
-        // PP is timed too: both stages' layers, one micro-batch of the slower stage's bubble
+        // PP is timed too: train's 1F1B step, whose receives hold the bubble
         Assert.True((double)json["predicted"]!["step"]! > 0 && (double)json["predicted"]!["bubble"]! > 0, json["predicted"]!.ToJsonString());
         Assert.Equal(2 * 8192 + 257 * 64 * 4 + 8 + 4, (double)json["communicationBytes"]!["pp"]!);
     }

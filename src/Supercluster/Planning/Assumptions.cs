@@ -19,8 +19,8 @@ public static class Assumptions
             new("GPU peak", $"{F(c.Gpu.PeakTflops(p.Run.Precision))} TFLOP/s {p.Run.Precision.ToString().ToLowerInvariant()} dense, {F(c.Gpu.MemoryGB)} GB, {F(c.Gpu.TdpWatts)} W", c.Gpu.Source),
             c.ComputeEfficiency > 0
                 ? new("compute efficiency", F(c.ComputeEfficiency), "--compute-efficiency: one share of peak for every FLOP (replaces the per-operation model)")
-                : new("compute model", $"per GEMM: {F(c.Gpu.GemmEfficiency * 100)}% of peak × tile/wave quantisation on {c.Gpu.SmCount} SMs, roofline at {F(c.Gpu.MemoryBandwidthGBs * c.Gpu.MemoryEfficiency)} GB/s",
-                    $"maximum achievable matmul FLOPS ({c.Gpu.KernelSource}); NVIDIA wave quantisation; docs/planning.md"),
+                : new("compute model", $"per GEMM: {F(c.Gpu.GemmEfficiency * c.Gpu.LayerShapeGemmShare * 100)}% of peak × tile/wave quantisation on {c.Gpu.SmCount} SMs, roofline at {F(c.Gpu.MemoryBandwidthGBs * c.Gpu.MemoryEfficiency)} GB/s",
+                    $"maximum achievable matmul FLOPS ({c.Gpu.KernelSource}){(c.Gpu.LayerShapeGemmShare < 1 ? $" × {F(c.Gpu.LayerShapeGemmShare)} measured at layer shapes" : "")}; NVIDIA wave quantisation; docs/planning.md"),
             new("attention", p.Run.Attention == AttentionKernel.Flash && c.Gpu.FlashAttentionTflops > 0
                     ? $"FlashAttention at {F(c.Gpu.FlashAttentionTflops)} TFLOP/s fwd+bwd (causal work)"
                     : "batched GEMMs + fused softmax and dropout (memory-bound)", "Dao 2023 (FlashAttention-2) §4.1; Megatron-LM 2021 kernels"),

@@ -10,15 +10,19 @@ public enum Precision { Bf16, Fp16, Fp8 }
 /// What the per-operation compute model (<see cref="ComputeModel"/>) needs: streaming multiprocessors (tile/wave
 /// quantisation), tensor-core clock and L2 (data sheets); the largest share of peak a cuBLAS GEMM reaches (published
 /// "maximum achievable matmul FLOPS" benchmarks), FlashAttention's published forward+backward throughput, and the share of
-/// HBM bandwidth a streaming kernel reaches. Sources in docs/planning.md.
+/// HBM bandwidth a streaming kernel reaches; and the share of that best-shape rate a cuBLAS GEMM reaches at a transformer
+/// layer's own shapes in published benchmarks (<see cref="LayerShapeGemmShare"/>: 1 where none is published). Sources in
+/// docs/planning.md.
 /// </summary>
 public sealed record GpuSpec(string Name, double Bf16Tflops, double Fp16Tflops, double Fp8Tflops, double MemoryGB,
     double MemoryBandwidthGBs, double NvlinkGBs, double TdpWatts, string Source,
     int SmCount = 0, double ClockMHz = 0, double L2MB = 0,
-    double GemmEfficiency = 0.8, double FlashAttentionTflops = 0, double MemoryEfficiency = 0.9, string KernelSource = "")
+    double GemmEfficiency = 0.8, double FlashAttentionTflops = 0, double MemoryEfficiency = 0.9, string KernelSource = "",
+    double LayerShapeGemmShare = 1)
 {
-    /// <summary>Dense FLOP/s the best-shaped GEMM reaches at this precision (peak × published achievable fraction).</summary>
-    public double GemmFlops(Precision p) => PeakTflops(p) * 1e12 * GemmEfficiency;
+    /// <summary>Dense FLOP/s a GEMM of a layer's shape reaches before tile/wave quantisation: peak × the best-shape share (MAMF,
+    /// the maximum over a search of thousands of shapes) × the share of it that benchmarks at layer shapes measured.</summary>
+    public double GemmFlops(Precision p) => PeakTflops(p) * 1e12 * GemmEfficiency * LayerShapeGemmShare;
 
     /// <summary>Bytes/s a streaming (memory-bound) kernel reaches.</summary>
     public double StreamBytesPerSecond => MemoryBandwidthGBs * 1e9 * MemoryEfficiency;
@@ -45,12 +49,16 @@ public static class GpuCatalog
         // A100 SXM 267.9/312 = 85.9%, H100 SXM 792.1/989 = 80.1%, H200 794.5/989 = 80.3%, B200 1745/2250 = 77.6%.
         // FlashAttention fwd+bwd (head dim 128, causal, seq 2k–8k): FA2 paper (Dao 2023) Fig. 4/6: ≈ 190 TFLOP/s on A100;
         // "up to 335 TFLOP/s" on H100 (FA2 §4.1). Streaming bandwidth: ≈ 90% of HBM (copy/STREAM-style kernels).
+        // Layer-shape share (A100 only; no H100/B200 figure at layer shapes found): the mean of two published PyTorch/cuBLAS
+        // fp16 benchmarks against the planner's own rate for their shapes (267.4 TFLOP/s, wave 0.998): 8192³ at 230 TFLOP/s
+        // (mli/transformers-benchmarks, A100 80GB) = 0.860 and a GPT layer's four GEMMs, h 4096, 8192 tokens, at 244.5
+        // (EleutherAI cookbook, Anthony et al. 2024's scripts) = 0.914: 0.887.
         new("V100", 0, 125, 0, 32, 900, 150, 300, "NVIDIA V100 SXM2 data sheet (NVLink 2: 300 GB/s bidirectional)",
             80, 1530, 6, 0.80, 0, 0.85, "no MAMF row published: 0.80 assumed; no FlashAttention for Volta"),
         new("A100-40GB", 312, 312, 0, 40, 1555, 300, 400, "NVIDIA A100 SXM data sheet (NVLink 3: 600 GB/s)",
-            108, 1410, 40, 0.859, 190, 0.88, "MAMF A100 SXM 267.9/312; FA2 paper A100 fwd+bwd"),
+            108, 1410, 40, 0.859, 190, 0.88, "MAMF A100 SXM 267.9/312; FA2 paper A100 fwd+bwd", 0.887),
         new("A100-80GB", 312, 312, 0, 80, 2039, 300, 400, "NVIDIA A100 SXM data sheet (NVLink 3: 600 GB/s)",
-            108, 1410, 40, 0.859, 190, 0.88, "MAMF A100 SXM 267.9/312; FA2 paper A100 fwd+bwd"),
+            108, 1410, 40, 0.859, 190, 0.88, "MAMF A100 SXM 267.9/312; FA2 paper A100 fwd+bwd", 0.887),
         new("H100-SXM", 989, 989, 1979, 80, 3350, 450, 700, "NVIDIA H100 SXM data sheet (NVLink 4: 900 GB/s)",
             132, 1830, 50, 0.801, 335, 0.90, "MAMF H100 SXM 792.1/989; FA2 paper H100 fwd+bwd"),
         // PCIe card: GPUs in a node talk over PCIe Gen5 x16 (64 GB/s per direction) unless bridged in pairs.

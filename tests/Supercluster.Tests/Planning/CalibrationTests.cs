@@ -37,20 +37,16 @@ public class CalibrationTests
     /// Every published run in docs/planning.md, configured as its paper ran it (PublishedRuns.cs), predicted by the per-operation
     /// compute model whose constants come from kernel benchmarks only (no training run was fitted). Tolerance: the issue's
     /// 15% per row, wider only for the rows named here with the reason:
-    /// Megatron-LM Table 1 (+9…+19%, run as the paper's own scripts run it: micro-batch up to 16, interleaved stages, PyTorch DDP)
-    /// and Korthikanti et al. (+7…+17%, with the gradient accumulation their code fuses into the wgrad GEMM): Megatron-LM on
-    /// A100 is slower than the kernel benchmarks say (docs/planning.md);
-    /// MT-NLG (+32…37%) and BLOOM (+21%) ran on
-    /// Megatron-DeepSpeed's pipeline engine, whose losses the planner does not model (its schedule is not one of them:
-    /// PipelineScheduleTests; its sequential p2p is modelled).
+    /// MT-NLG (+20…+25%) ran on Megatron-DeepSpeed's pipeline engine, whose losses the planner does not model (its schedule is
+    /// not one of them: PipelineScheduleTests; its sequential p2p is modelled), at a micro-batch the paper does not give
+    /// (1 assumed; 2, which its node scaling points to, reads +10%: MtNlgScalingAcrossNodeCountsPointsToMicroBatchTwo).
     /// </summary>
     [Theory]
     [MemberData(nameof(Rows))]
     public void PublishedRunWithinTolerance(string name)
     {
         var run = PublishedRuns.All.Single(r => r.Name == name);
-        double tolerance = name.StartsWith("MT-NLG") ? 0.40 : name.StartsWith("BLOOM") ? 0.22
-            : run.Source == "Narayanan et al. 2021, Table 1" ? 0.20 : name.StartsWith("Korthikanti") ? 0.18 : 0.15;
+        double tolerance = name.StartsWith("MT-NLG") ? 0.26 : 0.15;
         var plan = Planner.Plan(run.Inputs);
         Assert.InRange(run.Error(plan), -tolerance, tolerance);
     }
@@ -66,19 +62,14 @@ public class CalibrationTests
     public void MeanAbsoluteErrorOverPublishedRuns()
     {
         // The goal is ≤ 5% over every row; what the model reaches (docs/planning.md) is pinned so it cannot get worse
-        // unnoticed: ≤ 14.9% over all 29 rows, ≤ 12.4% over the 25 Megatron-LM / Korthikanti / Llama 3 rows. (11.65% and 7.95%
-        // before two input corrections that show the kernel model's optimism: the Korthikanti rows with Megatron-LM 2022's
-        // backward TP overlap, as their code ran, and Table 1 as the paper's scripts ran it; 15.4% and 12.3% before hidden
-        // collectives took their SM share of the compute under them; 15.2% and 12.1% before GPT layers' bias, dropout-mask and
-        // copy passes were counted; 13.7% and 10.6% before the gradient accumulation followed each Megatron-LM version's code
-        // (2021 fp16 in place, 2022 fused into the wgrad GEMM); 16.8% and 14.1% before jobs of a node or more ran at their
-        // slowest GPU; docs/planning.md.)
+        // unnoticed: ≤ 6.6% over all 29 rows, ≤ 4.6% over the 25 Megatron-LM / Korthikanti / Llama 3 rows (14.9% and 12.3%
+        // before A100 GEMMs ran at the share of MAMF published benchmarks measure at layer shapes; docs/planning.md).
         var rows = CalibrationTable.Rows();
         Assert.Equal(29, rows.Count);
-        Assert.InRange(CalibrationTable.MeanAbsoluteError(rows), 0, 0.149);
+        Assert.InRange(CalibrationTable.MeanAbsoluteError(rows), 0, 0.066);
         var megatronAndLlama = rows.Where(r => !r.Run.Name.StartsWith("MT-NLG") && !r.Run.Name.StartsWith("BLOOM")).ToList();
         Assert.Equal(25, megatronAndLlama.Count);
-        Assert.InRange(CalibrationTable.MeanAbsoluteError(megatronAndLlama), 0, 0.124);
+        Assert.InRange(CalibrationTable.MeanAbsoluteError(megatronAndLlama), 0, 0.046);
     }
 
     [Fact]
@@ -138,7 +129,7 @@ public class CalibrationTests
         var four = Errors(4);
         Assert.Equal(3, two.Length);
         Assert.InRange(two.Max() - two.Min(), 0, 0.02);
-        Assert.InRange(two.Average(), 0.19, 0.25);
+        Assert.InRange(two.Average(), 0.08, 0.12);
         Assert.InRange(one[2] - one[0], 0.04, 0.07);  // error grows with nodes: fall too shallow
         Assert.InRange(four[2] - four[0], -0.08, -0.05); // error shrinks with nodes: fall too steep
     }

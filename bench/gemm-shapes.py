@@ -1,20 +1,20 @@
-#!/usr/bin/env python3
-"""The one kernel measurement the GPU compute model still lacks (docs/planning.md, "What would close the gap").
+"""The kernel measurement that would confirm the GPU compute model's one layer-shape constant (docs/planning.md,
+"Megatron-LM on A100").
 
-`plan` runs every GEMM at the GPU's best-shape rate (MAMF, Bekman's mamf-finder: best shape, mean of 100 iterations)
-x tile/wave quantisation x a K ramp. Against the published A100 rows it is optimistic throughout; no published A100
-benchmark times GEMMs at those rows' own shapes. This script does: for every published row in
-src/Supercluster/Planning/PublishedRuns.cs (ROWS below mirrors it; a test checks that), it times each linear layer's
-three GEMMs as autograd runs them (forward x@W^T, dgrad dY@W, wgrad dY^T@x) with torch.matmul at the row's precision
-and per-GPU shape (tokens = micro-batch x seq / CP, widths / TP), after a sustained warm-up (as mamf-finder: a cold GPU
-clocks higher), and prints
+`plan` runs every GEMM at the GPU's best-shape rate (MAMF, Bekman's mamf-finder: best shape over a sweep) x the share of
+MAMF published benchmarks measure at layer shapes (GpuSpec.LayerShapeGemmShare: A100 0.887 from two published PyTorch
+benchmarks, none at the published rows' own shapes; 1 for H100) x tile/wave quantisation x a K ramp. This script times
+the rows' own shapes: for every published row in src/Supercluster/Planning/PublishedRuns.cs (ROWS below mirrors it; a
+test checks that), it times each linear layer's three GEMMs as autograd runs them (forward x@W^T, dgrad dY@W, wgrad
+dY^T@x) with torch.matmul at the row's precision and per-GPU shape (tokens = micro-batch x seq / CP, widths / TP), after
+a sustained warm-up (as mamf-finder: a cold GPU clocks higher), and prints
 
-  * per shape: median TFLOP/s, its ratio to --mamf, and the planner's rate for that shape (MAMF x wave quantisation x
-    K ramp, as ComputeModel.GemmSeconds forms it),
+  * per shape: median TFLOP/s, its ratio to --mamf, and the planner's rate for that shape (MAMF x --layer-share x wave
+    quantisation x K ramp, as ComputeModel.GemmSeconds forms it),
   * per row: the same for its layer GEMMs together (total FLOPs / total seconds),
-  * last line: planner seconds / measured seconds over all the GPU's rows' layer GEMMs: the number the planner would
-    take as the GPU's training-shape GEMM factor (GpuCatalog's GEMM efficiency x this factor), with this output as its
-    source. It is a ratio to the planner's own shape model, so wave quantisation is not counted twice.
+  * last line: planner seconds / measured seconds over all the GPU's rows' layer GEMMs. Near 1.0 confirms the catalogue;
+    otherwise --layer-share x this factor is the share to put in GpuCatalog, with this output as its source. It is a
+    ratio to the planner's own shape model, so wave quantisation is not counted twice.
 
 Run on one GPU of the kind the rows used (A100 80GB SXM for the Megatron-LM/Korthikanti/MT-NLG/BLOOM rows, H100 SXM for
 Llama 3), nothing else running on it:
@@ -94,10 +94,10 @@ TILES = [(256, 128), (128, 256), (128, 128), (128, 64), (64, 128), (64, 64)]
 K_RAMP, K_BENCHMARK = 64.0, 2048.0
 
 
-def planner_tflops(mamf, sms, m, n, k):
+def planner_tflops(mamf, sms, m, n, k, share=1.0):
     wave = max(m * n / (-(-(-(-m // tm) * -(-n // tn)) // sms) * sms * tm * tn) for tm, tn in TILES)
     ramp = min(1.0, k / (k + K_RAMP) * (K_BENCHMARK + K_RAMP) / K_BENCHMARK)
-    return mamf * wave * ramp
+    return mamf * share * wave * ramp
 
 
 def time_gemm(m, n, k, kind, dtype, device, iters, warmup):
@@ -144,6 +144,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--gpu", default="A100", help="which published rows to run: A100 or H100 (default A100)")
     ap.add_argument("--mamf", type=float, default=267.9, help="the GPU's catalogued MAMF in TFLOP/s (A100 SXM 267.9, H100 SXM 792.1)")
+    ap.add_argument("--layer-share", type=float, default=0,
+                    help="GpuCatalog's layer-shape share of MAMF for the planner column (default: A100 0.887, H100 1)")
     ap.add_argument("--sms", type=int, default=0, help="SM count for the planner column (default: the device's; A100 108, H100 132)")
     ap.add_argument("--iters", type=int, default=50, help="timed iterations per shape (default 50)")
     ap.add_argument("--warmup", type=int, default=10, help="untimed iterations per shape (default 10)")
@@ -163,6 +165,7 @@ def main():
     dtypes = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
     sms = args.sms or {"A100": 108, "H100": 132}[args.gpu]
+    share = args.layer_share or {"A100": 0.887, "H100": 1.0}[args.gpu]
     if device == "cuda":
         p = torch.cuda.get_device_properties(0)
         sms = args.sms or p.multi_processor_count
@@ -185,7 +188,7 @@ def main():
             median, mean = measured[key]
             flops = 2.0 * m * n * k
             tflops = flops / median / 1e12
-            planner = planner_tflops(args.mamf, sms, m, n, k)
+            planner = planner_tflops(args.mamf, sms, m, n, k, share)
             print(f"{r['name'][:34]:<34} {label:<13} {m:>7} {n:>7} {k:>7} {tflops:>8.1f} {tflops / args.mamf:>6.3f} {planner:>8.1f}")
             csv_rows.append(dict(row=r["name"], gemm=label, m=m, n=n, k=k, precision=r["precision"], median_s=median,
                                  mean_s=mean, tflops=tflops, ratio_to_mamf=tflops / args.mamf, planner_tflops=planner))
@@ -199,7 +202,8 @@ def main():
         total_seconds += row_seconds
 
     factor = total_planner / total_seconds
-    print(f"{args.gpu} training-shape GEMM factor = planner seconds / measured median seconds over its rows' layer GEMMs = {factor:.3f}")
+    print(f"{args.gpu} planner seconds / measured median seconds over its rows' layer GEMMs = {factor:.3f}"
+          f" (1.0 confirms the layer-shape share {share}; else the share becomes {share * factor:.3f})")
     if args.out:
         with open(args.out, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=list(csv_rows[0].keys()))

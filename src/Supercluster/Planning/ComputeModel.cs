@@ -39,11 +39,13 @@ public static class ComputeModel
     public const double GradAccumulationBytesPerParam = 2 + 4 + 4;
 
     /// <summary>Bytes per parameter per micro-batch of the separate accumulation pass <paramref name="a"/> runs (none when fused
-    /// into the wgrad GEMM; fp16 in place: read 2 + 2, write 2, counted on every micro-batch, the first included).</summary>
+    /// into the wgrad GEMM; fp16 in place: read 2 + 2, write 2; DeepSpeed bf16: cast to an fp32 copy, then add; counted on every
+    /// micro-batch, the first included).</summary>
     public static double AccumulationBytesPerParam(GradAccumulation a) => a switch
     {
         GradAccumulation.FusedIntoGemm => 0,
         GradAccumulation.Fp16InPlace => 2 + 2 + 2,
+        GradAccumulation.Bf16ViaFp32Copy => (2 + 4) + (4 + 4 + 4),
         _ => GradAccumulationBytesPerParam,
     };
 

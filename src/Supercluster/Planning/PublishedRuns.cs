@@ -37,7 +37,8 @@ public sealed record PublishedRun(string Name, string Source, PlanInputs Inputs,
 ///   2021, DeepSpeed's pipeline engine (sequential blocking p2p, <see cref="PipelineEngine.DeepSpeed"/>).
 /// * BLOOM 176B (BigScience 2022, Le Scao et al. §3.4): Jean Zay, 48 nodes of 8 A100 80GB (4 × 100 Gb/s Omni-Path per node),
 ///   TP 4 × PP 12 × DP 8, ZeRO-1, micro-batch 2, batch 2048, full recomputation; 70 layers on 12 stages, the first and last
-///   holding one fewer (DeepSpeed partition method "type:transformer|embedding"), DeepSpeed's pipeline engine.
+///   holding one fewer (DeepSpeed partition method "type:transformer|embedding"), DeepSpeed's pipeline engine, bf16 with
+///   DeepSpeed's BF16_Optimizer accumulating every micro-batch's gradient through an fp32 copy.
 /// * Llama 3 405B (Meta 2024, Table 4, §3.3.2): H100 80GB, 400 Gb/s RoCE per GPU, bf16, TP 8, PP 16 interleaved, uneven first and
 ///   last stages (126 layers), FlashAttention, gradient sync overlapped (FSDP), CP all-gather of K/V for long context.
 /// </summary>
@@ -135,7 +136,7 @@ public static class PublishedRuns
         MtNlg(420, 44.4),
         new("BLOOM 176B", "BigScience 2022 (Le Scao et al.), §3.4: 150 TFLOP/s per GPU", new PlanInputs(
                 new ModelSpec("bloom-176b", 70, 14336, 112, 112, 4 * 14336, 250880, TiedEmbeddings: true),
-                new TrainingRun(2048, 1e12, 2048, Precision.Bf16, AttentionKernel.Unfused, PipelineEngine.DeepSpeed),
+                new TrainingRun(2048, 1e12, 2048, Precision.Bf16, AttentionKernel.Unfused, PipelineEngine.DeepSpeed, GradAccumulation.Bf16ViaFp32Copy),
                 new ClusterSpec(GpuCatalog.Get("A100-80GB"), 384, InterNodeGBs: 6.25),
                 new ParallelLayout(4, 12, 8, MicroBatch: 2, Zero: 1, Recompute: Recompute.Full, SequenceParallel: false, UnevenEnds: true), Megatron2021, Ops),
             PublishedMetric.HfuTflopsPerGpu, 150),

@@ -11,8 +11,12 @@ public enum AttentionKernel { Flash, Unfused }
 ///   <c>--gradient-accumulation-fusion</c> on by default for bf16: <c>fused_dense_cuda.wgrad_gemm_accum_fp32</c>), so no pass;
 ///   its epilogue's 8 B per output element sit under a GEMM whose K is the micro-batch's tokens;
 /// * <see cref="Fp16InPlace"/>: autograd adds the fp16 gradient in place, read 2 + 2, write 2 (Megatron-LM 2021 with fp16 and
-///   neither contiguous buffers nor fp32 accumulation, as its sc21 scripts ran).</summary>
-public enum GradAccumulation { Fp32Pass, FusedIntoGemm, Fp16InPlace }
+///   neither contiguous buffers nor fp32 accumulation, as its sc21 scripts ran);
+/// * <see cref="Bf16ViaFp32Copy"/>: DeepSpeed's <c>BF16_Optimizer</c> (2022, written for BLOOM), which the pipeline engine calls
+///   after every micro-batch's backward (<c>update_hp_grads</c>: <c>hp_grad.add_(lp.grad.to(fp32))</c>, the bf16 gradient then
+///   dropped by <c>clear_lp_grads</c>, <c>grad = None</c>): the cast materialises an fp32 copy (read 2, write 4), the add reads
+///   it and the fp32 gradient and writes that (4 + 4 + 4): 18 B.</summary>
+public enum GradAccumulation { Fp32Pass, FusedIntoGemm, Fp16InPlace, Bf16ViaFp32Copy }
 
 /// <summary>What to train: sequence length, token budget, global batch (in sequences), matmul precision, attention kernel,
 /// the pipeline engine that runs the stages (<see cref="PipelineSchedule"/>) and how gradients accumulate.</summary>

@@ -62,11 +62,12 @@ public class CalibrationTests
     public void MeanAbsoluteErrorOverPublishedRuns()
     {
         // The goal is ≤ 5% over every row; what the model reaches (docs/planning.md) is pinned so it cannot get worse
-        // unnoticed: ≤ 6.6% over all 29 rows, ≤ 4.6% over the 25 Megatron-LM / Korthikanti / Llama 3 rows (14.9% and 12.3%
-        // before A100 GEMMs ran at the share of MAMF published benchmarks measure at layer shapes; docs/planning.md).
+        // unnoticed: ≤ 6.5% over all 29 rows, ≤ 4.6% over the 25 Megatron-LM / Korthikanti / Llama 3 rows (14.9% and 12.3%
+        // before A100 GEMMs ran at the share of MAMF published benchmarks measure at layer shapes; 6.6% before BLOOM's gradients
+        // accumulated as DeepSpeed's BF16_Optimizer does it; docs/planning.md).
         var rows = CalibrationTable.Rows();
         Assert.Equal(29, rows.Count);
-        Assert.InRange(CalibrationTable.MeanAbsoluteError(rows), 0, 0.066);
+        Assert.InRange(CalibrationTable.MeanAbsoluteError(rows), 0, 0.065);
         var megatronAndLlama = rows.Where(r => !r.Run.Name.StartsWith("MT-NLG") && !r.Run.Name.StartsWith("BLOOM")).ToList();
         Assert.Equal(25, megatronAndLlama.Count);
         Assert.InRange(CalibrationTable.MeanAbsoluteError(megatronAndLlama), 0, 0.046);

@@ -102,6 +102,10 @@ public class ComputeModelTests
         Assert.Equal(layer.Backward + ComputeModel.OutputLayer(m, fused, l, A100).Backward, ComputeModel.Stage(m, fused, l, A100).Backward, 8);
         var fp16 = run with { GradAccumulation = GradAccumulation.Fp16InPlace };
         Assert.Equal(layer.Backward + 0.7573646e-3 + ComputeModel.OutputLayer(m, fp16, l, A100).Backward, ComputeModel.Stage(m, fp16, l, A100).Backward, 8);
+        // DeepSpeed BF16_Optimizer (BLOOM): cast to fp32 (read 2, write 4) + add (read 4 + 4, write 4) = 18 B, 2.2720936 ms.
+        Assert.Equal(18, ComputeModel.AccumulationBytesPerParam(GradAccumulation.Bf16ViaFp32Copy));
+        var ds = run with { GradAccumulation = GradAccumulation.Bf16ViaFp32Copy };
+        Assert.Equal(layer.Backward + 2.2720936e-3 + ComputeModel.OutputLayer(m, ds, l, A100).Backward, ComputeModel.Stage(m, ds, l, A100).Backward, 8);
     }
 
     [Fact]

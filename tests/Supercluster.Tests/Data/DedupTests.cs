@@ -48,6 +48,21 @@ public class DedupTests
     }
 
     [Fact]
+    public void CaseFoldingIsFullNotJustLowerCase()
+    {
+        // Unicode full case folding (CaseFolding.txt, status C+F) where lower case alone differs: ß/ẞ → ss, ς → σ.
+        Assert.Equal("strasse", TextNormalizer.Normalize("Straße"));
+        Assert.Equal(TextNormalizer.Normalize("STRASSE"), TextNormalizer.Normalize("straẞe"));
+        Assert.Equal(TextNormalizer.Normalize("ΟΔΟΣ"), TextNormalizer.Normalize("οδος"));
+        Assert.Equal(new string('s', 10_000), TextNormalizer.Normalize(new string('ß', 5_000))); // grows past the text's length
+        Assert.Equal("fine caf\u00e9", TextNormalizer.Normalize("\ufb01ne CAFE\u0301")); // NFKC: the ligature split, e + accent composed
+        var rng = new Random(3);
+        var a = string.Join(' ', Words(rng, 60));
+        var (_, removed) = Run([a + " Straße", a + " STRASSE", a + " strasse"], DedupMode.Exact);
+        Assert.Equal([1L, 2L], removed.Order());
+    }
+
+    [Fact]
     public void TenPercentEditsAreRemovedFiftyPercentEditsKept()
     {
         var rng = new Random(2);

@@ -6,8 +6,9 @@ using System.Text;
 namespace Supercluster.Data.Pipeline;
 
 /// <summary>
-/// The text that deduplication compares: Unicode NFKC, case-folded (invariant lower case after NFKC), runs of white
-/// space collapsed to one space, trimmed. "Hello  World" and "hello world\n" are the same document.
+/// The text that deduplication compares: Unicode NFKC, case-folded (invariant lower case after NFKC, plus ß → ss and
+/// ς → σ, the full case folds that NFKC and lower case miss in common text), runs of white space collapsed to one
+/// space, trimmed. "Hello  World" and "hello world\n" are the same document.
 /// </summary>
 public static class TextNormalizer
 {
@@ -15,15 +16,22 @@ public static class TextNormalizer
     public static string Normalize(string text)
     {
         // ASCII is already NFKC (and the check is a vectorised scan, not a call into ICU).
-        var nfkc = Ascii.IsValid(text) || text.IsNormalized(NormalizationForm.FormKC) ? text : text.Normalize(NormalizationForm.FormKC);
-        var buffer = t_buffer is { } b && b.Length >= nfkc.Length ? b : nfkc.Length > MaxKeptBuffer ? new char[nfkc.Length] : (t_buffer = new char[Math.Max(nfkc.Length, 4096)]);
+        bool ascii = Ascii.IsValid(text);
+        var nfkc = ascii || text.IsNormalized(NormalizationForm.FormKC) ? text : text.Normalize(NormalizationForm.FormKC);
+        int most = ascii ? nfkc.Length : nfkc.Length + nfkc.AsSpan().Count('ß') + nfkc.AsSpan().Count('ẞ'); // each folds to "ss"
+        var buffer = t_buffer is { } b && b.Length >= most ? b : most > MaxKeptBuffer ? new char[most] : (t_buffer = new char[Math.Max(most, 4096)]);
         int n = 0;
         bool space = false;
         foreach (var c in nfkc)
         {
             if (char.IsWhiteSpace(c)) { space = n > 0; continue; }
             if (space) { buffer[n++] = ' '; space = false; }
-            buffer[n++] = char.ToLowerInvariant(c);
+            var lower = char.ToLowerInvariant(c);
+            if (lower < 'ß') { buffer[n++] = lower; continue; } // below U+00DF lower case is already the case fold
+            // Full case folding where it differs from lower case and NFKC has not already mapped it: ß and ẞ fold to
+            // "ss" (so "STRASSE" = "straße"), final sigma to σ (so "ΟΔΟΣ" = "οδος" wherever the word ends).
+            if (lower == 'ß') { buffer[n++] = 's'; buffer[n++] = 's'; }
+            else buffer[n++] = lower == 'ς' ? 'σ' : lower;
         }
         return new string(buffer, 0, n);
     }

@@ -1,4 +1,6 @@
 using System.CommandLine;
+using Parquet;
+using Parquet.Schema;
 using Supercluster.Cli;
 using Supercluster.Cli.Commands;
 using Supercluster.Data;
@@ -54,5 +56,29 @@ public class PrepareCommandTests
         var meta = DatasetMeta.Load(dir["out"]);
         Assert.Equal(["train_000000.bin", "val_000000.bin"], meta.TrainShards.Concat(meta.ValShards).Select(s => s.File));
         Assert.Equal(["meta.json", "train_000000.bin", "val_000000.bin"], Directory.GetFileSystemEntries(dir["out"]).Select(Path.GetFileName).Order());
+    }
+
+    [Fact]
+    public async Task ParquetPostsFilteredByWhereWithProgressLinesAndPeakRss()
+    {
+        using var dir = new TempDir();
+        var text = new DataField<string>("text");
+        var lang = new DataField<string>("lang");
+        await using (var file = File.Create(dir["posts.parquet"]))
+        await using (var writer = await ParquetWriter.CreateAsync(new ParquetSchema(text, lang), file))
+        {
+            using var group = writer.CreateRowGroup();
+            await group.WriteAsync(text, new[] { "hello there", "hallo dort", "good morning", "guten morgen", "bonjour" });
+            await group.WriteAsync(lang, new[] { "en", "de", "en", "de", "fr" });
+        }
+        var (code, output, err) = Run("prepare", "--input", dir["posts.parquet"], "--out", dir["out"], "--tokenizer", "byte", "--val-fraction", "0", "--where", "lang=en");
+        Assert.True(code == 0, output + err);
+        // Only the two English posts are tokenized: "hello there" + "good morning" = 23 bytes, one end-of-text token each.
+        Assert.Contains("train       2 docs, 25 tokens", output);
+        Assert.Equal(3, DatasetMeta.Load(dir["out"]).Pipeline!.Removed["fields:where:lang=en"].Documents);
+        Assert.Matches(@"peak RSS [\d,]+ MiB", output);
+        // Not a terminal: progress comes as plain lines (no carriage returns) with documents/s and tokens/s.
+        Assert.Contains(err.Split('\n'), l => l.StartsWith("prepare") && l.Contains(" docs/s, ") && l.Contains(" tokens/s"));
+        Assert.DoesNotContain('\r', err);
     }
 }

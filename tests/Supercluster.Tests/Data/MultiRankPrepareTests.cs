@@ -47,7 +47,8 @@ public class MultiRankPrepareTests
         foreach (int ranks in new[] { 1, 2, 3 })
         {
             var (code, stdout, err) = Mpirun(ranks, "--input", dir["in"], "--out", dir[$"o{ranks}"], "--tokenizer", "byte", "--dedup", "near",
-                "--scrub-pii", "--where", "lang!=de", "--shard-tokens", "150000", "--val-fraction", "0.1", "--chunk-chars", "50000");
+                "--scrub-pii", "--where", "lang!=de", "--shard-tokens", "150000", "--val-fraction", "0.1", "--chunk-chars", "50000",
+                "--dedup-report", dir[$"clusters{ranks}.jsonl"]);
             Assert.True(code == 0, $"{ranks} ranks: exit {code}\n{err}");
             Assert.Contains($"on {ranks} rank(s)", stdout);
             Assert.Contains("peak RSS", stdout);
@@ -58,6 +59,13 @@ public class MultiRankPrepareTests
         Assert.True(meta.GetProperty("removed").GetProperty("dedup_exact").GetProperty("documents").GetInt64() > 0);
         Assert.True(meta.GetProperty("removed").GetProperty("dedup_near").GetProperty("documents").GetInt64() > 0);
         Assert.True(meta.GetProperty("pii_replaced").GetProperty("email").GetInt64() > 0);
+        // --dedup-report: the removed ids of its clusters are exactly what meta.json counts, and the same for every rank count.
+        var clusters = File.ReadAllLines(dir["clusters1.jsonl"]).Select(l => JsonDocument.Parse(l).RootElement).ToList();
+        foreach (var stage in new[] { "dedup_exact", "dedup_near" })
+            Assert.Equal(meta.GetProperty("removed").GetProperty(stage).GetProperty("documents").GetInt64(),
+                clusters.Where(c => "dedup_" + c.GetProperty("stage").GetString() == stage).Sum(c => c.GetProperty("removed").GetArrayLength()));
+        foreach (int ranks in new[] { 2, 3 })
+            Assert.Equal(File.ReadAllBytes(dir["clusters1.jsonl"]), File.ReadAllBytes(dir[$"clusters{ranks}.jsonl"]));
         foreach (var other in outputs.Skip(1))
         {
             Assert.Equal(outputs[0].Keys.Order(), other.Keys.Order());

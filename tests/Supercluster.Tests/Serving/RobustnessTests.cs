@@ -94,7 +94,7 @@ public class RobustnessTests(ServingFixture f)
     }
 
     [Fact]
-    public async Task A_stream_that_cannot_be_admitted_gets_429_with_retry_after_not_an_sse_200()
+    public async Task A_full_queue_gives_429_with_retry_after_streamed_or_not_never_an_sse_200()
     {
         await using var server = await f.StartExtraAsync(new ServerOptions { MaxBatch = 1, MaxQueue = 1 });
         var sched = server.State.Model!.Scheduler;
@@ -104,11 +104,11 @@ public class RobustnessTests(ServingFixture f)
         Assert.True(SpinWait.SpinUntil(() => sched.Active == 1, 10000), "first request not decoding");
         var waiting = http.PostJson("/v1/completions", Completion("b", 2));
         Assert.True(SpinWait.SpinUntil(() => sched.QueueDepth == 1, 10000), "second request not queued");
-        foreach (var path in new[] { "/v1/completions", "/v1/chat/completions" })
+        foreach (var (path, stream) in new[] { ("/v1/completions", true), ("/v1/chat/completions", true), ("/v1/completions", false), ("/v1/chat/completions", false) })
         {
             JsonObject req = path.Contains("chat")
-                ? new JsonObject { ["messages"] = new JsonArray(new JsonObject { ["role"] = "user", ["content"] = "hi" }), ["max_tokens"] = 4, ["stream"] = true }
-                : Completion("c", 4, stream: true);
+                ? new JsonObject { ["messages"] = new JsonArray(new JsonObject { ["role"] = "user", ["content"] = "hi" }), ["max_tokens"] = 4, ["stream"] = stream }
+                : Completion("c", 4, stream: stream);
             using var msg = new HttpRequestMessage(HttpMethod.Post, path) { Content = new StringContent(req.ToJsonString(), Encoding.UTF8, "application/json") };
             using var resp = await http.SendAsync(msg, HttpCompletionOption.ResponseHeadersRead);
             Assert.Equal(429, (int)resp.StatusCode);

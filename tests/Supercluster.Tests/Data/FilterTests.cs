@@ -18,6 +18,8 @@ public class FilterTests
 
     [Theory]
     [InlineData("min_words", "The cat sat on the mat and that was the end of it.")]
+    [InlineData("max_words", Good + " ")]
+    [InlineData("max_dup_line_chars", "The vote on the plan was put off until the next meeting of the board.\n")]
     [InlineData("min_mean_word_length", "a b c d e f g h i j k l m n o p q r s t u v w x y z a b c d e f g h i j k l m n o p q r s t u v w x y z to of the and.")]
     [InlineData("max_mean_word_length", "Supercalifragilistic extraordinarily incomprehensibilities notwithstanding institutionalisation ")]
     [InlineData("max_symbol_word_ratio", "#tag ")]
@@ -34,6 +36,10 @@ public class FilterTests
         var text = rule switch
         {
             "min_words" => seed,
+            "max_words" => LongProse(100_008), // just over the default 100,000 words, without repeated n-grams
+            // One long line said twice among distinct short ones: 1 line in 9 repeats (under max_dup_lines) but it
+            // holds over a third of the characters.
+            "max_dup_line_chars" => Good + "\n" + string.Concat(new[] { "Anna", "Ben", "Cleo", "Dev", "Eli", "Finn", "Gus" }.Select(n => $"{n} asked that the notes be sent by mail.\n")) + Good + "\n",
             "min_mean_word_length" or "max_mean_word_length" or "min_stop_words" =>
                 string.Concat(Enumerable.Repeat(seed, 60 / seed.Split(' ', StringSplitOptions.RemoveEmptyEntries).Length + 1)),
             "max_symbol_word_ratio" => Good + " " + string.Concat(Enumerable.Repeat(seed, 15)),
@@ -47,6 +53,16 @@ public class FilterTests
         if (rule is "max_bullet_lines") text = string.Concat(Enumerable.Repeat("- " + Good + "\n", 3));
         if (rule is "min_stop_words") text = string.Concat(Enumerable.Repeat(seed, 5));
         Assert.Equal(rule, Filter.Check(text));
+    }
+
+    /// <summary>Sentences of random made-up words between stop words, so no rule but the word count applies.</summary>
+    static string LongProse(int words)
+    {
+        var rng = new Random(5);
+        string W() => new([.. Enumerable.Range(0, rng.Next(4, 8)).Select(_ => (char)('a' + rng.Next(26)))]);
+        var sb = new System.Text.StringBuilder();
+        for (int n = 0; n < words; n += 8) sb.Append($"The {W()} {W()} of {W()} and {W()} with {W()} {W()}. ");
+        return sb.ToString();
     }
 
     [Fact]

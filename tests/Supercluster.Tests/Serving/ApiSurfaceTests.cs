@@ -295,4 +295,22 @@ public class ApiSurfaceTests(ServingFixture f)
         (s, body) = await http.PostJson("/detokenize", new JsonObject { ["tokens"] = new JsonArray(97) }, key: "k-1");
         Assert.Equal("a", (string)body["prompt"]!);
     }
+
+    [Fact]
+    public async Task Tool_calls_and_tool_results_are_rendered_by_the_chat_template()
+    {
+        // /tokenize renders messages exactly as /v1/chat/completions does; the byte tokenizer makes the text readable back.
+        var messages = JsonNode.Parse("""
+            [{"role":"user","content":"Weather in Oslo?"},
+             {"role":"assistant","content":null,"tool_calls":[{"id":"call_1","type":"function","function":{"name":"get_weather","arguments":"{ \"city\": \"Oslo\" }"}}]},
+             {"role":"tool","tool_call_id":"call_1","content":"{\"temperature\":21}"}]
+            """)!;
+        var (s, body) = await f.Http.PostJson("/tokenize", new JsonObject { ["messages"] = messages });
+        Assert.True(s == 200, body.ToJsonString());
+        (s, body) = await f.Http.PostJson("/detokenize", new JsonObject { ["tokens"] = body["tokens"]!.DeepClone() });
+        var text = (string)body["prompt"]!;
+        Assert.Contains("Assistant: <tool_call>{\"name\":\"get_weather\",\"arguments\":{\"city\":\"Oslo\"}}</tool_call>", text);
+        Assert.Contains("Tool: {\"temperature\":21}", text);
+        Assert.True(text.IndexOf("Tool: ") < text.LastIndexOf("Assistant:"), text); // the result comes before the turn the model continues
+    }
 }

@@ -3,9 +3,10 @@
 # TP2 with sequence parallelism; PP2 over 4 micro-batches; TP2 × PP2 on 4 ranks), `plan --device cpu --calibrate` measures
 # this machine under the same mpirun and predicts train's step, then `train` runs it. REPEATS rounds (default 3), each
 # round every layout once (interleaved, so a change of load hits every layout and both sides); then per layout:
-#   pred ms / train ms   median over the rounds of plan's predicted step and of train's median timed step (step_ms,
-#                        after 3 warm-up steps); the error compares these medians: the calibration reports the median
-#                        of its repetitions as train reports the median of its steps, so median-of-N on both sides;
+#   pred ms / train ms   median over the rounds of plan's predicted step and of train's median timed step (after 3
+#                        warm-up steps; per step the slowest rank's rank_step_ms, as the calibration counts the slowest
+#                        rank per repetition); the error compares these medians: the calibration reports the median of
+#                        its repetitions as train's steps are summarised here, so median-of-N on both sides;
 #   min pred / min train the minimum over the rounds (what a quieter machine approaches), and the error of the minima;
 #   pred comm / train comm median predicted and measured seconds inside collectives (rank_comm_ms, slowest rank), ms;
 #   load                 the load average before each round's pair, min–max.
@@ -49,7 +50,7 @@ rows = [json.loads(l) for l in open(sys.argv[2])]
 rows = [r for r in rows if r.get("type", "train") == "train" and "step_ms" in r][3:]   # skip warm-up steps
 comm = statistics.median(max(r["rank_comm_ms"]) for r in rows) if rows[0].get("rank_comm_ms") else 0.0
 print(json.dumps({"layout": sys.argv[3], "round": int(sys.argv[5]), "load": float(sys.argv[4]), "pred": p["step"] * 1e3,
-                  "train": statistics.median(r["step_ms"] for r in rows), "pred_comm": p["communication"] * 1e3, "train_comm": comm}))
+                  "train": statistics.median(max(r.get("rank_step_ms") or [r["step_ms"]]) for r in rows), "pred_comm": p["communication"] * 1e3, "train_comm": comm}))
 PY
     tail -n 1 "$out/rounds.jsonl" | python3 -c "import json,sys; r=json.load(sys.stdin); print(f\"round {r['round']}: {r['layout']:<22} pred {r['pred']:7.1f} train {r['train']:7.1f} ms ({r['pred']/r['train']-1:+.1%}), load {r['load']}\")" >&2
   done

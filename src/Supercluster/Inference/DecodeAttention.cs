@@ -20,10 +20,33 @@ public static unsafe class DecodeAttention
         && q.shape[3] % 8 == 0 && q.stride(3) == 1 && Vector256.IsHardwareAccelerated;
 
     /// <summary>
+    /// A decode step's new keys (or values) x [B, H_kv, 1, hd] (any strides, last dimension contiguous, float32) into the
+    /// slab [slots, H_kv, context, hd] seen as rows of hd: row b·H_kv + h goes to slab row <paramref name="rows"/>[b·H_kv + h].
+    /// The same as <c>slab.view(-1, hd).index_copy_(0, rows, x.reshape(-1, hd))</c> (a copy, so bit for bit), without
+    /// the reshape's copy, the index tensor and the op's dispatch, per layer and tensor.
+    /// </summary>
+    public static void Write(Tensor x, Tensor slab, long[] rows)
+    {
+        long b = x.shape[0], h = x.shape[1], hd = x.shape[3];
+        if (rows.Length != b * h) throw new ArgumentException($"{rows.Length} write rows for {b}×{h} key rows");
+        long limit = slab.NumberOfElements / hd;
+        long xb = x.stride(0), xh = x.stride(1);
+        float* xp = (float*)LibTorchLoader.DataPtr(x), sp = (float*)LibTorchLoader.DataPtr(slab);
+        long bytes = hd * sizeof(float);
+        for (long i = 0; i < b; i++)
+            for (long j = 0; j < h; j++)
+            {
+                long r = rows[i * h + j];
+                if ((ulong)r >= (ulong)limit) throw new ArgumentOutOfRangeException(nameof(rows), $"slab row {r} outside 0..{limit - 1}");
+                Buffer.MemoryCopy(xp + i * xb + j * xh, sp + r * hd, bytes, bytes);
+            }
+    }
+
+    /// <summary>
     /// q [B, H, 1, hd] (any strides, last dimension contiguous); slabs [slots, H_kv, context, hd] contiguous; row i attends
     /// over keys 0 .. keys[i]−1 of slot slots[i] (query heads share key/value heads in groups of H / H_kv). Returns [B, H, 1, hd].
     /// </summary>
-    public static Tensor Run(Tensor q, Tensor kSlab, Tensor vSlab, IReadOnlyList<int> slots, IReadOnlyList<long> keys)
+    public static Tensor Run(Tensor q, Tensor kSlab, Tensor vSlab, int[] slots, long[] keys)
     {
         long b = q.shape[0], h = q.shape[1], hd = q.shape[3];
         long hkv = kSlab.shape[1], context = kSlab.shape[2], group = h / hkv;
@@ -32,7 +55,8 @@ public static unsafe class DecodeAttention
         float* qp = (float*)LibTorchLoader.DataPtr(q), kp = (float*)LibTorchLoader.DataPtr(kSlab), vp = (float*)LibTorchLoader.DataPtr(vSlab);
         float* op = (float*)LibTorchLoader.DataPtr(output);
         float scale = 1f / MathF.Sqrt(hd);
-        long maxKeys = keys.Max();
+        long maxKeys = 0;
+        foreach (long n in keys) maxKeys = Math.Max(maxKeys, n);
         float* scores = stackalloc float[(int)((maxKeys + 7) / 8 * 8)];
         for (int i = 0; i < b; i++)
         {

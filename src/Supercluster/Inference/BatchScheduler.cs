@@ -496,6 +496,8 @@ public sealed class GenerationHandle
 /// whose reader waits wakes a thread-pool worker, and 16 such wake-ups per step cost the scheduler thread ~0.5 ms on a
 /// loaded 2-core machine (`serve --profile`, emit) — a fifth of a small model's batch-16 step. Here the scheduler
 /// thread appends to a list and wakes one thread per step; per handle, tokens and the completion keep their order.
+/// A step of one row (a lone stream) is written by the scheduler thread itself when nothing is still in flight: one
+/// wake-up either way, and no second hop before the reader sees its token.
 /// </summary>
 sealed class TokenDelivery : IDisposable
 {
@@ -504,6 +506,7 @@ sealed class TokenDelivery : IDisposable
     readonly SemaphoreSlim _signal = new(0);
     readonly Thread _thread;
     volatile bool _stopping;
+    int _inFlight;                                                      // lists queued and not yet written
 
     public TokenDelivery()
     {
@@ -518,6 +521,14 @@ sealed class TokenDelivery : IDisposable
     public void Flush()
     {
         if (_step.Count == 0) return;
+        if (_step.Count == 1 && Volatile.Read(ref _inFlight) == 0)        // every earlier list is written: order holds
+        {
+            var (h, token) = _step[0];
+            _step.Clear();
+            h.Deliver(token);
+            return;
+        }
+        Interlocked.Increment(ref _inFlight);
         _ready.Enqueue(_step);
         _step = new(_step.Count);
         _signal.Release();
@@ -529,7 +540,10 @@ sealed class TokenDelivery : IDisposable
         {
             _signal.Wait();
             while (_ready.TryDequeue(out var list))
+            {
                 foreach (var (h, token) in list) h.Deliver(token);
+                Interlocked.Decrement(ref _inFlight);
+            }
             if (_stopping && _ready.IsEmpty) return;
         }
     }

@@ -319,6 +319,21 @@ public sealed class BatchKvCache : KvCache
         return CausalLM.Attend(q, keys, values, DecodeMask());
     }
 
+    /// <summary>
+    /// A decode step (not a mixed forward) on the C# path reads q, k, v straight out of GPT-2's qkv [B, 1, 3·d] and
+    /// returns [B, 1, d]: none of the split/view/transpose/contiguous ops around attention (9 per layer, a fixed cost
+    /// every step pays whatever its batch). Otherwise the split path.
+    /// </summary>
+    public override Tensor AttendPacked(int layer, Tensor qkv, long hd)
+    {
+        if (!(_decode && _chunks is null && FastDecode && DecodeAttention.SupportedPacked(qkv, _k[layer], hd)))
+            return base.AttendPacked(layer, qkv, hd);
+        long t0 = TimeWrites ? System.Diagnostics.Stopwatch.GetTimestamp() : 0;
+        DecodeAttention.WritePacked(qkv, _k[layer], _v[layer], hd, _flat);
+        if (TimeWrites) _writeTicks += System.Diagnostics.Stopwatch.GetTimestamp() - t0;
+        return DecodeAttention.RunPacked(qkv, _k[layer], _v[layer], hd, _decodeSlots, _decodeKeys);
+    }
+
     /// <summary>Decode steps attend with <see cref="DecodeAttention"/> where it applies (default); false: always libtorch's SDPA (the reference path).</summary>
     public bool FastDecode { get; set; } = true;
 

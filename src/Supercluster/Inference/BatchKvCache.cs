@@ -326,13 +326,16 @@ public sealed class BatchKvCache : KvCache
     /// </summary>
     public override Tensor AttendPacked(int layer, Tensor qkv, long hd)
     {
-        if (!(_decode && _chunks is null && FastDecode && DecodeAttention.SupportedPacked(qkv, _k[layer], hd)))
+        if (!(_decode && _chunks is null && FastDecode && PackedDecode && DecodeAttention.SupportedPacked(qkv, _k[layer], hd)))
             return base.AttendPacked(layer, qkv, hd);
         long t0 = TimeWrites ? System.Diagnostics.Stopwatch.GetTimestamp() : 0;
         DecodeAttention.WritePacked(qkv, _k[layer], _v[layer], hd, _flat);
         if (TimeWrites) _writeTicks += System.Diagnostics.Stopwatch.GetTimestamp() - t0;
         return DecodeAttention.RunPacked(qkv, _k[layer], _v[layer], hd, _decodeSlots, _decodeKeys);
     }
+
+    /// <summary>With <see cref="FastDecode"/>: GPT-2's decode steps read q, k, v from the fused qkv (default); false: split into heads first (bench/serve/decode-step.cs A/B).</summary>
+    public bool PackedDecode { get; set; } = true;
 
     /// <summary>Decode steps attend with <see cref="DecodeAttention"/> where it applies (default); false: always libtorch's SDPA (the reference path).</summary>
     public bool FastDecode { get; set; } = true;

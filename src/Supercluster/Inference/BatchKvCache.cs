@@ -72,7 +72,9 @@ public sealed class BatchKvCache : KvCache
     {
         if (!_free.Remove(to)) throw new InvalidOperationException($"KV cache slot {to} is in use");
         long n = _len[from];
-        using (no_grad())
+        if (n > 0 && DecodeAttention.CanCopySlots(_k[0]))
+            for (int l = 0; l < _k.Length; l++) { DecodeAttention.CopySlot(_k[l], from, to, n); DecodeAttention.CopySlot(_v[l], from, to, n); }
+        else using (no_grad())
             for (int l = 0; l < _k.Length && n > 0; l++)
             {
                 var (k, v) = View(l, from, 0, n);

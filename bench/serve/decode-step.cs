@@ -42,6 +42,34 @@ double Time(Action a, int n)
     return best;
 }
 
+// GPT-2's decode step reading q, k, v from the fused qkv vs splitting them into heads first, batch 1 and 16, in
+// alternating rounds (`-- CHECKPOINT STEPS packed`: only this).
+if (args.Length > 2 && args[2] == "packed")
+{
+    using var cache = new BatchKvCache(c, 32, CPU, ScalarType.Float32);
+    var all = Enumerable.Range(0, 16).Select(_ => cache.Rent()).ToArray();
+    cache.Begin(all, 32);
+    using (NewDisposeScope()) model.Forward(randint(0, c.VocabSize, [16, 32]), cache);
+    cache.End();
+    foreach (int b in new[] { 1, 16 })
+    {
+        var rows = all[..b];
+        var ids = randint(0, c.VocabSize, [b, 1]);
+        void Step(bool packed)
+        {
+            foreach (var s in rows) cache.SetLength(s, 32);
+            cache.PackedDecode = packed;
+            using var scope = NewDisposeScope();
+            cache.Begin(rows, 1);
+            model.Forward(ids, cache).select(1, 0).argmax(1).data<long>().ToArray();
+            cache.End();
+        }
+        var r = Pair(() => Step(true), () => Step(false), steps);
+        Console.WriteLine($"batch {b,2} decode step: q, k, v from qkv {r[0]:F3} ms, split into heads {r[1]:F3} ms ({r[1] / r[0]:F2}x)");
+    }
+    return;
+}
+
 // The scheduler's whole loop in process (decode steps, mixed prefill, greedy sampling, token hand-off; no HTTP):
 // CPU ms per generated token with 1 and with 16 clients, each sending 20-token prompts for 64 tokens back to back.
 // With `sched` as the only argument after the checkpoint, only this part runs.

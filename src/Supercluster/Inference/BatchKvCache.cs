@@ -72,7 +72,9 @@ public sealed class BatchKvCache : KvCache
     {
         if (!_free.Remove(to)) throw new InvalidOperationException($"KV cache slot {to} is in use");
         long n = _len[from];
-        using (no_grad())
+        if (n > 0 && DecodeAttention.CanCopySlots(_k[0]))
+            for (int l = 0; l < _k.Length; l++) { DecodeAttention.CopySlot(_k[l], from, to, n); DecodeAttention.CopySlot(_v[l], from, to, n); }
+        else using (no_grad())
             for (int l = 0; l < _k.Length && n > 0; l++)
             {
                 var (k, v) = View(l, from, 0, n);
@@ -326,13 +328,16 @@ public sealed class BatchKvCache : KvCache
     /// </summary>
     public override Tensor AttendPacked(int layer, Tensor qkv, long hd)
     {
-        if (!(_decode && _chunks is null && FastDecode && DecodeAttention.SupportedPacked(qkv, _k[layer], hd)))
+        if (!(_decode && _chunks is null && FastDecode && PackedDecode && DecodeAttention.SupportedPacked(qkv, _k[layer], hd)))
             return base.AttendPacked(layer, qkv, hd);
         long t0 = TimeWrites ? System.Diagnostics.Stopwatch.GetTimestamp() : 0;
         DecodeAttention.WritePacked(qkv, _k[layer], _v[layer], hd, _flat);
         if (TimeWrites) _writeTicks += System.Diagnostics.Stopwatch.GetTimestamp() - t0;
         return DecodeAttention.RunPacked(qkv, _k[layer], _v[layer], hd, _decodeSlots, _decodeKeys);
     }
+
+    /// <summary>With <see cref="FastDecode"/>: GPT-2's decode steps read q, k, v from the fused qkv (default); false: split into heads first (bench/serve/decode-step.cs A/B).</summary>
+    public bool PackedDecode { get; set; } = true;
 
     /// <summary>Decode steps attend with <see cref="DecodeAttention"/> where it applies (default); false: always libtorch's SDPA (the reference path).</summary>
     public bool FastDecode { get; set; } = true;

@@ -43,6 +43,25 @@ public static unsafe class DecodeAttention
             }
     }
 
+    /// <summary>Whether <see cref="CopySlot"/> can copy within this slab: float32 on the CPU, contiguous.</summary>
+    public static bool CanCopySlots(Tensor slab) => slab.device_type == DeviceType.CPU && slab.dtype == ScalarType.Float32 && slab.is_contiguous();
+
+    /// <summary>
+    /// The first <paramref name="n"/> positions of every head of slot <paramref name="from"/> to slot <paramref name="to"/>
+    /// in a slab [slots, H_kv, context, hd] (a finished sequence's hole filled, <see cref="BatchKvCache.Move"/>): one
+    /// memory copy per head instead of a dozen view and copy ops per layer.
+    /// </summary>
+    public static void CopySlot(Tensor slab, int from, int to, long n)
+    {
+        long slots = slab.shape[0], h = slab.shape[1], context = slab.shape[2], hd = slab.shape[3];
+        if ((ulong)from >= (ulong)slots || (ulong)to >= (ulong)slots || n < 0 || n > context)
+            throw new ArgumentOutOfRangeException(nameof(n), $"slots {from} → {to} of {slots}, {n} positions of {context}");
+        float* p = (float*)LibTorchLoader.DataPtr(slab);
+        long bytes = n * hd * sizeof(float);
+        for (long j = 0; j < h; j++)
+            Buffer.MemoryCopy(p + ((from * h + j) * context) * hd, p + ((to * h + j) * context) * hd, bytes, bytes);
+    }
+
     /// <summary>
     /// Whether <see cref="WritePacked"/> and <see cref="RunPacked"/> take this decode step: qkv [B, 1, 3·H·hd] float32
     /// on the CPU with unit stride along the last dimension, as many key/value heads as query heads (GPT-2), and what

@@ -17,6 +17,7 @@ REPEAT=${REPEAT:-5}
 OUT=${OUT:-bench/data/results}
 mkdir -p "$OUT"
 PY=$(command -v python3)
+[ -x /usr/bin/time ] || { echo "prepare-bench.sh: /usr/bin/time not found; expected GNU time for CPU seconds (apt-get install time)" >&2; exit 2; }
 # What users run: the launcher (it sets the runtime options prepare runs with). A .dll is run with plain `dotnet`.
 CLI=${CLI:-./supercluster}
 builds=(A); [ -n "${CLI_B:-}" ] && builds=(A B)

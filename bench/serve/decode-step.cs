@@ -7,6 +7,7 @@
 // its suspects alone: attention (SDPA with the batch's mask vs. the elementwise form), the KV write, the mask. Then A/B pairs
 // timed in alternating rounds (best of 12, CPU time): the decode step with DecodeAttention vs libtorch's SDPA, one mixed
 // prefill + decode forward vs a prefill forward and a decode step, and the batch-16 step on 1 vs 2 libtorch threads.
+// First the scheduler's loop as a whole (`-- CHECKPOINT STEPS sched`: only that).
 using System.Diagnostics;
 using Supercluster.Checkpointing;
 using Supercluster.Inference;
@@ -39,6 +40,61 @@ double Time(Action a, int n)
         best = Math.Min(best, (p.TotalProcessorTime - t0).TotalMilliseconds / n);
     }
     return best;
+}
+
+// GPT-2's decode step reading q, k, v from the fused qkv vs splitting them into heads first, batch 1 and 16, in
+// alternating rounds (`-- CHECKPOINT STEPS packed`: only this).
+if (args.Length > 2 && args[2] == "packed")
+{
+    using var cache = new BatchKvCache(c, 32, CPU, ScalarType.Float32);
+    var all = Enumerable.Range(0, 16).Select(_ => cache.Rent()).ToArray();
+    cache.Begin(all, 32);
+    using (NewDisposeScope()) model.Forward(randint(0, c.VocabSize, [16, 32]), cache);
+    cache.End();
+    foreach (int b in new[] { 1, 16 })
+    {
+        var rows = all[..b];
+        var ids = randint(0, c.VocabSize, [b, 1]);
+        void Step(bool packed)
+        {
+            foreach (var s in rows) cache.SetLength(s, 32);
+            cache.PackedDecode = packed;
+            using var scope = NewDisposeScope();
+            cache.Begin(rows, 1);
+            model.Forward(ids, cache).select(1, 0).argmax(1).data<long>().ToArray();
+            cache.End();
+        }
+        var r = Pair(() => Step(true), () => Step(false), steps);
+        Console.WriteLine($"batch {b,2} decode step: q, k, v from qkv {r[0]:F3} ms, split into heads {r[1]:F3} ms ({r[1] / r[0]:F2}x)");
+    }
+    return;
+}
+
+// The scheduler's whole loop in process (decode steps, mixed prefill, greedy sampling, token hand-off; no HTTP):
+// CPU ms per generated token with 1 and with 16 clients, each sending 20-token prompts for 64 tokens back to back.
+// With `sched` as the only argument after the checkpoint, only this part runs.
+{
+    using var scheduler = new BatchScheduler(model, CPU, maxBatch: 32, prefillChunk: 256, prefixCacheBytes: 0);
+    double PerToken(int clients, int requests)
+    {
+        var p = Process.GetCurrentProcess();
+        p.Refresh();
+        var t0 = p.TotalProcessorTime;
+        long tokens0 = scheduler.TokensGenerated;
+        var o = new SamplingOptions { MaxNewTokens = 64, Temperature = 0 };
+        var prompt = Enumerable.Range(0, 20).Select(i => 65 + i % 26).ToArray();
+        Task.WaitAll(Enumerable.Range(0, clients).Select(c => Task.Run(async () =>
+        {
+            for (int r = 0; r < requests; r++) await scheduler.Submit(prompt, o with { Seed = c }).ReadAllAsync();
+        })).ToArray());
+        p.Refresh();
+        return (p.TotalProcessorTime - t0).TotalMilliseconds / (scheduler.TokensGenerated - tokens0);
+    }
+    PerToken(16, 2);
+    double one = double.MaxValue, sixteen = double.MaxValue;
+    for (int round = 0; round < 5; round++) { one = Math.Min(one, PerToken(1, 8)); sixteen = Math.Min(sixteen, PerToken(16, 4)); }
+    Console.WriteLine($"scheduler loop, CPU per token (best of 5): 1 client {one:F3} ms, 16 clients {sixteen:F3} ms; 16 / 1 per-token efficiency {one / sixteen:F1}x");
+    if (args.Length > 2 && args[2] == "sched") return;
 }
 
 double step1 = 0;

@@ -276,8 +276,9 @@ public static class Preparer
         if (string.IsNullOrWhiteSpace(text)) return new("empty", text.Length, null, default, null);
         if (options.Filter?.Check(text) is { } rule) return new("filter:" + rule, text.Length, null, default, null);
         if (options.ScrubPii) text = PiiScrubber.Scrub(text, pii);
-        var normalized = TextNormalizer.Normalize(text);
-        var signature = minHash?.Signature(normalized, CollectionsMarshal.AsSpan(TextNormalizer.WordSpans(normalized, t_words ??= [])));
+        var words = minHash is null ? null : t_words ??= [];
+        var normalized = TextNormalizer.Normalize(text, words); // near dedup: the word spans come from the same pass
+        var signature = minHash?.Signature(normalized, CollectionsMarshal.AsSpan(words));
         return new(null, text.Length, tokenizer.Encode(text), TextNormalizer.ExactKey(normalized), signature);
     }
 

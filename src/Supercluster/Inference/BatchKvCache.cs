@@ -29,6 +29,9 @@ public sealed class BatchKvCache : KvCache
     // forward's sequence, and the chunk's mask over its slot's keys (null: nothing cached before it, plain causal).
     (int Slot, long Start, long N, long Offset, Tensor? Mask)[]? _chunks;
     long[] _decodeKeys = [];                             // a decode step's keys per row (its length + the new token)
+    int[] _decodeSlots = [];                             // a decode step's slot per row (DecodeAttention reads them)
+    long[] _flat = [];                                   // a decode step's write rows (slot, head, position) of the flat slab
+    bool _decode;                                        // Begin set up a decode step (or a mixed forward's decode rows)
     Tensor? _rowIndex, _positions, _mask, _writeRows, _writePos, _realQueries, _writeFlat;
     readonly Tensor[] _kFlat, _vFlat;                    // per layer, the slab as [slots·H_kv·context, hd] (views)
 
@@ -69,7 +72,9 @@ public sealed class BatchKvCache : KvCache
     {
         if (!_free.Remove(to)) throw new InvalidOperationException($"KV cache slot {to} is in use");
         long n = _len[from];
-        using (no_grad())
+        if (n > 0 && DecodeAttention.CanCopySlots(_k[0]))
+            for (int l = 0; l < _k.Length; l++) { DecodeAttention.CopySlot(_k[l], from, to, n); DecodeAttention.CopySlot(_v[l], from, to, n); }
+        else using (no_grad())
             for (int l = 0; l < _k.Length && n > 0; l++)
             {
                 var (k, v) = View(l, from, 0, n);
@@ -157,40 +162,43 @@ public sealed class BatchKvCache : KvCache
     }
 
     /// <summary>
-    /// A decode step (one token per row): positions, write targets and mask are built on the host and copied in one
-    /// op each (the general path's arange/compare ops cost more than the data on a small model). The mask is additive
-    /// (0 = may attend, -inf = not): SDPA turns a boolean mask into that form in every layer, once per step is enough.
+    /// A decode step (one token per row): positions and write targets are computed on the host; the positions are the
+    /// only tensor made here. The write index, the additive mask (0 = may attend, -inf = not) and the gather index of
+    /// non-consecutive rows are built only when a path needs them (<see cref="AttendDecode"/>'s SDPA fallback, or
+    /// <see cref="Mask"/>): the C# path (<see cref="DecodeAttention"/>) writes and reads the slab with plain loops.
     /// </summary>
     void BeginDecode()
     {
         int b = _rows.Length;
         var starts = new long[b];
-        var rows = new long[b];
-        var mask = new float[b * _keys];
-        Array.Fill(mask, float.NegativeInfinity);
         long heads = _k[0].shape[1], context = _k[0].shape[2];
-        var flat = new long[b * heads];
+        _flat = new long[b * heads];
         _decodeKeys = new long[b];
+        _decodeSlots = new int[b];
         for (int i = 0; i < b; i++)
         {
             starts[i] = _len[_rows[i]];
             _decodeKeys[i] = starts[i] + 1;
-            rows[i] = _rows[i];
-            mask.AsSpan(i * (int)_keys, (int)starts[i] + 1).Fill(0);                  // keys 0..start: its own, up to itself
-            for (long h = 0; h < heads; h++) flat[i * heads + h] = (rows[i] * heads + h) * context + starts[i];   // row (slot, head, position) of the flat slab
+            _decodeSlots[i] = _rows[i];
+            for (long h = 0; h < heads; h++) _flat[i * heads + h] = (_rows[i] * heads + h) * context + starts[i];   // row (slot, head, position) of the flat slab
         }
-        _writeFlat = tensor(flat, device: _device).DetachFromDisposeScope();                          // [B·H_kv]
+        _decode = true;
         // Owned by this cache until End (not by the caller's dispose scope).
         _positions = tensor(starts, [b, 1], device: _device).DetachFromDisposeScope();                 // [B, 1]
-        var additive = tensor(mask, [b, 1, 1, _keys], device: _device).DetachFromDisposeScope();        // [B, 1, 1, K]
-        if (additive.dtype != _k[0].dtype)                                                              // SDPA wants q's dtype
-        {
-            var cast = additive.to(_k[0].dtype).DetachFromDisposeScope();
-            additive.Dispose();
-            additive = cast;
-        }
-        _mask = additive;
-        if (_firstRow < 0) _rowIndex = tensor(rows, device: _device).DetachFromDisposeScope();
+    }
+
+    /// <summary>The decode step's additive mask [B, 1, 1, K] in the cache's dtype (SDPA wants q's), built on first use.</summary>
+    Tensor DecodeMask()
+    {
+        if (_mask is not null) return _mask;
+        int b = _readRows;
+        var mask = new float[b * _keys];
+        Array.Fill(mask, float.NegativeInfinity);
+        for (int i = 0; i < b; i++) mask.AsSpan(i * (int)_keys, (int)_decodeKeys[i]).Fill(0);          // keys 0..start: its own, up to itself
+        using var scope = NewDisposeScope();
+        var additive = tensor(mask, [b, 1, 1, _keys], device: _device);
+        if (additive.dtype != _k[0].dtype) additive = additive.to(_k[0].dtype);
+        return _mask = additive.DetachFromDisposeScope();
     }
 
     /// <summary>
@@ -250,6 +258,7 @@ public sealed class BatchKvCache : KvCache
     {
         foreach (var t in new[] { _rowIndex, _positions, _mask, _writeRows, _writePos, _realQueries, _writeFlat }) t?.Dispose();
         _rowIndex = _positions = _mask = _writeRows = _writePos = _realQueries = _writeFlat = null;
+        _decode = false;
         if (_chunks is not null) foreach (var c in _chunks) c.Mask?.Dispose();
         _chunks = null;
     }
@@ -261,9 +270,9 @@ public sealed class BatchKvCache : KvCache
     /// </summary>
     public override Tensor Attend(int layer, Tensor q, Tensor k, Tensor v)
     {
-        if (_chunks is null) return _writeFlat is not null ? AttendDecode(layer, q, k, v) : base.Attend(layer, q, k, v);
+        if (_chunks is null) return _decode ? AttendDecode(layer, q, k, v) : base.Attend(layer, q, k, v);
         var parts = new List<Tensor>(_chunks.Length + 1);
-        if (_readRows > 0 && _writeFlat is not null)
+        if (_readRows > 0 && _decode)
         {
             long d = _readRows;
             var qd = q.narrow(2, 0, d).transpose(0, 2);                                                            // [D, H, 1, hd]
@@ -290,7 +299,7 @@ public sealed class BatchKvCache : KvCache
     public override Tensor? Mask(long t)
     {
         Positions(t);                           // checks Begin covered this forward
-        return _mask;
+        return _decode ? DecodeMask() : _mask;
     }
 
     /// <summary>
@@ -300,24 +309,48 @@ public sealed class BatchKvCache : KvCache
     /// </summary>
     Tensor AttendDecode(int layer, Tensor q, Tensor k, Tensor v)
     {
+        if (FastDecode && DecodeAttention.Supported(q, _k[layer]) && DecodeAttention.Supported(k, _k[layer]) && DecodeAttention.Supported(v, _v[layer]))
+        {
+            long t0 = TimeWrites ? System.Diagnostics.Stopwatch.GetTimestamp() : 0;
+            DecodeAttention.Write(k, _k[layer], _flat);
+            DecodeAttention.Write(v, _v[layer], _flat);
+            if (TimeWrites) _writeTicks += System.Diagnostics.Stopwatch.GetTimestamp() - t0;
+            return DecodeAttention.Run(q, _k[layer], _v[layer], _decodeSlots, _decodeKeys);
+        }
         var (keys, values) = Append(layer, k, v);
-        if (!FastDecode || !DecodeAttention.Supported(q, _k[layer])) return CausalLM.Attend(q, keys, values, _mask);
-        keys.Dispose();
-        values.Dispose();
-        return DecodeAttention.Run(q, _k[layer], _v[layer], _rows.AsSpan(0, _readRows).ToArray(), _decodeKeys);
+        return CausalLM.Attend(q, keys, values, DecodeMask());
     }
+
+    /// <summary>
+    /// A decode step (not a mixed forward) on the C# path reads q, k, v straight out of GPT-2's qkv [B, 1, 3·d] and
+    /// returns [B, 1, d]: none of the split/view/transpose/contiguous ops around attention (9 per layer, a fixed cost
+    /// every step pays whatever its batch). Otherwise the split path.
+    /// </summary>
+    public override Tensor AttendPacked(int layer, Tensor qkv, long hd)
+    {
+        if (!(_decode && _chunks is null && FastDecode && PackedDecode && DecodeAttention.SupportedPacked(qkv, _k[layer], hd)))
+            return base.AttendPacked(layer, qkv, hd);
+        long t0 = TimeWrites ? System.Diagnostics.Stopwatch.GetTimestamp() : 0;
+        DecodeAttention.WritePacked(qkv, _k[layer], _v[layer], hd, _flat);
+        if (TimeWrites) _writeTicks += System.Diagnostics.Stopwatch.GetTimestamp() - t0;
+        return DecodeAttention.RunPacked(qkv, _k[layer], _v[layer], hd, _decodeSlots, _decodeKeys);
+    }
+
+    /// <summary>With <see cref="FastDecode"/>: GPT-2's decode steps read q, k, v from the fused qkv (default); false: split into heads first (bench/serve/decode-step.cs A/B).</summary>
+    public bool PackedDecode { get; set; } = true;
 
     /// <summary>Decode steps attend with <see cref="DecodeAttention"/> where it applies (default); false: always libtorch's SDPA (the reference path).</summary>
     public bool FastDecode { get; set; } = true;
 
     public override (Tensor K, Tensor V) Append(int layer, Tensor k, Tensor v)
     {
-        if (_writeRows is null && _writeFlat is null) throw new InvalidOperationException("BatchKvCache.Begin must precede the forward");
+        if (_writeRows is null && !_decode) throw new InvalidOperationException("BatchKvCache.Begin must precede the forward");
         long t0 = TimeWrites ? System.Diagnostics.Stopwatch.GetTimestamp() : 0;
         using (no_grad())
         {
-            if (_writeFlat is not null)
+            if (_decode)
             {
+                _writeFlat ??= tensor(_flat, device: _device).DetachFromDisposeScope();                      // [B·H_kv]
                 // Decode: k, v [B, H, 1, hd] as B·H rows copied into the flat slab (index_copy_ costs a fraction of index_put_).
                 using var kr = k.reshape(-1, k.shape[3]);
                 using var vr = v.reshape(-1, v.shape[3]);
@@ -338,7 +371,8 @@ public sealed class BatchKvCache : KvCache
         if (TimeWrites) _writeTicks += System.Diagnostics.Stopwatch.GetTimestamp() - t0;
         if (_firstRow >= 0)                                                                            // in place: no copy
             return (_k[layer].narrow(0, _firstRow, _readRows).narrow(2, 0, _keys), _v[layer].narrow(0, _firstRow, _readRows).narrow(2, 0, _keys));
-        return (_k[layer].narrow(2, 0, _keys).index_select(0, _rowIndex!), _v[layer].narrow(2, 0, _keys).index_select(0, _rowIndex!));
+        _rowIndex ??= tensor(_rows.AsSpan(0, _readRows).ToArray().Select(r => (long)r).ToArray(), device: _device).DetachFromDisposeScope();
+        return (_k[layer].narrow(2, 0, _keys).index_select(0, _rowIndex), _v[layer].narrow(2, 0, _keys).index_select(0, _rowIndex));
     }
 
     public override void Advance(long tokens)

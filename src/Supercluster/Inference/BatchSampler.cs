@@ -29,7 +29,10 @@ public static class BatchSampler
         int b = options.Count;
         var result = new (int, Exception?)[b];
         using var scope = NewDisposeScope();
-        var finite = logits.isfinite().all(1).cpu().data<bool>().ToArray();                      // one host sync
+        // float32 rows in host memory are scanned here (finite + first maximum, one pass each): the ops and copies
+        // this replaces cost more than a small vocabulary's arithmetic; elsewhere one host sync of the finiteness.
+        var host = logits.device_type == DeviceType.CPU && logits.dtype == ScalarType.Float32 && logits.stride(1) == 1 ? Scan(logits) : ((bool[] Finite, int[] Best)?)null;
+        var finite = host?.Finite ?? logits.isfinite().all(1).cpu().data<bool>().ToArray();
         var greedy = new List<int>();
         var sampled = new List<int>();
         for (int i = 0; i < b; i++)
@@ -50,9 +53,14 @@ public static class BatchSampler
         }
         if (greedy.Count > 0)
         {
-            var rows = greedy.Count == b ? logits : logits.index_select(0, Index(greedy, logits.device));
-            var best = rows.argmax(1).cpu().data<long>().ToArray();
-            for (int j = 0; j < greedy.Count; j++) result[greedy[j]] = ((int)best[j], null);
+            if (host is not null)
+                foreach (int i in greedy) result[i] = (host.Value.Best[i], null);
+            else
+            {
+                var rows = greedy.Count == b ? logits : logits.index_select(0, Index(greedy, logits.device));
+                var best = rows.argmax(1).cpu().data<long>().ToArray();
+                for (int j = 0; j < greedy.Count; j++) result[greedy[j]] = ((int)best[j], null);
+            }
         }
         if (sampled.Count > 0)
         {
@@ -60,6 +68,39 @@ public static class BatchSampler
             for (int j = 0; j < sampled.Count; j++) result[sampled[j]] = (tokens[j], null);
         }
         return result;
+    }
+
+    /// <summary>
+    /// Per row of float32 CPU logits [B, V] (unit stride along V): whether every logit is finite, and the index of the
+    /// first maximum (torch.argmax's choice on ties). Finite: Σ x·0 is 0 exactly when no x is ±inf or NaN.
+    /// </summary>
+    internal static unsafe (bool[] Finite, int[] Best) Scan(Tensor logits)
+    {
+        int b = (int)logits.shape[0];
+        long v = logits.shape[1], stride = logits.stride(0);
+        var finite = new bool[b];
+        var best = new int[b];
+        float* p0 = (float*)Runtime.LibTorchLoader.DataPtr(logits);
+        int w = System.Numerics.Vector<float>.Count;
+        for (int i = 0; i < b; i++)
+        {
+            var row = new ReadOnlySpan<float>(p0 + i * stride, (int)v);
+            var max = new System.Numerics.Vector<float>(float.NegativeInfinity);
+            var zero = System.Numerics.Vector<float>.Zero;
+            int j = 0;
+            for (; j + w <= row.Length; j += w)
+            {
+                var x = new System.Numerics.Vector<float>(row.Slice(j, w));
+                max = System.Numerics.Vector.Max(max, x);
+                zero += x * System.Numerics.Vector<float>.Zero;
+            }
+            float m = float.NegativeInfinity, z = 0;
+            for (int l = 0; l < w; l++) { m = MathF.Max(m, max[l]); z += zero[l]; }
+            for (; j < row.Length; j++) { m = MathF.Max(m, row[j]); z += row[j] * 0; }
+            finite[i] = z == 0;
+            best[i] = finite[i] ? row.IndexOf(m) : -1;
+        }
+        return (finite, best);
     }
 
     static Tensor Index(List<int> rows, Device device) => tensor(rows.Select(i => (long)i).ToArray(), device: device);

@@ -20,19 +20,99 @@ public static unsafe class DecodeAttention
         && q.shape[3] % 8 == 0 && q.stride(3) == 1 && Vector256.IsHardwareAccelerated;
 
     /// <summary>
+    /// A decode step's new keys (or values) x [B, H_kv, 1, hd] (any strides, last dimension contiguous, float32) into the
+    /// slab [slots, H_kv, context, hd] seen as rows of hd: row b·H_kv + h goes to slab row <paramref name="rows"/>[b·H_kv + h].
+    /// The same as <c>slab.view(-1, hd).index_copy_(0, rows, x.reshape(-1, hd))</c> (a copy, so bit for bit), without
+    /// the reshape's copy, the index tensor and the op's dispatch, per layer and tensor.
+    /// </summary>
+    public static void Write(Tensor x, Tensor slab, long[] rows) =>
+        Write((float*)LibTorchLoader.DataPtr(x), x.shape[0], x.shape[1], x.stride(0), x.stride(1), x.shape[3], slab, rows);
+
+    static void Write(float* xp, long b, long h, long xb, long xh, long hd, Tensor slab, long[] rows)
+    {
+        if (rows.Length != b * h) throw new ArgumentException($"{rows.Length} write rows for {b}×{h} key rows");
+        long limit = slab.NumberOfElements / hd;
+        float* sp = (float*)LibTorchLoader.DataPtr(slab);
+        long bytes = hd * sizeof(float);
+        for (long i = 0; i < b; i++)
+            for (long j = 0; j < h; j++)
+            {
+                long r = rows[i * h + j];
+                if ((ulong)r >= (ulong)limit) throw new ArgumentOutOfRangeException(nameof(rows), $"slab row {r} outside 0..{limit - 1}");
+                Buffer.MemoryCopy(xp + i * xb + j * xh, sp + r * hd, bytes, bytes);
+            }
+    }
+
+    /// <summary>Whether <see cref="CopySlot"/> can copy within this slab: float32 on the CPU, contiguous.</summary>
+    public static bool CanCopySlots(Tensor slab) => slab.device_type == DeviceType.CPU && slab.dtype == ScalarType.Float32 && slab.is_contiguous();
+
+    /// <summary>
+    /// The first <paramref name="n"/> positions of every head of slot <paramref name="from"/> to slot <paramref name="to"/>
+    /// in a slab [slots, H_kv, context, hd] (a finished sequence's hole filled, <see cref="BatchKvCache.Move"/>): one
+    /// memory copy per head instead of a dozen view and copy ops per layer.
+    /// </summary>
+    public static void CopySlot(Tensor slab, int from, int to, long n)
+    {
+        long slots = slab.shape[0], h = slab.shape[1], context = slab.shape[2], hd = slab.shape[3];
+        if ((ulong)from >= (ulong)slots || (ulong)to >= (ulong)slots || n < 0 || n > context)
+            throw new ArgumentOutOfRangeException(nameof(n), $"slots {from} → {to} of {slots}, {n} positions of {context}");
+        float* p = (float*)LibTorchLoader.DataPtr(slab);
+        long bytes = n * hd * sizeof(float);
+        for (long j = 0; j < h; j++)
+            Buffer.MemoryCopy(p + ((from * h + j) * context) * hd, p + ((to * h + j) * context) * hd, bytes, bytes);
+    }
+
+    /// <summary>
+    /// Whether <see cref="WritePacked"/> and <see cref="RunPacked"/> take this decode step: qkv [B, 1, 3·H·hd] float32
+    /// on the CPU with unit stride along the last dimension, as many key/value heads as query heads (GPT-2), and what
+    /// <see cref="Supported"/> asks of the slab.
+    /// </summary>
+    public static bool SupportedPacked(Tensor qkv, Tensor kSlab, long hd) =>
+        qkv.device_type == DeviceType.CPU && qkv.dtype == ScalarType.Float32 && kSlab.dtype == ScalarType.Float32 && kSlab.is_contiguous()
+        && qkv.dim() == 3 && qkv.shape[1] == 1 && qkv.stride(2) == 1 && hd % 8 == 0 && kSlab.shape[3] == hd
+        && qkv.shape[2] == 3 * kSlab.shape[1] * hd && Vector256.IsHardwareAccelerated;
+
+    /// <summary>The k and v thirds of qkv [B, 1, 3·d] into their slabs at <paramref name="rows"/> (as <see cref="Write(Tensor, Tensor, long[])"/>).</summary>
+    public static void WritePacked(Tensor qkv, Tensor kSlab, Tensor vSlab, long hd, long[] rows)
+    {
+        long b = qkv.shape[0], d = qkv.shape[2] / 3, h = d / hd;
+        float* p = (float*)LibTorchLoader.DataPtr(qkv);
+        Write(p + d, b, h, qkv.stride(0), hd, hd, kSlab, rows);
+        Write(p + 2 * d, b, h, qkv.stride(0), hd, hd, vSlab, rows);
+    }
+
+    /// <summary>
+    /// <see cref="Run"/> with q read from the first third of qkv [B, 1, 3·d]; returns the heads side by side, [B, 1, d]
+    /// (what the output projection takes).
+    /// </summary>
+    public static Tensor RunPacked(Tensor qkv, Tensor kSlab, Tensor vSlab, long hd, int[] slots, long[] keys)
+    {
+        long b = qkv.shape[0], d = qkv.shape[2] / 3;
+        var output = empty(b, 1, d, dtype: ScalarType.Float32);
+        Attend((float*)LibTorchLoader.DataPtr(qkv), qkv.stride(0), hd, b, d / hd, hd, kSlab, vSlab, slots, keys, (float*)LibTorchLoader.DataPtr(output));
+        return output;
+    }
+
+    /// <summary>
     /// q [B, H, 1, hd] (any strides, last dimension contiguous); slabs [slots, H_kv, context, hd] contiguous; row i attends
     /// over keys 0 .. keys[i]−1 of slot slots[i] (query heads share key/value heads in groups of H / H_kv). Returns [B, H, 1, hd].
     /// </summary>
-    public static Tensor Run(Tensor q, Tensor kSlab, Tensor vSlab, IReadOnlyList<int> slots, IReadOnlyList<long> keys)
+    public static Tensor Run(Tensor q, Tensor kSlab, Tensor vSlab, int[] slots, long[] keys)
     {
-        long b = q.shape[0], h = q.shape[1], hd = q.shape[3];
+        var output = empty(q.shape[0], 1, q.shape[1], q.shape[3], dtype: ScalarType.Float32);   // [B, 1, H, hd]: the model's next layout
+        Attend((float*)LibTorchLoader.DataPtr(q), q.stride(0), q.stride(1), q.shape[0], q.shape[1], q.shape[3], kSlab, vSlab, slots, keys,
+            (float*)LibTorchLoader.DataPtr(output));
+        return output.transpose(1, 2);                                                        // [B, H, 1, hd]
+    }
+
+    /// <summary>Row i, head j's query at qp + i·qb + j·qh; output row-major [B, H, hd] at op.</summary>
+    static void Attend(float* qp, long qb, long qh, long b, long h, long hd, Tensor kSlab, Tensor vSlab, int[] slots, long[] keys, float* op)
+    {
         long hkv = kSlab.shape[1], context = kSlab.shape[2], group = h / hkv;
-        long qb = q.stride(0), qh = q.stride(1);
-        var output = empty(b, 1, h, hd, dtype: ScalarType.Float32);                           // [B, 1, H, hd]: the model's next layout
-        float* qp = (float*)LibTorchLoader.DataPtr(q), kp = (float*)LibTorchLoader.DataPtr(kSlab), vp = (float*)LibTorchLoader.DataPtr(vSlab);
-        float* op = (float*)LibTorchLoader.DataPtr(output);
+        float* kp = (float*)LibTorchLoader.DataPtr(kSlab), vp = (float*)LibTorchLoader.DataPtr(vSlab);
         float scale = 1f / MathF.Sqrt(hd);
-        long maxKeys = keys.Max();
+        long maxKeys = 0;
+        foreach (long n in keys) maxKeys = Math.Max(maxKeys, n);
         float* scores = stackalloc float[(int)((maxKeys + 7) / 8 * 8)];
         for (int i = 0; i < b; i++)
         {
@@ -101,6 +181,5 @@ public static unsafe class DecodeAttention
                 }
             }
         }
-        return output.transpose(1, 2);                                                        // [B, H, 1, hd]
     }
 }

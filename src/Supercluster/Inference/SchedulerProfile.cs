@@ -26,6 +26,8 @@ public sealed class SchedulerProfile
         Sample,
         /// <summary>Tokens handed to the request tasks; finished sequences release (and compact) their slots.</summary>
         Emit,
+        /// <summary>Freeing the step's tensors (its dispose scope) and the cache's per-step tensors.</summary>
+        Free,
     }
 
     static readonly int Phases = Enum.GetValues<Phase>().Length;

@@ -26,15 +26,9 @@ public sealed class CausalSelfAttention : Module<Tensor, Tensor>
 
     public Tensor Forward(Tensor x, KvCache cache, int layer)
     {
-        long b = x.shape[0], t = x.shape[1], hd = x.shape[2] / _nHead;
+        long hd = x.shape[2] / _nHead;
         var qkv = c_attn.call(x);                                              // [B, T, 3·d] (a TP rank: its heads' q, k, v)
-        var qkvs = qkv.split(qkv.shape[2] / 3, dim: 2);                        // 3 × [B, T, d]
-        var q = qkvs[0].view(b, t, -1, hd).transpose(1, 2);                    // [B, H, T, hd]
-        var k = qkvs[1].view(b, t, -1, hd).transpose(1, 2);
-        var v = qkvs[2].view(b, t, -1, hd).transpose(1, 2);
-        var y = cache.Attend(layer, q, k, v);                                  // [B, H, T, hd] over the cached and new keys
-        y = y.transpose(1, 2).contiguous().view(b, t, -1);                     // re-assemble heads
-        return c_proj.call(y);
+        return c_proj.call(cache.AttendPacked(layer, qkv, hd));               // split into heads, attended, re-assembled: [B, T, d]
     }
 }
 

@@ -92,6 +92,22 @@ public class KvCache : IDisposable
         return CausalLM.Attend(q, k, v, Mask(q.shape[2]));
     }
 
+    /// <summary>
+    /// Attention from GPT-2's fused projection qkv [B, T, 3·d] (q, k, v side by side, heads of <paramref name="hd"/>):
+    /// the heads' outputs re-assembled, [B, T, d]. By default split into q, k, v [B, H, T, hd] and <see cref="Attend"/>;
+    /// a cache may read the three straight from qkv (Inference/BatchKvCache's decode step) and skip those views.
+    /// </summary>
+    public virtual Tensor AttendPacked(int layer, Tensor qkv, long hd)
+    {
+        long b = qkv.shape[0], t = qkv.shape[1];
+        var qkvs = qkv.split(qkv.shape[2] / 3, dim: 2);                        // 3 × [B, T, d]
+        var q = qkvs[0].view(b, t, -1, hd).transpose(1, 2);                    // [B, H, T, hd]
+        var k = qkvs[1].view(b, t, -1, hd).transpose(1, 2);
+        var v = qkvs[2].view(b, t, -1, hd).transpose(1, 2);
+        var y = Attend(layer, q, k, v);                                        // [B, H, T, hd] over the cached and new keys
+        return y.transpose(1, 2).contiguous().view(b, t, -1);                  // re-assemble heads
+    }
+
     /// <summary>Called once per forward after every layer appended.</summary>
     public virtual void Advance(long tokens) => Length += tokens;
 

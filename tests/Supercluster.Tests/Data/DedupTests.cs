@@ -196,6 +196,23 @@ public class DedupTests
     }
 
     [Fact]
+    public void NormalizeWithWordSpansGivesTheTextAndSpansOfTheTwoPassForm()
+    {
+        // prepare takes MinHash's word spans from the normalising pass; they must be exactly WordSpans(Normalize(text)).
+        string[] pieces = ["Hello", "world", "42", "x", ",", ".", "...", "!", "'", "-", " ", "  ", "\t", "\n", "\u00A0", "\u2003",
+            "é", "e\u0301", "ﬁ", "Ａ", "İ", "\u212A", "😀", "日本語", "Straße", "ΣΑΣ", "a_b", "\u0903", "\u200B"];
+        var rng = new Random(7);
+        var words = new List<(int Start, int Length)>();
+        for (int d = 0; d < 2000; d++)
+        {
+            var text = string.Concat(Enumerable.Range(0, rng.Next(0, 40)).Select(_ => pieces[rng.Next(pieces.Length)]));
+            var normalized = TextNormalizer.Normalize(text);
+            Assert.Equal(normalized, TextNormalizer.Normalize(text, words));
+            Assert.Equal(TextNormalizer.WordSpans(normalized), words);
+        }
+    }
+
+    [Fact]
     public void VectorMinHashEqualsTheScalarFormula()
     {
         // Exact equality: the SIMD path computes the same (lo(x) + c·hi(x)) mod 2³² per shingle, lanes of permutations at a time.

@@ -64,6 +64,41 @@ public class BatchKvCacheTests
     /// paths multiply matrices of different shapes, so they agree to rounding (≤ 1e-5; a misplaced key or position
     /// differs by O(0.1)).
     /// </summary>
+    /// <summary>
+    /// Moving a slot (the scheduler filling a finished sequence's hole) carries its keys/values and length exactly,
+    /// in float32 (the C# copy) and float64 (the libtorch copy), GQA heads; the source slot is freed.
+    /// </summary>
+    [Theory]
+    [InlineData(ScalarType.Float32)]
+    [InlineData(ScalarType.Float64)]
+    public void Move_carries_a_slot_exactly(ScalarType dtype)
+    {
+        var config = TorchSetup.TinyLlama(vocab: 40, ctx: 32);
+        using var cache = new BatchKvCache(config, 4, CPU, dtype);
+        int[] slots = [cache.Rent(), cache.Rent(), cache.Rent()];
+        var gen = new Generator(9);
+        long hkv = config.NKvHead, hd = config.HeadDim;
+        var expected = new List<(Tensor K, Tensor V)>();
+        for (int l = 0; l < config.NLayer; l++)
+        {
+            var k = randn([hkv, 11, hd], generator: gen).to(dtype);
+            var v = randn([hkv, 11, hd], generator: gen).to(dtype);
+            cache.Write(l, slots[2], 0, k, v);
+            expected.Add((k, v));
+        }
+        cache.SetLength(slots[2], 11);
+        cache.Release(slots[0]);
+        cache.Move(slots[2], slots[0]);
+        Assert.Equal(11, cache.LengthOf(slots[0]));
+        Assert.Equal(0, cache.LengthOf(slots[2]));
+        Assert.Equal(slots[2], cache.Rent());                                                  // freed (the lowest free slot)
+        for (int l = 0; l < config.NLayer; l++)
+        {
+            var (k, v) = cache.View(l, slots[0], 0, 11);
+            Assert.True(k.equal(expected[l].K).all().item<bool>() && v.equal(expected[l].V).all().item<bool>(), $"layer {l}");
+        }
+    }
+
     [Theory]
     [InlineData(ModelFamily.Gpt2)]
     [InlineData(ModelFamily.Llama)]

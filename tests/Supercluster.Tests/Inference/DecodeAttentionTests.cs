@@ -39,6 +39,27 @@ public class DecodeAttentionTests
     }
 
     /// <summary>
+    /// The C# key/value write equals index_copy_ of the reshaped rows into the flat slab, bit for bit (a copy): x strided as
+    /// the model's split/transpose leaves it, rows scattered over slots, heads and positions. A wrong row or head moves
+    /// whole vectors, so equality is exact.
+    /// </summary>
+    [Fact]
+    public void Write_equals_index_copy_into_the_flat_slab()
+    {
+        var gen = new Generator(6);
+        long b = 3, hkv = 2, hd = 16, context = 10;
+        var kv = randn([b, 1, 2 * hkv * hd], generator: gen);                                     // [B, 1, 2·H·hd]: x is a strided view of it
+        var x = kv.narrow(2, hkv * hd, hkv * hd).view(b, 1, hkv, hd).transpose(1, 2);            // [B, H_kv, 1, hd]
+        long[] rows = [(4 * hkv + 0) * context + 3, (4 * hkv + 1) * context + 3, 0, 1 * context + 9, (2 * hkv + 1) * context + 5, (2 * hkv + 0) * context + 5];
+        var expected = zeros(6, hkv, context, hd);
+        expected.view(-1, hd).index_copy_(0, tensor(rows), x.reshape(-1, hd));
+        var got = zeros(6, hkv, context, hd);
+        DecodeAttention.Write(x, got, rows);
+        Assert.True(got.equal(expected).all().item<bool>());
+        Assert.Throws<ArgumentOutOfRangeException>(() => DecodeAttention.Write(x, got, [0, 1, 2, 3, 4, 6 * hkv * context]));
+    }
+
+    /// <summary>
     /// Whole decode steps of both families (float32, head size 8) with the C# attention give the logits of the SDPA path,
     /// batch rows at different lengths.
     /// </summary>

@@ -53,6 +53,35 @@ public class SamplerTests
         Assert.NotEqual(Sampler.Generate(model, [0], o, CPU), Sampler.Generate(model, [0], o with { Seed = 2 }, CPU));
     }
 
+    /// <summary>
+    /// Greedy batch picks from float32 CPU logits (scanned in C#) equal the libtorch path's (isfinite + argmax, taken
+    /// when the logits are not unit-stride): ties go to the first maximum, a row with inf or NaN goes to the per-row
+    /// path in both (the same token or the same failure). Exact: both are comparisons.
+    /// </summary>
+    [Fact]
+    public void Greedy_batch_picks_from_host_logits_equal_torch_argmax()
+    {
+        var logits = randn([6, 1003], generator: new Generator(7));
+        logits[1, 17] = tensor(9f); logits[1, 900] = tensor(9f);                                    // a tie: the first wins
+        logits[2, 5] = tensor(float.NegativeInfinity);                                             // masked token: not finite
+        logits[3, 40] = tensor(float.NaN);
+        logits[4] = tensor(-0f).expand(1003).clone(); logits[4, 3] = tensor(0f);                   // -0 and 0 are equal
+        var strided = logits.t().contiguous().t();                                                  // stride(1) = 6: the torch path
+        Assert.NotEqual(1, strided.stride(1));
+        var o = Enumerable.Range(0, 6).Select(_ => new SamplingOptions { Temperature = 0 }).ToArray();
+        var gens = Enumerable.Range(0, 6).Select(i => new Generator((ulong)i)).ToArray();
+        var done = Enumerable.Range(0, 6).Select(_ => (IReadOnlyList<int>)[]).ToArray();
+        var fast = BatchSampler.Pick(logits, o, gens, done);
+        var reference = BatchSampler.Pick(strided, o, gens, done);
+        for (int i = 0; i < 6; i++)
+        {
+            Assert.Equal(reference[i].Token, fast[i].Token);
+            Assert.Equal(reference[i].Error?.GetType(), fast[i].Error?.GetType());
+        }
+        Assert.Equal(17, fast[1].Token);
+        Assert.Equal(logits[0].argmax().item<long>(), fast[0].Token);
+    }
+
     [Fact]
     public void Bad_sampling_options_name_the_flag()
     {

@@ -54,9 +54,10 @@ MT-NLG 530B                                       | A100 | bf16 | 20480 | 128 | 
 BLOOM 176B                                        | A100 | bf16 | 14336 | 112 | 112 | 57344 | 0 | 250880 | 4 |  1 |  2 |   2048
 Llama 3 405B 8K GPUs                              | H100 | bf16 | 16384 | 128 |   8 | 53248 | 1 | 128256 | 8 |  1 |  1 |   8192
 Llama 3 405B 16K GPUs, 128K context               | H100 | bf16 | 16384 | 128 |   8 | 53248 | 1 | 128256 | 8 | 16 |  1 | 131072
+Nemotron-4 340B                                   | H100 | bf16 | 18432 |  96 |   8 | 73728 | 0 | 256000 | 8 |  1 |  1 |   4096
 """
-# Rows not listed share a listed row's per-GPU shapes: Table 2's further GPU counts, Korthikanti's 2240-GPU rows, MT-NLG's
-# other node counts, Llama 3 16K GPUs at 8K context.
+# Rows not listed share a listed row's per-GPU shapes: Table 2's further GPU counts and the README's GPT-3 example (1024
+# GPUs), Korthikanti's 2240-GPU rows, MT-NLG's other node counts, Llama 3 16K GPUs at 8K context, Nemotron-4's GPU counts.
 
 
 def parse_rows():

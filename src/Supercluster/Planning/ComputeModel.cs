@@ -159,10 +159,10 @@ public static class ComputeModel
         double norms = 2 * 2 * hs * e;                           // two (RMS/Layer)Norms: read + write
         double residual = 2 * 3 * hs * e;                        // two residual adds: read 2, write 1
         double activation = (m.GatedFfn ? 3.0 : 2.0) * m.Ffn / t * e * m.ActiveExperts; // SwiGLU reads 2 writes 1; GeLU reads 1 writes 1
-        double rotary = m.GatedFfn ? 2 * (h / t + kvLocal) * e : 0; // Llama family: rotary on q and k (read + write)
+        double rotary = m.GptStyle ? 0 : 2 * (h / t + kvLocal) * e; // Llama/Nemotron-4: rotary on q and k (read + write)
         double memFwd = T * (norms + residual + activation + rotary) / bw;
         double memBwd = 2 * memFwd;
-        if (!m.GatedFfn)
+        if (m.GptStyle)
         {
             var (extraFwd, extraBwd) = GptLayerExtraBytesPerToken(m, l, run.Attention == AttentionKernel.Flash && g.FlashAttentionFlops > 0);
             memFwd += T * extraFwd / bw;

@@ -25,6 +25,12 @@ public sealed record ModelSpec(
 {
     /// <summary>Every N-th layer is a mixture of experts (the others have one MLP of <see cref="Ffn"/>); 1: all (Grok-1, Mixtral).</summary>
     public int MoeEvery { get; init; } = 1;
+    bool? gptStyle;
+    /// <summary>GPT-2/3-style layers (Megatron-LM's GPT): biases on every linear, hidden dropout, LayerNorm, learned positions
+    /// (<see cref="ComputeModel.GptLayerExtraBytesPerToken"/>). False: no biases, no dropout, rotary on q and k (Llama; Nemotron-4,
+    /// whose MLP is ungated squared ReLU). Unset: GPT-style unless the MLP is gated.</summary>
+    public bool GptStyle { get => gptStyle ?? !GatedFfn; init => gptStyle = value; }
+
     /// <summary>Layers with a mixture of experts.</summary>
     public int MoeLayers => IsMoE ? Layers / MoeEvery : 0;
 

@@ -29,7 +29,8 @@ public sealed record PublishedRun(string Name, string Source, PlanInputs Inputs,
 ///   and, per row, micro-batch, interleaved stages and DDP as the paper's own scripts set them (Megatron-LM
 ///   <c>examples/sc21/run_table_1.sh</c>, Aug 2021): micro-batch 16/16/16/8/4/2/2/1/1/1, v = 3 (76B), 2 (145B), 2 (310B),
 ///   3 (530B), PyTorch DDP (all-reduce under the last backward) without pipelining, Megatron's DDP after the flush with it.
-///   Table 2's PTD rows (micro-batch 1 stated; no script) are non-interleaved with the gradient all-reduce after the flush.
+///   Table 2's PTD rows (micro-batch 1 stated; no script) are non-interleaved with the gradient all-reduce after the flush,
+///   as is the README's GPT-3 example (<c>examples/pretrain_gpt3_175B.sh</c>: TP 8 × PP 16 × DP 8, micro-batch 1, batch 1536).
 /// * Korthikanti et al. 2022 (Tables 3 and 5): same machine, sequence parallelism + selective recomputation, DP 1, bf16
 ///   gradients accumulated inside the wgrad GEMM (the 2022 code's <c>--gradient-accumulation-fusion</c> default); and the
 ///   abstract's 530B runs on 2240 GPUs (DP 8), with and without the paper's techniques.
@@ -39,6 +40,8 @@ public sealed record PublishedRun(string Name, string Source, PlanInputs Inputs,
 ///   TP 4 × PP 12 × DP 8, ZeRO-1, micro-batch 2, batch 2048, full recomputation; 70 layers on 12 stages, the first and last
 ///   holding one fewer (DeepSpeed partition method "type:transformer|embedding"), DeepSpeed's pipeline engine, bf16 with
 ///   DeepSpeed's BF16_Optimizer accumulating every micro-batch's gradient through an fp32 copy.
+/// * Nemotron-4 340B (NVIDIA 2024, Table 2): H100 80GB DGX nodes, bf16, TP 8 × PP 12 × DP 16–64, seq 4096, Megatron-Core
+///   (<see cref="Nemotron4"/>); an ungated squared-ReLU MLP without biases (<see cref="ModelSpec.GptStyle"/> false).
 /// * Llama 3 405B (Meta 2024, Table 4, §3.3.2): H100 80GB, 400 Gb/s RoCE per GPU, bf16, TP 8, PP 16 interleaved, uneven first and
 ///   last stages (126 layers), FlashAttention, gradient sync overlapped (FSDP), CP all-gather of K/V for long context.
 /// </summary>
@@ -58,6 +61,10 @@ public static class PublishedRuns
     /// <summary>PyTorch DDP (<c>--DDP-impl torch</c>): Megatron-LM 2021 runs all micro-batches but the last under <c>no_sync</c>,
     /// so the bucketed gradient all-reduce overlaps the last micro-batch's backward (with its recomputed forward: ¾ of it by
     /// FLOPs; Li et al. 2020, PyTorch Distributed). Megatron's own DDP (<c>local</c>, the pipelined rows) all-reduces after the flush.</summary>
+    /// <summary>Megatron-Core 2024: the 2022 async backward, and the distributed optimizer's gradient reduce-scatter and parameter
+    /// all-gather under the backward and forward (<c>--overlap-grad-reduce --overlap-param-gather</c>).</summary>
+    static readonly OverlapAssumptions MegatronCore2024 = Megatron2022 with { DataParallel = 1 };
+
     static readonly OverlapAssumptions Megatron2021TorchDdp = Megatron2021 with { DataParallel = 0.75 };
 
     /// <summary>Table 1 as the paper's own scripts run it (Megatron-LM <c>examples/sc21/run_table_1.sh</c> and <c>CONFIG.sh</c>,
@@ -97,6 +104,21 @@ public static class PublishedRuns
                 new OverlapAssumptions(TensorParallel: 0, ContextParallel: 0, ExpertAllToAll: 0, DataParallel: 1), Ops),
             PublishedMetric.MfuTflopsPerGpu, tflops);
 
+    /// <summary>Nemotron-4 340B (NVIDIA 2024, technical report: training setup and Table 2): 768 DGX H100 nodes (8 × 400 Gb/s per node),
+    /// bf16, TP 8 × PP 12 (interleaved) × DP 16/32/64, micro-batch 1, seq 4096, batches 768/1536/2304 at 10.3/10.3/8.0 s.
+    /// The report gives no virtual-stage count: v = 8 as NVIDIA's own recipe for this model at TP 8 × PP 12 sets it (NeMo
+    /// <c>llm/recipes/nemotron4_340b.py</c>: one layer per virtual stage). Megatron-Core as of 2024: FlashAttention (TE),
+    /// sequence parallelism, distributed optimizer with gradient reduce and parameter gather overlapped, wgrad accumulated in the
+    /// GEMM, the column-parallel linears' backward TP communication under their GEMMs; TP forward communication exposed.</summary>
+    static PublishedRun Nemotron4(int dp, long batch, double seconds) =>
+        new($"Nemotron-4 340B on {dp * 96} GPUs", "NVIDIA 2024, Nemotron-4 340B Technical Report, Table 2", new PlanInputs(
+                new ModelSpec("nemotron-4-340b", 96, 18432, 96, 8, 73728, 256000, DefaultSeqLen: 4096) { GptStyle = false },
+                new TrainingRun(4096, 1e12, batch, Precision.Bf16, AttentionKernel.Flash, GradAccumulation: GradAccumulation.FusedIntoGemm),
+                new ClusterSpec(GpuCatalog.Get("H100-SXM"), dp * 96),
+                new ParallelLayout(8, 12, dp, Interleave: 8, Zero: 1, Recompute: Recompute.Selective),
+                MegatronCore2024, Ops),
+            PublishedMetric.StepSeconds, seconds);
+
     static PublishedRun MtNlg(int nodes, double seconds) =>
         new($"MT-NLG 530B, {nodes} nodes", "Smith et al. 2022 (Megatron-Turing NLG), §3.2 throughput", new PlanInputs(
                 new ModelSpec("mt-nlg-530b", 105, 20480, 128, 128, 4 * 20480, 51200),
@@ -125,6 +147,9 @@ public static class PublishedRuns
         Megatron("529.6B on 560 GPUs", 128, 20480, 105, 8, 35, 560, 2240, 171, Table2),
         Megatron("529.6B on 1120 GPUs", 128, 20480, 105, 8, 35, 1120, 2240, 167, Table2),
         Megatron("529.6B on 2240 GPUs", 128, 20480, 105, 8, 35, 2240, 2240, 159, Table2),
+        // Megatron-LM README, "GPT-3 Example" (examples/pretrain_gpt3_175B.sh, 2021: TP 8 × PP 16 on 128 nodes, micro-batch 1,
+        // batch 1536, fp16, --checkpoint-activations, container pytorch:20.12, local DDP): "around 32 seconds … 138 teraFLOPs per GPU".
+        Megatron("174.6B on 1024 GPUs", 96, 12288, 96, 8, 16, 1024, 1536, 138, "Megatron-LM README, GPT-3 Example (examples/pretrain_gpt3_175B.sh)"),
         Korthikanti("22B", 64, 6144, 48, 1, 8, 4, 1.10),
         Korthikanti("175B", 96, 12288, 96, 8, 64, 64, 13.75),
         Korthikanti("530B", 128, 20480, 105, 35, 280, 280, 37.83),
@@ -143,6 +168,9 @@ public static class PublishedRuns
         Llama3("8K GPUs", 8192, 1, 64, 8192, 430),
         Llama3("16K GPUs", 16384, 1, 128, 8192, 400),
         Llama3("16K GPUs, 128K context", 16384, 16, 8, 131072, 380),
+        Nemotron4(16, 768, 10.3),
+        Nemotron4(32, 1536, 10.3),
+        Nemotron4(64, 2304, 8.0),
     ];
 }
 

@@ -40,13 +40,16 @@ public class CalibrationTests
     /// MT-NLG (+20…+25%) ran on Megatron-DeepSpeed's pipeline engine, whose losses the planner does not model (its schedule is
     /// not one of them: PipelineScheduleTests; its sequential p2p is modelled), at a micro-batch the paper does not give
     /// (1 assumed; 2, which its node scaling points to, reads +10%: MtNlgScalingAcrossNodeCountsPointsToMicroBatchTwo).
+    /// Nemotron-4 340B (+21…+23%), the newest stack here (Megatron-Core 2024 on H100, a small bubble at v = 8): the planner's
+    /// H100 per-micro-batch time is short of it by about a fifth, as it is of Llama 3's rows once their bubble is the one their
+    /// own scaling implies (Llama3PublishedScalingImpliesASmallerBubbleThanTwoChunks); no kernel benchmark found says why.
     /// </summary>
     [Theory]
     [MemberData(nameof(Rows))]
     public void PublishedRunWithinTolerance(string name)
     {
         var run = PublishedRuns.All.Single(r => r.Name == name);
-        double tolerance = name.StartsWith("MT-NLG") ? 0.26 : 0.15;
+        double tolerance = name.StartsWith("MT-NLG") ? 0.26 : name.StartsWith("Nemotron-4") ? 0.24 : 0.15;
         var plan = Planner.Plan(run.Inputs);
         Assert.InRange(run.Error(plan), -tolerance, tolerance);
     }
@@ -62,15 +65,17 @@ public class CalibrationTests
     public void MeanAbsoluteErrorOverPublishedRuns()
     {
         // The goal is ≤ 5% over every row; what the model reaches (docs/planning.md) is pinned so it cannot get worse
-        // unnoticed: ≤ 6.5% over all 29 rows, ≤ 4.6% over the 25 Megatron-LM / Korthikanti / Llama 3 rows (14.9% and 12.3%
-        // before A100 GEMMs ran at the share of MAMF published benchmarks measure at layer shapes; 6.6% before BLOOM's gradients
-        // accumulated as DeepSpeed's BF16_Optimizer does it; docs/planning.md).
+        // unnoticed: ≤ 8.0% over all 33 rows, ≤ 6.5% over the 29 rows before the out-of-sample ones (the Megatron-LM GPT-3
+        // example and Nemotron-4 340B) were added, ≤ 4.8% over the 26 Megatron-LM / Korthikanti / Llama 3 rows.
         var rows = CalibrationTable.Rows();
-        Assert.Equal(29, rows.Count);
-        Assert.InRange(CalibrationTable.MeanAbsoluteError(rows), 0, 0.065);
-        var megatronAndLlama = rows.Where(r => !r.Run.Name.StartsWith("MT-NLG") && !r.Run.Name.StartsWith("BLOOM")).ToList();
-        Assert.Equal(25, megatronAndLlama.Count);
-        Assert.InRange(CalibrationTable.MeanAbsoluteError(megatronAndLlama), 0, 0.046);
+        Assert.Equal(33, rows.Count);
+        Assert.InRange(CalibrationTable.MeanAbsoluteError(rows), 0, 0.080);
+        var earlier = rows.Where(r => !r.Run.Name.StartsWith("Nemotron-4") && r.Run.Name != "Megatron-LM 174.6B on 1024 GPUs").ToList();
+        Assert.Equal(29, earlier.Count);
+        Assert.InRange(CalibrationTable.MeanAbsoluteError(earlier), 0, 0.065);
+        var megatronAndLlama = rows.Where(r => !r.Run.Name.StartsWith("MT-NLG") && !r.Run.Name.StartsWith("BLOOM") && !r.Run.Name.StartsWith("Nemotron-4")).ToList();
+        Assert.Equal(26, megatronAndLlama.Count);
+        Assert.InRange(CalibrationTable.MeanAbsoluteError(megatronAndLlama), 0, 0.048);
     }
 
     [Fact]
@@ -85,6 +90,18 @@ public class CalibrationTests
         var mt = PublishedRuns.All.Single(r => r.Name == "MT-NLG 530B, 280 nodes");
         double tflops = FlopsModel.HardwareFlopsPerToken(mt.Inputs.Model, 2048, Recompute.Full) * 1920 * 2048 / (2240 * 60.1) / 1e12;
         Assert.InRange(tflops, 124, 128);
+        // Megatron-LM README, GPT-3 example: "around 32 seconds resulting in 138 teraFLOPs per GPU" (1024 GPUs, batch 1536,
+        // --checkpoint-activations): 4.511e18 hardware FLOPs / (1024 · 32 s) = 137.7 TFLOP/s.
+        var gpt3 = PublishedRuns.All.Single(r => r.Name == "Megatron-LM 174.6B on 1024 GPUs");
+        Assert.InRange(FlopsModel.HardwareFlopsPerToken(gpt3.Inputs.Model, 2048, Recompute.Full) * 1536 * 2048 / (1024 * 32.0) / 1e12, 137, 139);
+        // Nemotron-4 340B, Table 2: the step times against the same table's MFU column (42.4/42.3/41.0% of 989 TFLOP/s), with the
+        // planner's model FLOPs (6N + 12·L·s·h + 6·h·V): 42.32/42.32/40.86%.
+        foreach (var (gpus, tableMfu) in new[] { (1536, 0.424), (3072, 0.423), (6144, 0.410) })
+        {
+            var n = PublishedRuns.All.Single(r => r.Name == $"Nemotron-4 340B on {gpus} GPUs");
+            double tokens = n.Inputs.Run.BatchTokens;
+            Assert.InRange(FlopsModel.ModelFlopsPerToken(n.Inputs.Model, 4096) * tokens / (gpus * n.Published * 989e12), tableMfu - 0.003, tableMfu + 0.003);
+        }
         // Korthikanti abstract: 54.2% MFU is "29% faster than the 42.1% we achieve using recomputation".
         double with = PublishedRuns.All.Single(r => r.Name == "Korthikanti 530B on 2240 GPUs, sequence parallel + selective recompute").Published;
         double without = PublishedRuns.All.Single(r => r.Name == "Korthikanti 530B on 2240 GPUs, full recompute").Published;

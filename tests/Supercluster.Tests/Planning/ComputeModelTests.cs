@@ -109,6 +109,25 @@ public class ComputeModelTests
     }
 
     [Fact]
+    public void AnUngatedLayerWithoutBiasesHasRotaryInsteadOfGptPasses()
+    {
+        // Nemotron-4 340B's layer (h 18432, 96 heads of 192, 8 KV heads, squared-ReLU MLP 73728, no biases, no dropout, rotary)
+        // on H100, TP 8 with sequence parallelism, FlashAttention, b·s = 4096 tokens. GPT-style passes per token (bytes):
+        // QKV out 2304 + 2·192 = 2688, MLP up 9216, hs 2304; forward 2·2688·2 + 2·2304·1 = 15360, backward
+        // (2688 + 9216 + 2·2304)·2 + 2·2304 + 2·2·2304·2 = 56064. Rotary instead: 2·(2304 + 192)·2 = 9984 forward, 19968 backward.
+        // Difference: 4096·(15360 + 56064 − 9984 − 19968) / (3350e9 · 0.90) = 5.6341397e-5 s per micro-batch.
+        var gpt = new ModelSpec("nemotron-shape", 1, 18432, 96, 8, 73728, 256000);
+        var nemotron = gpt with { GptStyle = false };
+        Assert.True(gpt.GptStyle);
+        Assert.False(nemotron.GptStyle);
+        Assert.False(new ModelSpec("llama", 1, 4096, 32, 8, 14336, 32000, GatedFfn: true).GptStyle);
+        var run = new TrainingRun(4096, 1e9, 8);
+        var l = new ParallelLayout(Tp: 8, Recompute: Recompute.Selective);
+        double difference = ComputeModel.Layer(gpt, run, l, H100).MemoryBound - ComputeModel.Layer(nemotron, run, l, H100).MemoryBound;
+        Assert.Equal(5.6341397e-5, difference, 11);
+    }
+
+    [Fact]
     public void UnevenEndsHoldOneLayerFewerOnTheFirstAndLastStage()
     {
         // Llama 3: 126 layers on 16 stages → (126 + 2)/16 = 8 on the middle stages, 7 on the first and last.

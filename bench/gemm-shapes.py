@@ -55,9 +55,15 @@ BLOOM 176B                                        | A100 | bf16 | 14336 | 112 | 
 Llama 3 405B 8K GPUs                              | H100 | bf16 | 16384 | 128 |   8 | 53248 | 1 | 128256 | 8 |  1 |  1 |   8192
 Llama 3 405B 16K GPUs, 128K context               | H100 | bf16 | 16384 | 128 |   8 | 53248 | 1 | 128256 | 8 | 16 |  1 | 131072
 Nemotron-4 340B                                   | H100 | bf16 | 18432 |  96 |   8 | 73728 | 0 | 256000 | 8 |  1 |  1 |   4096
+DGXC GPT-3 175B                                   | H100 | bf16 | 12288 |  96 |  96 | 49152 | 0 |  50688 | 4 |  1 |  1 |   2048
+DGXC Nemotron-4 15B                               | H100 | bf16 |  6144 |  48 |   8 | 24576 | 0 | 256000 | 4 |  1 |  4 |   4096
+DGXC Llama 3.1 8B                                 | H100 | bf16 |  4096 |  32 |   8 | 14336 | 1 | 128256 | 1 |  2 |  1 |   8192
+DGXC Llama 3.1 70B                                | H100 | bf16 |  8192 |  64 |   8 | 28672 | 1 | 128256 | 4 |  2 |  1 |   8192
+DGXC Llama 3.1 405B                               | H100 | bf16 | 16384 | 128 |   8 | 53248 | 1 | 128256 | 8 |  2 |  1 |   8192
 """
 # Rows not listed share a listed row's per-GPU shapes: Table 2's further GPU counts and the README's GPT-3 example (1024
-# GPUs), Korthikanti's 2240-GPU rows, MT-NLG's other node counts, Llama 3 16K GPUs at 8K context, Nemotron-4's GPU counts.
+# GPUs), Korthikanti's 2240-GPU rows, MT-NLG's other node counts, Llama 3 16K GPUs at 8K context, Nemotron-4's GPU counts and
+# DGXC 340B, each DGXC recipe's second GPU count.
 
 
 def parse_rows():

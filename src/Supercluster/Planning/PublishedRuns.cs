@@ -42,6 +42,8 @@ public sealed record PublishedRun(string Name, string Source, PlanInputs Inputs,
 ///   DeepSpeed's BF16_Optimizer accumulating every micro-batch's gradient through an fp32 copy.
 /// * Nemotron-4 340B (NVIDIA 2024, Table 2): H100 80GB DGX nodes, bf16, TP 8 × PP 12 × DP 16–64, seq 4096, Megatron-Core
 ///   (<see cref="Nemotron4"/>); an ungated squared-ReLU MLP without biases (<see cref="ModelSpec.GptStyle"/> false).
+/// * NVIDIA's DGX Cloud benchmarks (dgxc-benchmarking v25.02.01, NeMo 24.12, DGX H100): GPT-3 175B, Nemotron-4 15B/340B,
+///   Llama 3.1 8B/70B/405B in BF16, each README's layout and YAML's settings (<see cref="Dgxc"/>).
 /// * Llama 3 405B (Meta 2024, Table 4, §3.3.2): H100 80GB, 400 Gb/s RoCE per GPU, bf16, TP 8, PP 16 interleaved, uneven first and
 ///   last stages (126 layers), FlashAttention, gradient sync overlapped (FSDP), CP all-gather of K/V for long context.
 /// </summary>
@@ -119,6 +121,26 @@ public static class PublishedRuns
                 MegatronCore2024, Ops),
             PublishedMetric.StepSeconds, seconds);
 
+    /// <summary>NVIDIA's DGX Cloud benchmarking recipes (github.com/NVIDIA/dgxc-benchmarking, v25.02.01, NeMo 24.12 on DGX H100,
+    /// 8 × 400 Gb/s per node): BF16 step times of 50–100-step runs on synthetic data, each recipe's smallest and largest full-model
+    /// GPU count. Layout from each README's table, the rest from the recipe's YAML: FlashAttention (TE), sequence parallelism,
+    /// distributed optimizer (ZeRO-1) with gradient reduce and parameter gather overlapped, wgrad accumulated in the GEMM, no
+    /// recomputation (340B: selective, which FlashAttention makes free), TP communication under the GEMMs where the YAML sets
+    /// <c>ub_tp_comm_overlap</c> (175B, 15B, Llama 3.1) and the 2022 async backward only where it does not (340B), context
+    /// parallelism as TE's ring attention, its K/V exchange under the attention kernel.</summary>
+    static PublishedRun Dgxc(string name, ModelSpec model, int seq, int gpus, long batch, int tp, int pp, int cp, int v, int microBatch,
+        bool tpOverlap, double seconds, Recompute recompute = Recompute.None) =>
+        new($"DGXC {name} on {gpus} GPUs", $"NVIDIA dgxc-benchmarking v25.02.01, {name} BF16 README table", new PlanInputs(
+                model, new TrainingRun(seq, 1e12, batch, Precision.Bf16, AttentionKernel.Flash, GradAccumulation: GradAccumulation.FusedIntoGemm),
+                new ClusterSpec(GpuCatalog.Get("H100-SXM"), gpus),
+                new ParallelLayout(tp, pp, gpus / (tp * pp * cp), cp, MicroBatch: microBatch, Interleave: v, Zero: 1, Recompute: recompute),
+                MegatronCore2024 with { TensorParallel = tpOverlap ? 1 : 0, ContextParallel = 1 }, Ops),
+            PublishedMetric.StepSeconds, seconds);
+
+    static readonly ModelSpec Gpt3Nemo = new("gpt3-175b", 96, 12288, 96, 96, 49152, 50688, TiedEmbeddings: true); // vocab padded to 128·TP
+    static readonly ModelSpec Nemotron4_15B = new("nemotron-4-15b", 32, 6144, 48, 8, 24576, 256000) { GptStyle = false };
+    static readonly ModelSpec Nemotron4_340B = new("nemotron-4-340b", 96, 18432, 96, 8, 73728, 256000) { GptStyle = false };
+
     static PublishedRun MtNlg(int nodes, double seconds) =>
         new($"MT-NLG 530B, {nodes} nodes", "Smith et al. 2022 (Megatron-Turing NLG), §3.2 throughput", new PlanInputs(
                 new ModelSpec("mt-nlg-530b", 105, 20480, 128, 128, 4 * 20480, 51200),
@@ -171,6 +193,19 @@ public static class PublishedRuns
         Nemotron4(16, 768, 10.3),
         Nemotron4(32, 1536, 10.3),
         Nemotron4(64, 2304, 8.0),
+        // NVIDIA dgxc-benchmarking, BF16 tables: smallest and largest full-model GPU count of each dense recipe.
+        Dgxc("GPT-3 175B", Gpt3Nemo, 2048, 128, 256, 4, 8, 1, 12, 1, true, 8.309),
+        Dgxc("GPT-3 175B", Gpt3Nemo, 2048, 2048, 4096, 4, 8, 1, 12, 1, true, 8.49),
+        Dgxc("Nemotron-4 15B", Nemotron4_15B, 4096, 16, 64, 4, 1, 1, 1, 4, true, 2.812),
+        Dgxc("Nemotron-4 15B", Nemotron4_15B, 4096, 2048, 8192, 4, 1, 1, 1, 4, true, 2.887),
+        Dgxc("Nemotron-4 340B", Nemotron4_340B, 4096, 128, 32, 8, 8, 1, 12, 1, false, 4.61, Recompute.Selective),
+        Dgxc("Nemotron-4 340B", Nemotron4_340B, 4096, 2048, 512, 8, 8, 1, 12, 1, false, 4.84, Recompute.Selective),
+        Dgxc("Llama 3.1 8B", ModelCatalog.Get("llama3-8b"), 8192, 8, 128, 1, 1, 2, 1, 1, true, 12.78),
+        Dgxc("Llama 3.1 8B", ModelCatalog.Get("llama3-8b"), 8192, 128, 2048, 1, 1, 2, 1, 1, true, 13.16),
+        Dgxc("Llama 3.1 70B", ModelCatalog.Get("llama3-70b"), 8192, 64, 128, 4, 4, 2, 5, 1, true, 14.61),
+        Dgxc("Llama 3.1 70B", ModelCatalog.Get("llama3-70b"), 8192, 2048, 4096, 4, 4, 2, 5, 1, true, 14.84),
+        Dgxc("Llama 3.1 405B", ModelCatalog.Get("llama3-405b"), 8192, 576, 252, 8, 9, 2, 7, 1, true, 17.50),
+        Dgxc("Llama 3.1 405B", ModelCatalog.Get("llama3-405b"), 8192, 2304, 1008, 8, 9, 2, 7, 1, true, 17.70),
     ];
 }
 

@@ -40,16 +40,16 @@ public class CalibrationTests
     /// MT-NLG (+20…+25%) ran on Megatron-DeepSpeed's pipeline engine, whose losses the planner does not model (its schedule is
     /// not one of them: PipelineScheduleTests; its sequential p2p is modelled), at a micro-batch the paper does not give
     /// (1 assumed; 2, which its node scaling points to, reads +10%: MtNlgScalingAcrossNodeCountsPointsToMicroBatchTwo).
-    /// Nemotron-4 340B (+21…+23%), the newest stack here (Megatron-Core 2024 on H100, a small bubble at v = 8): the planner's
-    /// H100 per-micro-batch time is short of it by about a fifth, as it is of Llama 3's rows once their bubble is the one their
-    /// own scaling implies (Llama3PublishedScalingImpliesASmallerBubbleThanTwoChunks); no kernel benchmark found says why.
+    /// H100 rows of Megatron-Core / NeMo (Nemotron-4 340B's run +21…+23%, NVIDIA's DGXC benchmarks +7…+23%): the planner's H100
+    /// per-micro-batch time is short of every one of them (H100RowsShareOneShortfall), as it is of Llama 3's rows once their
+    /// bubble is the one their own scaling implies; no H100 kernel benchmark at layer shapes was found to say why.
     /// </summary>
     [Theory]
     [MemberData(nameof(Rows))]
     public void PublishedRunWithinTolerance(string name)
     {
         var run = PublishedRuns.All.Single(r => r.Name == name);
-        double tolerance = name.StartsWith("MT-NLG") ? 0.26 : name.StartsWith("Nemotron-4") ? 0.24 : 0.15;
+        double tolerance = name.StartsWith("MT-NLG") ? 0.26 : name.StartsWith("Nemotron-4") || name.StartsWith("DGXC") ? 0.24 : 0.15;
         var plan = Planner.Plan(run.Inputs);
         Assert.InRange(run.Error(plan), -tolerance, tolerance);
     }
@@ -65,17 +65,35 @@ public class CalibrationTests
     public void MeanAbsoluteErrorOverPublishedRuns()
     {
         // The goal is ≤ 5% over every row; what the model reaches (docs/planning.md) is pinned so it cannot get worse
-        // unnoticed: ≤ 8.0% over all 33 rows, ≤ 6.5% over the 29 rows before the out-of-sample ones (the Megatron-LM GPT-3
-        // example and Nemotron-4 340B) were added, ≤ 4.8% over the 26 Megatron-LM / Korthikanti / Llama 3 rows.
+        // unnoticed: ≤ 10.0% over all 45 rows, ≤ 6.5% over the 29 rows before the out-of-sample ones (the Megatron-LM GPT-3
+        // example, Nemotron-4 340B, NVIDIA's DGXC benchmarks) were added, ≤ 4.8% over the 26 Megatron-LM / Korthikanti / Llama 3 rows.
         var rows = CalibrationTable.Rows();
-        Assert.Equal(33, rows.Count);
-        Assert.InRange(CalibrationTable.MeanAbsoluteError(rows), 0, 0.080);
-        var earlier = rows.Where(r => !r.Run.Name.StartsWith("Nemotron-4") && r.Run.Name != "Megatron-LM 174.6B on 1024 GPUs").ToList();
+        Assert.Equal(45, rows.Count);
+        Assert.InRange(CalibrationTable.MeanAbsoluteError(rows), 0, 0.100);
+        var earlier = rows.Where(r => !r.Run.Name.StartsWith("Nemotron-4") && !r.Run.Name.StartsWith("DGXC")
+                                      && r.Run.Name != "Megatron-LM 174.6B on 1024 GPUs").ToList();
         Assert.Equal(29, earlier.Count);
         Assert.InRange(CalibrationTable.MeanAbsoluteError(earlier), 0, 0.065);
-        var megatronAndLlama = rows.Where(r => !r.Run.Name.StartsWith("MT-NLG") && !r.Run.Name.StartsWith("BLOOM") && !r.Run.Name.StartsWith("Nemotron-4")).ToList();
+        var megatronAndLlama = rows.Where(r => !r.Run.Name.StartsWith("MT-NLG") && !r.Run.Name.StartsWith("BLOOM")
+                                               && !r.Run.Name.StartsWith("Nemotron-4") && !r.Run.Name.StartsWith("DGXC")).ToList();
         Assert.Equal(26, megatronAndLlama.Count);
         Assert.InRange(CalibrationTable.MeanAbsoluteError(megatronAndLlama), 0, 0.048);
+    }
+
+    /// <summary>
+    /// The H100 rows of Megatron-Core / NeMo (Nemotron-4 340B's run and NVIDIA's twelve DGXC benchmarks: six models from 8B to
+    /// 405B, TP 1–8, PP 1–9, CP 1–2, 8–6144 GPUs) are all predicted too fast, by +7…+23%, mean ≈ +17%: one shortfall of the
+    /// planner's H100 per-micro-batch time, not a layout's. Pinned because docs/planning.md reasons from it ("H100 rows");
+    /// an H100 GEMM measurement at these shapes (bench/gemm-shapes.py --gpu H100) is what would turn it into a constant.
+    /// </summary>
+    [Fact]
+    public void H100RowsShareOneShortfall()
+    {
+        var errors = CalibrationTable.Rows().Where(r => r.Run.Name.StartsWith("Nemotron-4") || r.Run.Name.StartsWith("DGXC"))
+            .Select(r => r.Error).ToList();
+        Assert.Equal(15, errors.Count);
+        Assert.All(errors, e => Assert.InRange(e, 0.05, 0.24));
+        Assert.InRange(errors.Average(), 0.15, 0.19);
     }
 
     [Fact]
@@ -101,6 +119,20 @@ public class CalibrationTests
             var n = PublishedRuns.All.Single(r => r.Name == $"Nemotron-4 340B on {gpus} GPUs");
             double tokens = n.Inputs.Run.BatchTokens;
             Assert.InRange(FlopsModel.ModelFlopsPerToken(n.Inputs.Model, 4096) * tokens / (gpus * n.Published * 989e12), tableMfu - 0.003, tableMfu + 0.003);
+        }
+        // DGXC READMEs: each step time against the same table's MFU with the README's own model FLOPs per sequence
+        // (batch × FLOPs / step / GPUs / 989e12), within half a point.
+        foreach (var (name, flops, mfuSmall, mfuLarge) in new[]
+                 {
+                     ("GPT-3 175B", 2.20e15, 0.5354, 0.5240), ("Nemotron-4 15B", 434.5e12, 0.6249, 0.6087),
+                     ("Nemotron-4 340B", 1.01e16, 0.5538, 0.5275), ("Llama 3.1 8B", 4.74e14, 0.5999, 0.5828),
+                     ("Llama 3.1 70B", 3.94e15, 0.5452, 0.5368), ("Llama 3.1 405B", 2.17e16, 0.5485, 0.5423),
+                 })
+        {
+            var pair = PublishedRuns.All.Where(r => r.Name.StartsWith($"DGXC {name} on ")).OrderBy(r => r.Inputs.Cluster.Gpus).ToList();
+            Assert.Equal(2, pair.Count);
+            foreach (var (r, readmeMfu) in new[] { (pair[0], mfuSmall), (pair[1], mfuLarge) })
+                Assert.InRange(r.Inputs.Run.BatchSequences * flops / r.Published / r.Inputs.Cluster.Gpus / 989e12, readmeMfu - 0.005, readmeMfu + 0.005);
         }
         // Korthikanti abstract: 54.2% MFU is "29% faster than the 42.1% we achieve using recomputation".
         double with = PublishedRuns.All.Single(r => r.Name == "Korthikanti 530B on 2240 GPUs, sequence parallel + selective recompute").Published;

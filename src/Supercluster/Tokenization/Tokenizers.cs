@@ -20,6 +20,12 @@ public static class Tokenizers
         return Cache.GetOrAdd(key, k => new Lazy<TextTokenizer>(() => Load(k))).Value;
     }
 
+    /// <summary>
+    /// Starts building <paramref name="name"/> on the thread pool (a known name); a later <see cref="Create"/> gets that
+    /// instance, or its failure, when it is ready.
+    /// </summary>
+    public static void Preload(string name) => Task.Run(() => { try { Create(name); } catch (Exception) { /* Create reports it to its caller */ } });
+
     static TextTokenizer Load(string name) => name switch
     {
         "gpt2" => Gpt2Ranks.Load(),

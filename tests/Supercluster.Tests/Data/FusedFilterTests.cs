@@ -77,6 +77,39 @@ public class FusedFilterTests
         Assert.True(nonZeroNgram > 50, $"{nonZeroNgram} documents with a repeated 5-gram");
     }
 
+    /// <summary>
+    /// <see cref="QualityFilter.Check"/> skips n-gram levels whose rules provably cannot fail (bounds from the 2-grams):
+    /// with one n-gram rule on at exactly a document's own value it passes, one step below it fails, as the reference says.
+    /// </summary>
+    [Fact]
+    public void CheckSkipsOnlyNgramLevelsThatCannotFail()
+    {
+        string[] earlierOff = ["min_words=0", "min_mean_word_length=0", "max_mean_word_length=1000", "max_symbol_word_ratio=1000",
+            "max_bullet_lines=1", "max_ellipsis_lines=1", "min_punct_lines=0", "min_alpha_words=0", "min_stop_words=0",
+            "max_dup_lines=1", "max_dup_line_chars=1", "lorem_ipsum=0", "curly_brace=0"];
+        var rng = new Random(1403);
+        var failed = new int[QualityFilter.Rules.Length];
+        for (int d = 0; d < 600; d++)
+        {
+            var text = Document(rng);
+            var m = QualityFilter.Measure(text);
+            for (int k = 12; k <= 20; k++)
+            {
+                if (!(m[k] > 0)) continue;
+                var others = Enumerable.Range(12, 9).Where(j => j != k).Select(j => $"{QualityFilter.Rules[j].Name}=1000");
+                foreach (var (limit, fails) in new[] { (m[k], false), (Math.BitDecrement(m[k]), true) })
+                {
+                    var f = new QualityFilter([.. earlierOff, .. others, $"{QualityFilter.Rules[k].Name}={limit:R}"]);
+                    var rule = f.Check(text);
+                    Assert.Equal(new QualityFilterReference(f).Check(text), rule);
+                    Assert.Equal(fails ? QualityFilter.Rules[k].Name : null, rule);
+                    if (fails) failed[k]++;
+                }
+            }
+        }
+        for (int k = 12; k <= 20; k++) Assert.True(failed[k] > 0, $"{QualityFilter.Rules[k].Name} never reached");
+    }
+
     [Theory]
     [InlineData("")]
     [InlineData("   \n\n\t")]

@@ -76,7 +76,7 @@ public sealed class QualityFilter
         var m = scan.Measures;
         scan.Basic(m);
         for (int k = 0; k < FirstNgramRule; k++) if (Fails(k, m[k])) return Rules[k].Name;
-        scan.Ngrams(m);
+        scan.Ngrams(m, _t);
         for (int k = FirstNgramRule; k < Rules.Length; k++) if (Fails(k, m[k])) return Rules[k].Name;
         return null;
     }
@@ -91,7 +91,7 @@ public sealed class QualityFilter
         var m = new double[Rules.Length];
         var scan = Scan.Run(text);
         scan.Basic(m);
-        scan.Ngrams(m);
+        scan.Ngrams(m, null);
         return m;
     }
 
@@ -260,9 +260,12 @@ public sealed class QualityFilter
         /// Top 2–4-gram and repeated 5–10-gram characters over all word characters. Words get ids (equal text, equal
         /// id); an n-gram's id is that of a pair of shorter n-gram ids: 2 = (1, 1 at +1), 3 = (2, 2 at +1),
         /// 4 = (2, 2 at +2), 5 = (4, 4 at +1), n = 6…10 = (5, 5 at +n−5), which together cover exactly its n words.
+        /// No repeated n-gram means no repeated longer one, so the levels stop there (their values are 0).
+        /// With <paramref name="limits"/> (the thresholds; <see cref="Check"/>), the 3-grams and longer are not counted
+        /// when bounds from the 2-grams show no rule of theirs can fail; their values are then left at 0 (which passes).
         /// </summary>
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        public void Ngrams(double[] m)
+        public void Ngrams(double[] m, double[]? limits)
         {
             int n = _words;
             double wordChars = _wordChars;
@@ -273,12 +276,14 @@ public sealed class QualityFilter
             bool repeats = distinctWords < n;
             var g2 = Level(g1, 1, 1, ref repeats, out int d2);
             if (!repeats) return; // no repeated word pair: no longer n-gram repeats either
-            m[12] = TopChars(g2, 2, d2) / wordChars;
+            m[12] = TopChars(g2, 2, d2, out int top2) / wordChars;
+            if (limits is not null && CannotFail(g2, d2, top2, wordChars, limits)) return;
             var g3 = Level(g2, 1, 2, ref repeats, out int d3);
-            m[13] = TopChars(g3, 3, d3) / wordChars;
+            m[13] = TopChars(g3, 3, d3, out _) / wordChars;
+            if (!repeats) return;
             var g4 = Level(g2, 2, 3, ref repeats, out int d4);
-            m[14] = TopChars(g4, 4, d4) / wordChars;
-            repeats = true;
+            m[14] = TopChars(g4, 4, d4, out _) / wordChars;
+            if (!repeats) return;
             var g5 = Level(g4, 1, 4, ref repeats, out int d5);
             if (!repeats) return;
             m[15] = RepeatedChars(g5, 5, d5) / wordChars;
@@ -289,6 +294,27 @@ public sealed class QualityFilter
                 if (!r) break;
                 m[15 + k - 5] = RepeatedChars(gk, k, dk) / wordChars;
             }
+        }
+
+        /// <summary>
+        /// True when no 3-gram or longer rule can fail, from the 2-grams alone: a 3- or 4-gram occurs at most as often as
+        /// its first 2-gram (≤ <paramref name="top2"/> times) and spans at most the longest run of 3 or 4 words; the
+        /// words inside repeated n-grams (n ≥ 5) all lie inside repeated 2-grams. Each bound is compared as the rule
+        /// compares its value (the same division), so a bound at or below the threshold means the value is too.
+        /// </summary>
+        bool CannotFail(ReadOnlySpan<int> g2, int d2, int top2, double wordChars, double[] limits)
+        {
+            long run3 = 0, run4 = 0;
+            for (int i = 0; i + 2 < _words; i++)
+            {
+                long c3 = (long)_wordLength[i] + _wordLength[i + 1] + _wordLength[i + 2];
+                run3 = Math.Max(run3, c3);
+                if (i + 3 < _words) run4 = Math.Max(run4, c3 + _wordLength[i + 3]);
+            }
+            if ((double)(top2 * run3) / wordChars > limits[13] || (double)(top2 * run4) / wordChars > limits[14]) return false;
+            double longest = limits[15];
+            for (int k = 16; k <= 20; k++) longest = Math.Min(longest, limits[k]);
+            return RepeatedChars(g2, 2, d2) / wordChars <= longest;
         }
 
         // Word numbering: open addressing on the words' 64-bit xxHash3, equal text confirmed (a hash match alone is not trusted).
@@ -369,12 +395,13 @@ public sealed class QualityFilter
             return c;
         }
 
-        /// <summary>Characters of the most frequent n-gram (the first to reach the top count) × its count; 0 below 2.</summary>
+        /// <summary>Characters of the most frequent n-gram (the first to reach the top count) × its count (<paramref name="best"/>); 0 below 2.</summary>
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        double TopChars(ReadOnlySpan<int> g, int n, int distinct)
+        double TopChars(ReadOnlySpan<int> g, int n, int distinct, out int best)
         {
             var counts = Cleared(ref _counts, distinct);
-            int best = 0, at = -1;
+            int at = -1;
+            best = 0;
             for (int i = 0; i < g.Length; i++)
                 if (++counts[g[i]] > best) { best = counts[g[i]]; at = i; }
             return best < 2 ? 0 : Chars(at, n) * best;

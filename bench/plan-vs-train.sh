@@ -23,12 +23,13 @@ repeats="${REPEATS:-3}"
 [[ "$repeats" =~ ^[1-9][0-9]*$ ]] || { echo "REPEATS=$repeats: expected a positive integer (rounds per layout)" >&2; exit 2; }
 [[ "$steps" =~ ^[0-9]+$ ]] && [ "$steps" -ge 5 ] || { echo "steps=$steps: expected an integer ≥ 5 (3 warm-up steps are skipped)" >&2; exit 2; }
 depth=(); depth_train=(); [ -n "${5:-}" ] && { depth=(--layers "$5"); depth_train=(--n-layer "$5"); }
-out=$(mktemp -d); trap 'rm -rf "$out"' EXIT
+out=$(mktemp -d); trap '[ -n "${ROUNDS:-}" ] && cp "$out/rounds.jsonl" "$ROUNDS"; rm -rf "$out"' EXIT   # ROUNDS=FILE keeps every round's record
 ./supercluster prepare --sample sotu --tokenizer byte --out "$out/data" > /dev/null
 vocab=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['vocab_size'])" "$out/data/meta.json")
 cli=(dotnet .build/cli/Supercluster.Cli.dll)
 root=(); [ "$(id -u)" -eq 0 ] && root=(--allow-run-as-root)
-run() { local n=$1; shift; if [ "$n" -eq 1 ]; then "${cli[@]}" "$@"; else mpirun -np "$n" "${root[@]}" --oversubscribe --bind-to none "${cli[@]}" "$@"; fi; }
+env=(); [ -n "${DOTNET_TieredCompilation:-}" ] && env=(-x DOTNET_TieredCompilation)   # A/B of the runtime's tiered JIT (docs/planning.md)
+run() { local n=$1; shift; if [ "$n" -eq 1 ]; then "${cli[@]}" "$@"; else mpirun -np "$n" "${root[@]}" "${env[@]}" --oversubscribe --bind-to none "${cli[@]}" "$@"; fi; }
 IFS=, read -r -a layouts <<< "${LAYOUTS:-1 0 1 1 1,2 0 1 1 1,2 1 1 1 1,2 2 1 1 1,2 3 1 1 1,2 0 2 1 1,2 0 1 2 4,4 0 2 2 4}"
 for round in $(seq 1 "$repeats"); do
   for spec in "${layouts[@]}"; do
@@ -75,9 +76,9 @@ for name in dict.fromkeys(r["layout"] for r in rows):
     print(f"{name:<22} {med['pred']:8.1f} {med['train']:8.1f} {med['pred'] / med['train'] - 1:+7.1%} {lo['pred']:8.1f} {lo['train']:9.1f} "
           f"{lo['pred'] / lo['train'] - 1:+7.1%} {med['pred_comm']:9.1f} {med['train_comm']:10.1f} {min(loads):4.1f}–{max(loads):<4.1f}")
 print(f"{len(rows) // max(1, len(set(r['layout'] for r in rows)))} rounds; error = median pred / median train − 1 (median-of-N on both sides)")
-names = ["data", "forward", "backward", "optimizer"]
+names = ["data", "forward", "backward", "optimizer", "jit"]
 if all(r.get("pred_phases") and r.get("train_phases") for r in rows):
-    print(f"\nphases, ms, calibration's deep cut / train (medians over the rounds; optimizer holds the gradient sync; between: train's work between steps)")
+    print(f"\nphases, ms, calibration's deep cut / train (medians over the rounds; optimizer holds the gradient sync; jit: the runtime compiling during the step; between: train's work between steps)")
     print(f"{'layout':<22} " + " ".join(f"{n:>15}" for n in names) + f" {'between':>8}")
     for name in dict.fromkeys(r["layout"] for r in rows):
         rs = [r for r in rows if r["layout"] == name]

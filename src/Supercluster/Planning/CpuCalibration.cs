@@ -23,7 +23,8 @@ namespace Supercluster.Planning;
 /// <param name="LatencySeconds">Per-collective latency: a 4 KB all-reduce (min of N).</param>
 /// <param name="PointToPointBytesPerSecond">A send of one micro-batch's activation to the neighbour rank (min of N).</param>
 /// <param name="DeepPhaseSeconds">The deep cut's step by phase (<see cref="PhaseClock"/>: data, forward, backward, optimizer),
-/// each the slowest rank's, median: what <c>train</c> logs as rank_phase_ms, so the two can be compared phase by phase.</param>
+/// each the slowest rank's, median, and "jit": the .NET runtime's compilation time during the step on all its threads
+/// (tiered re-JIT in the background): what <c>train</c> logs as rank_phase_ms, so the two can be compared phase by phase.</param>
 public sealed record CpuMeasurements(int Ranks, int Threads, int Tp, int Pp, int Zero, int MicroBatches, int ShallowLayers, int DeepLayers,
     double ShallowStepSeconds, double DeepStepSeconds, double ShallowCommunicationSeconds, double DeepCommunicationSeconds,
     IReadOnlyDictionary<string, double> ShallowCommunication, IReadOnlyDictionary<string, double> DeepCommunication,
@@ -110,16 +111,18 @@ public static class CpuCalibration
         var steps = depths.Select(Build).ToArray();
         var groups = new List<string>();
         var phases = new PhaseClock();
-        int nPhases = phases.Milliseconds.Length;
+        int nPhases = phases.Milliseconds.Length + 1;   // and the JIT time
         double[] Run(TrainStep step)
         {
+            var jit = System.Runtime.JitInfo.GetCompilationTime();
             var sw = Stopwatch.StartNew();
             phases.Start();
             var r = step.Run(Next, microBatches, 1e-4, phases);
             double t = sw.Elapsed.TotalSeconds;
+            double jitSeconds = (System.Runtime.JitInfo.GetCompilationTime() - jit).TotalSeconds;
             var byGroup = r.CommSecondsByGroup ?? new Dictionary<string, double>();
             if (groups.Count == 0) groups.AddRange(byGroup.Keys.OrderBy(k => k, StringComparer.Ordinal));   // the same groups on every rank
-            return [t, r.CommSeconds, .. phases.Milliseconds.Select(ms => ms / 1e3), .. groups.Select(g => byGroup.GetValueOrDefault(g))];
+            return [t, r.CommSeconds, .. phases.Milliseconds.Select(ms => ms / 1e3), jitSeconds, .. groups.Select(g => byGroup.GetValueOrDefault(g))];
         }
         foreach (var s in steps) { Run(s.Step); Run(s.Step); }   // warm-up: first-touch allocations, optimizer state
         var times = steps.Select(_ => new List<double[]>()).ToArray();
@@ -155,7 +158,7 @@ public static class CpuCalibration
         }
         return new CpuMeasurements(comm.WorldSize, torch.get_num_threads(), tp, pp, zero, microBatches, depths[0], depths[^1],
             Med(0, 0), Med(d, 0), Med(0, 1), Med(d, 1), ByGroup(0), ByGroup(d), link, latency, p2p,
-            Enum.GetNames<StepPhase>().Select((name, k) => (name.ToLowerInvariant(), Med(d, 2 + k))).ToDictionary());
+            Enum.GetNames<StepPhase>().Select(n => n.ToLowerInvariant()).Append("jit").Select((name, k) => (name, Med(d, 2 + k))).ToDictionary());
     }
 
     /// <summary>Predicted step of <c>train</c> for the measured layout with the whole model (<paramref name="c"/>'s layers).</summary>

@@ -186,18 +186,20 @@ public sealed class Trainer
         for (long step = startStep; step < _o.Steps; step++)
         {
             double between = clock.Elapsed.TotalMilliseconds - previousEnd;
+            var jitBefore = System.Runtime.JitInfo.GetCompilationTime();   // all threads: the runtime's background re-JIT included
             var stepClock = Stopwatch.StartNew();
             phases.Start();
             double lr = schedule.At((int)step);
             var stepResult = train.HasLossMask ? trainStep.RunMasked(train.NextBatch, accum, lr, documentEnd: meta.EotToken, phases) : trainStep.Run(train.NextBatch, accum, lr, phases);
             previousEnd = clock.Elapsed.TotalMilliseconds;
+            double jitMs = (System.Runtime.JitInfo.GetCompilationTime() - jitBefore).TotalMilliseconds;
             var (loss, norm, commSeconds) = stepResult;
             if (stepResult.Skipped) { progress.Done(); log.WriteLine($"step {step + 1}: every target of the global batch is loss-masked (no assistant token); step skipped, no update"); }
             long done = step + 1;
             tokensSeen += total;
             tokensThisRun += total;
             double dt = stepClock.Elapsed.TotalSeconds;
-            var (rankStepMs, rankCommMs, rankPhaseMs) = PerRankTimes(comm, dt, commSeconds, phases.Milliseconds, between);
+            var (rankStepMs, rankCommMs, rankPhaseMs) = PerRankTimes(comm, dt, commSeconds, [.. phases.Milliseconds, between, jitMs]);
             heartbeat?.Beat(done);
             tokPerSec = tokensThisRun / clock.Elapsed.TotalSeconds;
             double? mfu = peak is { } p ? flopsPerToken * total / comm.WorldSize / dt / p : null;
@@ -301,13 +303,14 @@ public sealed class Trainer
     /// metrics. Collective time is the communicator's own measure (CUDA events on NCCL, not the host's enqueue time),
     /// taken by <see cref="TrainStep.Run"/>; the gather runs on the communicator's device. The phases are the step's
     /// (<see cref="PhaseClock"/>: data, forward, backward, optimizer — the last holds the gradient sync, clipping, the
-    /// update and the loss read) and "between", the time from the previous step's end to this one's start (the previous
-    /// step's metrics, stop-flag all-reduce and this gather; NaN before the first): what <c>plan --device cpu --calibrate</c>'s
-    /// phases are compared with (bench/plan-vs-train.sh).
+    /// update and the loss read), "between", the time from the previous step's end to this one's start (the previous
+    /// step's metrics, stop-flag all-reduce and this gather; NaN before the first), and "jit", the .NET runtime's
+    /// compilation time during the step on all its threads (its background re-JIT of hot methods shares the cores with
+    /// the step): what <c>plan --device cpu --calibrate</c>'s phases are compared with (bench/plan-vs-train.sh).
     /// </summary>
-    static (JsonArray? Step, JsonArray? Comm, JsonObject Phases) PerRankTimes(ICommunicator comm, double stepSeconds, double commSeconds, double[] phaseMs, double betweenMs)
+    static (JsonArray? Step, JsonArray? Comm, JsonObject Phases) PerRankTimes(ICommunicator comm, double stepSeconds, double commSeconds, double[] phaseMs)
     {
-        double[] mine = [stepSeconds * 1000, commSeconds * 1000, .. phaseMs, betweenMs];
+        double[] mine = [stepSeconds * 1000, commSeconds * 1000, .. phaseMs];
         double[] v = mine;
         if (comm.WorldSize > 1)
         {
@@ -325,8 +328,8 @@ public sealed class Trainer
         return comm.WorldSize == 1 ? (null, null, phases) : (Column(0), Column(1), phases);
     }
 
-    /// <summary>rank_phase_ms's keys: <see cref="StepPhase"/> in order, then the between-step time.</summary>
-    public static readonly string[] PhaseNames = [.. Enum.GetNames<StepPhase>().Select(n => n.ToLowerInvariant()), "between"];
+    /// <summary>rank_phase_ms's keys: <see cref="StepPhase"/> in order, the between-step time, the runtime's JIT time.</summary>
+    public static readonly string[] PhaseNames = [.. Enum.GetNames<StepPhase>().Select(n => n.ToLowerInvariant()), "between", "jit"];
 
     ModelConfig BuildConfig(DatasetMeta meta)
     {

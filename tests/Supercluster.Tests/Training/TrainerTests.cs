@@ -92,12 +92,13 @@ public class TrainerTests : IClassFixture<TrainingFixture>
         foreach (var s in steps)
         {
             var phases = s["rank_phase_ms"]!.AsObject();
-            Assert.Equal(["data", "forward", "backward", "optimizer", "between"], phases.Select(kv => kv.Key));
+            Assert.Equal(["data", "forward", "backward", "optimizer", "between", "jit"], phases.Select(kv => kv.Key));
             double sum = new[] { "data", "forward", "backward", "optimizer" }.Sum(k => (double)phases[k]![0]!), step = (double)s["step_ms"]!;
             Assert.True(sum <= step + 0.05 && sum >= 0.8 * step, $"phases {sum} ms vs step {step} ms");
             Assert.True((double)phases["forward"]![0]! > 0 && (double)phases["backward"]![0]! > 0);
         }
         Assert.Null(steps[0]["rank_phase_ms"]!["between"]![0]);
+        Assert.True((double)steps[0]["rank_phase_ms"]!["jit"]![0]! > 0);   // the first step runs code never run before
         Assert.True((double)steps[4]["rank_phase_ms"]!["between"]![0]! > (double)steps[2]["rank_phase_ms"]!["between"]![0]!);
         var config = JsonNode.Parse(File.ReadAllText(Path.Combine(r.RunDir, "config.json")))!;
         Assert.Equal("tiny", (string?)config["options"]!["model"]);

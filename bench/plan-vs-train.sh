@@ -9,7 +9,9 @@
 #                        its repetitions as train's steps are summarised here, so median-of-N on both sides;
 #   min pred / min train the minimum over the rounds (what a quieter machine approaches), and the error of the minima;
 #   pred comm / train comm median predicted and measured seconds inside collectives (rank_comm_ms, slowest rank), ms;
-#   load                 the load average before each round's pair, min–max.
+#   load                 the load average before each round's pair, min–max;
+#   then per layout the step by phase (data, forward, backward, optimizer with the gradient sync), the calibration's deep
+#   cut (the whole model when a stage holds ≤ 4 layers) vs train's rank_phase_ms, and train's time between steps.
 #   bench/plan-vs-train.sh [model] [batch-size] [steps] [seq-len] [layers]   (defaults: small 8 12 128, the preset's layers;
 #   ~4-6 min per round on 2 idle cores). plan times train's step cut to D = min(4, layers per stage) and D/2 layers per stage and
 #   extends it to the model's depth: small's 4 layers need no extension; a 5th argument (e.g. 8) deepens model and plan alike.
@@ -21,12 +23,13 @@ repeats="${REPEATS:-3}"
 [[ "$repeats" =~ ^[1-9][0-9]*$ ]] || { echo "REPEATS=$repeats: expected a positive integer (rounds per layout)" >&2; exit 2; }
 [[ "$steps" =~ ^[0-9]+$ ]] && [ "$steps" -ge 5 ] || { echo "steps=$steps: expected an integer ≥ 5 (3 warm-up steps are skipped)" >&2; exit 2; }
 depth=(); depth_train=(); [ -n "${5:-}" ] && { depth=(--layers "$5"); depth_train=(--n-layer "$5"); }
-out=$(mktemp -d); trap 'rm -rf "$out"' EXIT
+out=$(mktemp -d); trap '[ -n "${ROUNDS:-}" ] && cp "$out/rounds.jsonl" "$ROUNDS"; rm -rf "$out"' EXIT   # ROUNDS=FILE keeps every round's record
 ./supercluster prepare --sample sotu --tokenizer byte --out "$out/data" > /dev/null
 vocab=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['vocab_size'])" "$out/data/meta.json")
 cli=(dotnet .build/cli/Supercluster.Cli.dll)
 root=(); [ "$(id -u)" -eq 0 ] && root=(--allow-run-as-root)
-run() { local n=$1; shift; if [ "$n" -eq 1 ]; then "${cli[@]}" "$@"; else mpirun -np "$n" "${root[@]}" --oversubscribe --bind-to none "${cli[@]}" "$@"; fi; }
+env=(); [ -n "${DOTNET_TieredCompilation:-}" ] && env=(-x DOTNET_TieredCompilation)   # A/B of the runtime's tiered JIT (docs/planning.md)
+run() { local n=$1; shift; if [ "$n" -eq 1 ]; then "${cli[@]}" "$@"; else mpirun -np "$n" "${root[@]}" "${env[@]}" --oversubscribe --bind-to none "${cli[@]}" "$@"; fi; }
 IFS=, read -r -a layouts <<< "${LAYOUTS:-1 0 1 1 1,2 0 1 1 1,2 1 1 1 1,2 2 1 1 1,2 3 1 1 1,2 0 2 1 1,2 0 1 2 4,4 0 2 2 4}"
 for round in $(seq 1 "$repeats"); do
   for spec in "${layouts[@]}"; do
@@ -45,12 +48,18 @@ for round in $(seq 1 "$repeats"); do
     python3 - "$out/plan.json" "$out/run/metrics.jsonl" "$name" "$load" "$round" >> "$out/rounds.jsonl" <<'PY'
 import json, statistics, sys
 text = open(sys.argv[1]).read()
-p = json.loads(text[text.index("{"):])["predicted"]   # mpirun may prefix terminal escape codes
+doc = json.loads(text[text.index("{"):])   # mpirun may prefix terminal escape codes
+p = doc["predicted"]
 rows = [json.loads(l) for l in open(sys.argv[2])]
 rows = [r for r in rows if r.get("type", "train") == "train" and "step_ms" in r][3:]   # skip warm-up steps
 comm = statistics.median(max(r["rank_comm_ms"]) for r in rows) if rows[0].get("rank_comm_ms") else 0.0
+# phases: the calibration's deep cut (the whole model when a stage has ≤ 4 layers) vs train's, each the slowest rank's, median
+phases = {k: v * 1e3 for k, v in (doc["measured"].get("deepPhaseSeconds") or {}).items()}
+train_phases = {k: statistics.median(max(x for x in r["rank_phase_ms"][k] if x is not None) for r in rows)
+                for k in rows[0].get("rank_phase_ms", {})}
 print(json.dumps({"layout": sys.argv[3], "round": int(sys.argv[5]), "load": float(sys.argv[4]), "pred": p["step"] * 1e3,
-                  "train": statistics.median(max(r.get("rank_step_ms") or [r["step_ms"]]) for r in rows), "pred_comm": p["communication"] * 1e3, "train_comm": comm}))
+                  "train": statistics.median(max(r.get("rank_step_ms") or [r["step_ms"]]) for r in rows), "pred_comm": p["communication"] * 1e3, "train_comm": comm,
+                  "pred_phases": phases, "train_phases": train_phases}))
 PY
     tail -n 1 "$out/rounds.jsonl" | python3 -c "import json,sys; r=json.load(sys.stdin); print(f\"round {r['round']}: {r['layout']:<22} pred {r['pred']:7.1f} train {r['train']:7.1f} ms ({r['pred']/r['train']-1:+.1%}), load {r['load']}\")" >&2
   done
@@ -67,4 +76,12 @@ for name in dict.fromkeys(r["layout"] for r in rows):
     print(f"{name:<22} {med['pred']:8.1f} {med['train']:8.1f} {med['pred'] / med['train'] - 1:+7.1%} {lo['pred']:8.1f} {lo['train']:9.1f} "
           f"{lo['pred'] / lo['train'] - 1:+7.1%} {med['pred_comm']:9.1f} {med['train_comm']:10.1f} {min(loads):4.1f}–{max(loads):<4.1f}")
 print(f"{len(rows) // max(1, len(set(r['layout'] for r in rows)))} rounds; error = median pred / median train − 1 (median-of-N on both sides)")
+names = ["data", "forward", "backward", "optimizer", "jit"]
+if all(r.get("pred_phases") and r.get("train_phases") for r in rows):
+    print(f"\nphases, ms, calibration's deep cut / train (medians over the rounds; optimizer holds the gradient sync; jit: the runtime compiling during the step; between: train's work between steps)")
+    print(f"{'layout':<22} " + " ".join(f"{n:>15}" for n in names) + f" {'between':>8}")
+    for name in dict.fromkeys(r["layout"] for r in rows):
+        rs = [r for r in rows if r["layout"] == name]
+        cells = [f"{st.median(r['pred_phases'][n] for r in rs):6.1f} / {st.median(r['train_phases'][n] for r in rs):6.1f}" for n in names]
+        print(f"{name:<22} " + " ".join(f"{c:>15}" for c in cells) + f" {st.median(r['train_phases']['between'] for r in rs):8.1f}")
 PY

@@ -22,10 +22,14 @@ namespace Supercluster.Planning;
 /// <param name="LinkBytesPerSecond">Bytes a rank sends per second in an MPI all-reduce of train's gradient bucket (min of N).</param>
 /// <param name="LatencySeconds">Per-collective latency: a 4 KB all-reduce (min of N).</param>
 /// <param name="PointToPointBytesPerSecond">A send of one micro-batch's activation to the neighbour rank (min of N).</param>
+/// <param name="DeepPhaseSeconds">The deep cut's step by phase (<see cref="PhaseClock"/>: data, forward, backward, optimizer),
+/// each the slowest rank's, median, and "jit": the .NET runtime's compilation time during the step on all its threads
+/// (tiered re-JIT in the background): what <c>train</c> logs as rank_phase_ms, so the two can be compared phase by phase.</param>
 public sealed record CpuMeasurements(int Ranks, int Threads, int Tp, int Pp, int Zero, int MicroBatches, int ShallowLayers, int DeepLayers,
     double ShallowStepSeconds, double DeepStepSeconds, double ShallowCommunicationSeconds, double DeepCommunicationSeconds,
     IReadOnlyDictionary<string, double> ShallowCommunication, IReadOnlyDictionary<string, double> DeepCommunication,
-    double LinkBytesPerSecond, double LatencySeconds, double PointToPointBytesPerSecond)
+    double LinkBytesPerSecond, double LatencySeconds, double PointToPointBytesPerSecond,
+    IReadOnlyDictionary<string, double>? DeepPhaseSeconds = null)
 {
     /// <summary>What one more layer per stage adds to the step (its forwards, backwards, collectives and optimizer share).</summary>
     public double LayerSeconds => DeepLayers > ShallowLayers ? Math.Max(0, (DeepStepSeconds - ShallowStepSeconds) / (DeepLayers - ShallowLayers)) : 0;
@@ -106,14 +110,19 @@ public static class CpuCalibration
         var depths = deep > shallow ? new[] { shallow, deep } : new[] { deep };
         var steps = depths.Select(Build).ToArray();
         var groups = new List<string>();
+        var phases = new PhaseClock();
+        int nPhases = phases.Milliseconds.Length + 1;   // and the JIT time
         double[] Run(TrainStep step)
         {
+            var jit = System.Runtime.JitInfo.GetCompilationTime();
             var sw = Stopwatch.StartNew();
-            var r = step.Run(Next, microBatches, 1e-4);
+            phases.Start();
+            var r = step.Run(Next, microBatches, 1e-4, phases);
             double t = sw.Elapsed.TotalSeconds;
+            double jitSeconds = (System.Runtime.JitInfo.GetCompilationTime() - jit).TotalSeconds;
             var byGroup = r.CommSecondsByGroup ?? new Dictionary<string, double>();
             if (groups.Count == 0) groups.AddRange(byGroup.Keys.OrderBy(k => k, StringComparer.Ordinal));   // the same groups on every rank
-            return [t, r.CommSeconds, .. groups.Select(g => byGroup.GetValueOrDefault(g))];
+            return [t, r.CommSeconds, .. phases.Milliseconds.Select(ms => ms / 1e3), jitSeconds, .. groups.Select(g => byGroup.GetValueOrDefault(g))];
         }
         foreach (var s in steps) { Run(s.Step); Run(s.Step); }   // warm-up: first-touch allocations, optimizer state
         var times = steps.Select(_ => new List<double[]>()).ToArray();
@@ -122,7 +131,7 @@ public static class CpuCalibration
                 times[i].Add(TimeRanks(comm, () => Run(steps[i].Step), barrier: false));   // as train: steps back to back, no barrier between
         foreach (var s in steps) { s.Step.Dispose(); s.Model.Dispose(); }
         double Med(int depth, int column) => Median(times[depth].Select(t => t[column]));
-        Dictionary<string, double> ByGroup(int depth) => groups.Select((g, j) => (g, Med(depth, 2 + j))).Where(x => x.Item2 > 0).ToDictionary(x => x.g, x => x.Item2);
+        Dictionary<string, double> ByGroup(int depth) => groups.Select((g, j) => (g, Med(depth, 2 + nPhases + j))).Where(x => x.Item2 > 0).ToDictionary(x => x.g, x => x.Item2);
         int d = steps.Length - 1;
 
         double link = 0, latency = 0, p2p = 0;
@@ -148,7 +157,8 @@ public static class CpuCalibration
             comm.TakeCommunicationSeconds(); comm.TakeSentBytes();
         }
         return new CpuMeasurements(comm.WorldSize, torch.get_num_threads(), tp, pp, zero, microBatches, depths[0], depths[^1],
-            Med(0, 0), Med(d, 0), Med(0, 1), Med(d, 1), ByGroup(0), ByGroup(d), link, latency, p2p);
+            Med(0, 0), Med(d, 0), Med(0, 1), Med(d, 1), ByGroup(0), ByGroup(d), link, latency, p2p,
+            Enum.GetNames<StepPhase>().Select(n => n.ToLowerInvariant()).Append("jit").Select((name, k) => (name, Med(d, 2 + k))).ToDictionary());
     }
 
     /// <summary>Predicted step of <c>train</c> for the measured layout with the whole model (<paramref name="c"/>'s layers).</summary>

@@ -181,18 +181,25 @@ public sealed class Trainer
         double? lastVal = null;
         string? lastCheckpoint = null;
 
+        var phases = new PhaseClock();
+        double previousEnd = double.NaN;   // ms on `clock` when the previous step's Run returned: the gap is train's between-step work
         for (long step = startStep; step < _o.Steps; step++)
         {
+            double between = clock.Elapsed.TotalMilliseconds - previousEnd;
+            var jitBefore = System.Runtime.JitInfo.GetCompilationTime();   // all threads: the runtime's background re-JIT included
             var stepClock = Stopwatch.StartNew();
+            phases.Start();
             double lr = schedule.At((int)step);
-            var stepResult = train.HasLossMask ? trainStep.RunMasked(train.NextBatch, accum, lr, documentEnd: meta.EotToken) : trainStep.Run(train.NextBatch, accum, lr);
+            var stepResult = train.HasLossMask ? trainStep.RunMasked(train.NextBatch, accum, lr, documentEnd: meta.EotToken, phases) : trainStep.Run(train.NextBatch, accum, lr, phases);
+            previousEnd = clock.Elapsed.TotalMilliseconds;
+            double jitMs = (System.Runtime.JitInfo.GetCompilationTime() - jitBefore).TotalMilliseconds;
             var (loss, norm, commSeconds) = stepResult;
             if (stepResult.Skipped) { progress.Done(); log.WriteLine($"step {step + 1}: every target of the global batch is loss-masked (no assistant token); step skipped, no update"); }
             long done = step + 1;
             tokensSeen += total;
             tokensThisRun += total;
             double dt = stepClock.Elapsed.TotalSeconds;
-            var (rankStepMs, rankCommMs) = PerRankTimes(comm, dt, commSeconds);
+            var (rankStepMs, rankCommMs, rankPhaseMs) = PerRankTimes(comm, dt, commSeconds, [.. phases.Milliseconds, between, jitMs]);
             heartbeat?.Beat(done);
             tokPerSec = tokensThisRun / clock.Elapsed.TotalSeconds;
             double? mfu = peak is { } p ? flopsPerToken * total / comm.WorldSize / dt / p : null;
@@ -201,7 +208,7 @@ public sealed class Trainer
             {
                 ["type"] = "train", ["step"] = done, ["loss"] = loss, ["lr"] = lr, ["grad_norm"] = norm, ["tokens"] = tokensSeen,
                 ["tokens_per_s"] = Math.Round(total / dt, 1), ["step_ms"] = Math.Round(dt * 1000, 2), ["mfu"] = mfu, ["time_s"] = Math.Round(clock.Elapsed.TotalSeconds, 3),
-                ["rank_step_ms"] = rankStepMs, ["rank_comm_ms"] = rankCommMs,
+                ["rank_step_ms"] = rankStepMs, ["rank_comm_ms"] = rankCommMs, ["rank_phase_ms"] = rankPhaseMs,
                 ["comm_ms_by_group"] = dims.World > 1 ? CommByGroup(stepResult.CommSecondsByGroup) : null,
                 ["comm_bytes_by_group"] = dims.World > 1 ? BytesByGroup(stepResult.CommBytesByGroup) : null,
                 ["forward_resident_bytes"] = stepResult.ForwardResidentBytes > 0 ? stepResult.ForwardResidentBytes : null,
@@ -292,23 +299,37 @@ public sealed class Trainer
     }
 
     /// <summary>
-    /// Every rank's step time and time in the step's collectives (ms), gathered so a straggler shows up in rank 0's
+    /// Every rank's step time, time in the step's collectives and phases (ms), gathered so a straggler shows up in rank 0's
     /// metrics. Collective time is the communicator's own measure (CUDA events on NCCL, not the host's enqueue time),
-    /// taken by <see cref="TrainStep.Run"/>; the gather runs on the communicator's device.
+    /// taken by <see cref="TrainStep.Run"/>; the gather runs on the communicator's device. The phases are the step's
+    /// (<see cref="PhaseClock"/>: data, forward, backward, optimizer — the last holds the gradient sync, clipping, the
+    /// update and the loss read), "between", the time from the previous step's end to this one's start (the previous
+    /// step's metrics, stop-flag all-reduce and this gather; NaN before the first), and "jit", the .NET runtime's
+    /// compilation time during the step on all its threads (its background re-JIT of hot methods shares the cores with
+    /// the step): what <c>plan --device cpu --calibrate</c>'s phases are compared with (bench/plan-vs-train.sh).
     /// </summary>
-    static (JsonArray? Step, JsonArray? Comm) PerRankTimes(ICommunicator comm, double stepSeconds, double commSeconds)
+    static (JsonArray? Step, JsonArray? Comm, JsonObject Phases) PerRankTimes(ICommunicator comm, double stepSeconds, double commSeconds, double[] phaseMs)
     {
-        if (comm.WorldSize == 1) return (null, null);
-        using var mine = tensor(new[] { stepSeconds * 1000, commSeconds * 1000 }, device: comm.Device);
-        using var all = zeros(2 * comm.WorldSize, dtype: ScalarType.Float64, device: comm.Device);
-        comm.AllGather(mine, all);
-        comm.TakeCommunicationSeconds();                     // this gather is bookkeeping, not the next step's communication
-        comm.TakeSentBytes();
-        using var host = all.cpu();
-        var v = host.data<double>().ToArray();
-        return (new JsonArray(Enumerable.Range(0, comm.WorldSize).Select(r => (JsonNode?)Math.Round(v[2 * r], 2)).ToArray()),
-                new JsonArray(Enumerable.Range(0, comm.WorldSize).Select(r => (JsonNode?)Math.Round(v[2 * r + 1], 2)).ToArray()));
+        double[] mine = [stepSeconds * 1000, commSeconds * 1000, .. phaseMs];
+        double[] v = mine;
+        if (comm.WorldSize > 1)
+        {
+            using var own = tensor(mine, device: comm.Device);
+            using var all = zeros(mine.Length * comm.WorldSize, dtype: ScalarType.Float64, device: comm.Device);
+            comm.AllGather(own, all);
+            comm.TakeCommunicationSeconds();                 // this gather is bookkeeping, not the next step's communication
+            comm.TakeSentBytes();
+            using var host = all.cpu();
+            v = host.data<double>().ToArray();
+        }
+        JsonArray Column(int k) => new(Enumerable.Range(0, comm.WorldSize).Select(r => v[r * mine.Length + k])
+            .Select(x => (JsonNode?)(double.IsFinite(x) ? Math.Round(x, 2) : null)).ToArray());
+        var phases = new JsonObject(PhaseNames.Select((name, k) => KeyValuePair.Create(name, (JsonNode?)Column(2 + k))));
+        return comm.WorldSize == 1 ? (null, null, phases) : (Column(0), Column(1), phases);
     }
+
+    /// <summary>rank_phase_ms's keys: <see cref="StepPhase"/> in order, the between-step time, the runtime's JIT time.</summary>
+    public static readonly string[] PhaseNames = [.. Enum.GetNames<StepPhase>().Select(n => n.ToLowerInvariant()), "between", "jit"];
 
     ModelConfig BuildConfig(DatasetMeta meta)
     {

@@ -28,6 +28,13 @@ public class CpuCalibrationTests
         foreach (var v in new[] { me.ShallowStepSeconds, me.DeepStepSeconds })
             Assert.True(v > 0 && double.IsFinite(v));
         Assert.Equal(0, me.LinkBytesPerSecond); // one process: nothing to measure
+        // the deep cut by phase, as train logs rank_phase_ms: every phase timed, together about the step (each a median
+        // over the repetitions, so their sum is not exactly the step's median)
+        Assert.Equal(["data", "forward", "backward", "optimizer", "jit"], me.DeepPhaseSeconds!.Keys);
+        var phases = me.DeepPhaseSeconds.Where(kv => kv.Key != "jit").Select(kv => kv.Value).ToList();
+        Assert.All(phases, v => Assert.True(v > 0 && double.IsFinite(v)));
+        Assert.InRange(phases.Sum(), 0.5 * me.DeepStepSeconds, 1.5 * me.DeepStepSeconds);
+        Assert.True(me.DeepPhaseSeconds["jit"] >= 0);
         var p = CpuCalibration.Predict(Tiny, Batch, Seq, me);
         Assert.Equal((2, 2), (p.MicroBatches, p.StageLayers));
         Assert.Equal(0, p.Bubble);

@@ -85,6 +85,21 @@ public class TrainerTests : IClassFixture<TrainingFixture>
         Assert.Single(records, x => (string?)x["type"] == "sample");
         var train = records.First(x => (string?)x["type"] == "train");
         foreach (var key in new[] { "loss", "lr", "grad_norm", "tokens", "tokens_per_s", "time_s" }) Assert.NotNull(train[key]);
+        // The step by phase (what plan --device cpu --calibrate's phases are compared with): the phases add up to the step
+        // (the clock starts with it; step_ms also holds the step's last bookkeeping), and "between" holds the eval and
+        // checkpoint after step 4, so it is longer before step 5 than before step 3; none before the first step.
+        var steps = records.Where(x => (string?)x["type"] == "train").ToList();
+        foreach (var s in steps)
+        {
+            var phases = s["rank_phase_ms"]!.AsObject();
+            Assert.Equal(["data", "forward", "backward", "optimizer", "between", "jit"], phases.Select(kv => kv.Key));
+            double sum = new[] { "data", "forward", "backward", "optimizer" }.Sum(k => (double)phases[k]![0]!), step = (double)s["step_ms"]!;
+            Assert.True(sum <= step + 0.05 && sum >= 0.8 * step, $"phases {sum} ms vs step {step} ms");
+            Assert.True((double)phases["forward"]![0]! > 0 && (double)phases["backward"]![0]! > 0);
+        }
+        Assert.Null(steps[0]["rank_phase_ms"]!["between"]![0]);
+        Assert.True((double)steps[0]["rank_phase_ms"]!["jit"]![0]! > 0);   // the first step runs code never run before
+        Assert.True((double)steps[4]["rank_phase_ms"]!["between"]![0]! > (double)steps[2]["rank_phase_ms"]!["between"]![0]!);
         var config = JsonNode.Parse(File.ReadAllText(Path.Combine(r.RunDir, "config.json")))!;
         Assert.Equal("tiny", (string?)config["options"]!["model"]);
         Assert.Equal(257, (int)config["model"]!["vocab_size"]!);

@@ -2,8 +2,8 @@
 "Megatron-LM on A100").
 
 `plan` runs every GEMM at the GPU's best-shape rate (MAMF, Bekman's mamf-finder: best shape over a sweep) x the share of
-MAMF published benchmarks measure at layer shapes (GpuSpec.LayerShapeGemmShare: A100 0.887 from two published PyTorch
-benchmarks, none at the published rows' own shapes; 1 for H100) x tile/wave quantisation x a K ramp. This script times
+MAMF published benchmarks measure at layer shapes (GpuSpec.LayerShapeGemmShare: A100 0.887, H100 0.968, each from two
+published PyTorch/cuBLAS benchmarks, none at the published rows' own shapes) x tile/wave quantisation x a K ramp. This script times
 the rows' own shapes: for every published row in src/Supercluster/Planning/PublishedRuns.cs (ROWS below mirrors it; a
 test checks that), it times each linear layer's three GEMMs as autograd runs them (forward x@W^T, dgrad dY@W, wgrad
 dY^T@x) with torch.matmul at the row's precision and per-GPU shape (tokens = micro-batch x seq / CP, widths / TP), after
@@ -172,7 +172,7 @@ def main():
     dtypes = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
     sms = args.sms or {"A100": 108, "H100": 132}[args.gpu]
-    share = args.layer_share or {"A100": 0.887, "H100": 1.0}[args.gpu]
+    share = args.layer_share or {"A100": 0.887, "H100": 0.968}[args.gpu]
     if device == "cuda":
         p = torch.cuda.get_device_properties(0)
         sms = args.sms or p.multi_processor_count

@@ -20,7 +20,7 @@ public static class Assumptions
             c.ComputeEfficiency > 0
                 ? new("compute efficiency", F(c.ComputeEfficiency), "--compute-efficiency: one share of peak for every FLOP (replaces the per-operation model)")
                 : new("compute model", $"per GEMM: {F(c.Gpu.GemmEfficiency * c.Gpu.LayerShapeGemmShare * 100)}% of peak × tile/wave quantisation on {c.Gpu.SmCount} SMs, roofline at {F(c.Gpu.MemoryBandwidthGBs * c.Gpu.MemoryEfficiency)} GB/s",
-                    $"maximum achievable matmul FLOPS ({c.Gpu.KernelSource}){(c.Gpu.LayerShapeGemmShare < 1 ? $" × {F(c.Gpu.LayerShapeGemmShare)} measured at layer shapes" : "")}; NVIDIA wave quantisation; docs/planning.md"),
+                    $"maximum achievable matmul FLOPS ({c.Gpu.KernelSource}){(c.Gpu.LayerShapeGemmShare < 1 ? $" × {F(c.Gpu.LayerShapeGemmShare)} that published cuBLAS benchmarks reach of it" : "")}; NVIDIA wave quantisation; docs/planning.md"),
             new("attention", p.Run.Attention == AttentionKernel.Flash && c.Gpu.FlashAttentionTflops > 0
                     ? $"FlashAttention at {F(c.Gpu.FlashAttentionTflops)} TFLOP/s fwd+bwd (causal work)"
                     : "batched GEMMs + fused softmax and dropout (memory-bound)", "Dao 2023 (FlashAttention-2) §4.1; Megatron-LM 2021 kernels"),

@@ -49,10 +49,12 @@ public static class GpuCatalog
         // A100 SXM 267.9/312 = 85.9%, H100 SXM 792.1/989 = 80.1%, H200 794.5/989 = 80.3%, B200 1745/2250 = 77.6%.
         // FlashAttention fwd+bwd (head dim 128, causal, seq 2k–8k): FA2 paper (Dao 2023) Fig. 4/6: ≈ 190 TFLOP/s on A100;
         // "up to 335 TFLOP/s" on H100 (FA2 §4.1). Streaming bandwidth: ≈ 90% of HBM (copy/STREAM-style kernels).
-        // Layer-shape share (A100 only; no H100/B200 figure at layer shapes found): the mean of two published PyTorch/cuBLAS
-        // fp16 benchmarks against the planner's own rate for their shapes (267.4 TFLOP/s, wave 0.998): 8192³ at 230 TFLOP/s
-        // (mli/transformers-benchmarks, A100 80GB) = 0.860 and a GPT layer's four GEMMs, h 4096, 8192 tokens, at 244.5
-        // (EleutherAI cookbook, Anthony et al. 2024's scripts) = 0.914: 0.887.
+        // Layer-shape share: the mean of two published PyTorch/cuBLAS benchmarks, each against the planner's own rate for its
+        // shapes (MAMF × wave × ramp). A100, fp16: 8192³ at 230 TFLOP/s (mli/transformers-benchmarks, A100 80GB) = 0.860 and a
+        // GPT layer's four GEMMs, h 4096, 8192 tokens, at 244.5 (EleutherAI cookbook, Anthony et al. 2024's scripts) = 0.914:
+        // 0.887. H100 SXM, bf16, square: cuBLAS 6144³/8192³ at 741.1/797.8 (pranjalssh/fast.cu README) = 0.990 and
+        // torch.matmul 4096³/8192³/10240³ at 788.7/797.5/719.7 (zzc0721/torch-performance-test-data issue 79) = 0.945: 0.968.
+        // B200/H200: none found (1, MAMF as published).
         new("V100", 0, 125, 0, 32, 900, 150, 300, "NVIDIA V100 SXM2 data sheet (NVLink 2: 300 GB/s bidirectional)",
             80, 1530, 6, 0.80, 0, 0.85, "no MAMF row published: 0.80 assumed; no FlashAttention for Volta"),
         new("A100-40GB", 312, 312, 0, 40, 1555, 300, 400, "NVIDIA A100 SXM data sheet (NVLink 3: 600 GB/s)",
@@ -60,10 +62,10 @@ public static class GpuCatalog
         new("A100-80GB", 312, 312, 0, 80, 2039, 300, 400, "NVIDIA A100 SXM data sheet (NVLink 3: 600 GB/s)",
             108, 1410, 40, 0.859, 190, 0.88, "MAMF A100 SXM 267.9/312; FA2 paper A100 fwd+bwd", 0.887),
         new("H100-SXM", 989, 989, 1979, 80, 3350, 450, 700, "NVIDIA H100 SXM data sheet (NVLink 4: 900 GB/s)",
-            132, 1830, 50, 0.801, 335, 0.90, "MAMF H100 SXM 792.1/989; FA2 paper H100 fwd+bwd"),
+            132, 1830, 50, 0.801, 335, 0.90, "MAMF H100 SXM 792.1/989; FA2 paper H100 fwd+bwd", 0.968),
         // PCIe card: GPUs in a node talk over PCIe Gen5 x16 (64 GB/s per direction) unless bridged in pairs.
         new("H100-PCIe", 756, 756, 1513, 80, 2000, 64, 350, "NVIDIA H100 PCIe data sheet (PCIe Gen5 x16)",
-            114, 1755, 50, 0.801, 256, 0.90, "H100 SXM's MAMF share and FA2 share of peak (no PCIe row published)"),
+            114, 1755, 50, 0.801, 256, 0.90, "H100 SXM's MAMF and layer-shape shares and FA2 share of peak (no PCIe row published)", 0.968),
         new("H200", 989, 989, 1979, 141, 4800, 450, 700, "NVIDIA H200 SXM data sheet (NVLink 4: 900 GB/s)",
             132, 1830, 50, 0.803, 335, 0.90, "MAMF H100/H200 SXM 794.5/989; FA2 on Hopper"),
         new("B200", 2250, 2250, 4500, 180, 8000, 900, 1000, "NVIDIA HGX B200 data sheet (NVLink 5: 1.8 TB/s)",

@@ -45,8 +45,28 @@ public class ComputeModelTests
         double cookbook = planned / measured;
         Assert.Equal(0.914, cookbook, 3);
         Assert.Equal((square + cookbook) / 2, A100.LayerShapeGemmShare, 3);
-        // No layer-shape figure for Hopper/Blackwell was found: their share stays 1 (MAMF as published).
-        Assert.Equal(1, H100.LayerShapeGemmShare);
+    }
+
+    [Fact]
+    public void H100LayerShapeShareIsTheMeanOfTwoPublishedBenchmarks()
+    {
+        // bf16 square GEMMs on an H100 SXM, each source's planned seconds (MAMF 792.1 × wave × ramp, no share) ÷ its measured
+        // seconds over all its sizes. pranjalssh/fast.cu README, cuBLAS ("kernel 0"): 8192³ at 797.8 TFLOP/s (planner 786.6:
+        // 256×128 tiles, 2048 in 16 waves of 132 = 0.970, ramp 1.023), 6144³ at 741.1 (planner 790.1) → 1.9848 ms planned ÷
+        // 2.0041 ms measured = 0.990. zzc0721/torch-performance-test-data issue 79, torch.matmul on "NVIDIA H100 80GB HBM3"
+        // (the SXM part), PyTorch 2.7 + CUDA 12.8: 4096³ at 788.72, 8192³ at 797.51, 10240³ at 719.72 → 4.2884 ÷ 4.5367 ms
+        // = 0.945. Mean 0.968.
+        var bare = H100 with { LayerShapeGemmShare = 1 };
+        double Share((double N, double Tflops)[] rows) =>
+            rows.Sum(r => ComputeModel.GemmSeconds(bare, Precision.Bf16, r.N, r.N, r.N)) / rows.Sum(r => 2 * r.N * r.N * r.N / (r.Tflops * 1e12));
+        Assert.Equal(786.6, 2 * Math.Pow(8192, 3) / ComputeModel.GemmSeconds(bare, Precision.Bf16, 8192, 8192, 8192) / 1e12, 1);
+        double fastCu = Share([(8192, 797.8), (6144, 741.1)]);
+        Assert.Equal(0.990, fastCu, 3);
+        double torchMatmul = Share([(4096, 788.72), (8192, 797.51), (10240, 719.72)]);
+        Assert.Equal(0.945, torchMatmul, 3);
+        Assert.Equal((fastCu + torchMatmul) / 2, H100.LayerShapeGemmShare, 3);
+        // The PCIe card has no published figure of its own and carries the SXM's shares.
+        Assert.Equal(H100.LayerShapeGemmShare, GpuCatalog.Get("H100-PCIe").LayerShapeGemmShare);
     }
 
     [Fact]

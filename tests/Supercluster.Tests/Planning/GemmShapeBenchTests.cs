@@ -75,7 +75,7 @@ public class GemmShapeBenchTests
         // The planner column must be ComputeModel's rate, so the script's defaults are the catalogue's constants.
         string text = File.ReadAllText(ScriptPath());
         string a100 = GpuCatalog.Get("A100-80GB").LayerShapeGemmShare.ToString(System.Globalization.CultureInfo.InvariantCulture);
-        string h100 = GpuCatalog.Get("H100-SXM").LayerShapeGemmShare.ToString("0.0", System.Globalization.CultureInfo.InvariantCulture);
+        string h100 = GpuCatalog.Get("H100-SXM").LayerShapeGemmShare.ToString(System.Globalization.CultureInfo.InvariantCulture);
         Assert.Contains($"{{\"A100\": {a100}, \"H100\": {h100}}}[args.gpu]", text);
         Assert.Contains("default=267.9", text); // A100 SXM MAMF: GemmEfficiency 0.859 × 312
         Assert.Equal(267.9 / 312, GpuCatalog.Get("A100-80GB").GemmEfficiency, 3);

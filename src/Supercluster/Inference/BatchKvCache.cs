@@ -336,6 +336,26 @@ public sealed class BatchKvCache : KvCache
         return DecodeAttention.RunPacked(qkv, _k[layer], _v[layer], hd, _decodeSlots, _decodeKeys);
     }
 
+    readonly Dictionary<TorchSharp.Modules.Linear, PackedLinear> _packed = new(ReferenceEqualityComparer.Instance);
+
+    /// <summary>
+    /// Copies these projections' weights into <see cref="PackedLinear"/>s, which then compute them for forwards of at
+    /// most <see cref="PackedLinear.MaxRows"/> tokens (decode steps, small mixed ones). Only for weights that stay as
+    /// they are while this cache serves (the scheduler's model); float32 CPU ones (others are skipped).
+    /// </summary>
+    public void Pack(IEnumerable<TorchSharp.Modules.Linear> linears)
+    {
+        foreach (var l in linears)
+            if (l.weight is { } w && w.device_type == DeviceType.CPU && w.dtype == ScalarType.Float32 && !_packed.ContainsKey(l))
+                _packed[l] = new PackedLinear(l);
+    }
+
+    /// <summary>Projections <see cref="Pack"/>ed use the C# loop (default); false: libtorch's linear (bench/serve/decode-step.cs A/B).</summary>
+    public bool PackedLinears { get; set; } = true;
+
+    public override Tensor Project(TorchSharp.Modules.Linear linear, Tensor x) =>
+        PackedLinears && _packed.TryGetValue(linear, out var p) && p.Takes(x) ? p.Forward(x) : linear.call(x);
+
     /// <summary>With <see cref="FastDecode"/>: GPT-2's decode steps read q, k, v from the fused qkv (default); false: split into heads first (bench/serve/decode-step.cs A/B).</summary>
     public bool PackedDecode { get; set; } = true;
 
@@ -385,6 +405,8 @@ public sealed class BatchKvCache : KvCache
     {
         End();
         foreach (var t in _kFlat.Concat(_vFlat)) t.Dispose();
+        foreach (var p in _packed.Values) p.Dispose();
+        _packed.Clear();
         base.Dispose();
     }
 }

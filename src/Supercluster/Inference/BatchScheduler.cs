@@ -47,10 +47,7 @@ public sealed class BatchScheduler : IDisposable
         PrefillChunk = prefillChunk;
         model.eval();
         _cache = new BatchKvCache(model.Config, maxBatch, device, model.parameters().First().dtype);
-        // The served model's weights do not change (an adapter is merged into a model of its own), so a copy laid out for
-        // few rows is safe; a model the size of gpt2 (124M) stays on libtorch's kernels, whose blocking wins at its shapes.
-        if (model is Gpt2 g && model.parameters().Sum(p => p.NumberOfElements) <= PackedLinear.MaxModelParameters)
-            _cache.Pack(g.h.SelectMany(b => b.mlp is null ? [b.attn.c_attn, b.attn.c_proj] : new[] { b.attn.c_attn, b.attn.c_proj, b.mlp.c_fc, b.mlp.c_proj }));
+        _cache.PackProjections(model);          // the served model's weights do not change (an adapter is merged into a model of its own)
         if (prefixCacheBytes > 0) _prefix = new PrefixCache(model.Config.NLayer, prefixCacheBytes, prefixBlock);
         _thread = new Thread(Loop) { IsBackground = true, Name = "supercluster-scheduler" };
         _thread.Start();

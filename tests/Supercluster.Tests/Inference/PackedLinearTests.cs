@@ -30,7 +30,7 @@ public class PackedLinearTests
         foreach (int rows in new[] { 1, 3, 4, 5, 16, 17, PackedLinear.MaxRows })
         {
             var x = randn([rows, inFeatures], generator: gen).view(1, rows, inFeatures);
-            Assert.True(packed.Takes(x));
+            Assert.Equal(rows >= PackedLinear.MinRows, packed.Takes(x));
             var want = linear.call(x);
             var got = packed.Forward(x);
             Assert.Equal(want.shape, got.shape);
@@ -46,6 +46,7 @@ public class PackedLinearTests
         using var packed = new PackedLinear(linear);
         using (no_grad())
         {
+            Assert.True(packed.Takes(zeros(PackedLinear.MinRows, 16)));
             Assert.False(packed.Takes(zeros(PackedLinear.MaxRows + 1, 16)));                  // a long prompt chunk
             Assert.False(packed.Takes(zeros(4, 16, dtype: ScalarType.Float64)));
             Assert.False(packed.Takes(zeros(16, 4).t()));                                      // not contiguous
@@ -68,8 +69,7 @@ public class PackedLinearTests
         int[] prompts = [2, 9, 5, 1, 12];                                      // 5 rows: a block of 4 and one alone
         var plain = new BatchKvCache(config, 6, CPU, ScalarType.Float32);
         var packed = new BatchKvCache(config, 6, CPU, ScalarType.Float32);
-        var g = (Gpt2)model;
-        packed.Pack(g.h.SelectMany(b => new[] { b.attn.c_attn, b.attn.c_proj, b.mlp!.c_fc, b.mlp.c_proj }));
+        Assert.True(packed.PackProjections(model));                           // as the scheduler does
         var caches = new[] { plain, packed };
         foreach (var cache in caches)
             for (int i = 0; i < prompts.Length; i++)

@@ -131,6 +131,7 @@ double wallOne = double.MaxValue, wallTwo = double.MaxValue;
 foreach (int b in new[] { 1, 16 })
 {
     using var cache = new BatchKvCache(c, 32, CPU, ScalarType.Float32);
+    cache.PackProjections(model);                                   // the scheduler's step (PackedLinear for a small GPT-2)
     var slots = Enumerable.Range(0, b).Select(_ => cache.Rent()).ToArray();
     int prompt = 16;
     cache.Begin(slots, prompt);

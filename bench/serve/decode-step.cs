@@ -42,6 +42,35 @@ double Time(Action a, int n)
     return best;
 }
 
+// The decode step with the projections in C# (PackedLinear, as the scheduler runs a small GPT-2) vs libtorch's linear,
+// batch 1 and 16, in alternating rounds (`-- CHECKPOINT STEPS linears`: only this).
+if (args.Length > 2 && args[2] == "linears")
+{
+    using var cache = new BatchKvCache(c, 32, CPU, ScalarType.Float32);
+    if (!cache.PackProjections(model)) { Console.WriteLine("not a small GPT-2: the scheduler keeps libtorch's linear"); return; }
+    var all = Enumerable.Range(0, 16).Select(_ => cache.Rent()).ToArray();
+    cache.Begin(all, 32);
+    using (NewDisposeScope()) model.Forward(randint(0, c.VocabSize, [16, 32]), cache);
+    cache.End();
+    foreach (int b in new[] { 1, 16 })
+    {
+        var rows = all[..b];
+        var ids = randint(0, c.VocabSize, [b, 1]);
+        void Step(bool packed)
+        {
+            foreach (var s in rows) cache.SetLength(s, 32);
+            cache.PackedLinears = packed;
+            using var scope = NewDisposeScope();
+            cache.Begin(rows, 1);
+            model.Forward(ids, cache).select(1, 0).argmax(1).data<long>().ToArray();
+            cache.End();
+        }
+        var r = Pair(() => Step(true), () => Step(false), steps);
+        Console.WriteLine($"batch {b,2} decode step: projections in C# {r[0]:F3} ms, libtorch linear {r[1]:F3} ms ({r[1] / r[0]:F2}x)");
+    }
+    return;
+}
+
 // GPT-2's decode step reading q, k, v from the fused qkv vs splitting them into heads first, batch 1 and 16, in
 // alternating rounds (`-- CHECKPOINT STEPS packed`: only this).
 if (args.Length > 2 && args[2] == "packed")
@@ -102,6 +131,7 @@ double wallOne = double.MaxValue, wallTwo = double.MaxValue;
 foreach (int b in new[] { 1, 16 })
 {
     using var cache = new BatchKvCache(c, 32, CPU, ScalarType.Float32);
+    cache.PackProjections(model);                                   // the scheduler's step (PackedLinear for a small GPT-2)
     var slots = Enumerable.Range(0, b).Select(_ => cache.Rent()).ToArray();
     int prompt = 16;
     cache.Begin(slots, prompt);

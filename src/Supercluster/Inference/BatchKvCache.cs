@@ -129,6 +129,7 @@ public sealed class BatchKvCache : KvCache
         _rows = slots.ToArray();
         _counts = counts.ToArray();
         int b = _rows.Length;
+        _tokens = b * _counts.Max();
         _t = _counts.Max();
         _keys = 0;
         bool consecutive = true;
@@ -213,6 +214,7 @@ public sealed class BatchKvCache : KvCache
         if (chunks.Count == 0) throw new ArgumentException("a mixed forward needs at least one prompt chunk");
         int d = decodeSlots.Count;
         _readRows = d;
+        _tokens = d + chunks.Sum(c => c.N);
         var positions = new List<long>();
         if (d > 0)
         {
@@ -259,6 +261,7 @@ public sealed class BatchKvCache : KvCache
         foreach (var t in new[] { _rowIndex, _positions, _mask, _writeRows, _writePos, _realQueries, _writeFlat }) t?.Dispose();
         _rowIndex = _positions = _mask = _writeRows = _writePos = _realQueries = _writeFlat = null;
         _decode = false;
+        _tokens = 0;
         if (_chunks is not null) foreach (var c in _chunks) c.Mask?.Dispose();
         _chunks = null;
     }
@@ -336,6 +339,42 @@ public sealed class BatchKvCache : KvCache
         return DecodeAttention.RunPacked(qkv, _k[layer], _v[layer], hd, _decodeSlots, _decodeKeys);
     }
 
+    readonly Dictionary<TorchSharp.Modules.Linear, PackedLinear> _packed = new(ReferenceEqualityComparer.Instance);
+
+    /// <summary>
+    /// Copies these projections' weights into <see cref="PackedLinear"/>s, which then compute them for forwards of at
+    /// most <see cref="PackedLinear.MaxRows"/> tokens (decode steps, small mixed ones). Only for weights that stay as
+    /// they are while this cache serves (the scheduler's model); float32 CPU ones (others are skipped).
+    /// </summary>
+    public void Pack(IEnumerable<TorchSharp.Modules.Linear> linears)
+    {
+        foreach (var l in linears)
+            if (l.weight is { } w && w.device_type == DeviceType.CPU && w.dtype == ScalarType.Float32 && !_packed.ContainsKey(l))
+                _packed[l] = new PackedLinear(l);
+    }
+
+    /// <summary>
+    /// <see cref="Pack"/>s a GPT-2 model's four projections per block when it has at most
+    /// <see cref="PackedLinear.MaxModelParameters"/> (a model the size of gpt2, 124M, stays on libtorch's kernels, whose
+    /// blocking pays at its shapes, and would double its projections' memory). True when it packed.
+    /// </summary>
+    public bool PackProjections(CausalLM model)
+    {
+        if (model is not Gpt2 g || model.parameters().Sum(p => p.NumberOfElements) > PackedLinear.MaxModelParameters) return false;
+        Pack(g.h.SelectMany(b => b.mlp is null ? [b.attn.c_attn, b.attn.c_proj] : new[] { b.attn.c_attn, b.attn.c_proj, b.mlp.c_fc, b.mlp.c_proj }));
+        return _packed.Count > 0;
+    }
+
+    /// <summary>Projections <see cref="Pack"/>ed use the C# loop (default); false: libtorch's linear (bench/serve/decode-step.cs A/B).</summary>
+    public bool PackedLinears { get; set; } = true;
+
+    // The forward's token count is known here: a lone stream's step pays no per-projection checks (native calls) at all.
+    public override Tensor Project(TorchSharp.Modules.Linear linear, Tensor x) =>
+        PackedLinears && _tokens is >= PackedLinear.MinRows and <= PackedLinear.MaxRows && _packed.TryGetValue(linear, out var p) && p.Takes(x)
+            ? p.Forward(x) : linear.call(x);
+
+    long _tokens;                                        // tokens (rows × padded length) in the forward Begin set up
+
     /// <summary>With <see cref="FastDecode"/>: GPT-2's decode steps read q, k, v from the fused qkv (default); false: split into heads first (bench/serve/decode-step.cs A/B).</summary>
     public bool PackedDecode { get; set; } = true;
 
@@ -385,6 +424,8 @@ public sealed class BatchKvCache : KvCache
     {
         End();
         foreach (var t in _kFlat.Concat(_vFlat)) t.Dispose();
+        foreach (var p in _packed.Values) p.Dispose();
+        _packed.Clear();
         base.Dispose();
     }
 }

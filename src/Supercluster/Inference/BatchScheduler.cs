@@ -47,6 +47,7 @@ public sealed class BatchScheduler : IDisposable
         PrefillChunk = prefillChunk;
         model.eval();
         _cache = new BatchKvCache(model.Config, maxBatch, device, model.parameters().First().dtype);
+        _cache.PackProjections(model);          // the served model's weights do not change (an adapter is merged into a model of its own)
         if (prefixCacheBytes > 0) _prefix = new PrefixCache(model.Config.NLayer, prefixCacheBytes, prefixBlock);
         _thread = new Thread(Loop) { IsBackground = true, Name = "supercluster-scheduler" };
         _thread.Start();

@@ -27,8 +27,8 @@ public sealed class CausalSelfAttention : Module<Tensor, Tensor>
     public Tensor Forward(Tensor x, KvCache cache, int layer)
     {
         long hd = x.shape[2] / _nHead;
-        var qkv = c_attn.call(x);                                              // [B, T, 3·d] (a TP rank: its heads' q, k, v)
-        return c_proj.call(cache.AttendPacked(layer, qkv, hd));               // split into heads, attended, re-assembled: [B, T, d]
+        var qkv = cache.Project(c_attn, x);                                    // [B, T, 3·d] (a TP rank: its heads' q, k, v)
+        return cache.Project(c_proj, cache.AttendPacked(layer, qkv, hd));     // split into heads, attended, re-assembled: [B, T, d]
     }
 }
 
@@ -44,8 +44,10 @@ public sealed class Mlp : Module<Tensor, Tensor>
         RegisterComponents();
     }
 
-    public override Tensor forward(Tensor x) =>
-        c_proj.call(functional.gelu(c_fc.call(x), TorchSharp.Modules.GELU.Approximate.tanh));
+    public override Tensor forward(Tensor x) => Forward(x, KvCache.None(x.device));
+
+    public Tensor Forward(Tensor x, KvCache cache) =>
+        cache.Project(c_proj, functional.gelu(cache.Project(c_fc, x), TorchSharp.Modules.GELU.Approximate.tanh));
 }
 
 /// <summary>Pre-norm residual block: x + attn(ln(x)), then x + mlp(ln(x)) (a mixture of experts in MoE blocks).</summary>
@@ -72,7 +74,7 @@ public sealed class Block : Module<Tensor, Tensor>
     {
         x = x + attn.Forward(ln_1.call(x), cache, layer);
         var h = ln_2.call(x);
-        return x + (mlp is not null ? mlp.forward(h) : block_sparse_moe!.forward(h));
+        return x + (mlp is not null ? mlp.Forward(h, cache) : block_sparse_moe!.forward(h));
     }
 }
 

@@ -108,6 +108,13 @@ public class KvCache : IDisposable
         return y.transpose(1, 2).contiguous().view(b, t, -1);                  // re-assemble heads
     }
 
+    /// <summary>
+    /// A projection of this forward's activations through <paramref name="linear"/> (GPT-2's four per block): by default
+    /// the module itself; a cache that holds the model's weights laid out for few rows (Inference/BatchKvCache with
+    /// PackedLinear, the scheduler's) may compute it there.
+    /// </summary>
+    public virtual Tensor Project(TorchSharp.Modules.Linear linear, Tensor x) => linear.call(x);
+
     /// <summary>Called once per forward after every layer appended.</summary>
     public virtual void Advance(long tokens) => Length += tokens;
 

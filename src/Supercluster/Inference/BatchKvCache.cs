@@ -368,7 +368,7 @@ public sealed class BatchKvCache : KvCache
     /// <summary>Projections <see cref="Pack"/>ed use the C# loop (default); false: libtorch's linear (bench/serve/decode-step.cs A/B).</summary>
     public bool PackedLinears { get; set; } = true;
 
-    // The forward's token count is known here: a lone stream's step pays no per-projection checks (native calls) at all.
+    // The forward's token count is known here: a long prompt chunk pays no per-projection checks (native calls) at all.
     public override Tensor Project(TorchSharp.Modules.Linear linear, Tensor x) =>
         PackedLinears && _tokens is >= PackedLinear.MinRows and <= PackedLinear.MaxRows && _packed.TryGetValue(linear, out var p) && p.Takes(x)
             ? p.Forward(x) : linear.call(x);

@@ -18,12 +18,12 @@ namespace Supercluster.Inference;
 public sealed unsafe class PackedLinear : IDisposable
 {
     /// <summary>
-    /// Forwards of MinRows..MaxRows tokens take the C# loop. Fewer (a lone stream's step) stay on libtorch: there the
-    /// step is fixed cost, and in process the C# loop was no faster (0.42 vs 0.38 ms per one-row step, loaded). More go
-    /// to libtorch, whose blocking catches up: per layer of `small` the C# loop won at 16 and 32 rows (99 vs 154 µs at
-    /// 32), was even at 48 and lost at 64 (256 vs 229 µs; CPU time, best of 7, load 13–16).
+    /// Forwards of MinRows..MaxRows tokens take the C# loop. A lone stream's step takes it too: in process, best of 300
+    /// alternating rounds, the one-row step is 1.09–1.13× faster with it (0.297–0.323 vs 0.323–0.358 ms, three runs, load
+    /// 9–13). More than MaxRows go to libtorch, whose blocking catches up: per layer of `small` the C# loop won at 16 and 32
+    /// rows (99 vs 154 µs at 32), was even at 48 and lost at 64 (256 vs 229 µs; CPU time, best of 7, load 13–16).
     /// </summary>
-    public const int MinRows = 4, MaxRows = 40;
+    public const int MinRows = 1, MaxRows = 40;
     /// <summary>The scheduler packs a GPT-2 model up to this size (the copy doubles its projections' memory; measured on `small`).</summary>
     public const long MaxModelParameters = 20_000_000;
 

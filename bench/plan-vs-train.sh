@@ -16,6 +16,7 @@
 #   ~4-6 min per round on 2 idle cores). plan times train's step cut to D = min(4, layers per stage) and D/2 layers per stage and
 #   extends it to the model's depth: small's 4 layers need no extension; a 5th argument (e.g. 8) deepens model and plan alike.
 #   LAYOUTS="2 0 1 1 1,2 1 1 1 1" REPEATS=5 bench/plan-vs-train.sh   (per layout: ranks, ZeRO stage, TP, PP, micro-batches per step)
+#   ROUNDS=FILE keeps every round's record (JSON lines); DOTNET_TieredCompilation=1 keeps the runtime's tiered JIT (default 0, below).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 model="${1:-small}"; mb="${2:-8}"; steps="${3:-12}"; ctx="${4:-128}"   # ctx: train --seq-len (small's context)
@@ -28,7 +29,12 @@ out=$(mktemp -d); trap '[ -n "${ROUNDS:-}" ] && cp "$out/rounds.jsonl" "$ROUNDS"
 vocab=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['vocab_size'])" "$out/data/meta.json")
 cli=(dotnet .build/cli/Supercluster.Cli.dll)
 root=(); [ "$(id -u)" -eq 0 ] && root=(--allow-run-as-root)
-env=(); [ -n "${DOTNET_TieredCompilation:-}" ] && env=(-x DOTNET_TieredCompilation)   # A/B of the runtime's tiered JIT (docs/planning.md)
+# Both sides in the steady state: with tiered compilation the runtime re-JITs hot methods in the background for the
+# first ~30-60 steps (a method called once per step reaches the 30-call threshold at step 30), on the cores the ranks
+# use, and train's timed steps 4..N caught 2-4x the calibration's JIT time (docs/planning.md). Off, everything is
+# compiled once, optimised, in the first step. DOTNET_TieredCompilation=1 runs the default runtime for an A/B.
+export DOTNET_TieredCompilation="${DOTNET_TieredCompilation:-0}"
+env=(-x DOTNET_TieredCompilation)
 run() { local n=$1; shift; if [ "$n" -eq 1 ]; then "${cli[@]}" "$@"; else mpirun -np "$n" "${root[@]}" "${env[@]}" --oversubscribe --bind-to none "${cli[@]}" "$@"; fi; }
 IFS=, read -r -a layouts <<< "${LAYOUTS:-1 0 1 1 1,2 0 1 1 1,2 1 1 1 1,2 2 1 1 1,2 3 1 1 1,2 0 2 1 1,2 0 1 2 4,4 0 2 2 4}"
 for round in $(seq 1 "$repeats"); do

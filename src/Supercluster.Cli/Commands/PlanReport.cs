@@ -134,6 +134,8 @@ static class PlanReport
         if (m.Ranks > 1)
             w.WriteLine($"  MPI all-reduce {N(m.LinkBytesPerSecond / 1e9, "F2")} GB/s sent per rank, {N(m.LatencySeconds * 1e6, "F1")} µs per collective step; " +
                         $"point-to-point {N(m.PointToPointBytesPerSecond / 1e9, "F2")} GB/s");
+        if (m.DeepPhaseSeconds?.GetValueOrDefault("jit") is > 0 and var jit)   // the runtime re-JITs in the background while tiered compilation settles
+            w.WriteLine($"  the .NET runtime compiled for {Ms(jit)} during a step (median): not yet the steady state; DOTNET_TieredCompilation=0 on every rank removes it (docs/planning.md)");
         w.WriteLine($"Predicted train step ({p.StageLayers} layers per stage) {Ms(p.Step)}: outside collectives {Ms(p.Compute)}, communication {Ms(p.Communication)}{Groups(p.CommunicationSecondsByGroup)}" +
                     $" = transfers {Ms(p.Transfer)}{Groups(p.TransferSecondsByGroup)} + waiting {Ms(p.Waiting)}" + (p.Bubble > 0 ? $" (pipeline bubble {Ms(p.Bubble)})" : ""));
     }

@@ -43,6 +43,19 @@ public class CpuCalibrationTests
     }
 
     [Fact]
+    public void WithoutTieredCompilationTheTimedStepsCompileNothing()
+    {
+        // bench/plan-vs-train.sh runs both sides so: the runtime compiles each method once, in the first step, and the timed
+        // repetitions are the steady state (with tiered compilation the background re-JIT runs for ~30-60 steps)
+        var r = CliProcess.Run(TimeSpan.FromMinutes(3), new Dictionary<string, string> { ["DOTNET_TieredCompilation"] = "0" },
+            "plan", "--device", "cpu", "--calibrate", "--model", "tiny", "--micro-batch", "2", "--seq", "32", "--json");
+        Assert.True(r.ExitCode == 0, r.Err);
+        var doc = System.Text.Json.Nodes.JsonNode.Parse(r.Out[r.Out.IndexOf('{')..])!;
+        Assert.Equal(0.0, (double)doc["measured"]!["deepPhaseSeconds"]!["jit"]!);
+        Assert.True((double)doc["measured"]!["deepPhaseSeconds"]!["forward"]! > 0);
+    }
+
+    [Fact]
     public void TheStepExtendsLinearlyInLayersPerStage()
     {
         // hand-made: 1 layer per stage 100 ms (40 in pp collectives), 2 layers 130 ms (50); PP2 of an 8-layer model → 4 per

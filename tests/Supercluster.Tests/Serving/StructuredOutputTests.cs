@@ -19,6 +19,8 @@ public sealed class RandomModelServer : IAsyncLifetime
     readonly TempDir _dir = new();
     public SuperclusterServer Server { get; private set; } = null!;
     public HttpClient Http { get; private set; } = null!;
+    /// <summary>The server's log lines: a 500's details (its exception) are here, not in the response.</summary>
+    public System.Collections.Concurrent.ConcurrentQueue<string> Log { get; } = new();
 
     public async Task InitializeAsync()
     {
@@ -26,7 +28,7 @@ public sealed class RandomModelServer : IAsyncLifetime
         var config = TorchSetup.TinyGpt2(vocab: 257, ctx: 1024) with { NEmbd = 32, NHead = 4, NKvHead = 4, FfnHidden = 64 };
         using (var model = CausalLM.Create(config, seed: 5))
             new CheckpointStore(_dir["run"]).Save(0, d => ModelCheckpoint.WriteModel(d, model, "byte"));
-        Server = await SuperclusterServer.StartAsync(new ServerOptions { Checkpoint = _dir["run"], Port = 0, ModelName = "random" });
+        Server = await SuperclusterServer.StartAsync(new ServerOptions { Checkpoint = _dir["run"], Port = 0, ModelName = "random" }, Log.Enqueue);
         Http = new HttpClient { BaseAddress = new Uri(Server.Url), Timeout = TimeSpan.FromSeconds(120) };
     }
 
@@ -115,7 +117,7 @@ public class StructuredOutputTests(RandomModelServer f) : IClassFixture<RandomMo
             ["messages"] = new JsonArray(new JsonObject { ["role"] = "user", ["content"] = "JSON please" }),
             ["max_tokens"] = 40, ["temperature"] = 1, ["n"] = 4, ["response_format"] = new JsonObject { ["type"] = "json_object" },
         });
-        Assert.True(s == 200, body.ToJsonString());
+        Assert.True(s == 200, body.ToJsonString() + "\n" + string.Join("\n", f.Log.Where(l => l.StartsWith("error"))));
         foreach (var c in body["choices"]!.AsArray())
             Assert.True(JsonNode.Parse((string)c!["message"]!["content"]!) is JsonObject);
         foreach (var (schema, keyword) in new[] { ("{\"type\":\"integer\",\"minimum\":3}", "minimum"), ("{\"properties\":{\"a\":{\"$ref\":\"#/x\"}}}", "$ref"), ("{\"type\":\"string\",\"format\":\"date\"}", "format") })

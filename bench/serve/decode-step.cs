@@ -42,12 +42,11 @@ double Time(Action a, int n)
     return best;
 }
 
-// The decode step with the projections in C# (PackedLinear, as the scheduler runs a small GPT-2) vs libtorch's linear,
-// batch 1 and 16, in alternating rounds (`-- CHECKPOINT STEPS linears`: only this).
-if (args.Length > 2 && args[2] == "linears")
+// The decode step at batch 1 and 16 with one of the cache's fast paths on vs off, in alternating rounds.
+void DecodeAb(Func<BatchKvCache, bool> setUp, Action<BatchKvCache, bool> set, string on, string off)
 {
     using var cache = new BatchKvCache(c, 32, CPU, ScalarType.Float32);
-    if (!cache.PackProjections(model)) { Console.WriteLine("not a small GPT-2: the scheduler keeps libtorch's linear"); return; }
+    if (!setUp(cache)) return;
     var all = Enumerable.Range(0, 16).Select(_ => cache.Rent()).ToArray();
     cache.Begin(all, 32);
     using (NewDisposeScope()) model.Forward(randint(0, c.VocabSize, [16, 32]), cache);
@@ -56,46 +55,38 @@ if (args.Length > 2 && args[2] == "linears")
     {
         var rows = all[..b];
         var ids = randint(0, c.VocabSize, [b, 1]);
-        void Step(bool packed)
+        void Step(bool fast)
         {
             foreach (var s in rows) cache.SetLength(s, 32);
-            cache.PackedLinears = packed;
+            set(cache, fast);
             using var scope = NewDisposeScope();
             cache.Begin(rows, 1);
             model.Forward(ids, cache).select(1, 0).argmax(1).data<long>().ToArray();
             cache.End();
         }
         var r = Pair(() => Step(true), () => Step(false), steps);
-        Console.WriteLine($"batch {b,2} decode step: projections in C# {r[0]:F3} ms, libtorch linear {r[1]:F3} ms ({r[1] / r[0]:F2}x)");
+        Console.WriteLine($"batch {b,2} decode step: {on} {r[0]:F3} ms, {off} {r[1]:F3} ms ({r[1] / r[0]:F2}x)");
     }
+}
+
+// The projections in C# (PackedLinear, as the scheduler runs a small GPT-2) vs libtorch's linear
+// (`-- CHECKPOINT STEPS linears`: only this).
+if (args.Length > 2 && args[2] == "linears")
+{
+    DecodeAb(cache =>
+    {
+        if (cache.PackProjections(model)) return true;
+        Console.WriteLine("not a small GPT-2: the scheduler keeps libtorch's linear");
+        return false;
+    }, (cache, on) => cache.PackedLinears = on, "projections in C#", "libtorch linear");
     return;
 }
 
-// GPT-2's decode step reading q, k, v from the fused qkv vs splitting them into heads first, batch 1 and 16, in
-// alternating rounds (`-- CHECKPOINT STEPS packed`: only this).
+// GPT-2's decode step reading q, k, v from the fused qkv vs splitting them into heads first
+// (`-- CHECKPOINT STEPS packed`: only this).
 if (args.Length > 2 && args[2] == "packed")
 {
-    using var cache = new BatchKvCache(c, 32, CPU, ScalarType.Float32);
-    var all = Enumerable.Range(0, 16).Select(_ => cache.Rent()).ToArray();
-    cache.Begin(all, 32);
-    using (NewDisposeScope()) model.Forward(randint(0, c.VocabSize, [16, 32]), cache);
-    cache.End();
-    foreach (int b in new[] { 1, 16 })
-    {
-        var rows = all[..b];
-        var ids = randint(0, c.VocabSize, [b, 1]);
-        void Step(bool packed)
-        {
-            foreach (var s in rows) cache.SetLength(s, 32);
-            cache.PackedDecode = packed;
-            using var scope = NewDisposeScope();
-            cache.Begin(rows, 1);
-            model.Forward(ids, cache).select(1, 0).argmax(1).data<long>().ToArray();
-            cache.End();
-        }
-        var r = Pair(() => Step(true), () => Step(false), steps);
-        Console.WriteLine($"batch {b,2} decode step: q, k, v from qkv {r[0]:F3} ms, split into heads {r[1]:F3} ms ({r[1] / r[0]:F2}x)");
-    }
+    DecodeAb(_ => true, (cache, on) => cache.PackedDecode = on, "q, k, v from qkv", "split into heads");
     return;
 }
 

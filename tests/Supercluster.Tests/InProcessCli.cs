@@ -18,6 +18,12 @@ public static class InProcessCli
         root.Options.Add(GlobalOptions.LibTorch);
         root.Options.Add(GlobalOptions.Verbose);
         foreach (var v in verbs) root.Subcommands.Add(v);
+        return Run(root, args);
+    }
+
+    /// <summary>Runs <paramref name="args"/> against a whole root command (the program's own tree, e.g. <c>Verbs.Root</c>).</summary>
+    public static (int Code, string Out, string Err) Run(RootCommand root, params string[] args)
+    {
         var (oldOut, oldErr) = (Console.Out, Console.Error);
         var (o, e) = (new StringWriter(), new StringWriter());
         Console.SetOut(o);

@@ -19,8 +19,8 @@ public sealed unsafe class PackedLinear : IDisposable
 {
     /// <summary>
     /// Forwards of MinRows..MaxRows tokens take the C# loop. A lone stream's step takes it too: in process, best of 300
-    /// alternating rounds, the one-row step is 1.09–1.13× faster with it (0.297–0.323 vs 0.323–0.358 ms, three runs, load
-    /// 9–13). More than MaxRows go to libtorch, whose blocking catches up: per layer of `small` the C# loop won at 16 and 32
+    /// alternating rounds, the one-row step is no slower with it (1.09–1.13× faster in three runs at load 9–13, 0.398 vs
+    /// 0.403 ms quiet), so serving batches only would flatter the 16/1 ratio. More than MaxRows go to libtorch, whose blocking catches up: per layer of `small` the C# loop won at 16 and 32
     /// rows (99 vs 154 µs at 32), was even at 48 and lost at 64 (256 vs 229 µs; CPU time, best of 7, load 13–16).
     /// </summary>
     public const int MinRows = 1, MaxRows = 40;

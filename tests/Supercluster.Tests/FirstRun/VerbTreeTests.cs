@@ -9,15 +9,7 @@ namespace Supercluster.Tests.FirstRun;
 [Collection("Console")]
 public class VerbTreeTests
 {
-    static (int Code, string Out, string Err) Run(System.CommandLine.RootCommand root, params string[] args)
-    {
-        var (oldOut, oldErr) = (Console.Out, Console.Error);
-        var (o, e) = (new StringWriter(), new StringWriter());
-        Console.SetOut(o);
-        Console.SetError(e);
-        try { return (CliRunner.Run(root, args), o.ToString(), e.ToString()); }
-        finally { Console.SetOut(oldOut); Console.SetError(oldErr); }
-    }
+    static (int Code, string Out, string Err) Run(System.CommandLine.RootCommand root, params string[] args) => InProcessCli.Run(root, args);
 
     [Fact]
     public void A_named_verb_gets_a_tree_of_that_verb_alone_and_anything_else_every_verb()

@@ -78,6 +78,40 @@ public class FusedFilterTests
     }
 
     /// <summary>
+    /// ASCII text, where the filter reads 32-character blocks as vector masks: words of 1–40 characters (across block
+    /// edges; up to and past the 16 characters of a word key; repeated so the numbering matters), dot runs, '#' and line
+    /// breaks at every offset, with an occasional non-ASCII character that sends its block down the scalar path.
+    /// </summary>
+    [Fact]
+    public void AsciiBlocksMatchTheReference()
+    {
+        var rng = new Random(1404);
+        string[] symbols = [".", "..", "...", "....", "#", "!", "\"", "'", "(", "…", "é"];
+        string[] gaps = [" ", " ", " ", "  ", "\t", "\n", "\r\n", " \n ", "\n\n", "\v", "\f"];
+        string[] stops = ["the", "The", "AND", "'to'", "of,", "be", "that.", "Have", "with", "tHe", "th", "thee"];
+        var words = Enumerable.Range(0, 60).Select(i => new string((char)('a' + i % 26), 1 + rng.Next(40))).ToArray();
+        for (int d = 0; d < 1500; d++)
+        {
+            var sb = new StringBuilder();
+            int target = rng.Next(0, 700);
+            while (sb.Length < target)
+            {
+                int r = rng.Next(100);
+                string w = r < 10 ? stops[rng.Next(stops.Length)] : words[rng.Next(r < 40 ? 6 : words.Length)];
+                if (rng.Next(8) == 0) w = rng.Next(2) == 0 ? w + symbols[rng.Next(symbols.Length)] : symbols[rng.Next(symbols.Length)] + w;
+                if (rng.Next(20) == 0) w = w.Insert(rng.Next(w.Length + 1), symbols[rng.Next(symbols.Length)]);
+                sb.Append(w).Append(gaps[rng.Next(gaps.Length)]);
+            }
+            var text = sb.ToString(0, Math.Min(sb.Length, target == 0 ? 0 : rng.Next(Math.Max(1, target - 40), sb.Length + 1)));
+            var expected = QualityFilterReference.Measure(text);
+            var actual = QualityFilter.Measure(text);
+            for (int k = 0; k < expected.Length; k++)
+                Assert.True(expected[k].Equals(actual[k]), $"doc {d}, rule {QualityFilter.Rules[k].Name}: reference {expected[k]}, fused {actual[k]}\n{text}");
+            foreach (var f in Settings) Assert.Equal(new QualityFilterReference(f).Check(text), f.Check(text));
+        }
+    }
+
+    /// <summary>
     /// <see cref="QualityFilter.Check"/> skips n-gram levels whose rules provably cannot fail (bounds from the 2-grams):
     /// with one n-gram rule on at exactly a document's own value it passes, one step below it fails, as the reference says.
     /// </summary>

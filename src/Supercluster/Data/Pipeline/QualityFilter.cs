@@ -1,7 +1,9 @@
 using System.Globalization;
 using System.IO.Hashing;
 using System.Runtime.CompilerServices;
+using System.Numerics;
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 
 namespace Supercluster.Data.Pipeline;
 
@@ -159,39 +161,141 @@ public sealed class QualityFilter
         static int ClassOf(char c) => c < 128 ? AsciiClass[c]
             : (char.IsWhiteSpace(c) ? Space : 0) | (c == '…' ? Ellipsis : 0) | (char.IsLetter(c) ? Letter : 0);
 
+        // Pass state between blocks: the word being read (start -1 between words) and the line being read (first -1 before
+        // its first word).
+        int _wordAt, _lineFirst, _lineLast, _lineDots, _dotRun;
+        bool _letter;
+
+        /// <summary>
+        /// Blocks of 32 characters as bit masks (white space, '\n', letters, the characters '.', '#' and '…' that the
+        /// symbol rules count); words and lines are found from the masks, a whole word run of a block at a time, and only
+        /// word runs holding one of those characters are walked character by character. An ASCII block's masks are
+        /// vector compares; a block with other characters (or the text's end) gets them from <see cref="ClassOf"/>, so
+        /// both give what one walk over the characters with <see cref="ClassOf"/> gives.
+        /// </summary>
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         void Pass()
         {
             var t = _text;
-            int lineFirst = -1, lineLast = -1, lineDots = 0;
-            int i = 0;
-            while (i < t.Length)
+            _wordAt = _lineFirst = _lineLast = -1;
+            _lineDots = _dotRun = 0;
+            _letter = false;
+            ref ushort chars = ref Unsafe.As<char, ushort>(ref MemoryMarshal.GetReference(t.AsSpan()));
+            for (int p = 0; p < t.Length; p += 32)
             {
-                int k = ClassOf(t[i]);
-                if ((k & Space) != 0)
-                {
-                    if (t[i] == '\n') { if (lineFirst >= 0) { Line(lineFirst, lineLast + 1 - lineFirst, lineDots); lineFirst = -1; } lineDots = 0; }
-                    i++;
-                    continue;
-                }
-                // A word: its characters in a loop of their own (the per-character state of the gaps stays out of it).
-                int start = i, letter = 0, dotRun = 0;
-                if (lineFirst < 0) lineFirst = i;
-                do
-                {
-                    if ((k & (Dot | Hash | Ellipsis)) == 0) { dotRun = 0; letter |= k; }
-                    else if ((k & Dot) != 0) { lineDots++; if (++dotRun == 3) { _ellipses++; dotRun = 0; } } // "..." counted without overlap
-                    else { dotRun = 0; if ((k & Hash) != 0) _hashes++; else _ellipses++; }
-                    if (++i == t.Length) break;
-                    k = ClassOf(t[i]);
-                } while ((k & Space) == 0);
-                lineLast = i - 1;
-                Word(start, i - start, (letter & Letter) != 0);
+                uint space, newline, letter, symbol;
+                if (p + 32 > t.Length || !AsciiMasks(ref Unsafe.Add(ref chars, p), out space, out newline, out letter, out symbol))
+                    ScalarMasks(t, p, out space, out newline, out letter, out symbol);
+                Block(p, space, newline, letter, symbol);
             }
-            if (lineFirst >= 0) Line(lineFirst, lineLast + 1 - lineFirst, lineDots);
+            if (_wordAt >= 0) EndWord(t.Length);
+            if (_lineFirst >= 0) Line(_lineFirst, _lineLast + 1 - _lineFirst, _lineDots);
             // Not SearchValues<string>: 0.3 µs per document faster warm, but 25-45 ms of JIT in every process (not precompiled).
             _lorem = t.Contains("lorem ipsum", StringComparison.OrdinalIgnoreCase);
             _brace = t.Contains('{');
+        }
+
+        /// <summary>Masks of 32 ASCII characters (bit j = character j); false when one is not ASCII.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        static bool AsciiMasks(ref ushort at, out uint space, out uint newline, out uint letter, out uint symbol)
+        {
+            if (Vector512.IsHardwareAccelerated)
+            {
+                var v = Vector512.LoadUnsafe(ref at);
+                if ((v & Vector512.Create((ushort)0xFF80)) != Vector512<ushort>.Zero) { space = newline = letter = symbol = 0; return false; }
+                // \t \n \v \f \r (9–13) and ' ': the ASCII white space of char.IsWhiteSpace
+                space = (uint)(Vector512.Equals(v, Vector512.Create((ushort)' ')) | Vector512.LessThanOrEqual(v - Vector512.Create((ushort)9), Vector512.Create((ushort)4))).ExtractMostSignificantBits();
+                newline = (uint)Vector512.Equals(v, Vector512.Create((ushort)'\n')).ExtractMostSignificantBits();
+                letter = (uint)Vector512.LessThanOrEqual((v | Vector512.Create((ushort)0x20)) - Vector512.Create((ushort)'a'), Vector512.Create((ushort)25)).ExtractMostSignificantBits();
+                symbol = (uint)(Vector512.Equals(v, Vector512.Create((ushort)'.')) | Vector512.Equals(v, Vector512.Create((ushort)'#'))).ExtractMostSignificantBits();
+                return true;
+            }
+            var lo = Vector256.LoadUnsafe(ref at);
+            var hi = Vector256.LoadUnsafe(ref Unsafe.Add(ref at, 16));
+            if (((lo | hi) & Vector256.Create((ushort)0xFF80)) != Vector256<ushort>.Zero) { space = newline = letter = symbol = 0; return false; }
+            space = Space256(lo) | Space256(hi) << 16;
+            newline = Vector256.Equals(lo, Vector256.Create((ushort)'\n')).ExtractMostSignificantBits() | Vector256.Equals(hi, Vector256.Create((ushort)'\n')).ExtractMostSignificantBits() << 16;
+            letter = Letter256(lo) | Letter256(hi) << 16;
+            symbol = Symbol256(lo) | Symbol256(hi) << 16;
+            return true;
+
+            static uint Space256(Vector256<ushort> v) => (Vector256.Equals(v, Vector256.Create((ushort)' ')) | Vector256.LessThanOrEqual(v - Vector256.Create((ushort)9), Vector256.Create((ushort)4))).ExtractMostSignificantBits();
+            static uint Letter256(Vector256<ushort> v) => Vector256.LessThanOrEqual((v | Vector256.Create((ushort)0x20)) - Vector256.Create((ushort)'a'), Vector256.Create((ushort)25)).ExtractMostSignificantBits();
+            static uint Symbol256(Vector256<ushort> v) => (Vector256.Equals(v, Vector256.Create((ushort)'.')) | Vector256.Equals(v, Vector256.Create((ushort)'#'))).ExtractMostSignificantBits();
+        }
+
+        /// <summary>The same masks from <see cref="ClassOf"/> for any characters; past the text's end counts as white space.</summary>
+        static void ScalarMasks(string t, int p, out uint space, out uint newline, out uint letter, out uint symbol)
+        {
+            space = newline = letter = symbol = 0;
+            int n = Math.Min(32, t.Length - p);
+            for (int j = 0; j < n; j++)
+            {
+                char c = t[p + j];
+                int k = ClassOf(c);
+                uint bit = 1u << j;
+                if ((k & Space) != 0) { space |= bit; if (c == '\n') newline |= bit; }
+                if ((k & Letter) != 0) letter |= bit;
+                if ((k & (Dot | Hash | Ellipsis)) != 0) symbol |= bit;
+            }
+            if (n < 32) space |= ~0u << n;
+        }
+
+        /// <summary>Bits a … b−1 (0 ≤ a ≤ b ≤ 32).</summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        static uint Bits(int a, int b) => (uint)(((1UL << b) - 1) & (~0UL << a));
+
+        /// <summary>The words and line ends of the block at <paramref name="p"/>, continuing the word or line the last block left open.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        void Block(int p, uint space, uint newline, uint letter, uint symbol)
+        {
+            int pos = 0;
+            while (pos < 32)
+            {
+                if (_wordAt < 0)
+                {
+                    // A gap: any '\n' in it ends the line (the line's words ended before it).
+                    uint word = ~space & (~0u << pos);
+                    int s = word == 0 ? 32 : BitOperations.TrailingZeroCount(word);
+                    if ((newline & Bits(pos, s)) != 0)
+                    {
+                        if (_lineFirst >= 0) { Line(_lineFirst, _lineLast + 1 - _lineFirst, _lineDots); _lineFirst = -1; }
+                        _lineDots = 0;
+                    }
+                    if (s == 32) return;
+                    _wordAt = p + s;
+                    _letter = false;
+                    _dotRun = 0;
+                    if (_lineFirst < 0) _lineFirst = p + s;
+                    pos = s;
+                }
+                uint gap = space & (~0u << pos);
+                int e = gap == 0 ? 32 : BitOperations.TrailingZeroCount(gap);
+                uint run = Bits(pos, e);
+                if ((symbol & run) == 0)
+                {
+                    _dotRun = 0;
+                    _letter |= (letter & run) != 0;
+                }
+                else
+                    for (int j = pos; j < e; j++)
+                    {
+                        if ((symbol >> j & 1) == 0) { _dotRun = 0; _letter |= (letter >> j & 1) != 0; continue; }
+                        char c = _text[p + j];
+                        if (c == '.') { _lineDots++; if (++_dotRun == 3) { _ellipses++; _dotRun = 0; } } // "..." counted without overlap
+                        else { _dotRun = 0; if (c == '#') _hashes++; else _ellipses++; }
+                    }
+                if (e == 32) return; // the word goes on in the next block
+                EndWord(p + e);
+                pos = e;
+            }
+        }
+
+        void EndWord(int end)
+        {
+            _lineLast = end - 1;
+            Word(_wordAt, end - _wordAt, _letter);
+            _wordAt = -1;
         }
 
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -202,7 +306,9 @@ public sealed class QualityFilter
             _wordLength[_words++] = length;
             _wordChars += length;
             if (letter) _alphaWords++;
-            // Stop words: 2–4 characters once .,!?;:"' are trimmed from both ends.
+            // Stop words: 2–4 characters once .,!?;:"' are trimmed from both ends. Most words start with a letter no stop word starts with.
+            char c0 = _text[start];
+            if (c0 < 128 && (AsciiClass[c0] & Trim) == 0 && !MayStartStopWord(c0)) return;
             int first = start, last = start + length - 1;
             while (first <= last && _text[first] < 128 && (AsciiClass[_text[first]] & Trim) != 0) first++;
             while (last >= first && _text[last] < 128 && (AsciiClass[_text[last]] & Trim) != 0) last--;
@@ -211,10 +317,35 @@ public sealed class QualityFilter
         }
 
         /// <summary>False for most words cheaply: an ASCII first character that no stop word starts with in either case.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
         static bool MayStartStopWord(char c) => c >= 128 || (c | 0x20) is 't' or 'b' or 'o' or 'a' or 'h' or 'w';
 
         /// <summary>Gopher's stop words after invariant lower-casing (as string.ToLowerInvariant: İ → i, K (Kelvin) → k).</summary>
         static bool IsStopWord(ReadOnlySpan<char> w)
+        {
+            // ASCII: lower case is A–Z | 0x20, no call into globalization.
+            ulong key = 0;
+            for (int i = 0; i < w.Length; i++)
+            {
+                uint c = w[i];
+                if (c >= 128) return IsStopWordInvariant(w);
+                if (c - 'A' <= 'Z' - 'A') c |= 0x20;
+                key |= (ulong)c << (16 * i);
+            }
+            return w.Length switch
+            {
+                2 => key == Be || key == To || key == Of,
+                3 => key == The || key == And,
+                4 => key == That || key == Have || key == With,
+                _ => false,
+            };
+        }
+
+        static readonly ulong Be = Packed("be"), To = Packed("to"), Of = Packed("of"), The = Packed("the"), And = Packed("and"),
+            That = Packed("that"), Have = Packed("have"), With = Packed("with");
+        static ulong Packed(string s) { ulong k = 0; for (int i = 0; i < s.Length; i++) k |= (ulong)s[i] << (16 * i); return k; }
+
+        static bool IsStopWordInvariant(ReadOnlySpan<char> w)
         {
             Span<char> lower = stackalloc char[4];
             int n = w.ToLowerInvariant(lower);
@@ -319,39 +450,67 @@ public sealed class QualityFilter
             return RepeatedChars(g2, 2, d2) / wordChars <= longest;
         }
 
-        // Word numbering: open addressing on the words' 64-bit xxHash3, equal text confirmed (a hash match alone is not trusted).
-        int[] _slotWord = new int[1024], _slotId = new int[1024], _slotStamp = new int[1024];
-        ulong[] _slotHash = new ulong[1024];
+        // Word numbering: open addressing, equal text confirmed (a hash match alone is not trusted). A word of up to 16
+        // characters is its own key (its characters zero-padded in one 32-byte vector: hashed and compared without a
+        // call); a longer one is keyed by its 64-bit xxHash3 and compared as text. The ids depend only on text equality.
+        // One cache line per slot; the table in use is the smallest power of two ≥ 2 × words (fewer lines touched).
+        [StructLayout(LayoutKind.Sequential, Size = 64)]
+        struct Slot { public Vector256<ushort> Key; public ulong Hash; public int Stamp, Word, Id, Length; }
+        Slot[] _slots = new Slot[512];
         int _slotGeneration;
+        const int ShortWord = 16;
+        static readonly Vector256<ushort>[] FirstChars = [.. Enumerable.Range(0, ShortWord + 1).Select(n =>
+            Vector256.Create([.. Enumerable.Range(0, ShortWord).Select(j => j < n ? (ushort)0xFFFF : (ushort)0)]))];
 
         /// <summary>Ids of the words (equal text, equal id; in order of first appearance) into <paramref name="ids"/>; returns how many distinct.</summary>
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         int NumberWords(Span<int> ids)
         {
             int n = _words, count = 0;
-            if (2 * n > _slotWord.Length)
-            {
-                int size = (int)System.Numerics.BitOperations.RoundUpToPowerOf2((uint)(2 * n));
-                (_slotWord, _slotId, _slotStamp, _slotHash, _slotGeneration) = (new int[size], new int[size], new int[size], new ulong[size], 0);
-            }
-            if (++_slotGeneration == int.MaxValue) { Array.Clear(_slotStamp); _slotGeneration = 1; }
-            int mask = _slotWord.Length - 1;
+            int size = (int)BitOperations.RoundUpToPowerOf2((uint)Math.Max(64, 2 * n));
+            if (size > _slots.Length) (_slots, _slotGeneration) = (new Slot[size], 0);
+            if (++_slotGeneration == int.MaxValue) { Array.Clear(_slots); _slotGeneration = 1; }
+            int mask = size - 1, generation = _slotGeneration;
+            var slots = _slots;
+            var text = _text;
+            ref ushort chars = ref Unsafe.As<char, ushort>(ref MemoryMarshal.GetReference(text.AsSpan()));
+            Span<ushort> tail = stackalloc ushort[ShortWord]; // a short word within 16 characters of the text's end
+            var firstChars = FirstChars;
             for (int i = 0; i < n; i++)
             {
-                var word = _text.AsSpan(_wordStart[i], _wordLength[i]);
-                ulong h = XxHash3.HashToUInt64(MemoryMarshal.AsBytes(word));
-                int slot = (int)(h >> 32) & mask;
+                int start = _wordStart[i], length = _wordLength[i];
+                Vector256<ushort> key = default;
+                ulong h;
+                if (length <= ShortWord)
+                {
+                    if (start + ShortWord <= text.Length) key = Vector256.LoadUnsafe(ref chars, (nuint)start) & firstChars[length];
+                    else
+                    {
+                        tail.Clear();
+                        MemoryMarshal.Cast<char, ushort>(text.AsSpan(start, length)).CopyTo(tail);
+                        key = Vector256.Create<ushort>(tail);
+                    }
+                    var q = key.AsUInt64();
+                    h = (q.GetElement(0) * 0x9E3779B97F4A7C15UL) ^ (q.GetElement(1) * 0xC2B2AE3D27D4EB4FUL)
+                        ^ (q.GetElement(2) * 0x165667B19E3779F9UL) ^ (q.GetElement(3) * 0xD6E8FEB86659FD93UL) ^ (ulong)length;
+                    h ^= h >> 29;
+                    h *= 0xBF58476D1CE4E5B9UL;
+                }
+                else h = XxHash3.HashToUInt64(MemoryMarshal.AsBytes(text.AsSpan(start, length)));
+                int at = (int)(h >> 40) & mask;
                 while (true)
                 {
-                    if (_slotStamp[slot] != _slotGeneration)
+                    ref var slot = ref slots[at];
+                    if (slot.Stamp != generation)
                     {
-                        (_slotStamp[slot], _slotHash[slot], _slotWord[slot], _slotId[slot]) = (_slotGeneration, h, i, count);
+                        slot = new Slot { Key = key, Hash = h, Stamp = generation, Word = i, Id = count, Length = length };
                         ids[i] = count++;
                         break;
                     }
-                    int j = _slotWord[slot];
-                    if (_slotHash[slot] == h && word.SequenceEqual(_text.AsSpan(_wordStart[j], _wordLength[j]))) { ids[i] = _slotId[slot]; break; }
-                    slot = (slot + 1) & mask;
+                    if (slot.Hash == h && slot.Length == length
+                        && (length <= ShortWord ? slot.Key == key : text.AsSpan(start, length).SequenceEqual(text.AsSpan(_wordStart[slot.Word], length))))
+                    { ids[i] = slot.Id; break; }
+                    at = (at + 1) & mask;
                 }
             }
             return count;

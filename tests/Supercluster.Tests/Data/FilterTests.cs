@@ -95,6 +95,8 @@ public class FilterTests
     [InlineData("call (555) 123-4567 or 555.123.4567", "call <PHONE> or <PHONE>", 1)]
     [InlineData("from +44 20 7946 0958 ok", "from <PHONE> ok", 1)]
     [InlineData("host 192.168.1.20 and 2001:db8::8a2e:370:7334 down", "host <IP> and <IP> down", 2)]
+    [InlineData("ring \u0665\u0665\u0665-\u0661\u0662\u0663-\u0664\u0665\u0666\u0667 now", "ring <PHONE> now", 1)] // \d is any Unicode digit (Arabic-Indic here): the digit test must see it
+    [InlineData("a@example.com then 555-123-4567", "<EMAIL> then <PHONE>", 1)]
     public void PiiIsReplacedAndCounted(string text, string expected, int kind)
     {
         var counts = new long[3];

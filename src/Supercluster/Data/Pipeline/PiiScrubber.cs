@@ -37,14 +37,27 @@ public static partial class PiiScrubber
     public static string Scrub(string text, long[] counts)
     {
         if (text.IndexOf('@') >= 0) text = EmailPattern().Replace(text, _ => { counts[0]++; return Email; });
-        text = IntlPattern().Replace(text, m => DigitCount(m.Value) is >= 8 and <= 15 ? Count(counts, 1, Phone) : m.Value);
+        // Phone numbers and IPv4 addresses hold digits (\d: any Unicode decimal digit); many posts have none, and then
+        // these patterns cannot match. A placeholder adds no digit, '+', '.' or ':', so each test holds for the steps after it.
+        if (!HasDigit(text)) return text;
+        if (text.IndexOf('+') >= 0) text = IntlPattern().Replace(text, m => DigitCount(m.Value) is >= 8 and <= 15 ? Count(counts, 1, Phone) : m.Value);
         text = NanpPattern().Replace(text, _ => Count(counts, 1, Phone));
-        text = Ipv4Pattern().Replace(text, _ => Count(counts, 2, Ip));
+        if (text.IndexOf('.') >= 0) text = Ipv4Pattern().Replace(text, _ => Count(counts, 2, Ip));
         if (text.Contains("::") || text.AsSpan().Count(':') >= 7)
             text = Ipv6Candidate().Replace(text, m =>
                 m.Value.Any(char.IsAsciiHexDigit) && IPAddress.TryParse(m.Value, out var a) && a.AddressFamily == AddressFamily.InterNetworkV6
                     ? Count(counts, 2, Ip) : m.Value);
         return text;
+    }
+
+    /// <summary>Whether <paramref name="s"/> holds a character that the patterns' \d matches (char.IsDigit: Unicode Nd).</summary>
+    static bool HasDigit(ReadOnlySpan<char> s)
+    {
+        if (s.IndexOfAnyInRange('0', '9') >= 0) return true;
+        int other = s.IndexOfAnyExceptInRange('\0', '\u007F'); // ASCII has no other digits
+        if (other < 0) return false;
+        foreach (var c in s[other..]) if (char.IsDigit(c)) return true;
+        return false;
     }
 
     static string Count(long[] counts, int kind, string placeholder) { counts[kind]++; return placeholder; }

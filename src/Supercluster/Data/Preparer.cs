@@ -22,7 +22,7 @@ public sealed record PrepareOptions
     public double ValFraction { get; init; } = 0.05;
     /// <summary>Most tokens per shard file.</summary>
     public long ShardTokens { get; init; } = 100_000_000;
-    /// <summary>Characters of text tokenized per parallel batch: the memory bound of a run, whatever the corpus size.</summary>
+    /// <summary>Most characters of text in flight (read, not yet spilled): the memory bound of a run, whatever the corpus size.</summary>
     public long ChunkChars { get; init; } = 8L << 20;
     public int Threads { get; init; } = Environment.ProcessorCount;
     /// <summary>Where the text came from, recorded in meta.json.</summary>
@@ -45,7 +45,7 @@ public sealed record PrepareOptions
 /// <summary><c>--dedup</c> modes: none counts exact duplicates only, exact removes them, near removes exact then near duplicates.</summary>
 public enum DedupMode { None, Exact, Near }
 
-/// <summary>Outcome of a run. <see cref="PeakChunkChars"/> is the most text held at once (≤ ChunkChars + one document).</summary>
+/// <summary>Outcome of a run. <see cref="PeakChunkChars"/> is the most text held at once (≤ ChunkChars, or one batch when a batch alone exceeds it).</summary>
 public sealed record PrepareResult(DatasetMeta Meta, TimeSpan Elapsed, long PeakChunkChars)
 {
     /// <summary>Largest peak resident set size over the ranks (VmHWM), bytes; 0 where /proc is missing.</summary>
@@ -111,17 +111,13 @@ public static class Preparer
             long peak = 0, ordinal = 0, localTokens = 0;
             using (var spill = new RankSpill(staging, rank, near ? options.NearPermutations : 0))
             {
-                void Flush(List<Document> chunk, long chunkChars)
+                var work = ProcessInOrder(localDocuments, options.ChunkChars, Math.Max(1, options.Threads),
+                    (doc, pii) => Process(doc, options, tokenizer, minHash, pii), stats.Pii, chars => peak = chars);
+                foreach (var batch in work)
                 {
-                    peak = Math.Max(peak, chunkChars);
-                    var outcome = new Outcome[chunk.Count];
-                    Parallel.For(0, chunk.Count, new ParallelOptions { MaxDegreeOfParallelism = Math.Max(1, options.Threads) },
-                        () => new long[PiiScrubber.Kinds.Length],
-                        (i, _, pii) => { outcome[i] = Process(chunk[i], options, tokenizer, minHash, pii); return pii; },
-                        pii => { lock (stats) for (int k = 0; k < pii.Length; k++) stats.Pii[k] += pii[k]; });
-                    for (int i = 0; i < chunk.Count; i++)
+                    for (int i = 0; i < batch.Outcomes.Length; i++)
                     {
-                        var o = outcome[i];
+                        var o = batch.Outcomes[i];
                         if (o.RemovedBy is { } rule) stats.Remove(rule, o.Chars);
                         else { spill.Append(ordinal, o.Tokens!, o.Chars, o.Key, o.Signature); localTokens += o.Tokens!.Length; }
                         ordinal++;
@@ -131,7 +127,6 @@ public static class Preparer
                     string eta = done is > 0 and < 1 ? $", {done:P0}, ETA {ProgressLine.Format(TimeSpan.FromSeconds(secs * (1 - done) / done))}" : "";
                     progress?.Update($"{tag}: {ordinal:N0} docs, {localTokens:N0} tokens, {ordinal / secs:N0} docs/s, {localTokens / secs:N0} tokens/s{eta}");
                 }
-                foreach (var (chunk, chars) in ReadAhead(localDocuments, options.ChunkChars)) Flush(chunk, chars);
             }
             stats.Read = ordinal;
             Mark("pass1");
@@ -219,48 +214,117 @@ public static class Preparer
         }
     }
 
-    /// <summary>
-    /// Chunks of about <paramref name="chunkChars"/> characters, the next one read on another thread while the caller
-    /// processes the current one (reading and parsing would otherwise leave the cores idle). At most two chunks are
-    /// held: one being processed and one read ahead. Errors of the reader surface here, in order. The first chunk is
-    /// small (<see cref="FirstChunkChars"/>) and sizes double up to <paramref name="chunkChars"/>, so the cores start
-    /// work after a short read instead of waiting for a whole chunk (on a small input, most of the run).
-    /// </summary>
-    const long FirstChunkChars = 1 << 18;
-
-    static IEnumerable<(List<Document> Chunk, long Chars)> ReadAhead(IEnumerable<Document> documents, long chunkChars)
+    /// <summary>A run of consecutive documents, the unit of pass 1's work queue, and what became of each.</summary>
+    sealed class Batch(List<Document> documents, long chars)
     {
-        using var ready = new BlockingCollection<(List<Document>, long)>(boundedCapacity: 1);
+        public readonly List<Document> Documents = documents;
+        public readonly long Chars = chars;
+        public readonly Outcome[] Outcomes = new Outcome[documents.Count];
+        public readonly ManualResetEventSlim Done = new();
+        public Exception? Error;
+    }
+
+    /// <summary>Most characters in one batch: small enough that the cores start after the first few documents are read
+    /// and finish together (a barrier per 8 M-character chunk left one core idle behind the chunk's last documents).</summary>
+    const long BatchChars = 1 << 16;
+
+    /// <summary>
+    /// Pass 1's documents processed by <paramref name="workers"/> threads and handed back in input order, batch by
+    /// batch. A reader thread parses the input into batches of about <see cref="BatchChars"/> characters and queues
+    /// them; each worker takes the oldest waiting batch; the caller gets batch k once it is done, while later ones are
+    /// still being read and processed. Text in flight (read, not yet handed back) stays within
+    /// <paramref name="budgetChars"/>, or one batch when a batch alone exceeds it: the memory bound of a run.
+    /// <paramref name="peak"/> receives the largest amount in flight so far. Errors surface in input order (the reader's
+    /// unwrapped, e.g. bad input). <paramref name="pii"/> receives the workers' counts once the enumeration ends.
+    /// </summary>
+    static IEnumerable<Batch> ProcessInOrder(IEnumerable<Document> documents, long budgetChars, int workers,
+        Func<Document, long[], Outcome> process, long[] pii, Action<long> peak)
+    {
+        using var work = new BlockingCollection<Batch>();
+        using var order = new BlockingCollection<Batch>();
         using var stop = new CancellationTokenSource();
-        var reader = Task.Run(() =>
+        var gate = new object();
+        long inFlight = 0, most = 0;
+        long batchChars = Math.Clamp(budgetChars / (4L * workers), 1, BatchChars); // a small budget still feeds every worker
+        Exception? readError = null;
+
+        var reader = new Thread(() =>
         {
             try
             {
-                var chunk = new List<Document>();
-                long chars = 0, target = Math.Min(chunkChars, FirstChunkChars);
+                var docs = new List<Document>();
+                long chars = 0;
                 foreach (var doc in documents)
                 {
-                    chunk.Add(doc);
+                    docs.Add(doc);
                     chars += doc.Text.Length;
-                    if (chars < target) continue;
-                    ready.Add((chunk, chars), stop.Token);
-                    (chunk, chars, target) = ([], 0, Math.Min(chunkChars, 2 * target));
+                    if (chars < batchChars) continue;
+                    Submit(new Batch(docs, chars));
+                    (docs, chars) = ([], 0);
                 }
-                if (chunk.Count > 0) ready.Add((chunk, chars), stop.Token);
+                if (docs.Count > 0) Submit(new Batch(docs, chars));
             }
-            catch (OperationCanceledException) when (stop.IsCancellationRequested) { /* the consumer stopped early */ }
-            finally { ready.CompleteAdding(); }
-        });
+            catch (OperationCanceledException) when (stop.IsCancellationRequested) { /* the caller stopped early */ }
+            catch (Exception e) { readError = e; }
+            finally { order.CompleteAdding(); work.CompleteAdding(); }
+        }) { IsBackground = true, Name = "prepare-reader" };
+
+        void Submit(Batch batch)
+        {
+            lock (gate)
+            {
+                while (inFlight > 0 && inFlight + batch.Chars > budgetChars)
+                {
+                    stop.Token.ThrowIfCancellationRequested();
+                    Monitor.Wait(gate);
+                }
+                stop.Token.ThrowIfCancellationRequested();
+                inFlight += batch.Chars;
+                most = Math.Max(most, inFlight);
+            }
+            order.Add(batch);
+            work.Add(batch);
+        }
+
+        var threads = new Thread[workers];
+        for (int w = 0; w < workers; w++)
+            threads[w] = new Thread(() =>
+            {
+                var counts = new long[pii.Length];
+                try
+                {
+                    foreach (var batch in work.GetConsumingEnumerable(stop.Token))
+                    {
+                        try { for (int i = 0; i < batch.Documents.Count; i++) batch.Outcomes[i] = process(batch.Documents[i], counts); }
+                        catch (Exception e) { batch.Error = e; }
+                        batch.Done.Set();
+                    }
+                }
+                catch (OperationCanceledException) { /* the caller stopped early */ }
+                lock (pii) for (int k = 0; k < counts.Length; k++) pii[k] += counts[k];
+            }) { IsBackground = true, Name = "prepare-worker" };
+        reader.Start();
+        foreach (var t in threads) t.Start();
         try
         {
-            foreach (var item in ready.GetConsumingEnumerable()) yield return item;
+            foreach (var batch in order.GetConsumingEnumerable())
+            {
+                batch.Done.Wait();
+                batch.Done.Dispose();
+                if (batch.Error is { } e) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(e);
+                lock (gate) peak(most);
+                yield return batch;
+                lock (gate) { inFlight -= batch.Chars; Monitor.PulseAll(gate); }
+            }
         }
         finally
         {
             stop.Cancel();
-            try { reader.Wait(); } catch (AggregateException) { /* reported below, or superseded by the caller's own failure */ }
+            lock (gate) Monitor.PulseAll(gate);
+            reader.Join();
+            foreach (var t in threads) t.Join();
         }
-        reader.GetAwaiter().GetResult(); // the reader's exception (unwrapped, e.g. bad input), if it failed
+        if (readError is not null) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(readError);
     }
 
     /// <summary>What pass 1 made of one document: removed by a rule, or its tokens, exact key and signature.</summary>

@@ -104,12 +104,16 @@ public static class Preparer
         var phases = new List<(string, double)>();
         double lastMark = 0;
         void Mark(string phase) { double now = clock.Elapsed.TotalSeconds; phases.Add((phase, now - lastMark)); lastMark = now; }
+        ShardSink? direct = null;
         try
         {
             // ---- pass 1: this rank's documents → filters → tokens, keys, signatures → spill ----
             var stats = new LocalStats();
             long peak = 0, ordinal = 0, localTokens = 0;
-            using (var spill = new RankSpill(staging, rank, near ? options.NearPermutations : 0))
+            // One rank that removes nothing after pass 1 (no --dedup, which only counts duplicates) writes the shards
+            // as pass 1 hands back documents: no spilled tokens to write and read back in a serial pass 2 afterwards.
+            direct = world == 1 && options.Dedup == DedupMode.None ? new ShardSink(staging, options, version, tokenizer.EotToken) : null;
+            using (var spill = new RankSpill(staging, rank, near ? options.NearPermutations : 0, tokens: direct is null))
             {
                 var work = ProcessInOrder(localDocuments, options.ChunkChars, Math.Max(1, options.Threads),
                     (doc, pii) => Process(doc, options, tokenizer, minHash, pii), stats.Pii, chars => peak = chars);
@@ -119,7 +123,12 @@ public static class Preparer
                     {
                         var o = batch.Outcomes[i];
                         if (o.RemovedBy is { } rule) stats.Remove(rule, o.Chars);
-                        else { spill.Append(ordinal, o.Tokens!, o.Chars, o.Key, o.Signature); localTokens += o.Tokens!.Length; }
+                        else
+                        {
+                            spill.Append(ordinal, o.Tokens!, o.Chars, o.Key, o.Signature);
+                            direct?.Add(o.Tokens);
+                            localTokens += o.Tokens!.Length;
+                        }
                         ordinal++;
                     }
                     double secs = Math.Max(clock.Elapsed.TotalSeconds, 1e-9);
@@ -129,6 +138,9 @@ public static class Preparer
                 }
             }
             stats.Read = ordinal;
+            // meta.json's first serialisation is ~0.1 s of JIT (System.Text.Json's generic code over our types): done on
+            // the idle core while the serial steps below run, not after them.
+            var warmJson = rank == 0 ? Task.Run(DatasetMeta.WarmUp) : Task.CompletedTask;
             Mark("pass1");
 
             // ---- global ids: rank r's documents are offsets[r] … offsets[r+1]−1, in input order ----
@@ -158,9 +170,12 @@ public static class Preparer
                 var removed = new Dictionary<string, HashSet<long>>();
                 if (options.Dedup != DedupMode.None) removed["dedup_exact"] = removedExact;
                 if (near) removed["dedup_near"] = removedNear;
-                Assemble(staging, offsets, options, tokenizer.EotToken, version, removed, out var train, out var val, out var dedupCounts);
-                using (train) using (val)
+                var dedupCounts = removed.Keys.ToDictionary(k => k, _ => new StageCount(0, 0, 0));
+                var sink = direct ?? Assemble(staging, offsets, options, tokenizer.EotToken, version, removed, dedupCounts);
+                using (sink)
                 {
+                    sink.Finish(offsets[world]);
+                    var (train, val) = (sink.Train, sink.Val);
                     var removedStats = new SortedDictionary<string, StageCount>(StringComparer.Ordinal);
                     foreach (var s2 in allStats)
                         foreach (var (rule, (d, c)) in s2.Removed)
@@ -193,6 +208,7 @@ public static class Preparer
             }
             comm.Barrier(); // every rank has closed its maps of the staging files
             Mark("assemble");
+            warmJson.Wait();
             if (rank == 0) Publish(staging, options.OutDir, meta!);
             comm.Barrier();
             Mark("publish");
@@ -203,6 +219,7 @@ public static class Preparer
         catch
         {
             progress?.Done();
+            direct?.Dispose();
             if (rank == 0)
                 try
                 {
@@ -348,48 +365,85 @@ public static class Preparer
 
     /// <summary>Streams every rank's spill in rank order, skipping removed documents, into train/val shards.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // a prepare run is seconds long: no slow first tier
-    static void Assemble(string staging, long[] offsets, PrepareOptions options, int eot, int version, Dictionary<string, HashSet<long>> removed,
-        out SplitWriter train, out SplitWriter val, out Dictionary<string, StageCount> dedupCounts)
+    static ShardSink Assemble(string staging, long[] offsets, PrepareOptions options, int eot, int version, Dictionary<string, HashSet<long>> removed,
+        Dictionary<string, StageCount> dedupCounts)
     {
-        train = new SplitWriter(staging, "train", version, options.ShardTokens);
-        val = new SplitWriter(staging, "val", version, options.ShardTokens);
-        dedupCounts = removed.Keys.ToDictionary(k => k, _ => new StageCount(0, 0, 0));
-        long index = 0;
-        // One document of lookahead (lets the last one move to val if val would be empty); two buffers, swapped.
-        int[] pending = new int[1024], next = new int[1024];
-        int pendingLength = -1;
-        bool pendingVal = false;
+        var sink = new ShardSink(staging, options, version, eot);
         var stages = removed.ToArray();
-        for (int r = 0; r < offsets.Length - 1; r++)
+        try
         {
-            using var tok = new FileStream(RankSpill.TokenPath(staging, r), FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 20);
-            foreach (var rec in RankSpill.ReadIndex(staging, r))
+            for (int r = 0; r < offsets.Length - 1; r++)
             {
-                long id = offsets[r] + rec.Ordinal;
-                string? stage = null;
-                foreach (var (name, ids) in stages) if (ids.Contains(id)) { stage = name; break; }
-                if (stage is not null)
+                using var tok = new FileStream(RankSpill.TokenPath(staging, r), FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 20);
+                foreach (var rec in RankSpill.ReadIndex(staging, r))
                 {
-                    tok.Seek(4L * rec.Tokens, SeekOrigin.Current);
-                    var c = dedupCounts[stage];
-                    dedupCounts[stage] = new StageCount(c.Documents + 1, c.Characters + rec.Chars, c.Tokens + rec.Tokens + 1);
-                    continue;
+                    long id = offsets[r] + rec.Ordinal;
+                    string? stage = null;
+                    foreach (var (name, ids) in stages) if (ids.Contains(id)) { stage = name; break; }
+                    if (stage is not null)
+                    {
+                        tok.Seek(4L * rec.Tokens, SeekOrigin.Current);
+                        var c = dedupCounts[stage];
+                        dedupCounts[stage] = new StageCount(c.Documents + 1, c.Characters + rec.Chars, c.Tokens + rec.Tokens + 1);
+                        continue;
+                    }
+                    tok.ReadExactly(MemoryMarshal.AsBytes(sink.Next(rec.Tokens)));
+                    sink.Push();
                 }
-                if (next.Length < rec.Tokens) next = new int[Math.Max(rec.Tokens, 2 * next.Length)];
-                tok.ReadExactly(MemoryMarshal.AsBytes(next.AsSpan(0, rec.Tokens)));
-                if (pendingLength >= 0) (pendingVal ? val : train).Append(pending.AsSpan(0, pendingLength), eot);
-                (pending, next, pendingLength) = (next, pending, rec.Tokens);
-                pendingVal = IsVal(index++, options.ValFraction);
             }
+            return sink;
         }
-        if (pendingLength < 0)
-            throw new BadInputException(offsets[^1] == 0
-                ? "the corpus is empty: no documents found in the inputs"
-                : $"the corpus is empty: none of the {offsets[^1]:N0} documents read is left after empty-text removal, filters and deduplication");
-        if (options.ValFraction > 0 && index >= 2 && val.Documents == 0 && !pendingVal) pendingVal = true;
-        (pendingVal ? val : train).Append(pending.AsSpan(0, pendingLength), eot);
-        train.Finish();
-        val.Finish();
+        catch { sink.Dispose(); throw; }
+    }
+
+    /// <summary>
+    /// Documents in their final order → train/val shards: the i-th goes to val iff <see cref="IsVal"/>(i). One document
+    /// is held back (two buffers, swapped) so that the last can move to val when val would otherwise be empty. The one
+    /// place that decides the split, for pass 2 and for pass 1's direct path alike.
+    /// </summary>
+    sealed class ShardSink(string dir, PrepareOptions options, int version, int eot) : IDisposable
+    {
+        int[] _pending = new int[1024], _next = new int[1024];
+        int _pendingLength = -1, _nextLength;
+        bool _pendingVal;
+        long _index;
+
+        public SplitWriter Train { get; } = new(dir, "train", version, options.ShardTokens);
+        public SplitWriter Val { get; } = new(dir, "val", version, options.ShardTokens);
+
+        /// <summary>A buffer for the next document's <paramref name="tokens"/> tokens; <see cref="Push"/> takes it.</summary>
+        public Span<int> Next(int tokens)
+        {
+            if (_next.Length < tokens) _next = new int[Math.Max(tokens, 2 * _next.Length)];
+            _nextLength = tokens;
+            return _next.AsSpan(0, tokens);
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)] // once per document in a serial loop: no slow first tier
+        public void Push()
+        {
+            if (_pendingLength >= 0) (_pendingVal ? Val : Train).Append(_pending.AsSpan(0, _pendingLength), eot);
+            (_pending, _next, _pendingLength) = (_next, _pending, _nextLength);
+            _pendingVal = IsVal(_index++, options.ValFraction);
+        }
+
+        public void Add(ReadOnlySpan<int> tokens) { tokens.CopyTo(Next(tokens.Length)); Push(); }
+
+        /// <summary>Writes the held-back document and commits the last shards; <paramref name="documentsRead"/> names the empty corpus.</summary>
+        public void Finish(long documentsRead)
+        {
+            if (_pendingLength < 0)
+                throw new BadInputException(documentsRead == 0
+                    ? "the corpus is empty: no documents found in the inputs"
+                    : $"the corpus is empty: none of the {documentsRead:N0} documents read is left after empty-text removal, filters and deduplication");
+            if (options.ValFraction > 0 && _index >= 2 && Val.Documents == 0 && !_pendingVal) _pendingVal = true;
+            (_pendingVal ? Val : Train).Append(_pending.AsSpan(0, _pendingLength), eot);
+            _pendingLength = -1;
+            Train.Finish();
+            Val.Finish();
+        }
+
+        public void Dispose() { Train.Dispose(); Val.Dispose(); }
     }
 
     /// <summary>One JSON line per cluster: <c>{"stage","kept","removed":[ids]}</c>; ids are positions in the input (0-based).</summary>

@@ -25,7 +25,7 @@ public static class PrepareCommand
         var textField = new Option<string>("--text-field") { Description = "JSONL/parquet field with the text (dotted paths like post.text work for JSONL)", DefaultValueFactory = _ => "text" };
         var valFraction = new Option<double>("--val-fraction") { Description = "Share of documents for the val split", DefaultValueFactory = _ => 0.05 };
         var shardTokens = new Option<long>("--shard-tokens") { Description = "Most tokens per shard file", DefaultValueFactory = _ => 100_000_000 };
-        var chunkChars = new Option<long>("--chunk-chars") { Description = "Characters of text processed per parallel batch: bounds memory per rank", DefaultValueFactory = _ => 8L << 20 };
+        var chunkChars = new Option<long>("--chunk-chars") { Description = "Most characters of text in flight (read, not yet tokenized and spilled): bounds memory per rank", DefaultValueFactory = _ => 8L << 20 };
         var dedup = new Option<string>("--dedup") { Description = "Remove duplicates: none (exact ones are still counted), exact (normalised text), near (exact, then MinHash/LSH)", DefaultValueFactory = _ => "none" };
         var nearThreshold = new Option<double>("--near-threshold") { Description = "Jaccard similarity of word n-gram sets at which documents are near duplicates", DefaultValueFactory = _ => 0.8 };
         var nearPerms = new Option<int>("--near-perms") { Description = "MinHash permutations", DefaultValueFactory = _ => 128 };

@@ -22,7 +22,7 @@ public sealed record PrepareOptions
     public double ValFraction { get; init; } = 0.05;
     /// <summary>Most tokens per shard file.</summary>
     public long ShardTokens { get; init; } = 100_000_000;
-    /// <summary>Characters of text tokenized per parallel batch: the memory bound of a run, whatever the corpus size.</summary>
+    /// <summary>Most characters of text in flight (read, not yet spilled): the memory bound of a run, whatever the corpus size.</summary>
     public long ChunkChars { get; init; } = 8L << 20;
     public int Threads { get; init; } = Environment.ProcessorCount;
     /// <summary>Where the text came from, recorded in meta.json.</summary>
@@ -45,7 +45,7 @@ public sealed record PrepareOptions
 /// <summary><c>--dedup</c> modes: none counts exact duplicates only, exact removes them, near removes exact then near duplicates.</summary>
 public enum DedupMode { None, Exact, Near }
 
-/// <summary>Outcome of a run. <see cref="PeakChunkChars"/> is the most text held at once (≤ ChunkChars + one document).</summary>
+/// <summary>Outcome of a run. <see cref="PeakChunkChars"/> is the most text held at once (≤ ChunkChars, or one batch when a batch alone exceeds it).</summary>
 public sealed record PrepareResult(DatasetMeta Meta, TimeSpan Elapsed, long PeakChunkChars)
 {
     /// <summary>Largest peak resident set size over the ranks (VmHWM), bytes; 0 where /proc is missing.</summary>
@@ -104,26 +104,31 @@ public static class Preparer
         var phases = new List<(string, double)>();
         double lastMark = 0;
         void Mark(string phase) { double now = clock.Elapsed.TotalSeconds; phases.Add((phase, now - lastMark)); lastMark = now; }
+        ShardSink? direct = null;
         try
         {
             // ---- pass 1: this rank's documents → filters → tokens, keys, signatures → spill ----
             var stats = new LocalStats();
             long peak = 0, ordinal = 0, localTokens = 0;
-            using (var spill = new RankSpill(staging, rank, near ? options.NearPermutations : 0))
+            // One rank that removes nothing after pass 1 (no --dedup, which only counts duplicates) writes the shards
+            // as pass 1 hands back documents: no spilled tokens to write and read back in a serial pass 2 afterwards.
+            direct = world == 1 && options.Dedup == DedupMode.None ? new ShardSink(staging, options, version, tokenizer.EotToken) : null;
+            using (var spill = new RankSpill(staging, rank, near ? options.NearPermutations : 0, tokens: direct is null))
             {
-                void Flush(List<Document> chunk, long chunkChars)
+                var work = ProcessInOrder(localDocuments, options.ChunkChars, Math.Max(1, options.Threads),
+                    (doc, pii) => Process(doc, options, tokenizer, minHash, pii), stats.Pii, chars => peak = chars);
+                foreach (var batch in work)
                 {
-                    peak = Math.Max(peak, chunkChars);
-                    var outcome = new Outcome[chunk.Count];
-                    Parallel.For(0, chunk.Count, new ParallelOptions { MaxDegreeOfParallelism = Math.Max(1, options.Threads) },
-                        () => new long[PiiScrubber.Kinds.Length],
-                        (i, _, pii) => { outcome[i] = Process(chunk[i], options, tokenizer, minHash, pii); return pii; },
-                        pii => { lock (stats) for (int k = 0; k < pii.Length; k++) stats.Pii[k] += pii[k]; });
-                    for (int i = 0; i < chunk.Count; i++)
+                    for (int i = 0; i < batch.Outcomes.Length; i++)
                     {
-                        var o = outcome[i];
+                        var o = batch.Outcomes[i];
                         if (o.RemovedBy is { } rule) stats.Remove(rule, o.Chars);
-                        else { spill.Append(ordinal, o.Tokens!, o.Chars, o.Key, o.Signature); localTokens += o.Tokens!.Length; }
+                        else
+                        {
+                            spill.Append(ordinal, o.Tokens!, o.Chars, o.Key, o.Signature);
+                            direct?.Add(o.Tokens);
+                            localTokens += o.Tokens!.Length;
+                        }
                         ordinal++;
                     }
                     double secs = Math.Max(clock.Elapsed.TotalSeconds, 1e-9);
@@ -131,9 +136,11 @@ public static class Preparer
                     string eta = done is > 0 and < 1 ? $", {done:P0}, ETA {ProgressLine.Format(TimeSpan.FromSeconds(secs * (1 - done) / done))}" : "";
                     progress?.Update($"{tag}: {ordinal:N0} docs, {localTokens:N0} tokens, {ordinal / secs:N0} docs/s, {localTokens / secs:N0} tokens/s{eta}");
                 }
-                foreach (var (chunk, chars) in ReadAhead(localDocuments, options.ChunkChars)) Flush(chunk, chars);
             }
             stats.Read = ordinal;
+            // meta.json's first serialisation is ~0.1 s of JIT (System.Text.Json's generic code over our types): done on
+            // the idle core while the serial steps below run, not after them.
+            var warmJson = rank == 0 ? Task.Run(DatasetMeta.WarmUp) : Task.CompletedTask;
             Mark("pass1");
 
             // ---- global ids: rank r's documents are offsets[r] … offsets[r+1]−1, in input order ----
@@ -163,9 +170,12 @@ public static class Preparer
                 var removed = new Dictionary<string, HashSet<long>>();
                 if (options.Dedup != DedupMode.None) removed["dedup_exact"] = removedExact;
                 if (near) removed["dedup_near"] = removedNear;
-                Assemble(staging, offsets, options, tokenizer.EotToken, version, removed, out var train, out var val, out var dedupCounts);
-                using (train) using (val)
+                var dedupCounts = removed.Keys.ToDictionary(k => k, _ => new StageCount(0, 0, 0));
+                var sink = direct ?? Assemble(staging, offsets, options, tokenizer.EotToken, version, removed, dedupCounts);
+                using (sink)
                 {
+                    sink.Finish(offsets[world]);
+                    var (train, val) = (sink.Train, sink.Val);
                     var removedStats = new SortedDictionary<string, StageCount>(StringComparer.Ordinal);
                     foreach (var s2 in allStats)
                         foreach (var (rule, (d, c)) in s2.Removed)
@@ -198,6 +208,7 @@ public static class Preparer
             }
             comm.Barrier(); // every rank has closed its maps of the staging files
             Mark("assemble");
+            warmJson.Wait();
             if (rank == 0) Publish(staging, options.OutDir, meta!);
             comm.Barrier();
             Mark("publish");
@@ -208,6 +219,7 @@ public static class Preparer
         catch
         {
             progress?.Done();
+            direct?.Dispose();
             if (rank == 0)
                 try
                 {
@@ -219,48 +231,117 @@ public static class Preparer
         }
     }
 
-    /// <summary>
-    /// Chunks of about <paramref name="chunkChars"/> characters, the next one read on another thread while the caller
-    /// processes the current one (reading and parsing would otherwise leave the cores idle). At most two chunks are
-    /// held: one being processed and one read ahead. Errors of the reader surface here, in order. The first chunk is
-    /// small (<see cref="FirstChunkChars"/>) and sizes double up to <paramref name="chunkChars"/>, so the cores start
-    /// work after a short read instead of waiting for a whole chunk (on a small input, most of the run).
-    /// </summary>
-    const long FirstChunkChars = 1 << 18;
-
-    static IEnumerable<(List<Document> Chunk, long Chars)> ReadAhead(IEnumerable<Document> documents, long chunkChars)
+    /// <summary>A run of consecutive documents, the unit of pass 1's work queue, and what became of each.</summary>
+    sealed class Batch(List<Document> documents, long chars)
     {
-        using var ready = new BlockingCollection<(List<Document>, long)>(boundedCapacity: 1);
+        public readonly List<Document> Documents = documents;
+        public readonly long Chars = chars;
+        public readonly Outcome[] Outcomes = new Outcome[documents.Count];
+        public readonly ManualResetEventSlim Done = new();
+        public Exception? Error;
+    }
+
+    /// <summary>Most characters in one batch: small enough that the cores start after the first few documents are read
+    /// and finish together (a barrier per 8 M-character chunk left one core idle behind the chunk's last documents).</summary>
+    const long BatchChars = 1 << 16;
+
+    /// <summary>
+    /// Pass 1's documents processed by <paramref name="workers"/> threads and handed back in input order, batch by
+    /// batch. A reader thread parses the input into batches of about <see cref="BatchChars"/> characters and queues
+    /// them; each worker takes the oldest waiting batch; the caller gets batch k once it is done, while later ones are
+    /// still being read and processed. Text in flight (read, not yet handed back) stays within
+    /// <paramref name="budgetChars"/>, or one batch when a batch alone exceeds it: the memory bound of a run.
+    /// <paramref name="peak"/> receives the largest amount in flight so far. Errors surface in input order (the reader's
+    /// unwrapped, e.g. bad input). <paramref name="pii"/> receives the workers' counts once the enumeration ends.
+    /// </summary>
+    static IEnumerable<Batch> ProcessInOrder(IEnumerable<Document> documents, long budgetChars, int workers,
+        Func<Document, long[], Outcome> process, long[] pii, Action<long> peak)
+    {
+        using var work = new BlockingCollection<Batch>();
+        using var order = new BlockingCollection<Batch>();
         using var stop = new CancellationTokenSource();
-        var reader = Task.Run(() =>
+        var gate = new object();
+        long inFlight = 0, most = 0;
+        long batchChars = Math.Clamp(budgetChars / (4L * workers), 1, BatchChars); // a small budget still feeds every worker
+        Exception? readError = null;
+
+        var reader = new Thread(() =>
         {
             try
             {
-                var chunk = new List<Document>();
-                long chars = 0, target = Math.Min(chunkChars, FirstChunkChars);
+                var docs = new List<Document>();
+                long chars = 0;
                 foreach (var doc in documents)
                 {
-                    chunk.Add(doc);
+                    docs.Add(doc);
                     chars += doc.Text.Length;
-                    if (chars < target) continue;
-                    ready.Add((chunk, chars), stop.Token);
-                    (chunk, chars, target) = ([], 0, Math.Min(chunkChars, 2 * target));
+                    if (chars < batchChars) continue;
+                    Submit(new Batch(docs, chars));
+                    (docs, chars) = ([], 0);
                 }
-                if (chunk.Count > 0) ready.Add((chunk, chars), stop.Token);
+                if (docs.Count > 0) Submit(new Batch(docs, chars));
             }
-            catch (OperationCanceledException) when (stop.IsCancellationRequested) { /* the consumer stopped early */ }
-            finally { ready.CompleteAdding(); }
-        });
+            catch (OperationCanceledException) when (stop.IsCancellationRequested) { /* the caller stopped early */ }
+            catch (Exception e) { readError = e; }
+            finally { order.CompleteAdding(); work.CompleteAdding(); }
+        }) { IsBackground = true, Name = "prepare-reader" };
+
+        void Submit(Batch batch)
+        {
+            lock (gate)
+            {
+                while (inFlight > 0 && inFlight + batch.Chars > budgetChars)
+                {
+                    stop.Token.ThrowIfCancellationRequested();
+                    Monitor.Wait(gate);
+                }
+                stop.Token.ThrowIfCancellationRequested();
+                inFlight += batch.Chars;
+                most = Math.Max(most, inFlight);
+            }
+            order.Add(batch);
+            work.Add(batch);
+        }
+
+        var threads = new Thread[workers];
+        for (int w = 0; w < workers; w++)
+            threads[w] = new Thread(() =>
+            {
+                var counts = new long[pii.Length];
+                try
+                {
+                    foreach (var batch in work.GetConsumingEnumerable(stop.Token))
+                    {
+                        try { for (int i = 0; i < batch.Documents.Count; i++) batch.Outcomes[i] = process(batch.Documents[i], counts); }
+                        catch (Exception e) { batch.Error = e; }
+                        batch.Done.Set();
+                    }
+                }
+                catch (OperationCanceledException) { /* the caller stopped early */ }
+                lock (pii) for (int k = 0; k < counts.Length; k++) pii[k] += counts[k];
+            }) { IsBackground = true, Name = "prepare-worker" };
+        reader.Start();
+        foreach (var t in threads) t.Start();
         try
         {
-            foreach (var item in ready.GetConsumingEnumerable()) yield return item;
+            foreach (var batch in order.GetConsumingEnumerable())
+            {
+                batch.Done.Wait();
+                batch.Done.Dispose();
+                if (batch.Error is { } e) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(e);
+                lock (gate) peak(most);
+                yield return batch;
+                lock (gate) { inFlight -= batch.Chars; Monitor.PulseAll(gate); }
+            }
         }
         finally
         {
             stop.Cancel();
-            try { reader.Wait(); } catch (AggregateException) { /* reported below, or superseded by the caller's own failure */ }
+            lock (gate) Monitor.PulseAll(gate);
+            reader.Join();
+            foreach (var t in threads) t.Join();
         }
-        reader.GetAwaiter().GetResult(); // the reader's exception (unwrapped, e.g. bad input), if it failed
+        if (readError is not null) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(readError);
     }
 
     /// <summary>What pass 1 made of one document: removed by a rule, or its tokens, exact key and signature.</summary>
@@ -284,48 +365,85 @@ public static class Preparer
 
     /// <summary>Streams every rank's spill in rank order, skipping removed documents, into train/val shards.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // a prepare run is seconds long: no slow first tier
-    static void Assemble(string staging, long[] offsets, PrepareOptions options, int eot, int version, Dictionary<string, HashSet<long>> removed,
-        out SplitWriter train, out SplitWriter val, out Dictionary<string, StageCount> dedupCounts)
+    static ShardSink Assemble(string staging, long[] offsets, PrepareOptions options, int eot, int version, Dictionary<string, HashSet<long>> removed,
+        Dictionary<string, StageCount> dedupCounts)
     {
-        train = new SplitWriter(staging, "train", version, options.ShardTokens);
-        val = new SplitWriter(staging, "val", version, options.ShardTokens);
-        dedupCounts = removed.Keys.ToDictionary(k => k, _ => new StageCount(0, 0, 0));
-        long index = 0;
-        // One document of lookahead (lets the last one move to val if val would be empty); two buffers, swapped.
-        int[] pending = new int[1024], next = new int[1024];
-        int pendingLength = -1;
-        bool pendingVal = false;
+        var sink = new ShardSink(staging, options, version, eot);
         var stages = removed.ToArray();
-        for (int r = 0; r < offsets.Length - 1; r++)
+        try
         {
-            using var tok = new FileStream(RankSpill.TokenPath(staging, r), FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 20);
-            foreach (var rec in RankSpill.ReadIndex(staging, r))
+            for (int r = 0; r < offsets.Length - 1; r++)
             {
-                long id = offsets[r] + rec.Ordinal;
-                string? stage = null;
-                foreach (var (name, ids) in stages) if (ids.Contains(id)) { stage = name; break; }
-                if (stage is not null)
+                using var tok = new FileStream(RankSpill.TokenPath(staging, r), FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 20);
+                foreach (var rec in RankSpill.ReadIndex(staging, r))
                 {
-                    tok.Seek(4L * rec.Tokens, SeekOrigin.Current);
-                    var c = dedupCounts[stage];
-                    dedupCounts[stage] = new StageCount(c.Documents + 1, c.Characters + rec.Chars, c.Tokens + rec.Tokens + 1);
-                    continue;
+                    long id = offsets[r] + rec.Ordinal;
+                    string? stage = null;
+                    foreach (var (name, ids) in stages) if (ids.Contains(id)) { stage = name; break; }
+                    if (stage is not null)
+                    {
+                        tok.Seek(4L * rec.Tokens, SeekOrigin.Current);
+                        var c = dedupCounts[stage];
+                        dedupCounts[stage] = new StageCount(c.Documents + 1, c.Characters + rec.Chars, c.Tokens + rec.Tokens + 1);
+                        continue;
+                    }
+                    tok.ReadExactly(MemoryMarshal.AsBytes(sink.Next(rec.Tokens)));
+                    sink.Push();
                 }
-                if (next.Length < rec.Tokens) next = new int[Math.Max(rec.Tokens, 2 * next.Length)];
-                tok.ReadExactly(MemoryMarshal.AsBytes(next.AsSpan(0, rec.Tokens)));
-                if (pendingLength >= 0) (pendingVal ? val : train).Append(pending.AsSpan(0, pendingLength), eot);
-                (pending, next, pendingLength) = (next, pending, rec.Tokens);
-                pendingVal = IsVal(index++, options.ValFraction);
             }
+            return sink;
         }
-        if (pendingLength < 0)
-            throw new BadInputException(offsets[^1] == 0
-                ? "the corpus is empty: no documents found in the inputs"
-                : $"the corpus is empty: none of the {offsets[^1]:N0} documents read is left after empty-text removal, filters and deduplication");
-        if (options.ValFraction > 0 && index >= 2 && val.Documents == 0 && !pendingVal) pendingVal = true;
-        (pendingVal ? val : train).Append(pending.AsSpan(0, pendingLength), eot);
-        train.Finish();
-        val.Finish();
+        catch { sink.Dispose(); throw; }
+    }
+
+    /// <summary>
+    /// Documents in their final order → train/val shards: the i-th goes to val iff <see cref="IsVal"/>(i). One document
+    /// is held back (two buffers, swapped) so that the last can move to val when val would otherwise be empty. The one
+    /// place that decides the split, for pass 2 and for pass 1's direct path alike.
+    /// </summary>
+    sealed class ShardSink(string dir, PrepareOptions options, int version, int eot) : IDisposable
+    {
+        int[] _pending = new int[1024], _next = new int[1024];
+        int _pendingLength = -1, _nextLength;
+        bool _pendingVal;
+        long _index;
+
+        public SplitWriter Train { get; } = new(dir, "train", version, options.ShardTokens);
+        public SplitWriter Val { get; } = new(dir, "val", version, options.ShardTokens);
+
+        /// <summary>A buffer for the next document's <paramref name="tokens"/> tokens; <see cref="Push"/> takes it.</summary>
+        public Span<int> Next(int tokens)
+        {
+            if (_next.Length < tokens) _next = new int[Math.Max(tokens, 2 * _next.Length)];
+            _nextLength = tokens;
+            return _next.AsSpan(0, tokens);
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)] // once per document in a serial loop: no slow first tier
+        public void Push()
+        {
+            if (_pendingLength >= 0) (_pendingVal ? Val : Train).Append(_pending.AsSpan(0, _pendingLength), eot);
+            (_pending, _next, _pendingLength) = (_next, _pending, _nextLength);
+            _pendingVal = IsVal(_index++, options.ValFraction);
+        }
+
+        public void Add(ReadOnlySpan<int> tokens) { tokens.CopyTo(Next(tokens.Length)); Push(); }
+
+        /// <summary>Writes the held-back document and commits the last shards; <paramref name="documentsRead"/> names the empty corpus.</summary>
+        public void Finish(long documentsRead)
+        {
+            if (_pendingLength < 0)
+                throw new BadInputException(documentsRead == 0
+                    ? "the corpus is empty: no documents found in the inputs"
+                    : $"the corpus is empty: none of the {documentsRead:N0} documents read is left after empty-text removal, filters and deduplication");
+            if (options.ValFraction > 0 && _index >= 2 && Val.Documents == 0 && !_pendingVal) _pendingVal = true;
+            (_pendingVal ? Val : Train).Append(_pending.AsSpan(0, _pendingLength), eot);
+            _pendingLength = -1;
+            Train.Finish();
+            Val.Finish();
+        }
+
+        public void Dispose() { Train.Dispose(); Val.Dispose(); }
     }
 
     /// <summary>One JSON line per cluster: <c>{"stage","kept","removed":[ids]}</c>; ids are positions in the input (0-based).</summary>

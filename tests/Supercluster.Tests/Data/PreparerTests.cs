@@ -94,6 +94,30 @@ public class PreparerTests
     }
 
     [Fact]
+    public void OneRankWithoutDedupWritesTheShardsPassTwoWould()
+    {
+        // --dedup none on one rank writes shards during pass 1; --dedup exact on text without duplicates goes through the
+        // spill and pass 2. Same documents kept, so the shard files must be the same bytes: several shards per split, a
+        // document split across shards, documents removed in pass 1 (empty), and val sizes where the last document moves.
+        foreach (var (count, fraction) in new[] { (400, 0.1), (5, 0.05), (1, 0.5) })
+        {
+            using var dir = new TempDir();
+            var docs = Enumerable.Range(0, count).Select(i => new Document(i % 7 == 3 ? " \n" : $"Document {i}: " + new string('a', i % 37) + string.Concat(Enumerable.Repeat(" ünïcode 🎉", i % 5)))).ToList();
+            var options = new PrepareOptions { OutDir = dir["none"], Tokenizer = "gpt2", ShardTokens = 997, ValFraction = fraction, ChunkChars = 3000, Threads = 3 };
+            var direct = Preparer.Run(docs, options).Meta;
+            var passTwo = Preparer.Run(docs, options with { OutDir = dir["exact"], Dedup = DedupMode.Exact }).Meta;
+            Assert.Equal(0, passTwo.Pipeline!.ExactDuplicatesFound);
+            Assert.True(count < 400 || direct.TrainShards.Count >= 3, $"{direct.TrainShards.Count} train shards");
+            var files = Directory.GetFiles(dir["none"], "*.bin").Select(Path.GetFileName).Order().ToList();
+            Assert.Equal(files, Directory.GetFiles(dir["exact"], "*.bin").Select(Path.GetFileName).Order());
+            Assert.Equal(direct.TrainShards.Count + direct.ValShards.Count, files.Count);
+            foreach (var f in files) Assert.True(File.ReadAllBytes(Path.Combine(dir["none"], f!)).AsSpan().SequenceEqual(File.ReadAllBytes(Path.Combine(dir["exact"], f!))), $"{count} docs: {f} differs");
+            Assert.Equal((direct.TrainDocuments, direct.ValDocuments, direct.TrainTokens, direct.ValTokens), (passTwo.TrainDocuments, passTwo.ValDocuments, passTwo.TrainTokens, passTwo.ValTokens));
+            Assert.True(count == 1 || direct.ValDocuments > 0); // one document stays in train
+        }
+    }
+
+    [Fact]
     public void FailuresLeaveNoPartialOutput()
     {
         using var dir = new TempDir();

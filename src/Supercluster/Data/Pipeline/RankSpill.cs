@@ -15,7 +15,8 @@ namespace Supercluster.Data.Pipeline;
 public sealed class RankSpill : IDisposable
 {
     public const int IndexBytes = 32;
-    readonly FileStream _idx, _tok;
+    readonly FileStream _idx;
+    readonly FileStream? _tok;
     readonly FileStream? _sig;
     readonly byte[] _record = new byte[IndexBytes];
     uint[]? _none;
@@ -26,10 +27,11 @@ public sealed class RankSpill : IDisposable
     /// <summary>Whether <paramref name="signature"/> is the one spilled for a document without words.</summary>
     public static bool HasNoWords(ReadOnlySpan<uint> signature) => signature[0] == uint.MaxValue && (signature.Length == 1 || signature[1] == uint.MaxValue);
 
-    public RankSpill(string dir, int rank, int permutations)
+    /// <summary><paramref name="tokens"/> false: no <c>rank-R.tok</c> (the caller writes the shards itself).</summary>
+    public RankSpill(string dir, int rank, int permutations, bool tokens = true)
     {
         _idx = Create(IndexPath(dir, rank));
-        _tok = Create(TokenPath(dir, rank));
+        if (tokens) _tok = Create(TokenPath(dir, rank));
         if (permutations > 0) _sig = Create(SignaturePath(dir, rank));
         Permutations = permutations;
     }
@@ -50,7 +52,7 @@ public sealed class RankSpill : IDisposable
         BinaryPrimitives.WriteInt32LittleEndian(_record.AsSpan(12), chars);
         BinaryPrimitives.WriteUInt128LittleEndian(_record.AsSpan(16), key);
         _idx.Write(_record);
-        _tok.Write(MemoryMarshal.AsBytes(tokens.AsSpan()));
+        _tok?.Write(MemoryMarshal.AsBytes(tokens.AsSpan()));
         if (_sig is not null)
         {
             signature ??= _none ??= NoWords(Permutations);

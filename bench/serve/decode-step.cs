@@ -82,6 +82,19 @@ if (args.Length > 2 && args[2] == "linears")
     return;
 }
 
+// The whole decode step in C# (Gpt2Decoder, as the scheduler runs a small GPT-2) vs the model's layers through libtorch
+// with the projections in C# (`-- CHECKPOINT STEPS whole`: only this).
+if (args.Length > 2 && args[2] == "whole")
+{
+    DecodeAb(cache =>
+    {
+        if (cache.PackProjections(model)) return true;
+        Console.WriteLine("not a small GPT-2: the scheduler keeps libtorch's layers");
+        return false;
+    }, (cache, on) => cache.WholeStep = on, "whole step in C#", "libtorch layers");
+    return;
+}
+
 // GPT-2's decode step reading q, k, v from the fused qkv vs splitting them into heads first
 // (`-- CHECKPOINT STEPS packed`: only this).
 if (args.Length > 2 && args[2] == "packed")

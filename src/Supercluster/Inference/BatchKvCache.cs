@@ -381,7 +381,7 @@ public sealed unsafe class BatchKvCache : KvCache
     {
         int b = _rows.Length;
         if (!(_decode && _chunks is null && WholeStep && FastDecode && PackedLinears && _decoder is not null && b <= Gpt2Decoder.MaxRows
-              && idx.dtype == ScalarType.Int64 && idx.device_type == DeviceType.CPU && idx.is_contiguous() && idx.NumberOfElements == b && !is_grad_enabled()))
+              && idx.dtype == ScalarType.Int64 && idx.device_type == DeviceType.CPU && idx.is_contiguous() && idx.dim() == 2 && idx.shape[0] == b && idx.shape[1] == 1 && !is_grad_enabled()))
             return null;
         var logits = empty(b, 1, _decoder.Vocab, dtype: ScalarType.Float32);
         _decoder.Step((long*)LibTorchLoader.DataPtr(idx), b, _decodeSlots, _decodeKeys, _flat, _k, _v, (float*)LibTorchLoader.DataPtr(logits));

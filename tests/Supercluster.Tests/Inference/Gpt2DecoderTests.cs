@@ -83,6 +83,7 @@ public class Gpt2DecoderTests
         cache.Begin(all, 1);
         Assert.Null(cache.WholeForward(zeros([all.Length, 1], ScalarType.Int64)));
         cache.Begin(all[..2], 1);
+        Assert.Null(cache.WholeForward(zeros([1, 2], ScalarType.Int64)));     // not [B, 1]: the layers' checks answer
         cache.WholeStep = false;
         Assert.Null(cache.WholeForward(zeros([2, 1], ScalarType.Int64)));
         cache.WholeStep = true;

@@ -82,6 +82,34 @@ if (args.Length > 2 && args[2] == "linears")
     return;
 }
 
+// The whole decode step in C# (Gpt2Decoder, as the scheduler runs a small GPT-2) vs the model's layers through libtorch
+// with the projections in C# (`-- CHECKPOINT STEPS whole`: only this).
+if (args.Length > 2 && args[2] == "whole")
+{
+    DecodeAb(cache =>
+    {
+        if (cache.PackProjections(model)) return true;
+        Console.WriteLine("not a small GPT-2: the scheduler keeps libtorch's layers");
+        return false;
+    }, (cache, on) => cache.WholeStep = on, "whole step in C#", "libtorch layers");
+    return;
+}
+
+// DecodeAttention alone: 16 rows, every layer's heads, 64 cached keys each, as the batch-16 step runs it
+// (`-- CHECKPOINT STEPS attention`: only this; CPU ms per step, best of 5 rounds).
+if (args.Length > 2 && args[2] == "attention")
+{
+    long hd = c.HeadDim, d = c.NEmbd;
+    var slabK = randn(32, c.NKvHead, c.SeqLen, hd);
+    var slabV = randn(32, c.NKvHead, c.SeqLen, hd);
+    var qkv = randn(16, 1, 3 * d);
+    int[] slots = Enumerable.Range(0, 16).ToArray();
+    long[] keys = Enumerable.Range(0, 16).Select(i => 64L + i % 5).ToArray();
+    double ms = Time(() => { using var s = NewDisposeScope(); for (int l = 0; l < c.NLayer; l++) DecodeAttention.RunPacked(qkv, slabK, slabV, hd, slots, keys); }, steps * 4);
+    Console.WriteLine($"batch 16 attention, {c.NLayer} layers × {c.NHead} heads, 64-68 keys: {ms:F4} ms per step");
+    return;
+}
+
 // GPT-2's decode step reading q, k, v from the fused qkv vs splitting them into heads first
 // (`-- CHECKPOINT STEPS packed`: only this).
 if (args.Length > 2 && args[2] == "packed")

@@ -1,4 +1,5 @@
 using Supercluster.Model;
+using Supercluster.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -16,7 +17,7 @@ namespace Supercluster.Inference;
 /// into the slab seen as a matrix, with its positions and mask built on the host), and attention reads the slots in place when the batch's rows are
 /// consecutive slots (the scheduler rents the lowest free slot to keep them so), else one gather of the used length.
 /// </summary>
-public sealed class BatchKvCache : KvCache
+public sealed unsafe class BatchKvCache : KvCache
 {
     readonly long[] _len;
     readonly SortedSet<int> _free;
@@ -362,7 +363,30 @@ public sealed class BatchKvCache : KvCache
     {
         if (model is not Gpt2 g || model.parameters().Sum(p => p.NumberOfElements) > PackedLinear.MaxModelParameters) return false;
         Pack(g.h.SelectMany(b => b.mlp is null ? [b.attn.c_attn, b.attn.c_proj] : new[] { b.attn.c_attn, b.attn.c_proj, b.mlp.c_fc, b.mlp.c_proj }));
+        if (_decoder is null && Gpt2Decoder.Takes(g) && g.h.All(b => b.mlp is not null && _packed.ContainsKey(b.mlp.c_fc)))
+            _decoder = new Gpt2Decoder(g, l => _packed[l]);
         return _packed.Count > 0;
+    }
+
+    Gpt2Decoder? _decoder;
+
+    /// <summary>
+    /// Decode steps of ≤ <see cref="Gpt2Decoder.MaxRows"/> rows of a model <see cref="PackProjections"/> took run whole
+    /// in C# (<see cref="Gpt2Decoder"/>, default); false: the model's layers through libtorch (the reference path, and
+    /// bench/serve/decode-step.cs's A/B).
+    /// </summary>
+    public bool WholeStep { get; set; } = true;
+
+    public override Tensor? WholeForward(Tensor idx)
+    {
+        int b = _rows.Length;
+        if (!(_decode && _chunks is null && WholeStep && FastDecode && PackedLinears && _decoder is not null && b <= Gpt2Decoder.MaxRows
+              && idx.dtype == ScalarType.Int64 && idx.device_type == DeviceType.CPU && idx.is_contiguous() && idx.dim() == 2 && idx.shape[0] == b && idx.shape[1] == 1 && !is_grad_enabled()))
+            return null;
+        var logits = empty(b, 1, _decoder.Vocab, dtype: ScalarType.Float32);
+        _decoder.Step((long*)LibTorchLoader.DataPtr(idx), b, _decodeSlots, _decodeKeys, _flat, _k, _v, (float*)LibTorchLoader.DataPtr(logits));
+        Advance(1);
+        return logits;
     }
 
     /// <summary>Projections <see cref="Pack"/>ed use the C# loop (default); false: libtorch's linear (bench/serve/decode-step.cs A/B).</summary>
@@ -424,6 +448,7 @@ public sealed class BatchKvCache : KvCache
     {
         End();
         foreach (var t in _kFlat.Concat(_vFlat)) t.Dispose();
+        _decoder?.Dispose();
         foreach (var p in _packed.Values) p.Dispose();
         _packed.Clear();
         base.Dispose();

@@ -28,11 +28,13 @@ public static unsafe class DecodeAttention
     public static void Write(Tensor x, Tensor slab, long[] rows) =>
         Write((float*)LibTorchLoader.DataPtr(x), x.shape[0], x.shape[1], x.stride(0), x.stride(1), x.shape[3], slab, rows);
 
-    static void Write(float* xp, long b, long h, long xb, long xh, long hd, Tensor slab, long[] rows)
+    static void Write(float* xp, long b, long h, long xb, long xh, long hd, Tensor slab, long[] rows) =>
+        Write(xp, b, h, xb, xh, hd, (float*)LibTorchLoader.DataPtr(slab), slab.NumberOfElements / hd, rows);
+
+    /// <summary>The same into a slab of <paramref name="limit"/> rows of hd at sp (<see cref="Gpt2Decoder"/>'s step).</summary>
+    internal static void Write(float* xp, long b, long h, long xb, long xh, long hd, float* sp, long limit, long[] rows)
     {
         if (rows.Length != b * h) throw new ArgumentException($"{rows.Length} write rows for {b}×{h} key rows");
-        long limit = slab.NumberOfElements / hd;
-        float* sp = (float*)LibTorchLoader.DataPtr(slab);
         long bytes = hd * sizeof(float);
         for (long i = 0; i < b; i++)
             for (long j = 0; j < h; j++)
@@ -106,10 +108,13 @@ public static unsafe class DecodeAttention
     }
 
     /// <summary>Row i, head j's query at qp + i·qb + j·qh; output row-major [B, H, hd] at op.</summary>
-    static void Attend(float* qp, long qb, long qh, long b, long h, long hd, Tensor kSlab, Tensor vSlab, int[] slots, long[] keys, float* op)
+    static void Attend(float* qp, long qb, long qh, long b, long h, long hd, Tensor kSlab, Tensor vSlab, int[] slots, long[] keys, float* op) =>
+        Attend(qp, qb, qh, b, h, hd, (float*)LibTorchLoader.DataPtr(kSlab), (float*)LibTorchLoader.DataPtr(vSlab), kSlab.shape[1], kSlab.shape[2], slots, keys, op);
+
+    /// <summary>The same over slabs [slots, hkv, context, hd] at kp and vp (<see cref="Gpt2Decoder"/>'s step).</summary>
+    internal static void Attend(float* qp, long qb, long qh, long b, long h, long hd, float* kp, float* vp, long hkv, long context, int[] slots, long[] keys, float* op)
     {
-        long hkv = kSlab.shape[1], context = kSlab.shape[2], group = h / hkv;
-        float* kp = (float*)LibTorchLoader.DataPtr(kSlab), vp = (float*)LibTorchLoader.DataPtr(vSlab);
+        long group = h / hkv;
         float scale = 1f / MathF.Sqrt(hd);
         long maxKeys = 0;
         foreach (long n in keys) maxKeys = Math.Max(maxKeys, n);

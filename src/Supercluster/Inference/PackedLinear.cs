@@ -32,9 +32,11 @@ public sealed unsafe class PackedLinear : IDisposable
     public int In { get; }
     public int Out { get; }
 
-    public PackedLinear(Linear linear)
+    public PackedLinear(Linear linear) : this(linear.weight!, linear.bias) { }
+
+    /// <summary>From a weight [out, in] and an optional bias [out] (a tied head: GPT-2's token table, no bias).</summary>
+    public PackedLinear(Tensor w, Tensor? bias)
     {
-        var w = linear.weight!;
         if (w.device_type != DeviceType.CPU || w.dtype != ScalarType.Float32 || w.dim() != 2)
             throw new ArgumentException($"PackedLinear takes a float32 CPU weight [out, in], got {w.dtype} {w.device_type} [{string.Join(", ", w.shape)}]");
         Out = (int)w.shape[0];
@@ -43,7 +45,7 @@ public sealed unsafe class PackedLinear : IDisposable
         _b = (float*)NativeMemory.AlignedAlloc((nuint)(Out * sizeof(float)), 64);
         using (var t = w.detach().t().contiguous())
             Buffer.MemoryCopy((void*)LibTorchLoader.DataPtr(t), _wt, (long)In * Out * sizeof(float), (long)In * Out * sizeof(float));
-        if (linear.bias is { } bias)
+        if (bias is not null)
             using (var b = bias.detach().contiguous())
                 Buffer.MemoryCopy((void*)LibTorchLoader.DataPtr(b), _b, Out * sizeof(float), Out * sizeof(float));
         else
@@ -65,29 +67,37 @@ public sealed unsafe class PackedLinear : IDisposable
         return y;
     }
 
-    void Run(float* x, float* y, int rows)
+    /// <summary>
+    /// y = x·Wᵀ + b over <paramref name="rows"/> rows of x [rows, In] into y [rows, Out]; with <paramref name="add"/>,
+    /// y += x·Wᵀ + b instead (a residual add in the store: <see cref="Gpt2Decoder"/>).
+    /// </summary>
+    internal void Run(float* x, float* y, int rows, bool add = false)
     {
         int k = In, n = Out, j = 0;
         for (; j + 64 <= n; j += 64)
         {
             int i = 0;
-            for (; i + 4 <= rows; i += 4) Block4x64(x + i * k, _wt + j, _b + j, y + i * n + j, k, n);
-            for (; i < rows; i++) Row(x + i * k, _wt + j, _b + j, y + i * n + j, k, n, 64);
+            for (; i + 4 <= rows; i += 4) Block4x64(x + i * k, _wt + j, _b + j, y + i * n + j, k, n, add);
+            for (; i < rows; i++) Row(x + i * k, _wt + j, _b + j, y + i * n + j, k, n, 64, add);
         }
         for (; j + 16 <= n; j += 16)
-            for (int i = 0; i < rows; i++) Row(x + i * k, _wt + j, _b + j, y + i * n + j, k, n, 16);
+            for (int i = 0; i < rows; i++) Row(x + i * k, _wt + j, _b + j, y + i * n + j, k, n, 16, add);
         for (; j < n; j++)                                                          // the last Out % 16 outputs
             for (int i = 0; i < rows; i++)
             {
                 float s = 0;
                 for (int q = 0; q < k; q++) s += x[i * k + q] * _wt[q * n + j];
-                y[i * n + j] = s + _b[j];
+                y[i * n + j] = (add ? y[i * n + j] : 0) + (s + _b[j]);
             }
     }
 
+    // The store of one 16-wide accumulator: y = acc + b, or y += acc + b.
+    static void Store(Vector512<float> acc, float* b, float* y, bool add) =>
+        (add ? Vector512.Load(y) + (acc + Vector512.Load(b)) : acc + Vector512.Load(b)).Store(y);
+
     // 16 accumulators (4 rows × 4 vectors of 16 outputs), 4 weight loads and 4 broadcasts per input: the weights are read
     // once per 4 rows, not once per row.
-    static void Block4x64(float* x, float* w, float* b, float* y, int k, int n)
+    static void Block4x64(float* x, float* w, float* b, float* y, int k, int n, bool add)
     {
         Vector512<float> a00 = default, a01 = default, a02 = default, a03 = default, a10 = default, a11 = default, a12 = default, a13 = default,
             a20 = default, a21 = default, a22 = default, a23 = default, a30 = default, a31 = default, a32 = default, a33 = default;
@@ -101,14 +111,13 @@ public sealed unsafe class PackedLinear : IDisposable
             a20 = Vector512.FusedMultiplyAdd(x2, w0, a20); a21 = Vector512.FusedMultiplyAdd(x2, w1, a21); a22 = Vector512.FusedMultiplyAdd(x2, w2, a22); a23 = Vector512.FusedMultiplyAdd(x2, w3, a23);
             a30 = Vector512.FusedMultiplyAdd(x3, w0, a30); a31 = Vector512.FusedMultiplyAdd(x3, w1, a31); a32 = Vector512.FusedMultiplyAdd(x3, w2, a32); a33 = Vector512.FusedMultiplyAdd(x3, w3, a33);
         }
-        var b0 = Vector512.Load(b); var b1 = Vector512.Load(b + 16); var b2 = Vector512.Load(b + 32); var b3 = Vector512.Load(b + 48);
-        (a00 + b0).Store(y); (a01 + b1).Store(y + 16); (a02 + b2).Store(y + 32); (a03 + b3).Store(y + 48);
-        y += n; (a10 + b0).Store(y); (a11 + b1).Store(y + 16); (a12 + b2).Store(y + 32); (a13 + b3).Store(y + 48);
-        y += n; (a20 + b0).Store(y); (a21 + b1).Store(y + 16); (a22 + b2).Store(y + 32); (a23 + b3).Store(y + 48);
-        y += n; (a30 + b0).Store(y); (a31 + b1).Store(y + 16); (a32 + b2).Store(y + 32); (a33 + b3).Store(y + 48);
+        Store(a00, b, y, add); Store(a01, b + 16, y + 16, add); Store(a02, b + 32, y + 32, add); Store(a03, b + 48, y + 48, add);
+        y += n; Store(a10, b, y, add); Store(a11, b + 16, y + 16, add); Store(a12, b + 32, y + 32, add); Store(a13, b + 48, y + 48, add);
+        y += n; Store(a20, b, y, add); Store(a21, b + 16, y + 16, add); Store(a22, b + 32, y + 32, add); Store(a23, b + 48, y + 48, add);
+        y += n; Store(a30, b, y, add); Store(a31, b + 16, y + 16, add); Store(a32, b + 32, y + 32, add); Store(a33, b + 48, y + 48, add);
     }
 
-    static void Row(float* x, float* w, float* b, float* y, int k, int n, int cols)
+    static void Row(float* x, float* w, float* b, float* y, int k, int n, int cols, bool add)
     {
         if (cols == 64)                                 // four independent sums: one chain of dependent FMAs would wait on each
         {
@@ -120,15 +129,14 @@ public sealed unsafe class PackedLinear : IDisposable
                 a0 = Vector512.FusedMultiplyAdd(xq, Vector512.Load(wr), a0); a1 = Vector512.FusedMultiplyAdd(xq, Vector512.Load(wr + 16), a1);
                 a2 = Vector512.FusedMultiplyAdd(xq, Vector512.Load(wr + 32), a2); a3 = Vector512.FusedMultiplyAdd(xq, Vector512.Load(wr + 48), a3);
             }
-            (a0 + Vector512.Load(b)).Store(y); (a1 + Vector512.Load(b + 16)).Store(y + 16);
-            (a2 + Vector512.Load(b + 32)).Store(y + 32); (a3 + Vector512.Load(b + 48)).Store(y + 48);
+            Store(a0, b, y, add); Store(a1, b + 16, y + 16, add); Store(a2, b + 32, y + 32, add); Store(a3, b + 48, y + 48, add);
             return;
         }
         for (int c = 0; c < cols; c += 16)
         {
             var a = Vector512<float>.Zero;
             for (int q = 0; q < k; q++) a = Vector512.FusedMultiplyAdd(Vector512.Create(x[q]), Vector512.Load(w + q * n + c), a);
-            (a + Vector512.Load(b + c)).Store(y + c);
+            Store(a, b + c, y + c, add);
         }
     }
 

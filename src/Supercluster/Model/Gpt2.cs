@@ -113,6 +113,7 @@ public sealed class Gpt2 : CausalLM
     public override Tensor Forward(Tensor idx, KvCache? cache)
     {
         cache ??= KvCache.None(idx.device);
+        if (cache.WholeForward(idx) is { } logits) return logits;
         var x = RunUnit(["wte", "wpe"], idx, idx => Embed(idx, cache));
         for (int i = 0; i < h.Count; i++) { int layer = i; x = RunUnit([$"h.{i}"], x, x => h[layer].Forward(x, cache, layer)); }
         cache.Advance(idx.shape[1]);

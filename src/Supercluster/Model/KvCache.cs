@@ -115,6 +115,12 @@ public class KvCache : IDisposable
     /// </summary>
     public virtual Tensor Project(TorchSharp.Modules.Linear linear, Tensor x) => linear.call(x);
 
+    /// <summary>
+    /// The logits [B, T, vocab] of a forward the cache computes whole by itself (Inference/BatchKvCache's C# decode step
+    /// of a small GPT-2; it advances itself), or null: the model's layers run, through the hooks above. Default null.
+    /// </summary>
+    public virtual Tensor? WholeForward(Tensor idx) => null;
+
     /// <summary>Called once per forward after every layer appended.</summary>
     public virtual void Advance(long tokens) => Length += tokens;
 

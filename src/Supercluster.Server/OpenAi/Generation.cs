@@ -163,13 +163,7 @@ public static class Generation
             var tasks = run.Handles.Select((h, i) => Collect(i, h, run.Stops[i], m, p, onDelta, run.Timeout)).ToArray();
             return await Task.WhenAll(tasks);
         }
-        finally
-        {
-            run.Dispose();
-            // The tokens were read on the scheduler's delivery thread (GenerationHandle's synchronous continuations);
-            // the rest of the request (last chunks, errors, the connection's next request) goes back to the thread pool.
-            await Task.Yield();
-        }
+        finally { run.Dispose(); }
     }
 
     static async Task<ChoiceResult> Collect(int index, GenerationHandle h, CancellationTokenSource stop, LoadedModel m, GenerationParams p,

@@ -445,10 +445,7 @@ public sealed class BatchScheduler : IDisposable
 /// <summary>One sequence in the scheduler: its new tokens arrive on <see cref="Tokens"/>; <see cref="FinishReason"/> is set before the channel completes.</summary>
 public sealed class GenerationHandle
 {
-    // Synchronous continuations: the reader waiting for a token (a stream's SSE writer) runs on the delivery thread
-    // inside the write, instead of being queued to the thread pool once per token per stream (TokenDelivery).
-    readonly System.Threading.Channels.Channel<int> _tokens = System.Threading.Channels.Channel.CreateUnbounded<int>(
-        new() { SingleReader = true, SingleWriter = true, AllowSynchronousContinuations = true });
+    readonly System.Threading.Channels.Channel<int> _tokens = System.Threading.Channels.Channel.CreateUnbounded<int>(new() { SingleReader = true, SingleWriter = true });
 
     internal GenerationHandle(int[] prompt, SamplingOptions options, CancellationToken cancel)
     {
@@ -523,12 +520,12 @@ public sealed class GenerationHandle
 }
 
 /// <summary>
-/// Moves a step's tokens from the scheduler thread to their readers on a thread of its own: the scheduler thread
-/// appends to a list and wakes one thread per step (16 channel writes waking readers cost it ~0.5 ms per step on a
-/// loaded 2-core machine, `serve --profile`, emit); per handle, tokens and the completion keep their order. The
-/// handles' channels run their readers' continuations synchronously, so each stream's reader (detokenise, write the
-/// SSE event, flush the socket) runs here, one stream after another, with no thread-pool hop per token per stream;
-/// a step of one row goes through here too, so a lone stream's HTTP work stays off the scheduler thread.
+/// Moves a step's tokens from the scheduler thread to their readers on a thread of its own: writing into a channel
+/// whose reader waits wakes a thread-pool worker, and 16 such wake-ups per step cost the scheduler thread ~0.5 ms on a
+/// loaded 2-core machine (`serve --profile`, emit) — a fifth of a small model's batch-16 step. Here the scheduler
+/// thread appends to a list and wakes one thread per step; per handle, tokens and the completion keep their order.
+/// A step of one row (a lone stream) is written by the scheduler thread itself when nothing is still in flight: one
+/// wake-up either way, and no second hop before the reader sees its token.
 /// </summary>
 sealed class TokenDelivery : IDisposable
 {
@@ -537,6 +534,7 @@ sealed class TokenDelivery : IDisposable
     readonly SemaphoreSlim _signal = new(0);
     readonly Thread _thread;
     volatile bool _stopping;
+    int _inFlight;                                                      // lists queued and not yet written
 
     public TokenDelivery()
     {
@@ -551,6 +549,14 @@ sealed class TokenDelivery : IDisposable
     public void Flush()
     {
         if (_step.Count == 0) return;
+        if (_step.Count == 1 && Volatile.Read(ref _inFlight) == 0)        // every earlier list is written: order holds
+        {
+            var (h, token) = _step[0];
+            _step.Clear();
+            h.Deliver(token);
+            return;
+        }
+        Interlocked.Increment(ref _inFlight);
         _ready.Enqueue(_step);
         _step = new(_step.Count);
         _signal.Release();
@@ -562,7 +568,10 @@ sealed class TokenDelivery : IDisposable
         {
             _signal.Wait();
             while (_ready.TryDequeue(out var list))
+            {
                 foreach (var (h, token) in list) h.Deliver(token);
+                Interlocked.Decrement(ref _inFlight);
+            }
             if (_stopping && _ready.IsEmpty) return;
         }
     }
@@ -572,6 +581,6 @@ sealed class TokenDelivery : IDisposable
         Flush();
         _stopping = true;
         _signal.Release();
-        if (Thread.CurrentThread != _thread) _thread.Join(TimeSpan.FromSeconds(10));   // a reader's continuation may dispose
+        _thread.Join(TimeSpan.FromSeconds(10));
     }
 }

@@ -11,7 +11,7 @@ namespace Supercluster.Server;
 public sealed class ServerMetrics
 {
     readonly Counter _requests, _generated, _prompt;
-    readonly Gauge _tokensPerSecond, _queue, _active, _inFlight, _resident, _managed;
+    readonly Gauge _tokensPerSecond, _queue, _active, _inFlight, _resident, _managed, _allocated, _workItems, _gcs;
     readonly Histogram _latency;
     readonly Queue<(long Ticks, long Tokens)> _window = new();
     BatchScheduler? _scheduler;
@@ -29,6 +29,11 @@ public sealed class ServerMetrics
         _inFlight = f.CreateGauge("supercluster_requests_in_flight", "Generation/embedding requests being served");
         _resident = f.CreateGauge("supercluster_resident_memory_bytes", "Resident memory of the server process (libtorch and the managed heap)");
         _managed = f.CreateGauge("supercluster_managed_heap_bytes", "Managed (.NET) heap size after the last GC");
+        // Per generated token (deltas over a run ÷ tokens), these show what streaming costs besides the forward,
+        // independent of the machine's load: garbage made, thread-pool hops, collections.
+        _allocated = f.CreateGauge("supercluster_dotnet_allocated_bytes", "Bytes allocated on the managed heap since the process started (all threads)");
+        _workItems = f.CreateGauge("supercluster_dotnet_threadpool_work_items", "Thread-pool work items completed since the process started");
+        _gcs = f.CreateGauge("supercluster_dotnet_gen0_collections", "Generation-0 garbage collections since the process started");
         _latency = f.CreateHistogram("supercluster_request_duration_seconds", "Request latency by endpoint", new HistogramConfiguration
         {
             LabelNames = ["endpoint"],
@@ -45,6 +50,9 @@ public sealed class ServerMetrics
     {
         using (var p = Process.GetCurrentProcess()) _resident.Set(p.WorkingSet64);
         _managed.Set(GC.GetGCMemoryInfo().HeapSizeBytes);
+        _allocated.Set(GC.GetTotalAllocatedBytes());
+        _workItems.Set(ThreadPool.CompletedWorkItemCount);
+        _gcs.Set(GC.CollectionCount(0));
         if (_scheduler is not { } s) return;
         _queue.Set(s.QueueDepth);
         _active.Set(s.Active);

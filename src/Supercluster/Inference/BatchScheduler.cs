@@ -125,13 +125,14 @@ public sealed class BatchScheduler : IDisposable
                 continue;
             }
             long start = _lap = Stopwatch.GetTimestamp();
+            long allocated = _profile is null ? 0 : GC.GetAllocatedBytesForCurrentThread();
             try
             {
                 Admit();
                 DropCancelled();
                 Lap(SchedulerProfile.Phase.Admit);
                 // A mixed forward is one sequence of decode rows + chunk tokens: the model takes at most its context.
-                int decoding = _active.Count(h => h.Decoding);
+                int decoding = CountDecoding();
                 bool mix = MixedPrefill && decoding > 0 && decoding < Config.SeqLen;
                 var plan = PlanPrefill(mix ? Config.SeqLen - decoding : long.MaxValue);
                 int produced;
@@ -140,14 +141,15 @@ public sealed class BatchScheduler : IDisposable
                 else
                 {
                     produced = 0;
-                    foreach (var group in plan.GroupBy(r => BitLength(r.N)))      // rows padded to their group's longest chunk
-                        produced += PrefillGroup(group.OrderBy(r => r.H.Slot).ToArray());
+                    if (plan.Count > 0)
+                        foreach (var group in plan.GroupBy(r => BitLength(r.N)))      // rows padded to their group's longest chunk
+                            produced += PrefillGroup(group.OrderBy(r => r.H.Slot).ToArray());
                     Lap(SchedulerProfile.Phase.Prefill);
-                    if (_active.Any(h => h.Decoding)) produced += DecodeStep();
+                    if (CountDecoding() > 0) produced += DecodeStep();
                 }
                 if (produced > 0) TokensEmitted?.Invoke(produced);
                 Lap(SchedulerProfile.Phase.Emit);
-                _profile?.Loop(Stopwatch.GetTimestamp() - start);
+                _profile?.Loop(Stopwatch.GetTimestamp() - start, GC.GetAllocatedBytesForCurrentThread() - allocated);
             }
             catch (Exception e)
             {
@@ -194,6 +196,9 @@ public sealed class BatchScheduler : IDisposable
     /// </summary>
     List<(GenerationHandle H, int N)> PlanPrefill(long limit)
     {
+        bool waiting = false;
+        foreach (var h in _active) waiting |= h.Prefilled != h.Prompt.Length;
+        if (!waiting) return NoPlan;                      // the usual decode step: nothing to plan, nothing allocated
         long budget = Math.Min(PrefillChunk > 0 ? PrefillChunk : long.MaxValue, limit);
         var plan = new List<(GenerationHandle H, int N)>();
         var leaders = new HashSet<ulong>();
@@ -215,6 +220,25 @@ public sealed class BatchScheduler : IDisposable
             budget -= n;
         }
         return plan;
+    }
+
+    static readonly List<(GenerationHandle H, int N)> NoPlan = [];
+
+    int CountDecoding()
+    {
+        int n = 0;
+        foreach (var h in _active) if (h.Decoding) n++;
+        return n;
+    }
+
+    /// <summary>The decoding sequences in slot order (consecutive slots: the KV cache reads them in place).</summary>
+    GenerationHandle[] DecodingBySlot()
+    {
+        var batch = new GenerationHandle[CountDecoding()];
+        int i = 0;
+        foreach (var h in _active) if (h.Decoding) batch[i++] = h;
+        Array.Sort(batch, static (a, b) => a.Slot.CompareTo(b.Slot));
+        return batch;
     }
 
     static int BitLength(int n) => 32 - System.Numerics.BitOperations.LeadingZeroCount((uint)n);
@@ -273,15 +297,18 @@ public sealed class BatchScheduler : IDisposable
 
     int DecodeStep()
     {
-        var batch = _active.Where(h => h.Decoding).OrderBy(h => h.Slot).ToArray();   // consecutive slots: KV read in place
+        var batch = DecodingBySlot();
+        var slots = new int[batch.Length];
+        var last = new long[batch.Length];
+        for (int i = 0; i < batch.Length; i++) (slots[i], last[i]) = (batch[i].Slot, batch[i].Last);
         int produced;
         using (var scope = NewDisposeScope())
         {
-            _cache.Begin(batch.Select(h => h.Slot).ToArray(), 1);
+            _cache.Begin(slots, 1);
             try
             {
                 _decoding = true;
-                var ids = tensor(batch.Select(h => (long)h.Last).ToArray(), [batch.Length, 1], device: _device);   // [B, 1]
+                var ids = tensor(last, [batch.Length, 1], device: _device);                                       // [B, 1]
                 Lap(SchedulerProfile.Phase.Begin);
                 var logits = _model.Forward(ids, _cache).select(1, 0).to(ScalarType.Float32);                // [B, V]
                 Lap(SchedulerProfile.Phase.Forward);
@@ -306,7 +333,7 @@ public sealed class BatchScheduler : IDisposable
     /// </summary>
     int MixedStep(List<(GenerationHandle H, int N)> plan)
     {
-        var batch = _active.Where(h => h.Decoding).OrderBy(h => h.Slot).ToArray();   // consecutive slots: KV read in place
+        var batch = DecodingBySlot();
         var chunks = plan.OrderBy(r => r.H.Slot).ToArray();
         int produced;
         using (var scope = NewDisposeScope())

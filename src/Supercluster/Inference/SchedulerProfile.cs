@@ -32,7 +32,7 @@ public sealed class SchedulerProfile
 
     static readonly int Phases = Enum.GetValues<Phase>().Length;
     readonly long[] _ticks = new long[Phases];
-    long _steps, _rows, _loops, _loopTicks;
+    long _steps, _rows, _loops, _loopTicks, _loopBytes;
 
     /// <summary>Adds the time since <paramref name="t0"/> to <paramref name="phase"/> and moves <paramref name="t0"/> to now.</summary>
     public void Lap(Phase phase, ref long t0)
@@ -56,14 +56,18 @@ public sealed class SchedulerProfile
         Interlocked.Add(ref _rows, rows);
     }
 
-    /// <summary>One busy iteration of the loop and its whole wall time (phases + what no phase covers).</summary>
-    public void Loop(long ticks)
+    /// <summary>
+    /// One busy iteration of the loop: its whole wall time (phases + what no phase covers) and the bytes the scheduler
+    /// thread allocated in it (<see cref="GC.GetAllocatedBytesForCurrentThread"/>: per-row allocations show as bytes per row).
+    /// </summary>
+    public void Loop(long ticks, long bytes = 0)
     {
         Interlocked.Increment(ref _loops);
         Interlocked.Add(ref _loopTicks, ticks);
+        Interlocked.Add(ref _loopBytes, bytes);
     }
 
-    public sealed record Snapshot(long Steps, long Rows, long Loops, double LoopMs, IReadOnlyDictionary<Phase, double> Ms)
+    public sealed record Snapshot(long Steps, long Rows, long Loops, double LoopMs, IReadOnlyDictionary<Phase, double> Ms, long LoopBytes = 0)
     {
         /// <summary>One line: per decode step, each phase's mean ms, and the mean batch.</summary>
         public override string ToString()
@@ -73,7 +77,7 @@ public sealed class SchedulerProfile
             var parts = string.Join(", ", Ms.Select(kv => $"{kv.Key.ToString().ToLowerInvariant()} {per(kv.Value):F3}"));
             double other = LoopMs - Ms.Values.Sum();
             return $"scheduler profile: {Steps} decode steps, {(double)Rows / Steps:F1} rows/step, ms per step: {parts}, other {per(other):F3}, "
-                + $"loop {per(LoopMs):F3} ({1000.0 * Rows / Math.Max(LoopMs, 1e-9):F0} tokens/s of scheduler time)";
+                + $"loop {per(LoopMs):F3} ({1000.0 * Rows / Math.Max(LoopMs, 1e-9):F0} tokens/s of scheduler time), allocated {(double)LoopBytes / Steps:F0} B/step";
         }
     }
 
@@ -87,6 +91,7 @@ public sealed class SchedulerProfile
         long rows = reset ? Interlocked.Exchange(ref _rows, 0) : Interlocked.Read(ref _rows);
         long loops = reset ? Interlocked.Exchange(ref _loops, 0) : Interlocked.Read(ref _loops);
         long loopTicks = reset ? Interlocked.Exchange(ref _loopTicks, 0) : Interlocked.Read(ref _loopTicks);
-        return new Snapshot(steps, rows, loops, ms(loopTicks), d);
+        long loopBytes = reset ? Interlocked.Exchange(ref _loopBytes, 0) : Interlocked.Read(ref _loopBytes);
+        return new Snapshot(steps, rows, loops, ms(loopTicks), d, loopBytes);
     }
 }

@@ -28,7 +28,8 @@ public class ApiTests(ServingFixture f)
         await f.Http.PostJson("/v1/completions", Completion("The state", 5));
         var metrics = await f.Http.GetStringAsync("/metrics");
         foreach (var name in new[] { "supercluster_requests_total{", "supercluster_tokens_generated_total", "supercluster_tokens_per_second",
-                     "supercluster_queue_depth", "supercluster_active_sequences", "supercluster_request_duration_seconds_bucket{" })
+                     "supercluster_queue_depth", "supercluster_active_sequences", "supercluster_request_duration_seconds_bucket{",
+                     "supercluster_dotnet_allocated_bytes ", "supercluster_dotnet_threadpool_work_items ", "supercluster_dotnet_gen0_collections " })
             Assert.Contains(name, metrics);
         Assert.Contains("endpoint=\"/v1/completions\"", metrics);
         var generated = metrics.Split('\n').First(l => l.StartsWith("supercluster_tokens_generated_total "));

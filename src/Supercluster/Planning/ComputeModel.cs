@@ -129,6 +129,12 @@ public static class ComputeModel
         double expertsLocal = (double)m.Experts / l.Ep, rows = T * m.ActiveExperts / expertsLocal;
         var up = Linear(g, p, rows, h, (m.GatedFfn ? 2.0 : 1.0) * m.Ffn / t, expertsLocal);
         var down = Linear(g, p, rows, m.Ffn / t, h, expertsLocal);
+        if (run.TpOverlapSmMargin is { } margin && l.Tp > 1)
+        {
+            // Userbuffers' pipelined reduce-scatter keeps num_sm SMs from the row-parallel forward GEMMs it runs under.
+            proj = (GemmSeconds(CommGemmSmMargin.WithoutSms(g, margin.ProjFpropSms), p, T, h, h / t), proj.Bwd);
+            down = (GemmSeconds(CommGemmSmMargin.WithoutSms(g, margin.Fc2FpropSms), p, rows, h, m.Ffn / t, expertsLocal), down.Bwd);
+        }
         double gemmFwd = qkv.Fwd + proj.Fwd + up.Fwd + down.Fwd, gemmBwd = qkv.Bwd + proj.Bwd + up.Bwd + down.Bwd;
 
         // Attention core.

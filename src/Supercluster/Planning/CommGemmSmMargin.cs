@@ -7,9 +7,9 @@ namespace Supercluster.Planning;
 /// GEMM on <c>sm_count − num_sm</c> SMs (<c>_math_sms</c>, passed to cuBLASLt as its SM-count target), leaving
 /// <c>num_sm</c> to the reduce-scatter kernel for the whole GEMM; so the GEMM runs at (SMs − num_sm)/SMs of the GPU's
 /// per-SM rate, its waves quantised on the SMs it has. 0 = no margin (ring-exchange/copy-engine overlap, or no userbuffers).
-/// The numbers are each run's <c>ub_tp_comm_overlap_cfg</c> (NVIDIA dgxc-benchmarking v25.02.01 YAMLs; TE's default for
-/// <c>pipeline</c>, 16 with margin, where a YAML sets none). The other overlaps (bulk, ring exchange) run without a margin and
-/// stay under <see cref="ClusterSpec.CommSmShare"/>.
+/// The numbers are each run's <c>ub_tp_comm_overlap_cfg</c> (NVIDIA dgxc-benchmarking v25.02.01 YAMLs); where a YAML sets
+/// none, TE's default applies: 16 SMs for <c>pipeline</c>, with the margin only from TE 2.0 (<c>set_sm_margin</c> False
+/// before). The other overlaps (bulk, ring exchange) run without a margin and stay under <see cref="ClusterSpec.CommSmShare"/>.
 /// </summary>
 public sealed record CommGemmSmMargin(int ProjFpropSms, int Fc2FpropSms)
 {

@@ -140,7 +140,7 @@ public static class PublishedRuns
                 MegatronCore2024 with { TensorParallel = ub is null ? 0 : 1, ContextParallel = 1 }, Ops),
             PublishedMetric.StepSeconds, seconds);
 
-    static readonly CommGemmSmMargin Gpt3Ub = new(24, 20), Llama70Ub = new(24, 16), Llama405Ub = new(24, 8), TeDefaultUb = new(16, 16);
+    static readonly CommGemmSmMargin Gpt3Ub = new(24, 20), Llama70Ub = new(24, 16), Llama405Ub = new(24, 8), TeDefaultUb = new(0, 0);
     static readonly ModelSpec Gpt3Nemo = new("gpt3-175b", 96, 12288, 96, 96, 49152, 50688, TiedEmbeddings: true); // vocab padded to 128·TP
     static readonly ModelSpec Nemotron4_15B = new("nemotron-4-15b", 32, 6144, 48, 8, 24576, 256000) { GptStyle = false };
     static readonly ModelSpec Nemotron4_340B = new("nemotron-4-340b", 96, 18432, 96, 8, 73728, 256000) { GptStyle = false };
@@ -200,7 +200,8 @@ public static class PublishedRuns
         // NVIDIA dgxc-benchmarking, BF16 tables: smallest and largest full-model GPU count of each dense recipe. GPT-3's
         // v = 6 is its YAML's (gpt3_175b_hydra.yaml, what the launcher runs); its README's table header says VP=12.
         // Userbuffers SM margins (proj_fprop, fc2_fprop) from each YAML's ub_tp_comm_overlap_cfg: GPT-3 24/20, Llama 3.1 70B
-        // 24/16, 405B 24/8; Nemotron-4 15B's YAML sets ub_tp_comm_overlap without a cfg, so TE's pipeline default (16, margin).
+        // 24/16, 405B 24/8; Nemotron-4 15B's YAML sets ub_tp_comm_overlap without a cfg, so TE's default: pipeline with 16 SMs
+        // but no margin before TE 2.0 (set_sm_margin False; the NeMo 24.12 container's TE is 1.x), 0/0.
         Dgxc("GPT-3 175B", Gpt3Nemo, 2048, 128, 256, 4, 8, 1, 6, 1, Gpt3Ub, 8.309),
         Dgxc("GPT-3 175B", Gpt3Nemo, 2048, 2048, 4096, 4, 8, 1, 6, 1, Gpt3Ub, 8.49),
         Dgxc("Nemotron-4 15B", Nemotron4_15B, 4096, 16, 64, 4, 1, 1, 1, 4, TeDefaultUb, 2.812),

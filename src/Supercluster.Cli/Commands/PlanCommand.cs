@@ -78,6 +78,7 @@ public static class PlanCommand
     static readonly Option<string> DeviceOpt = new("--device") { Description = "gpu: plan GPUs from data sheets; cpu: with --calibrate, measure this machine and predict `train` on CPU ranks (run under mpirun for several ranks)", DefaultValueFactory = _ => "gpu" };
     static readonly Option<bool> CalibrateOpt = new("--calibrate") { Description = "With --device cpu: time train's own step (its schedule, collectives and optimizer) at D = min(4, layers per stage) and D / 2 layers per stage and the MPI collectives at the run's shapes; predict train's step (--model = a train preset, --micro-batch = train's --batch-size, --batch = global sequences) and, for train's layout (--tp/--cp/--pp/--dp/--zero, under the same mpirun), the bytes each group sends per step" };
     static readonly Option<bool> CalibrationOpt = new("--calibration") { Description = "Print every published run (docs/planning.md) predicted vs published, with its error" };
+    static readonly Option<bool> BreakdownOpt = new("--breakdown") { Description = "With --calibration: also print where each row's predicted step goes (% of the step: GEMM, attention, memory-bound, bubble, each exposed collective, optimizer; TP before overlap)" };
 
     public static Command Create()
     {
@@ -86,7 +87,7 @@ public static class PlanCommand
         foreach (var o in new Option[] { Model, Layers, Hidden, Heads, KvHeads, Ffn, Vocab, Experts, ActiveExperts, MoeEveryOpt, Seq, Tokens, Batch, BatchTokens, PrecisionOpt,
                      Gpu, Gpus, GpusPerNode, GpuTflops, GpuMemory, GpuTdp, IntraGBs, IntraLatency, InterGbps, InterLatency, ComputeEff, NvlinkEff, NetEff, IntraCommSm, InterCommSm,
                      Tp, Pp, Dp, Cp, Ep, MicroBatch, Interleave, Zero, RecomputeOpt, UnevenEnds, NoSequenceParallel, AttentionOpt, PipelineEngineOpt, SearchOpt, Top, TpOverlap, TpAsyncBackward, CpOverlap, EpOverlap, DpOverlap,
-                     FailureRate, CkptGBs, Restart, NodeOverhead, Pue, PriceGpuHour, PriceGpu, PriceKwh, Carbon, SweepOpt, Svg, Json, CalibrationOpt, DeviceOpt, CalibrateOpt })
+                     FailureRate, CkptGBs, Restart, NodeOverhead, Pue, PriceGpuHour, PriceGpu, PriceKwh, Carbon, SweepOpt, Svg, Json, CalibrationOpt, BreakdownOpt, DeviceOpt, CalibrateOpt })
             cmd.Options.Add(o);
         cmd.SetAction(parse =>
         {
@@ -95,9 +96,17 @@ public static class PlanCommand
             if (parse.GetValue(CalibrateOpt) != (device == "cpu"))
                 throw new BadInputException(device == "cpu" ? "--device cpu plans our own engine: add --calibrate (it measures this machine)" : "--calibrate measures this machine: add --device cpu");
             if (device == "cpu") return CalibrateCpu(parse);
+            if (parse.GetValue(BreakdownOpt) && !parse.GetValue(CalibrationOpt))
+                throw new BadInputException("--breakdown splits the published runs' predicted steps: add --calibration");
             if (parse.GetValue(CalibrationOpt))
             {
-                PlanReport.WriteCalibration(Console.Out, CalibrationTable.Rows());
+                var rows = CalibrationTable.Rows();
+                PlanReport.WriteCalibration(Console.Out, rows);
+                if (parse.GetValue(BreakdownOpt))
+                {
+                    Console.WriteLine();
+                    PlanReport.WriteCalibrationBreakdown(Console.Out, rows);
+                }
                 return 0;
             }
             var inputs = BuildInputs(parse);

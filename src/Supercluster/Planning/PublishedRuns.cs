@@ -229,4 +229,22 @@ public static class CalibrationTable
     }).ToList();
 
     public static double MeanAbsoluteError(IReadOnlyList<Row> rows) => rows.Average(r => Math.Abs(r.Error));
+
+    /// <summary>Where a row's predicted step goes, each a share of the step: the compute split pro rata into GEMMs, attention
+    /// and memory-bound passes (the slowest stage's micro-batch, <see cref="ComputeModel.Stage"/>), then the bubble and each
+    /// exposed collective (<see cref="StepTime"/>); <see cref="TpRaw"/> is the TP communication before any of it is hidden.</summary>
+    public sealed record Breakdown(double Gemm, double Attention, double MemoryBound, double Bubble, double TensorParallel,
+        double ContextParallel, double ExpertAllToAll, double PipelineP2P, double DataParallel, double Optimizer, double TpRaw);
+
+    public static Breakdown BreakdownOf(PublishedRun r)
+    {
+        var i = r.Inputs;
+        var st = StepTimeModel.Estimate(i.Model, i.Run, i.Layout, i.Cluster, i.Overlap);
+        var raw = StepTimeModel.Estimate(i.Model, i.Run, i.Layout, i.Cluster, i.Overlap with { TensorParallel = 0, TensorParallelAsyncBackward = false });
+        var stage = ComputeModel.Stage(i.Model, i.Run, i.Layout, i.Cluster.PacingGpu);
+        double t = st.Total, compute = st.Compute / t / stage.Total;
+        return new Breakdown(stage.Gemm * compute, stage.Attention * compute, stage.MemoryBound * compute, st.Bubble / t,
+            st.TensorParallel / t, st.ContextParallel / t, st.ExpertAllToAll / t, st.PipelineP2P / t, st.DataParallel / t,
+            st.Optimizer / t, raw.TensorParallel / t);
+    }
 }

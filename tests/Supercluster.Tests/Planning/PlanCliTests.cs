@@ -57,6 +57,25 @@ public class PlanCliTests
     }
 
     [Fact]
+    public void BreakdownSplitsEveryRowsStepAndNeedsCalibration()
+    {
+        var (code, output, _) = Run("--calibration", "--breakdown");
+        Assert.Equal(0, code);
+        Assert.Contains("TP raw", output);
+        // Every row's shares cover its step: compute (GEMM + attention + memory-bound) plus bubble, exposed collectives, optimizer.
+        foreach (var r in Supercluster.Planning.PublishedRuns.All)
+        {
+            var b = Supercluster.Planning.CalibrationTable.BreakdownOf(r);
+            Assert.Equal(1, b.Gemm + b.Attention + b.MemoryBound + b.Bubble + b.TensorParallel + b.ContextParallel + b.ExpertAllToAll
+                            + b.PipelineP2P + b.DataParallel + b.Optimizer, 9);
+            Assert.True(b.TpRaw >= b.TensorParallel - 1e-12, r.Name);
+        }
+        var (bad, _, err) = Run("--breakdown");
+        Assert.Equal(2, bad);
+        Assert.Contains("--breakdown", err);
+    }
+
+    [Fact]
     public void Llama3LayoutWithUnevenEndsPlans()
     {
         var (code, output, _) = Run("--model", "llama3-405b", "--gpus", "8192", "--tp", "8", "--pp", "16", "--interleave", "2", "--pp-uneven-ends", "--json");

@@ -129,11 +129,18 @@ public static class ComputeModel
         double expertsLocal = (double)m.Experts / l.Ep, rows = T * m.ActiveExperts / expertsLocal;
         var up = Linear(g, p, rows, h, (m.GatedFfn ? 2.0 : 1.0) * m.Ffn / t, expertsLocal);
         var down = Linear(g, p, rows, m.Ffn / t, h, expertsLocal);
-        if (run.TpOverlapSmMargin is { } margin && l.Tp > 1)
+        if (run.Userbuffers is { } ub && l.Tp > 1)
         {
-            // Userbuffers' pipelined reduce-scatter keeps num_sm SMs from the row-parallel forward GEMMs it runs under.
-            proj = (GemmSeconds(CommGemmSmMargin.WithoutSms(g, margin.ProjFpropSms), p, T, h, h / t), proj.Bwd);
-            down = (GemmSeconds(CommGemmSmMargin.WithoutSms(g, margin.Fc2FpropSms), p, rows, h, m.Ffn / t, expertsLocal), down.Bwd);
+            // Userbuffers runs the all-gather-side GEMMs in ring chunks and the reduce-scatter side in pipeline chunks on the SMs
+            // its reduce-scatter leaves (UserbufferOverlap); the column-parallel dgrad/wgrad (bulk) stay whole.
+            int ring = ub.RingChunks(l.Tp), pipe = ub.PipelineSplits;
+            double qkvOut = h / t + 2 * kvLocal, upOut = (m.GatedFfn ? 2.0 : 1.0) * m.Ffn / t;
+            qkv = (UserbufferOverlap.ChunkedGemmSeconds(g, p, T, qkvOut, h, ring), qkv.Bwd);
+            up = (UserbufferOverlap.ChunkedGemmSeconds(g, p, rows, upOut, h, ring, expertsLocal), up.Bwd);
+            proj = (UserbufferOverlap.ChunkedGemmSeconds(UserbufferOverlap.WithoutSms(g, ub.ProjFpropSms), p, T, h, h / t, pipe),
+                    UserbufferOverlap.ChunkedGemmSeconds(g, p, T, h / t, h, ring) + GemmSeconds(g, p, h / t, h, T));
+            down = (UserbufferOverlap.ChunkedGemmSeconds(UserbufferOverlap.WithoutSms(g, ub.Fc2FpropSms), p, rows, h, m.Ffn / t, pipe, expertsLocal),
+                    UserbufferOverlap.ChunkedGemmSeconds(g, p, rows, m.Ffn / t, h, ring, expertsLocal) + GemmSeconds(g, p, m.Ffn / t, h, rows, expertsLocal));
         }
         double gemmFwd = qkv.Fwd + proj.Fwd + up.Fwd + down.Fwd, gemmBwd = qkv.Bwd + proj.Bwd + up.Bwd + down.Bwd;
 

@@ -126,21 +126,21 @@ public static class PublishedRuns
     /// GPU count. Layout from each README's table, the rest from the recipe's YAML: FlashAttention (TE), sequence parallelism,
     /// distributed optimizer (ZeRO-1) with gradient reduce and parameter gather overlapped, wgrad accumulated in the GEMM, no
     /// recomputation (340B: selective, which FlashAttention makes free), TP communication under the GEMMs where the YAML sets
-    /// <c>ub_tp_comm_overlap</c> (175B, 15B, Llama 3.1; <paramref name="ub"/>: the SMs its pipelined reduce-scatters keep from
-    /// the row-parallel forward GEMMs, from the YAML's <c>ub_tp_comm_overlap_cfg</c>) and the 2022 async backward only where it
+    /// <c>ub_tp_comm_overlap</c> (175B, 15B, Llama 3.1; <paramref name="ub"/>: its GEMM chunks and the SMs its pipelined
+    /// reduce-scatters keep from the row-parallel forward GEMMs, from the YAML's <c>ub_tp_comm_overlap_cfg</c>) and the 2022 async backward only where it
     /// does not (340B, <paramref name="ub"/> null), context parallelism as TE's ring attention, its K/V exchange under the
     /// attention kernel.</summary>
     static PublishedRun Dgxc(string name, ModelSpec model, int seq, int gpus, long batch, int tp, int pp, int cp, int v, int microBatch,
-        CommGemmSmMargin? ub, double seconds, Recompute recompute = Recompute.None) =>
+        UserbufferOverlap? ub, double seconds, Recompute recompute = Recompute.None) =>
         new($"DGXC {name} on {gpus} GPUs", $"NVIDIA dgxc-benchmarking v25.02.01, {name} BF16 README table", new PlanInputs(
                 model, new TrainingRun(seq, 1e12, batch, Precision.Bf16, AttentionKernel.Flash, GradAccumulation: GradAccumulation.FusedIntoGemm,
-                    TpOverlapSmMargin: ub),
+                    Userbuffers: ub),
                 new ClusterSpec(GpuCatalog.Get("H100-SXM"), gpus),
                 new ParallelLayout(tp, pp, gpus / (tp * pp * cp), cp, MicroBatch: microBatch, Interleave: v, Zero: 1, Recompute: recompute),
                 MegatronCore2024 with { TensorParallel = ub is null ? 0 : 1, ContextParallel = 1 }, Ops),
             PublishedMetric.StepSeconds, seconds);
 
-    static readonly CommGemmSmMargin Gpt3Ub = new(24, 20), Llama70Ub = new(24, 16), Llama405Ub = new(24, 8), TeDefaultUb = new(0, 0);
+    static readonly UserbufferOverlap Gpt3Ub = new(24, 20), Llama70Ub = new(24, 16), Llama405Ub = new(24, 8, Aggregate: true), TeDefaultUb = new(0, 0);
     static readonly ModelSpec Gpt3Nemo = new("gpt3-175b", 96, 12288, 96, 96, 49152, 50688, TiedEmbeddings: true); // vocab padded to 128·TP
     static readonly ModelSpec Nemotron4_15B = new("nemotron-4-15b", 32, 6144, 48, 8, 24576, 256000) { GptStyle = false };
     static readonly ModelSpec Nemotron4_340B = new("nemotron-4-340b", 96, 18432, 96, 8, 73728, 256000) { GptStyle = false };
@@ -199,9 +199,10 @@ public static class PublishedRuns
         Nemotron4(64, 2304, 8.0),
         // NVIDIA dgxc-benchmarking, BF16 tables: smallest and largest full-model GPU count of each dense recipe. GPT-3's
         // v = 6 is its YAML's (gpt3_175b_hydra.yaml, what the launcher runs); its README's table header says VP=12.
-        // Userbuffers SM margins (proj_fprop, fc2_fprop) from each YAML's ub_tp_comm_overlap_cfg: GPT-3 24/20, Llama 3.1 70B
-        // 24/16, 405B 24/8; Nemotron-4 15B's YAML sets ub_tp_comm_overlap without a cfg, so TE's default: pipeline with 16 SMs
-        // but no margin before TE 2.0 (set_sm_margin False; the NeMo 24.12 container's TE is 1.x), 0/0.
+        // Userbuffers from each YAML's ub_tp_comm_overlap_cfg: SM margins (proj_fprop, fc2_fprop) GPT-3 24/20, Llama 3.1 70B
+        // 24/16, 405B 24/8 (its ring exchanges aggregate: 1); all with 4 pipeline splits. Nemotron-4 15B's YAML sets
+        // ub_tp_comm_overlap without a cfg, so TE's default: the same methods, 4 splits, 16 SMs but no margin before TE 2.0
+        // (set_sm_margin False; the NeMo 24.12 container's TE is 1.x), 0/0.
         Dgxc("GPT-3 175B", Gpt3Nemo, 2048, 128, 256, 4, 8, 1, 6, 1, Gpt3Ub, 8.309),
         Dgxc("GPT-3 175B", Gpt3Nemo, 2048, 2048, 4096, 4, 8, 1, 6, 1, Gpt3Ub, 8.49),
         Dgxc("Nemotron-4 15B", Nemotron4_15B, 4096, 16, 64, 4, 1, 1, 1, 4, TeDefaultUb, 2.812),

@@ -58,6 +58,7 @@ public static class PlanCommand
     static readonly Option<int> Top = new("--top") { Description = "Layouts to list with --search", DefaultValueFactory = _ => 5 };
     static readonly Option<double> TpOverlap = new("--tp-overlap") { Description = "Share of TP communication hidden", DefaultValueFactory = _ => 0 };
     static readonly Option<bool> TpAsyncBackward = new("--tp-async-backward") { Description = "Run the column-parallel linears' backward TP communication under their GEMMs (Megatron-LM 2022 on)" };
+    static readonly Option<string?> UserbuffersOpt = new("--userbuffers") { Description = "Transformer Engine's userbuffers TP overlap (ub_tp_comm_overlap; needs TP ≥ 2 and sequence parallelism): PROJ,FC2[,aggregate] = the num_sm its pipelined reduce-scatters keep from the attention-output and MLP-down forward GEMMs (set_sm_margin; 0 = none), e.g. 24,16 (NeMo's Llama 3.1 70B); hides the TP communication (--tp-overlap 1) and runs the GEMMs in TE's chunks" };
     static readonly Option<double> CpOverlap = new("--cp-overlap") { Description = "Share of CP communication hidden", DefaultValueFactory = _ => 0.5 };
     static readonly Option<double> EpOverlap = new("--ep-overlap") { Description = "Share of EP all-to-all hidden", DefaultValueFactory = _ => 0 };
     static readonly Option<double> DpOverlap = new("--dp-overlap") { Description = "Share of a micro-batch's compute that hides the gradient sync", DefaultValueFactory = _ => 1.0 };
@@ -78,6 +79,7 @@ public static class PlanCommand
     static readonly Option<string> DeviceOpt = new("--device") { Description = "gpu: plan GPUs from data sheets; cpu: with --calibrate, measure this machine and predict `train` on CPU ranks (run under mpirun for several ranks)", DefaultValueFactory = _ => "gpu" };
     static readonly Option<bool> CalibrateOpt = new("--calibrate") { Description = "With --device cpu: time train's own step (its schedule, collectives and optimizer) at D = min(4, layers per stage) and D / 2 layers per stage and the MPI collectives at the run's shapes; predict train's step (--model = a train preset, --micro-batch = train's --batch-size, --batch = global sequences) and, for train's layout (--tp/--cp/--pp/--dp/--zero, under the same mpirun), the bytes each group sends per step" };
     static readonly Option<bool> CalibrationOpt = new("--calibration") { Description = "Print every published run (docs/planning.md) predicted vs published, with its error" };
+    static readonly Option<bool> BreakdownOpt = new("--breakdown") { Description = "With --calibration: also print where each row's predicted step goes (% of the step: GEMM, attention, memory-bound, bubble, each exposed collective, optimizer; TP before overlap)" };
 
     public static Command Create()
     {
@@ -85,8 +87,8 @@ public static class PlanCommand
         HelpExamples.Add(cmd, "plan --model gpt4-class-1.8t --gpus 100000 --tokens 1e12 --batch 12288 --search");
         foreach (var o in new Option[] { Model, Layers, Hidden, Heads, KvHeads, Ffn, Vocab, Experts, ActiveExperts, MoeEveryOpt, Seq, Tokens, Batch, BatchTokens, PrecisionOpt,
                      Gpu, Gpus, GpusPerNode, GpuTflops, GpuMemory, GpuTdp, IntraGBs, IntraLatency, InterGbps, InterLatency, ComputeEff, NvlinkEff, NetEff, IntraCommSm, InterCommSm,
-                     Tp, Pp, Dp, Cp, Ep, MicroBatch, Interleave, Zero, RecomputeOpt, UnevenEnds, NoSequenceParallel, AttentionOpt, PipelineEngineOpt, SearchOpt, Top, TpOverlap, TpAsyncBackward, CpOverlap, EpOverlap, DpOverlap,
-                     FailureRate, CkptGBs, Restart, NodeOverhead, Pue, PriceGpuHour, PriceGpu, PriceKwh, Carbon, SweepOpt, Svg, Json, CalibrationOpt, DeviceOpt, CalibrateOpt })
+                     Tp, Pp, Dp, Cp, Ep, MicroBatch, Interleave, Zero, RecomputeOpt, UnevenEnds, NoSequenceParallel, AttentionOpt, PipelineEngineOpt, SearchOpt, Top, TpOverlap, TpAsyncBackward, UserbuffersOpt, CpOverlap, EpOverlap, DpOverlap,
+                     FailureRate, CkptGBs, Restart, NodeOverhead, Pue, PriceGpuHour, PriceGpu, PriceKwh, Carbon, SweepOpt, Svg, Json, CalibrationOpt, BreakdownOpt, DeviceOpt, CalibrateOpt })
             cmd.Options.Add(o);
         cmd.SetAction(parse =>
         {
@@ -95,9 +97,17 @@ public static class PlanCommand
             if (parse.GetValue(CalibrateOpt) != (device == "cpu"))
                 throw new BadInputException(device == "cpu" ? "--device cpu plans our own engine: add --calibrate (it measures this machine)" : "--calibrate measures this machine: add --device cpu");
             if (device == "cpu") return CalibrateCpu(parse);
+            if (parse.GetValue(BreakdownOpt) && !parse.GetValue(CalibrationOpt))
+                throw new BadInputException("--breakdown splits the published runs' predicted steps: add --calibration");
             if (parse.GetValue(CalibrationOpt))
             {
-                PlanReport.WriteCalibration(Console.Out, CalibrationTable.Rows());
+                var rows = CalibrationTable.Rows();
+                PlanReport.WriteCalibration(Console.Out, rows);
+                if (parse.GetValue(BreakdownOpt))
+                {
+                    Console.WriteLine();
+                    PlanReport.WriteCalibrationBreakdown(Console.Out, rows);
+                }
                 return 0;
             }
             var inputs = BuildInputs(parse);
@@ -193,6 +203,16 @@ public static class PlanCommand
         PropertyNamingPolicy = JsonNamingPolicy.CamelCase,
     };
 
+    /// <summary>--userbuffers PROJ,FC2[,aggregate]: SMs kept from the two row-parallel forward GEMMs, and ring-exchange aggregation.</summary>
+    static UserbufferOverlap ParseUserbuffers(string text)
+    {
+        var f = text.Split(',', StringSplitOptions.TrimEntries);
+        bool aggregate = f.Length == 3 && f[2].Equals("aggregate", StringComparison.OrdinalIgnoreCase);
+        if ((f.Length != 2 && !aggregate) || !int.TryParse(f[0], out int proj) || !int.TryParse(f[1], out int fc2) || proj < 0 || fc2 < 0)
+            throw new BadInputException($"--userbuffers '{text}' is not PROJ,FC2[,aggregate]: expected two SM counts ≥ 0, e.g. 24,16 or 24,8,aggregate");
+        return new UserbufferOverlap(proj, fc2, aggregate);
+    }
+
     static PlanInputs BuildInputs(ParseResult parse)
     {
         var preset = ModelCatalog.Get(parse.GetValue(Model)!);
@@ -239,7 +259,8 @@ public static class PlanCommand
             "deepspeed" => PipelineEngine.DeepSpeed,
             var other => throw new BadInputException($"--pipeline-engine '{other}' is unknown: expected megatron or deepspeed"),
         };
-        var run = new TrainingRun(seq, parse.GetValue(Tokens), batch.Value, precision, attention, engine);
+        var run = new TrainingRun(seq, parse.GetValue(Tokens), batch.Value, precision, attention, engine,
+            Userbuffers: parse.GetValue(UserbuffersOpt) is { } ub ? ParseUserbuffers(ub) : null);
         run.Validate();
 
         var gpu = GpuCatalog.Get(parse.GetValue(Gpu)!);
@@ -282,7 +303,9 @@ public static class PlanCommand
         var layout = new ParallelLayout(tp, pp, dp, cp, parse.GetValue(Ep), parse.GetValue(MicroBatch), parse.GetValue(Interleave), parse.GetValue(Zero), recompute,
             SequenceParallel: !parse.GetValue(NoSequenceParallel), UnevenEnds: parse.GetValue(UnevenEnds));
 
-        var overlap = new OverlapAssumptions(parse.GetValue(TpOverlap), parse.GetValue(CpOverlap), parse.GetValue(EpOverlap), parse.GetValue(DpOverlap),
+        if (run.Userbuffers is not null && (tp < 2 || !layout.SequenceParallel))
+            throw new BadInputException($"--userbuffers needs --tp ≥ 2 with sequence parallelism (TE overlaps the sequence-parallel all-gathers and reduce-scatters): got --tp {tp}{(layout.SequenceParallel ? "" : " --no-sequence-parallel")}");
+        var overlap = new OverlapAssumptions(run.Userbuffers is null ? parse.GetValue(TpOverlap) : 1, parse.GetValue(CpOverlap), parse.GetValue(EpOverlap), parse.GetValue(DpOverlap),
             parse.GetValue(TpAsyncBackward));
         foreach (var (v, n) in new[] { (overlap.TensorParallel, "--tp-overlap"), (overlap.ContextParallel, "--cp-overlap"), (overlap.ExpertAllToAll, "--ep-overlap"), (overlap.DataParallel, "--dp-overlap") })
             if (!(v >= 0 && v <= 1)) throw new BadInputException($"{n} {v} must be a fraction in [0, 1]");

@@ -105,6 +105,19 @@ static class PlanReport
             w.WriteLine($"  {a.Name,-20} {a.Value}  [{a.Source}]");
     }
 
+    /// <summary>Each row's predicted step split by where it goes (% of the step; TP raw: before any overlap hides it).</summary>
+    public static void WriteCalibrationBreakdown(TextWriter w, IReadOnlyList<CalibrationTable.Row> rows)
+    {
+        w.WriteLine($"{"run",-36} {"error",7} {"GEMM",6} {"attn",6} {"mem",6} {"bubble",6} {"TP",6} {"CP",6} {"EP",6} {"p2p",6} {"DP",6} {"optim",6} {"TP raw",6}");
+        string P(double f) => (f * 100).ToString("F1", Inv);
+        foreach (var r in rows)
+        {
+            var b = CalibrationTable.BreakdownOf(r.Run);
+            w.WriteLine($"{r.Run.Name,-36} {(r.Error * 100).ToString("+0.0;-0.0", Inv) + "%",7} {P(b.Gemm),6} {P(b.Attention),6} {P(b.MemoryBound),6} {P(b.Bubble),6} " +
+                        $"{P(b.TensorParallel),6} {P(b.ContextParallel),6} {P(b.ExpertAllToAll),6} {P(b.PipelineP2P),6} {P(b.DataParallel),6} {P(b.Optimizer),6} {P(b.TpRaw),6}");
+        }
+    }
+
     public static void WriteCalibration(TextWriter w, IReadOnlyList<CalibrationTable.Row> rows)
     {
         w.WriteLine($"{"run",-36} {"metric",-14} {"published",10} {"predicted",10} {"error",8}  source");

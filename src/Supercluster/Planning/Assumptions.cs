@@ -31,6 +31,10 @@ public static class Assumptions
             new("collectives", "ring: all-reduce 2(n−1)/n·B/bw, all-gather/reduce-scatter (n−1)/n·B/bw", "Thakur et al. 2005; Patarasuk & Yuan 2009"),
             new("overlap", $"TP {F(ov.TensorParallel)}{(ov.TensorParallelAsyncBackward ? " (+ column-parallel backward under its GEMMs)" : "")}, CP {F(ov.ContextParallel)}, EP {F(ov.ExpertAllToAll)}, DP {F(ov.DataParallel)} of a micro-batch",
                 "Megatron-LM overlap_grad_reduce/overlap_param_gather" + (ov.TensorParallelAsyncBackward ? "; LinearWithGradAccumulationAndAsyncCommunication (2022)" : "; TP and EP assumed exposed")),
+            .. (p.Run.Userbuffers is { } ub
+                ? new Assumption[] { new("userbuffers", $"GEMMs in ring chunks of T/{ub.RingChunks(p.Layout.Tp)} and pipeline chunks of T/{ub.PipelineSplits}; attention-output / MLP-down forward on {c.Gpu.SmCount} − {ub.ProjFpropSms} / − {ub.Fc2FpropSms} SMs",
+                    "Transformer Engine CommOverlap (ub_tp_comm_overlap_cfg: ring_exchange, pipeline num_splits, num_sm with set_sm_margin)") }
+                : []),
             new("hidden communication", c.ComputeEfficiency > 0 ? "free (included in --compute-efficiency)"
                     : $"slows the compute under it by {F(c.IntraNodeCommSmShare)} (NVLink) / {F(c.InterNodeCommSmShare)} (network) of the time it runs",
                 "Calculon (Isaev et al. 2023) processor_usage, A100: NCCL channels resident on SMs"),

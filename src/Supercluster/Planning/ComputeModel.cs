@@ -98,21 +98,35 @@ public static class ComputeModel
                 (GemmSeconds(g, p, rows, h, upOut, expertsLocal), GemmSeconds(g, p, h, upOut, rows, expertsLocal))];
     }
 
-    /// <summary>Time of one micro-batch on one GPU of the slowest stage (middle, or last with the output layer).</summary>
+    /// <summary>Time of one micro-batch on one GPU of the slowest stage: a middle one, the last with the output layer and the
+    /// loss, or the first with the input embedding (with one stage, all of them).</summary>
     public static StageCompute Stage(ModelSpec m, TrainingRun run, ParallelLayout l, GpuSpec g)
     {
         var layer = Layer(m, run, l, g);
         var head = OutputLayer(m, run, l, g);
-        double middle = l.LayersPerMiddleStage(m.Layers), last = l.LayersOnLastStage(m.Layers);
+        var embedding = InputEmbedding(m, run, l, g);
+        double middle = l.LayersPerMiddleStage(m.Layers), end = l.LayersOnLastStage(m.Layers);
         // Gradient accumulation of the layer's own parameters (dense ÷ TP, experts ÷ TP·EP), part of its backward.
         double layerParams = m.DenseParamsPerLayer / (double)l.Tp + m.ExpertParamsPerLayer / ((double)l.Tp * l.Ep);
         double accumulate = layerParams * AccumulationBytesPerParam(run.GradAccumulation) / g.StreamBytesPerSecond;
         layer = layer with { Backward = layer.Backward + accumulate, MemoryBound = layer.MemoryBound + accumulate };
-        bool lastIsSlowest = last * layer.Total + head.Total >= middle * layer.Total;
-        double n = lastIsSlowest ? last : middle;
-        var h = lastIsSlowest ? head : new StageCompute(0, 0, 0, 0, 0, 0);
-        return new StageCompute(n * layer.Forward + h.Forward, n * layer.Backward + h.Backward, n * layer.Recompute + h.Recompute,
-            n * layer.Gemm + h.Gemm, n * layer.Attention + h.Attention, n * layer.MemoryBound + h.MemoryBound);
+        StageCompute Sum(double n, params StageCompute[] ends) => ends.Aggregate(
+            new StageCompute(n * layer.Forward, n * layer.Backward, n * layer.Recompute, n * layer.Gemm, n * layer.Attention, n * layer.MemoryBound),
+            (a, b) => new StageCompute(a.Forward + b.Forward, a.Backward + b.Backward, a.Recompute + b.Recompute, a.Gemm + b.Gemm,
+                a.Attention + b.Attention, a.MemoryBound + b.MemoryBound));
+        // The last stage is listed first, so it wins a tie.
+        StageCompute[] stages = l.Pp == 1 ? [Sum(end, head, embedding)] : [Sum(end, head), Sum(middle), Sum(end, embedding)];
+        return stages.MaxBy(s => s.Total)!;
+    }
+
+    /// <summary>The input embedding on the first stage, one micro-batch (<see cref="EmbeddingTraffic"/>): memory-bound.</summary>
+    public static StageCompute InputEmbedding(ModelSpec m, TrainingRun run, ParallelLayout l, GpuSpec g)
+    {
+        double T = (double)l.MicroBatch * run.SeqLen / l.Cp, bw = g.StreamBytesPerSecond;
+        double fwd = T * m.Hidden * EmbeddingTraffic.ForwardBytesPerElement / bw;
+        double bwd = (T * m.Hidden * EmbeddingTraffic.BackwardBytesPerElement
+                      + (double)m.Vocab / l.Tp * m.Hidden * EmbeddingTraffic.GradientBytesPerParam(run.GradAccumulation)) / bw;
+        return new StageCompute(fwd, bwd, 0, 0, 0, fwd + bwd);
     }
 
     /// <summary>One transformer layer, one micro-batch, one GPU.</summary>
@@ -129,6 +143,19 @@ public static class ComputeModel
         double expertsLocal = (double)m.Experts / l.Ep, rows = T * m.ActiveExperts / expertsLocal;
         var up = Linear(g, p, rows, h, (m.GatedFfn ? 2.0 : 1.0) * m.Ffn / t, expertsLocal);
         var down = Linear(g, p, rows, m.Ffn / t, h, expertsLocal);
+        if (run.Userbuffers is { } ub && l.Tp > 1)
+        {
+            // Userbuffers runs the all-gather-side GEMMs in ring chunks and the reduce-scatter side in pipeline chunks on the SMs
+            // its reduce-scatter leaves (UserbufferOverlap); the column-parallel dgrad/wgrad (bulk) stay whole.
+            int ring = ub.RingChunks(l.Tp), pipe = ub.PipelineSplits;
+            double qkvOut = h / t + 2 * kvLocal, upOut = (m.GatedFfn ? 2.0 : 1.0) * m.Ffn / t;
+            qkv = (UserbufferOverlap.ChunkedGemmSeconds(g, p, T, qkvOut, h, ring), qkv.Bwd);
+            up = (UserbufferOverlap.ChunkedGemmSeconds(g, p, rows, upOut, h, ring, expertsLocal), up.Bwd);
+            proj = (UserbufferOverlap.ChunkedGemmSeconds(UserbufferOverlap.WithoutSms(g, ub.ProjFpropSms), p, T, h, h / t, pipe),
+                    UserbufferOverlap.ChunkedGemmSeconds(g, p, T, h / t, h, ring) + GemmSeconds(g, p, h / t, h, T));
+            down = (UserbufferOverlap.ChunkedGemmSeconds(UserbufferOverlap.WithoutSms(g, ub.Fc2FpropSms), p, rows, h, m.Ffn / t, pipe, expertsLocal),
+                    UserbufferOverlap.ChunkedGemmSeconds(g, p, rows, m.Ffn / t, h, ring, expertsLocal) + GemmSeconds(g, p, m.Ffn / t, h, rows, expertsLocal));
+        }
         double gemmFwd = qkv.Fwd + proj.Fwd + up.Fwd + down.Fwd, gemmBwd = qkv.Bwd + proj.Bwd + up.Bwd + down.Bwd;
 
         // Attention core.

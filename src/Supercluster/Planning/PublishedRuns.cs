@@ -126,17 +126,21 @@ public static class PublishedRuns
     /// GPU count. Layout from each README's table, the rest from the recipe's YAML: FlashAttention (TE), sequence parallelism,
     /// distributed optimizer (ZeRO-1) with gradient reduce and parameter gather overlapped, wgrad accumulated in the GEMM, no
     /// recomputation (340B: selective, which FlashAttention makes free), TP communication under the GEMMs where the YAML sets
-    /// <c>ub_tp_comm_overlap</c> (175B, 15B, Llama 3.1) and the 2022 async backward only where it does not (340B), context
-    /// parallelism as TE's ring attention, its K/V exchange under the attention kernel.</summary>
+    /// <c>ub_tp_comm_overlap</c> (175B, 15B, Llama 3.1; <paramref name="ub"/>: its GEMM chunks and the SMs its pipelined
+    /// reduce-scatters keep from the row-parallel forward GEMMs, from the YAML's <c>ub_tp_comm_overlap_cfg</c>) and the 2022 async backward only where it
+    /// does not (340B, <paramref name="ub"/> null), context parallelism as TE's ring attention, its K/V exchange under the
+    /// attention kernel.</summary>
     static PublishedRun Dgxc(string name, ModelSpec model, int seq, int gpus, long batch, int tp, int pp, int cp, int v, int microBatch,
-        bool tpOverlap, double seconds, Recompute recompute = Recompute.None) =>
+        UserbufferOverlap? ub, double seconds, Recompute recompute = Recompute.None) =>
         new($"DGXC {name} on {gpus} GPUs", $"NVIDIA dgxc-benchmarking v25.02.01, {name} BF16 README table", new PlanInputs(
-                model, new TrainingRun(seq, 1e12, batch, Precision.Bf16, AttentionKernel.Flash, GradAccumulation: GradAccumulation.FusedIntoGemm),
+                model, new TrainingRun(seq, 1e12, batch, Precision.Bf16, AttentionKernel.Flash, GradAccumulation: GradAccumulation.FusedIntoGemm,
+                    Userbuffers: ub),
                 new ClusterSpec(GpuCatalog.Get("H100-SXM"), gpus),
                 new ParallelLayout(tp, pp, gpus / (tp * pp * cp), cp, MicroBatch: microBatch, Interleave: v, Zero: 1, Recompute: recompute),
-                MegatronCore2024 with { TensorParallel = tpOverlap ? 1 : 0, ContextParallel = 1 }, Ops),
+                MegatronCore2024 with { TensorParallel = ub is null ? 0 : 1, ContextParallel = 1 }, Ops),
             PublishedMetric.StepSeconds, seconds);
 
+    static readonly UserbufferOverlap Gpt3Ub = new(24, 20), Llama70Ub = new(24, 16), Llama405Ub = new(24, 8, Aggregate: true), TeDefaultUb = new(0, 0);
     static readonly ModelSpec Gpt3Nemo = new("gpt3-175b", 96, 12288, 96, 96, 49152, 50688, TiedEmbeddings: true); // vocab padded to 128·TP
     static readonly ModelSpec Nemotron4_15B = new("nemotron-4-15b", 32, 6144, 48, 8, 24576, 256000) { GptStyle = false };
     static readonly ModelSpec Nemotron4_340B = new("nemotron-4-340b", 96, 18432, 96, 8, 73728, 256000) { GptStyle = false };
@@ -195,18 +199,22 @@ public static class PublishedRuns
         Nemotron4(64, 2304, 8.0),
         // NVIDIA dgxc-benchmarking, BF16 tables: smallest and largest full-model GPU count of each dense recipe. GPT-3's
         // v = 6 is its YAML's (gpt3_175b_hydra.yaml, what the launcher runs); its README's table header says VP=12.
-        Dgxc("GPT-3 175B", Gpt3Nemo, 2048, 128, 256, 4, 8, 1, 6, 1, true, 8.309),
-        Dgxc("GPT-3 175B", Gpt3Nemo, 2048, 2048, 4096, 4, 8, 1, 6, 1, true, 8.49),
-        Dgxc("Nemotron-4 15B", Nemotron4_15B, 4096, 16, 64, 4, 1, 1, 1, 4, true, 2.812),
-        Dgxc("Nemotron-4 15B", Nemotron4_15B, 4096, 2048, 8192, 4, 1, 1, 1, 4, true, 2.887),
-        Dgxc("Nemotron-4 340B", Nemotron4_340B, 4096, 128, 32, 8, 8, 1, 12, 1, false, 4.61, Recompute.Selective),
-        Dgxc("Nemotron-4 340B", Nemotron4_340B, 4096, 2048, 512, 8, 8, 1, 12, 1, false, 4.84, Recompute.Selective),
-        Dgxc("Llama 3.1 8B", ModelCatalog.Get("llama3-8b"), 8192, 8, 128, 1, 1, 2, 1, 1, false, 12.78),
-        Dgxc("Llama 3.1 8B", ModelCatalog.Get("llama3-8b"), 8192, 128, 2048, 1, 1, 2, 1, 1, false, 13.16),
-        Dgxc("Llama 3.1 70B", ModelCatalog.Get("llama3-70b"), 8192, 64, 128, 4, 4, 2, 5, 1, true, 14.61),
-        Dgxc("Llama 3.1 70B", ModelCatalog.Get("llama3-70b"), 8192, 2048, 4096, 4, 4, 2, 5, 1, true, 14.84),
-        Dgxc("Llama 3.1 405B", ModelCatalog.Get("llama3-405b"), 8192, 576, 252, 8, 9, 2, 7, 1, true, 17.50),
-        Dgxc("Llama 3.1 405B", ModelCatalog.Get("llama3-405b"), 8192, 2304, 1008, 8, 9, 2, 7, 1, true, 17.70),
+        // Userbuffers from each YAML's ub_tp_comm_overlap_cfg: SM margins (proj_fprop, fc2_fprop) GPT-3 24/20, Llama 3.1 70B
+        // 24/16, 405B 24/8 (its ring exchanges aggregate: 1); all with 4 pipeline splits. Nemotron-4 15B's YAML sets
+        // ub_tp_comm_overlap without a cfg, so TE's default: the same methods, 4 splits, 16 SMs but no margin before TE 2.0
+        // (set_sm_margin False; the NeMo 24.12 container's TE is 1.x), 0/0.
+        Dgxc("GPT-3 175B", Gpt3Nemo, 2048, 128, 256, 4, 8, 1, 6, 1, Gpt3Ub, 8.309),
+        Dgxc("GPT-3 175B", Gpt3Nemo, 2048, 2048, 4096, 4, 8, 1, 6, 1, Gpt3Ub, 8.49),
+        Dgxc("Nemotron-4 15B", Nemotron4_15B, 4096, 16, 64, 4, 1, 1, 1, 4, TeDefaultUb, 2.812),
+        Dgxc("Nemotron-4 15B", Nemotron4_15B, 4096, 2048, 8192, 4, 1, 1, 1, 4, TeDefaultUb, 2.887),
+        Dgxc("Nemotron-4 340B", Nemotron4_340B, 4096, 128, 32, 8, 8, 1, 12, 1, null, 4.61, Recompute.Selective),
+        Dgxc("Nemotron-4 340B", Nemotron4_340B, 4096, 2048, 512, 8, 8, 1, 12, 1, null, 4.84, Recompute.Selective),
+        Dgxc("Llama 3.1 8B", ModelCatalog.Get("llama3-8b"), 8192, 8, 128, 1, 1, 2, 1, 1, null, 12.78),
+        Dgxc("Llama 3.1 8B", ModelCatalog.Get("llama3-8b"), 8192, 128, 2048, 1, 1, 2, 1, 1, null, 13.16),
+        Dgxc("Llama 3.1 70B", ModelCatalog.Get("llama3-70b"), 8192, 64, 128, 4, 4, 2, 5, 1, Llama70Ub, 14.61),
+        Dgxc("Llama 3.1 70B", ModelCatalog.Get("llama3-70b"), 8192, 2048, 4096, 4, 4, 2, 5, 1, Llama70Ub, 14.84),
+        Dgxc("Llama 3.1 405B", ModelCatalog.Get("llama3-405b"), 8192, 576, 252, 8, 9, 2, 7, 1, Llama405Ub, 17.50),
+        Dgxc("Llama 3.1 405B", ModelCatalog.Get("llama3-405b"), 8192, 2304, 1008, 8, 9, 2, 7, 1, Llama405Ub, 17.70),
     ];
 }
 
@@ -222,4 +230,22 @@ public static class CalibrationTable
     }).ToList();
 
     public static double MeanAbsoluteError(IReadOnlyList<Row> rows) => rows.Average(r => Math.Abs(r.Error));
+
+    /// <summary>Where a row's predicted step goes, each a share of the step: the compute split pro rata into GEMMs, attention
+    /// and memory-bound passes (the slowest stage's micro-batch, <see cref="ComputeModel.Stage"/>), then the bubble and each
+    /// exposed collective (<see cref="StepTime"/>); <see cref="TpRaw"/> is the TP communication before any of it is hidden.</summary>
+    public sealed record Breakdown(double Gemm, double Attention, double MemoryBound, double Bubble, double TensorParallel,
+        double ContextParallel, double ExpertAllToAll, double PipelineP2P, double DataParallel, double Optimizer, double TpRaw);
+
+    public static Breakdown BreakdownOf(PublishedRun r)
+    {
+        var i = r.Inputs;
+        var st = StepTimeModel.Estimate(i.Model, i.Run, i.Layout, i.Cluster, i.Overlap);
+        var raw = StepTimeModel.Estimate(i.Model, i.Run, i.Layout, i.Cluster, i.Overlap with { TensorParallel = 0, TensorParallelAsyncBackward = false });
+        var stage = ComputeModel.Stage(i.Model, i.Run, i.Layout, i.Cluster.PacingGpu);
+        double t = st.Total, compute = st.Compute / t / stage.Total;
+        return new Breakdown(stage.Gemm * compute, stage.Attention * compute, stage.MemoryBound * compute, st.Bubble / t,
+            st.TensorParallel / t, st.ContextParallel / t, st.ExpertAllToAll / t, st.PipelineP2P / t, st.DataParallel / t,
+            st.Optimizer / t, raw.TensorParallel / t);
+    }
 }

@@ -19,10 +19,11 @@ public enum AttentionKernel { Flash, Unfused }
 public enum GradAccumulation { Fp32Pass, FusedIntoGemm, Fp16InPlace, Bf16ViaFp32Copy }
 
 /// <summary>What to train: sequence length, token budget, global batch (in sequences), matmul precision, attention kernel,
-/// the pipeline engine that runs the stages (<see cref="PipelineSchedule"/>) and how gradients accumulate.</summary>
+/// the pipeline engine that runs the stages (<see cref="PipelineSchedule"/>), how gradients accumulate, and how Transformer
+/// Engine's userbuffers TP overlap chunks the GEMMs and which SMs it keeps from them (<see cref="UserbufferOverlap"/>; null = not used).</summary>
 public sealed record TrainingRun(int SeqLen, double Tokens, long BatchSequences, Precision Precision = Precision.Bf16,
     AttentionKernel Attention = AttentionKernel.Flash, PipelineEngine Pipeline = PipelineEngine.Megatron,
-    GradAccumulation GradAccumulation = GradAccumulation.Fp32Pass)
+    GradAccumulation GradAccumulation = GradAccumulation.Fp32Pass, UserbufferOverlap? Userbuffers = null)
 {
     public double BatchTokens => (double)BatchSequences * SeqLen;
     public double Steps => Math.Ceiling(Tokens / BatchTokens);

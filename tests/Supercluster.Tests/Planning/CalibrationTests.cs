@@ -40,7 +40,7 @@ public class CalibrationTests
     /// MT-NLG (+20…+25%) ran on Megatron-DeepSpeed's pipeline engine, whose losses the planner does not model (its schedule is
     /// not one of them: PipelineScheduleTests; its sequential p2p is modelled), at a micro-batch the paper does not give
     /// (1 assumed; 2, which its node scaling points to, reads +10%: MtNlgScalingAcrossNodeCountsPointsToMicroBatchTwo).
-    /// H100 rows of Megatron-Core / NeMo (Nemotron-4 340B's run +18…+20%, NVIDIA's DGXC benchmarks +5…+18%): the planner's H100
+    /// H100 rows of Megatron-Core / NeMo (Nemotron-4 340B's run +18…+20%, NVIDIA's DGXC benchmarks +4.5…+19%): the planner's H100
     /// per-micro-batch time is short of every one of them (H100RowsShareOneShortfall), as it is of Llama 3's rows once their
     /// bubble is the one their own scaling implies; the published H100 GEMM benchmarks (share 0.968) explain about 3 points of it.
     /// </summary>
@@ -65,11 +65,11 @@ public class CalibrationTests
     public void MeanAbsoluteErrorOverPublishedRuns()
     {
         // The goal is ≤ 5% over every row; what the model reaches (docs/planning.md) is pinned so it cannot get worse
-        // unnoticed: ≤ 9.3% over all 45 rows, ≤ 6.5% over the 29 rows before the out-of-sample ones (the Megatron-LM GPT-3
+        // unnoticed: ≤ 8.85% over all 45 rows, ≤ 6.5% over the 29 rows before the out-of-sample ones (the Megatron-LM GPT-3
         // example, Nemotron-4 340B, NVIDIA's DGXC benchmarks) were added, ≤ 4.8% over the 26 Megatron-LM / Korthikanti / Llama 3 rows.
         var rows = CalibrationTable.Rows();
         Assert.Equal(45, rows.Count);
-        Assert.InRange(CalibrationTable.MeanAbsoluteError(rows), 0, 0.093);
+        Assert.InRange(CalibrationTable.MeanAbsoluteError(rows), 0, 0.0885);
         var earlier = rows.Where(r => !r.Run.Name.StartsWith("Nemotron-4") && !r.Run.Name.StartsWith("DGXC")
                                       && r.Run.Name != "Megatron-LM 174.6B on 1024 GPUs").ToList();
         Assert.Equal(29, earlier.Count);
@@ -82,9 +82,9 @@ public class CalibrationTests
 
     /// <summary>
     /// The H100 rows of Megatron-Core / NeMo (Nemotron-4 340B's run and NVIDIA's twelve DGXC benchmarks: six models from 8B to
-    /// 405B, TP 1–8, PP 1–9, CP 1–2, 8–6144 GPUs) are all predicted too fast, by +5…+20%, mean ≈ +14% (≈ +17% before H100's
-    /// layer-shape share 0.968 from published GEMM benchmarks): one shortfall of the planner's H100 per-micro-batch time, not a
-    /// layout's. Pinned because docs/planning.md reasons from it ("H100 rows"); an H100 GEMM measurement at these shapes
+    /// 405B, TP 1–8, PP 1–9, CP 1–2, 8–6144 GPUs) are all predicted too fast, by +4.5…+20%, mean ≈ +13.3% (+14.5% before the
+    /// userbuffers GEMMs and the input embedding, ≈ +17% before H100's layer-shape share 0.968 from published GEMM benchmarks): one shortfall of the
+    /// planner's H100 per-micro-batch time, not a layout's. Pinned because docs/planning.md reasons from it ("H100 rows"); an H100 GEMM measurement at these shapes
     /// (bench/gemm-shapes.py --gpu H100) is what would say whether GEMMs hold the rest.
     /// </summary>
     [Fact]
@@ -94,7 +94,7 @@ public class CalibrationTests
             .Select(r => r.Error).ToList();
         Assert.Equal(15, errors.Count);
         Assert.All(errors, e => Assert.InRange(e, 0.04, 0.21));
-        Assert.InRange(errors.Average(), 0.13, 0.16);
+        Assert.InRange(errors.Average(), 0.12, 0.145);
     }
 
     [Fact]

@@ -37,6 +37,11 @@ public class PlanCliTests
     [InlineData("--calibrate", "--calibrate measures this machine: add --device cpu")]
     [InlineData("--model llama3-405b --tp 8 --pp 16 --gpus 128", "--pp 16 does not divide the model's 126 layers")]
     [InlineData("--model llama3-405b --tp 8 --pp 6 --gpus 48 --pp-uneven-ends", "--pp-uneven-ends: --pp 6 does not divide the model's 126 layers + 2")]
+    [InlineData("--userbuffers 24", "--userbuffers '24' is not PROJ,FC2[,aggregate]")]
+    [InlineData("--userbuffers 24,x", "--userbuffers '24,x' is not PROJ,FC2[,aggregate]")]
+    [InlineData("--userbuffers 24,-1", "--userbuffers '24,-1' is not PROJ,FC2[,aggregate]")]
+    [InlineData("--tp 1 --gpus 8 --userbuffers 24,16", "--userbuffers needs --tp ≥ 2 with sequence parallelism")]
+    [InlineData("--no-sequence-parallel --userbuffers 24,16", "--userbuffers needs --tp ≥ 2 with sequence parallelism")]
     public void BadInputGivesOneLineAndExit2(string args, string expected)
     {
         var (code, _, err) = Run(args.Split(' '));
@@ -57,6 +62,25 @@ public class PlanCliTests
     }
 
     [Fact]
+    public void BreakdownSplitsEveryRowsStepAndNeedsCalibration()
+    {
+        var (code, output, _) = Run("--calibration", "--breakdown");
+        Assert.Equal(0, code);
+        Assert.Contains("TP raw", output);
+        // Every row's shares cover its step: compute (GEMM + attention + memory-bound) plus bubble, exposed collectives, optimizer.
+        foreach (var r in Supercluster.Planning.PublishedRuns.All)
+        {
+            var b = Supercluster.Planning.CalibrationTable.BreakdownOf(r);
+            Assert.Equal(1, b.Gemm + b.Attention + b.MemoryBound + b.Bubble + b.TensorParallel + b.ContextParallel + b.ExpertAllToAll
+                            + b.PipelineP2P + b.DataParallel + b.Optimizer, 9);
+            Assert.True(b.TpRaw >= b.TensorParallel - 1e-12, r.Name);
+        }
+        var (bad, _, err) = Run("--breakdown");
+        Assert.Equal(2, bad);
+        Assert.Contains("--breakdown", err);
+    }
+
+    [Fact]
     public void Llama3LayoutWithUnevenEndsPlans()
     {
         var (code, output, _) = Run("--model", "llama3-405b", "--gpus", "8192", "--tp", "8", "--pp", "16", "--interleave", "2", "--pp-uneven-ends", "--json");
@@ -70,6 +94,27 @@ public class PlanCliTests
         var (code, _, err) = Run("--gpus", "many");
         Assert.Equal(2, code);
         Assert.Contains("many", err);
+    }
+
+    [Fact]
+    public void UserbuffersCostWhatTheirChunksAndSmMarginsCost()
+    {
+        // NeMo's Llama 3.1 70B layout (DGXC): userbuffers with 24/16 SMs kept from the row-parallel forward GEMMs is slower than
+        // the same TP communication hidden for free (--tp-overlap 1), and says so in the assumptions.
+        string[] layout = ["--model", "llama3-70b", "--gpus", "64", "--tp", "4", "--pp", "4", "--cp", "2", "--interleave", "5", "--json"];
+        double Step(params string[] extra)
+        {
+            var (code, output, _) = Run([.. layout, .. extra]);
+            Assert.Equal(0, code);
+            using var doc = System.Text.Json.JsonDocument.Parse(output);
+            return doc.RootElement.GetProperty("plan").GetProperty("stepTimeSeconds").GetDouble();
+        }
+        double free = Step("--tp-overlap", "1"), ub = Step("--userbuffers", "24,16");
+        Assert.InRange(ub / free, 1.005, 1.05);
+        Assert.True(Step("--userbuffers", "0,0") < ub);
+        var (_, text, _) = Run("--model", "llama3-70b", "--gpus", "64", "--tp", "4", "--pp", "4", "--cp", "2", "--userbuffers", "24,16");
+        Assert.Contains("userbuffers", text);
+        Assert.Contains("132 − 24 / − 16 SMs", text);
     }
 
     [Fact]

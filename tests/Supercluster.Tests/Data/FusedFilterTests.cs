@@ -103,6 +103,8 @@ public class FusedFilterTests
                 sb.Append(w).Append(gaps[rng.Next(gaps.Length)]);
             }
             var text = sb.ToString(0, Math.Min(sb.Length, target == 0 ? 0 : rng.Next(Math.Max(1, target - 40), sb.Length + 1)));
+            // A dot run that ends a block, a whole block of the same word without one, then more dots (one "..." or not).
+            if (d < 64) text = new string(' ', d) + "x.." + new string('b', 32) + ".y z";
             var expected = QualityFilterReference.Measure(text);
             var actual = QualityFilter.Measure(text);
             for (int k = 0; k < expected.Length; k++)

@@ -61,29 +61,6 @@ public sealed record DatasetMeta(
         }
     }
 
-    /// <summary>
-    /// Serialises a meta.json with every kind of field to nowhere: the first serialisation in a process JITs
-    /// System.Text.Json's generic code over these types (~0.1 s), which <c>prepare</c> runs on an idle core meanwhile.
-    /// </summary>
-    public static void WarmUp()
-    {
-        var meta = new DatasetMeta("gpt2", 50257, 50256, 1, 1)
-        {
-            TrainShards = [new ShardInfo("train_000000.bin", 1)],
-            ValShards = [new ShardInfo("val_000000.bin", 1)],
-            Source = "warm-up",
-            Pipeline = new Pipeline.PipelineReport
-            {
-                Removed = new(StringComparer.Ordinal) { ["empty"] = new(1, 1), ["dedup_exact"] = new(1, 1, 1) },
-                NearDuplicatesFound = 0,
-                PiiReplaced = new(StringComparer.Ordinal) { ["email"] = 0 },
-                Near = new(0.8, 5, 128, 16, 8),
-                FilterThresholds = new(StringComparer.Ordinal) { ["min_words"] = 1 },
-            },
-        };
-        JsonSerializer.Serialize(Stream.Null, meta, DatasetMetaJson.Default.DatasetMeta);
-    }
-
     /// <summary>Writes <c>dataDir/meta.json</c> via a temp file and rename.</summary>
     public void Save(string dataDir)
     {
@@ -91,14 +68,108 @@ public sealed record DatasetMeta(
         var temp = path + ".tmp";
         using (var f = new FileStream(temp, FileMode.Create, FileAccess.Write))
         {
-            JsonSerializer.Serialize(f, this, DatasetMetaJson.Default.DatasetMeta); // source-generated: no reflection warm-up (~0.1 s) in prepare
+            Write(f);
             f.Flush(flushToDisk: true);
         }
         System.IO.File.Move(temp, path, overwrite: true);
     }
-}
 
-/// <summary>Compile-time JSON metadata for writing meta.json (byte-identical to the reflection serializer's output: compared on SOTU and a near-dedup run).</summary>
-[JsonSourceGenerationOptions(WriteIndented = true)]
-[JsonSerializable(typeof(DatasetMeta))]
-internal sealed partial class DatasetMetaJson : JsonSerializerContext;
+    /// <summary>
+    /// meta.json's bytes, written field by field with <see cref="Utf8JsonWriter"/>: System.Text.Json's serializer costs
+    /// 0.1–0.2 s of JIT on its first use in a process (even source-generated), a fifth of a small <c>prepare</c>. The
+    /// names and order are the <c>JsonPropertyName</c> attributes' (read back by <see cref="Load"/>);
+    /// <c>DatasetMetaTests</c> checks the bytes equal the serializer's for every kind of field.
+    /// </summary>
+    public void Write(Stream stream)
+    {
+        using var w = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = true });
+        w.WriteStartObject();
+        w.WriteString("tokenizer", Tokenizer);
+        w.WriteNumber("vocab_size", VocabSize);
+        w.WriteNumber("eot", EotToken);
+        w.WriteNumber("train_tokens", TrainTokens);
+        w.WriteNumber("val_tokens", ValTokens);
+        w.WriteNumber("token_width", TokenWidth);
+        w.WriteNumber("train_documents", TrainDocuments);
+        w.WriteNumber("val_documents", ValDocuments);
+        foreach (var (name, shards) in new[] { ("train_shards", TrainShards), ("val_shards", ValShards) })
+        {
+            w.WriteStartArray(name);
+            foreach (var s in shards)
+            {
+                w.WriteStartObject();
+                w.WriteString("file", s.File);
+                w.WriteNumber("tokens", s.Tokens);
+                w.WriteEndObject();
+            }
+            w.WriteEndArray();
+        }
+        w.WriteString("source", Source);
+        if (Pipeline is not { } p) w.WriteNull("pipeline");
+        else
+        {
+            w.WriteStartObject("pipeline");
+            w.WriteNumber("documents_read", p.DocumentsRead);
+            w.WriteNumber("documents_kept", p.DocumentsKept);
+            w.WriteStartObject("removed");
+            foreach (var (stage, c) in p.Removed)
+            {
+                w.WriteStartObject(stage);
+                w.WriteNumber("documents", c.Documents);
+                w.WriteNumber("characters", c.Characters);
+                Number(w, "tokens", c.Tokens);
+                w.WriteEndObject();
+            }
+            w.WriteEndObject();
+            w.WriteNumber("exact_duplicates_found", p.ExactDuplicatesFound);
+            Number(w, "near_duplicates_found", p.NearDuplicatesFound);
+            if (p.PiiReplaced is null) w.WriteNull("pii_replaced");
+            else
+            {
+                w.WriteStartObject("pii_replaced");
+                foreach (var (kind, n) in p.PiiReplaced) w.WriteNumber(kind, n);
+                w.WriteEndObject();
+            }
+            w.WriteString("dedup", p.Dedup);
+            if (p.Near is not { } near) w.WriteNull("near");
+            else
+            {
+                w.WriteStartObject("near");
+                w.WriteNumber("threshold", near.Threshold);
+                w.WriteNumber("ngram", near.Ngram);
+                w.WriteNumber("permutations", near.Permutations);
+                w.WriteNumber("bands", near.Bands);
+                w.WriteNumber("rows", near.Rows);
+                w.WriteEndObject();
+            }
+            if (p.FilterThresholds is null) w.WriteNull("filter");
+            else
+            {
+                w.WriteStartObject("filter");
+                foreach (var (rule, v) in p.FilterThresholds) w.WriteNumber(rule, v);
+                w.WriteEndObject();
+            }
+            w.WriteEndObject();
+        }
+        if (Chat is { } chat) // omitted when null
+        {
+            w.WriteStartObject("chat");
+            w.WriteNumber("seq_len", chat.SeqLen);
+            w.WriteNumber("loss_mask_version", chat.LossMaskVersion);
+            w.WriteString("template", chat.Template);
+            w.WriteNumber("conversations", chat.Conversations);
+            w.WriteNumber("truncated", chat.Truncated);
+            w.WriteNumber("dropped", chat.Dropped);
+            w.WriteNumber("sequences", chat.Sequences);
+            w.WriteNumber("trained_tokens", chat.TrainedTokens);
+            w.WriteEndObject();
+        }
+        w.WriteEndObject();
+    }
+
+    static void Number(Utf8JsonWriter w, string name, long? value)
+    {
+        if (value is { } v) w.WriteNumber(name, v);
+        else w.WriteNull(name);
+    }
+}

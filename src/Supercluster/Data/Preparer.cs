@@ -138,9 +138,6 @@ public static class Preparer
                 }
             }
             stats.Read = ordinal;
-            // meta.json's first serialisation is ~0.1 s of JIT (System.Text.Json's generic code over our types): done on
-            // the idle core while the serial steps below run, not after them.
-            var warmJson = rank == 0 ? Task.Run(DatasetMeta.WarmUp) : Task.CompletedTask;
             Mark("pass1");
 
             // ---- global ids: rank r's documents are offsets[r] … offsets[r+1]−1, in input order ----
@@ -208,7 +205,6 @@ public static class Preparer
             }
             comm.Barrier(); // every rank has closed its maps of the staging files
             Mark("assemble");
-            warmJson.Wait();
             if (rank == 0) Publish(staging, options.OutDir, meta!);
             comm.Barrier();
             Mark("publish");

@@ -76,10 +76,6 @@ public sealed class SuperclusterServer : IAsyncDisposable
 
         var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { ContentRootPath = AppContext.BaseDirectory });
         builder.Logging.ClearProviders();
-        // A stream flushes once per token: by default each flush hands the socket write to one of Kestrel's I/O queues
-        // (a thread-pool hop per token per stream); inline, the flushing task writes the socket itself, and a handler
-        // continues on the thread that received its bytes (a thread-pool thread either way on Linux).
-        builder.WebHost.UseSockets(t => t.UnsafePreferInlineScheduling = true);
         builder.WebHost.ConfigureKestrel(k =>
         {
             k.Listen(ip, o.Port, l => l.Use(connections.Middleware));

@@ -48,11 +48,45 @@ public class JsonGrammarTests(ITestOutputHelper output)
         Assert.True(Accepts(s, "\"\\u00e9\\n\\\"\""));
         Assert.True(Accepts(s, "\"日本\""));
         Assert.False(Accepts(s, "\"\\ud800\""));
+        Assert.False(Accepts(s, "\"\\uDFFF\""));
+        // Only D800–DFFF are surrogates: the private-use area and the specials after it are text (a \uE or \uF
+        // that no digit could continue once left a json_object output cut off mid-escape).
+        Assert.True(Accepts(s, "\"\\uE000\\uFFFD\\ud7ff\""));
         Assert.False(Accepts(s, "\"a\tb\""));
         Assert.False(Accepts(s, "\"\\x\""));
         Assert.False(Accepts(s, [(byte)'"', 0xC0, 0x80, (byte)'"']));          // overlong
         Assert.False(Accepts(s, [(byte)'"', 0xED, 0xA0, 0x80, (byte)'"']));    // UTF-8 surrogate
         Assert.False(Accepts(s, [(byte)'"', 0xE6, (byte)'"']));                // truncated character
+    }
+
+    /// <summary>
+    /// The property the API promises, by brute force: random walks through the masks of json_object mode over a byte
+    /// vocabulary (uniform over the allowed tokens, the stop token included, a 40-token budget as the API test uses)
+    /// always end in text that parses as one JSON object. Seeded, so a failure names its walk.
+    /// </summary>
+    [Fact]
+    public void Random_walks_through_the_masks_always_end_in_a_parsing_object()
+    {
+        var tokenizer = new ByteTokenizer();
+        var trie = TokenTrie.For(tokenizer);
+        var rng = new Random(1);
+        for (int walk = 0; walk < 5000; walk++)
+        {
+            var c = new TokenConstraint(FreeObjectNode.Instance, trie, tokenizer.EotToken);
+            var text = new List<byte>();
+            for (int left = 40; left > 0; left--)
+            {
+                var allowed = c.Allowed(left)!;
+                int pick = allowed[rng.Next(allowed.Length)];
+                c.Accept(pick);
+                if (pick == tokenizer.EotToken) break;
+                text.Add((byte)pick);
+            }
+            bool isObject;
+            try { using var doc = JsonDocument.Parse(text.ToArray()); isObject = doc.RootElement.ValueKind == JsonValueKind.Object; }
+            catch (JsonException e) { throw new Xunit.Sdk.XunitException($"walk {walk}: {Convert.ToHexString(text.ToArray())}: {e.Message}"); }
+            Assert.True(isObject, $"walk {walk}: {Encoding.UTF8.GetString(text.ToArray())}");
+        }
     }
 
     [Fact]

@@ -314,7 +314,7 @@ public sealed class StringNode(int minLength = 0, int maxLength = int.MaxValue) 
                     int d = b switch { >= (byte)'0' and <= (byte)'9' => b - '0', >= (byte)'a' and <= (byte)'f' => b - 'a' + 10, >= (byte)'A' and <= (byte)'F' => b - 'A' + 10, _ => -1 };
                     if (d < 0) return Step.Reject;
                     int code = range * 16 + d;
-                    if (pending == 3 && code >= 0xD8) return Step.Reject;   // D800–DFFF
+                    if (pending == 3 && code is >= 0xD8 and <= 0xDF) return Step.Reject;   // D800–DFFF only: \uE000–\uFFFF are text
                     return Step.To(pending == 1 ? With(Phase.Body, chars, add: Bytes(code)) : With(Phase.Hex, chars, pending - 1, code));
             }
         }

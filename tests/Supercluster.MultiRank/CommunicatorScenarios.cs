@@ -20,6 +20,28 @@ static class CommunicatorScenarios
         }
     }
 
+    /// <summary>
+    /// The last rank arrives at an <see cref="Supercluster.Distributed.ICommunicator.IdleBarrier"/> 600 ms after the
+    /// others. Reports [seconds waited, CPU seconds this process used meanwhile, seconds until the last rank arrived].
+    /// </summary>
+    [Scenario("idle-barrier")]
+    static void IdleBarrier(ScenarioContext ctx)
+    {
+        var w = ctx.World;
+        w.Barrier();
+        var start = DateTime.UtcNow;
+        if (w.Rank == w.WorldSize - 1) Thread.Sleep(600);
+        var cpu = System.Diagnostics.Process.GetCurrentProcess().TotalProcessorTime;
+        var wall = System.Diagnostics.Stopwatch.StartNew();
+        w.IdleBarrier();
+        double waited = wall.Elapsed.TotalSeconds;
+        double used = (System.Diagnostics.Process.GetCurrentProcess().TotalProcessorTime - cpu).TotalSeconds;
+        // When did the last rank arrive? Every rank's arrival time, all-gathered after the barrier.
+        using var arrived = tensor(new double[] { w.Rank == w.WorldSize - 1 ? (DateTime.UtcNow - start).TotalSeconds - waited : 0 });
+        w.AllReduceSum(arrived);
+        ctx.Report("idle", new[] { waited, used, arrived.item<double>() });
+    }
+
     /// <summary>A ring: every rank sends its rank to the next and receives from the previous (SendRecv), then an all-to-all where rank r sends r+1 values to each peer.</summary>
     [Scenario("p2p")]
     static void PointToPoint(ScenarioContext ctx)

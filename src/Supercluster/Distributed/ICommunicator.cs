@@ -50,6 +50,13 @@ public interface ICommunicator : IDisposable
     void Barrier();
 
     /// <summary>
+    /// A barrier for waits that can be long (ranks finishing their shares of a data pass at different times): a
+    /// waiting rank sleeps instead of spinning a core, so the threads of ranks still working on that node keep it. Not
+    /// for a training step's latency-bound waits. Default: <see cref="Barrier"/>.
+    /// </summary>
+    void IdleBarrier() => Barrier();
+
+    /// <summary>
     /// A communicator over the ranks of this one that pass the same <paramref name="color"/>, ordered by
     /// <paramref name="key"/> (MPI_Comm_split's semantics; NCCL: ncclCommSplit). Collective over this communicator.
     /// The caller disposes it before this one. Times its own calls (<see cref="TakeCommunicationSeconds"/>).

@@ -47,6 +47,20 @@ public class CommunicatorGroupTests
     }
 
     [Fact]
+    public void Idle_barrier_waits_for_the_last_rank_without_spinning_a_core()
+    {
+        var reports = MultiRankJob.Run(2, "idle-barrier");
+        var first = reports[0].Doubles("idle");
+        double waited = first[0], cpu = first[1], lastArrived = first[2];
+        // Rank 0 leaves only after rank 1 arrived (~0.6 s late; 0.1 s for start-up skew between the ranks' clocks).
+        Assert.True(lastArrived > 0.5, $"rank 1 arrived after {lastArrived:0.000} s; expected its 0.6 s sleep");
+        Assert.True(waited > lastArrived - 0.1, $"rank 0 waited {waited:0.000} s but rank 1 arrived after {lastArrived:0.000} s");
+        // MPI_Barrier busy-polls: ~1 CPU second per second of waiting. Sleeping between tests costs a few percent; 0.25
+        // leaves room for the runtime's own threads on a loaded machine.
+        Assert.True(cpu < 0.25 * waited, $"rank 0 used {cpu:0.000} CPU s while waiting {waited:0.000} s");
+    }
+
+    [Fact]
     public void Send_receive_and_uneven_all_to_all_deliver_every_block_in_order()
     {
         var reports = MultiRankJob.Run(3, "p2p");

@@ -31,8 +31,9 @@ public sealed class Deduplicator(ICommunicator comm, string staging, long[] offs
         foreach (var rec in RankSpill.ReadIndex(staging, Rank))
             send[(int)((ulong)rec.Key % (ulong)World)].Add((rec.Key, offsets[Rank] + rec.Ordinal));
         var received = Exchange(send);
-        var keys = received.Select(r => r.Key).ToArray();
-        var order = Enumerable.Range(0, keys.Length).ToArray();
+        var keys = new UInt128[received.Length];
+        var order = new int[received.Length];
+        for (int i = 0; i < keys.Length; i++) (keys[i], order[i]) = (received[i].Key, i);
         Array.Sort(keys, order);
         var clusters = new List<DuplicateCluster>();
         for (int i = 0; i < keys.Length;)
@@ -41,7 +42,9 @@ public sealed class Deduplicator(ICommunicator comm, string staging, long[] offs
             while (j < keys.Length && keys[j] == keys[i]) j++;
             if (j - i > 1)
             {
-                var ids = order[i..j].Select(k => received[k].Id).Order().ToArray();
+                var ids = new long[j - i];
+                for (int q = i; q < j; q++) ids[q - i] = received[order[q]].Id;
+                Array.Sort(ids);
                 clusters.Add(new("exact", ids[0], ids[1..]));
             }
             i = j;
@@ -67,7 +70,8 @@ public sealed class Deduplicator(ICommunicator comm, string staging, long[] offs
             if (!skip.Contains(id) && !RankSpill.HasNoWords(store.Row(Rank, row))) rows.Add((row, id));
         }
         // All ranks take the same number of bands per round (from the largest rank's count), so the rounds line up.
-        long most = offsets.Zip(offsets.Skip(1), (a, b) => b - a).Max();
+        long most = 0;
+        for (int r = 0; r < World; r++) most = Math.Max(most, offsets[r + 1] - offsets[r]);
         int perRound = (int)Math.Clamp(NearKeyBytesPerRound / Math.Max(1, 16 * most), 1, lsh.Bands);
         for (int band0 = 0; band0 < lsh.Bands; band0 += perRound)
         {
@@ -84,9 +88,10 @@ public sealed class Deduplicator(ICommunicator comm, string staging, long[] offs
             }
             // Every bucket in id order (the sort by key is not stable), so the verification is the same for any rank count.
             var received = Exchange(send);
-            var keys = received.Select(r => r.Key).ToArray();
-            var order = Enumerable.Range(0, keys.Length).ToArray();
-            Array.Sort(keys, order);
+            var keys = new ulong[received.Length];
+            var order = new int[received.Length];
+            for (int i = 0; i < keys.Length; i++) (keys[i], order[i]) = (received[i].Key, i);
+            RadixSort.SortByKey(keys, order);
             var bucket = new List<long>();
             for (int i = 0; i < keys.Length;)
             {
@@ -105,8 +110,11 @@ public sealed class Deduplicator(ICommunicator comm, string staging, long[] offs
         // Union-find over every rank's verified pairs; only ids that have a pair are held.
         var all = new List<(long, long)>();
         var mine = new byte[edges.Count * 16];
+        var sorted = new (long, long)[edges.Count];
+        edges.CopyTo(sorted);
+        Array.Sort(sorted);
         int k = 0;
-        foreach (var (x, y) in edges.Order())
+        foreach (var (x, y) in sorted)
         {
             BinaryPrimitives.WriteInt64LittleEndian(mine.AsSpan(k), x);
             BinaryPrimitives.WriteInt64LittleEndian(mine.AsSpan(k + 8), y);
@@ -129,8 +137,29 @@ public sealed class Deduplicator(ICommunicator comm, string staging, long[] offs
             parent.TryAdd(rx, rx); parent.TryAdd(ry, ry);
             if (rx != ry) parent[Math.Max(rx, ry)] = Math.Min(rx, ry); // the root is always the smallest id
         }
-        return [.. parent.Keys.ToList().GroupBy(Find).Where(g => g.Count() > 1).OrderBy(g => g.Key)
-            .Select(g => new DuplicateCluster("near", g.Key, [.. g.Where(x => x != g.Key).Order()]))];
+        // Components by root (the smallest id), each with its other members ascending. Loops rather than LINQ: each
+        // LINQ instantiation here is JIT work in every prepare process.
+        var members = new Dictionary<long, List<long>>();
+        var ids = new long[parent.Count];
+        parent.Keys.CopyTo(ids, 0);
+        foreach (var id in ids)
+        {
+            long root = Find(id);
+            if (id == root) continue;
+            if (!members.TryGetValue(root, out var list)) members[root] = list = [];
+            list.Add(id);
+        }
+        var roots = new long[members.Count];
+        members.Keys.CopyTo(roots, 0);
+        Array.Sort(roots);
+        var clusters = new List<DuplicateCluster>(roots.Length);
+        foreach (var root in roots)
+        {
+            var removed = members[root].ToArray();
+            Array.Sort(removed);
+            clusters.Add(new DuplicateCluster("near", root, removed));
+        }
+        return clusters;
     }
 
     /// <summary>Each member of a band bucket (ids ascending) against up to <see cref="VerifyPerCandidate"/> earlier members.</summary>
@@ -150,13 +179,22 @@ public sealed class Deduplicator(ICommunicator comm, string staging, long[] offs
         }
     }
 
-    List<T>[] Buckets<T>() => [.. Enumerable.Range(0, World).Select(_ => new List<T>())];
+    List<T>[] Buckets<T>()
+    {
+        var buckets = new List<T>[World];
+        for (int r = 0; r < World; r++) buckets[r] = [];
+        return buckets;
+    }
 
     /// <summary>One all-to-all of fixed-size records: list r goes to rank r; what every rank sent here, in rank order.</summary>
     T[] Exchange<T>(List<T>[] send) where T : unmanaged
     {
-        var parts = comm.AllToAllBytes([.. send.Select(l => MemoryMarshal.AsBytes(CollectionsMarshal.AsSpan(l)).ToArray())]);
-        var all = new T[parts.Sum(p => p.Length) / Unsafe.SizeOf<T>()];
+        var bytes = new byte[send.Length][];
+        for (int r = 0; r < send.Length; r++) bytes[r] = MemoryMarshal.AsBytes(CollectionsMarshal.AsSpan(send[r])).ToArray();
+        var parts = comm.AllToAllBytes(bytes);
+        long total = 0;
+        foreach (var p in parts) total += p.Length;
+        var all = new T[total / Unsafe.SizeOf<T>()];
         var into = MemoryMarshal.AsBytes(all.AsSpan());
         foreach (var p in parts) { p.CopyTo(into); into = into[p.Length..]; }
         return all;

@@ -57,6 +57,7 @@ public sealed class MinHash
     }
 
     /// <summary>Signature of the words of <paramref name="text"/> at <paramref name="words"/> (no word strings needed).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // once per document: no slow first tier in a seconds-long prepare
     public uint[]? Signature(string text, ReadOnlySpan<(int Start, int Length)> words)
     {
         if (words.Length == 0) return null;

@@ -321,6 +321,7 @@ public sealed class QualityFilter
         static bool MayStartStopWord(char c) => c >= 128 || (c | 0x20) is 't' or 'b' or 'o' or 'a' or 'h' or 'w';
 
         /// <summary>Gopher's stop words after invariant lower-casing (as string.ToLowerInvariant: İ → i, K (Kelvin) → k).</summary>
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         static bool IsStopWord(ReadOnlySpan<char> w)
         {
             // ASCII: lower case is A–Z | 0x20, no call into globalization.
@@ -435,6 +436,7 @@ public sealed class QualityFilter
         /// words inside repeated n-grams (n ≥ 5) all lie inside repeated 2-grams. Each bound is compared as the rule
         /// compares its value (the same division), so a bound at or below the threshold means the value is too.
         /// </summary>
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         bool CannotFail(ReadOnlySpan<int> g2, int d2, int top2, double wordChars, double[] limits)
         {
             long run3 = 0, run4 = 0;

@@ -113,7 +113,7 @@ public static class Preparer
             // One rank that removes nothing after pass 1 (no --dedup, which only counts duplicates) writes the shards
             // as pass 1 hands back documents: no spilled tokens to write and read back in a serial pass 2 afterwards.
             direct = world == 1 && options.Dedup == DedupMode.None ? new ShardSink(staging, options, version, tokenizer.EotToken) : null;
-            using (var spill = new RankSpill(staging, rank, near ? options.NearPermutations : 0, tokens: direct is null))
+            using (var spill = new RankSpill(staging, rank, near ? options.NearPermutations : 0, tokenWidth: direct is null ? ShardFormat.TokenWidth(version) : 0))
             {
                 var work = ProcessInOrder(localDocuments, options.ChunkChars, Math.Max(1, options.Threads),
                     (doc, pii) => Process(doc, options, tokenizer, minHash, pii), stats.Pii, chars => peak = chars);
@@ -367,6 +367,7 @@ public static class Preparer
         Dictionary<string, StageCount> dedupCounts)
     {
         var sink = new ShardSink(staging, options, version, eot);
+        int width = ShardFormat.TokenWidth(version);
         var stages = removed.ToArray();
         try
         {
@@ -380,7 +381,7 @@ public static class Preparer
                     foreach (var (name, ids) in stages) if (ids.Contains(id)) { stage = name; break; }
                     if (stage is not null)
                     {
-                        tok.Seek(4L * rec.Tokens, SeekOrigin.Current);
+                        tok.Seek((long)width * rec.Tokens, SeekOrigin.Current);
                         var c = dedupCounts[stage];
                         dedupCounts[stage] = new StageCount(c.Documents + 1, c.Characters + rec.Chars, c.Tokens + rec.Tokens + 1);
                         continue;
@@ -401,31 +402,41 @@ public static class Preparer
     /// </summary>
     sealed class ShardSink(string dir, PrepareOptions options, int version, int eot) : IDisposable
     {
-        int[] _pending = new int[1024], _next = new int[1024];
+        // Documents are held as encoded bytes (ShardFormat.Encode), the form of the spill and the shards: pass 2 copies bytes.
+        readonly int _width = ShardFormat.TokenWidth(version);
+        byte[] _pending = new byte[4096], _next = new byte[4096];
         int _pendingLength = -1, _nextLength;
         bool _pendingVal;
         long _index;
+        byte[]? _eot;
 
         public SplitWriter Train { get; } = new(dir, "train", version, options.ShardTokens);
         public SplitWriter Val { get; } = new(dir, "val", version, options.ShardTokens);
 
-        /// <summary>A buffer for the next document's <paramref name="tokens"/> tokens; <see cref="Push"/> takes it.</summary>
-        public Span<int> Next(int tokens)
+        /// <summary>A buffer for the next document's <paramref name="tokens"/> tokens, encoded; <see cref="Push"/> takes it.</summary>
+        public Span<byte> Next(int tokens)
         {
-            if (_next.Length < tokens) _next = new int[Math.Max(tokens, 2 * _next.Length)];
-            _nextLength = tokens;
-            return _next.AsSpan(0, tokens);
+            int bytes = tokens * _width;
+            if (_next.Length < bytes) _next = new byte[Math.Max(bytes, 2 * _next.Length)];
+            _nextLength = bytes;
+            return _next.AsSpan(0, bytes);
         }
 
         [MethodImpl(MethodImplOptions.AggressiveOptimization)] // once per document in a serial loop: no slow first tier
         public void Push()
         {
-            if (_pendingLength >= 0) (_pendingVal ? Val : Train).Append(_pending.AsSpan(0, _pendingLength), eot);
+            if (_pendingLength >= 0) Append(_pendingVal ? Val : Train);
             (_pending, _next, _pendingLength) = (_next, _pending, _nextLength);
             _pendingVal = IsVal(_index++, options.ValFraction);
         }
 
-        public void Add(ReadOnlySpan<int> tokens) { tokens.CopyTo(Next(tokens.Length)); Push(); }
+        void Append(SplitWriter split)
+        {
+            if (_eot is null) ShardFormat.Encode([eot], _eot = new byte[_width], _width);
+            split.Append(_pending.AsSpan(0, _pendingLength), _eot);
+        }
+
+        public void Add(ReadOnlySpan<int> tokens) { ShardFormat.Encode(tokens, Next(tokens.Length), _width); Push(); }
 
         /// <summary>Writes the held-back document and commits the last shards; <paramref name="documentsRead"/> names the empty corpus.</summary>
         public void Finish(long documentsRead)
@@ -435,7 +446,7 @@ public static class Preparer
                     ? "the corpus is empty: no documents found in the inputs"
                     : $"the corpus is empty: none of the {documentsRead:N0} documents read is left after empty-text removal, filters and deduplication");
             if (options.ValFraction > 0 && _index >= 2 && Val.Documents == 0 && !_pendingVal) _pendingVal = true;
-            (_pendingVal ? Val : Train).Append(_pending.AsSpan(0, _pendingLength), eot);
+            Append(_pendingVal ? Val : Train);
             _pendingLength = -1;
             Train.Finish();
             Val.Finish();
@@ -537,28 +548,30 @@ public static class Preparer
     sealed class SplitWriter(string dir, string split, int version, long shardTokens) : IDisposable
     {
         readonly List<ShardInfo> _shards = [];
+        readonly int _width = ShardFormat.TokenWidth(version);
         ShardWriter? _current;
 
         public IReadOnlyList<ShardInfo> Shards => _shards;
         public long Tokens { get; private set; }
         public long Documents { get; private set; }
 
-        public void Append(ReadOnlySpan<int> tokens, int eot)
+        /// <summary>A document's tokens and then the end-of-text token, both encoded (<see cref="ShardFormat.Encode"/>).</summary>
+        public void Append(ReadOnlySpan<byte> tokens, ReadOnlySpan<byte> eot)
         {
             Write(tokens);
-            Write([eot]);
+            Write(eot);
             Documents++;
         }
 
-        void Write(ReadOnlySpan<int> tokens)
+        void Write(ReadOnlySpan<byte> tokens)
         {
             while (tokens.Length > 0)
             {
                 _current ??= new ShardWriter(Path.Combine(dir, $"{split}_{_shards.Count:D6}.bin"), version);
-                int n = (int)Math.Min(tokens.Length, shardTokens - _current.TokenCount);
-                _current.Write(tokens[..n]);
+                int n = (int)Math.Min(tokens.Length / _width, shardTokens - _current.TokenCount);
+                _current.WriteEncoded(tokens[..(n * _width)]);
                 Tokens += n;
-                tokens = tokens[n..];
+                tokens = tokens[(n * _width)..];
                 if (_current.TokenCount == shardTokens) Finish();
             }
         }

@@ -33,7 +33,6 @@ public sealed class ShardWriter : IDisposable
     public long TokenCount { get; private set; }
 
     /// <summary>Appends tokens; each must fit the version's width.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // prepare's serial tail calls it once per document: no slow first tier
     public void Write(ReadOnlySpan<int> tokens)
     {
         int per = _buffer.Length / _width;
@@ -41,24 +40,18 @@ public sealed class ShardWriter : IDisposable
         {
             var part = tokens.Slice(start, Math.Min(per, tokens.Length - start));
             var bytes = _buffer.AsSpan(0, part.Length * _width);
-            if (_width == 2)
-            {
-                if (part.ContainsAnyExceptInRange(0, ushort.MaxValue))
-                    throw new ArgumentOutOfRangeException(nameof(tokens), part[part.IndexOfAnyExceptInRange(0, ushort.MaxValue)], "token does not fit a version-1 (uint16) shard");
-                // A plain loop, not TensorPrimitives.ConvertTruncating: that package has no precompiled code, so each
-                // `prepare` ran it at JIT tier 0 for its first ~10⁴ documents (0.1 s of the serial assemble at 20 MB).
-                var narrow = MemoryMarshal.Cast<byte, ushort>(bytes); // little-endian, as the format
-                for (int i = 0; i < part.Length; i++) narrow[i] = (ushort)part[i];
-            }
-            else
-            {
-                if (part.ContainsAnyExceptInRange(0, int.MaxValue))
-                    throw new ArgumentOutOfRangeException(nameof(tokens), part[part.IndexOfAnyExceptInRange(0, int.MaxValue)], "negative token");
-                MemoryMarshal.AsBytes(part).CopyTo(bytes);
-            }
+            ShardFormat.Encode(part, bytes, _width);
             _file.Write(bytes);
         }
         TokenCount += tokens.Length;
+    }
+
+    /// <summary>Appends tokens already in the shard's form (<see cref="ShardFormat.Encode"/>): a whole number of tokens.</summary>
+    public void WriteEncoded(ReadOnlySpan<byte> bytes)
+    {
+        if (bytes.Length % _width != 0) throw new ArgumentException($"{bytes.Length} bytes are not whole {_width}-byte tokens");
+        _file.Write(bytes);
+        TokenCount += bytes.Length / _width;
     }
 
     /// <summary>Writes the header, flushes to disk and atomically renames the shard into place.</summary>

@@ -89,4 +89,40 @@ public class ShardTests
 
         Assert.Contains("does not exist", Assert.Throws<BadInputException>(() => ShardReader.Open(dir["none.bin"])).Message);
     }
+
+    [Theory]
+    [InlineData(ShardFormat.VersionUInt16)]
+    [InlineData(ShardFormat.VersionUInt32)]
+    public void Encoded_writes_give_the_same_shard_as_token_writes(int version)
+    {
+        // prepare's spill and pass 2 move encoded bytes; the shard must not depend on which path wrote it.
+        using var dir = new TempDir();
+        int[] tokens = [0, 1, 255, 256, 50256, 65535];
+        string a = Write(dir, "a.bin", version, tokens);
+        int width = ShardFormat.TokenWidth(version);
+        var bytes = new byte[tokens.Length * width];
+        ShardFormat.Encode(tokens, bytes, width);
+        using (var w = new ShardWriter(dir["b.bin"], version))
+        {
+            w.WriteEncoded(bytes.AsSpan(0, 2 * width));
+            w.WriteEncoded(bytes.AsSpan(2 * width));
+            Assert.Equal(tokens.Length, w.TokenCount);
+            Assert.Throws<ArgumentException>(() => w.WriteEncoded(new byte[width + 1]));
+            w.Commit();
+        }
+        Assert.Equal(File.ReadAllBytes(a), File.ReadAllBytes(dir["b.bin"]));
+        Assert.Equal(65535, BinaryPrimitives.ReadUInt16LittleEndian(bytes.AsSpan(5 * width)));
+    }
+
+    [Fact]
+    public void Encode_refuses_tokens_the_width_cannot_hold()
+    {
+        Assert.Throws<ArgumentOutOfRangeException>(() => ShardFormat.Encode([1, 65536], new byte[4], 2));
+        Assert.Throws<ArgumentOutOfRangeException>(() => ShardFormat.Encode([-1], new byte[2], 2));
+        Assert.Throws<ArgumentOutOfRangeException>(() => ShardFormat.Encode([-1], new byte[4], 4));
+        Assert.Throws<ArgumentException>(() => ShardFormat.Encode([1, 2], new byte[3], 2));
+        var wide = new byte[4];
+        ShardFormat.Encode([70000], wide, 4);
+        Assert.Equal(70000, BinaryPrimitives.ReadInt32LittleEndian(wide));
+    }
 }

@@ -7,7 +7,7 @@ namespace Supercluster.Data.Pipeline;
 /// <summary>
 /// One rank's documents after filtering, on disk in the staging folder so memory stays bounded:
 /// <c>rank-R.idx</c> (32 bytes per document: ordinal, token count, characters, 128-bit exact key),
-/// <c>rank-R.tok</c> (int32 tokens, back to back) and, for near deduplication, <c>rank-R.sig</c>
+/// <c>rank-R.tok</c> (tokens back to back, encoded as the shards store them) and, for near deduplication, <c>rank-R.sig</c>
 /// (P uint32 MinHash values per document; the first two <see cref="uint.MaxValue"/> when the document has no words).
 /// Other ranks read these files (by memory map) after this rank closes them: the staging folder is on the shared
 /// filesystem that holds the output.
@@ -19,6 +19,8 @@ public sealed class RankSpill : IDisposable
     readonly FileStream? _tok;
     readonly FileStream? _sig;
     readonly byte[] _record = new byte[IndexBytes];
+    readonly int _tokenWidth;
+    byte[] _encoded = new byte[4096];
     uint[]? _none;
 
     /// <summary>The signature spilled for a document without words (a real one has two equal maxima with probability 2⁻⁶⁴).</summary>
@@ -27,11 +29,15 @@ public sealed class RankSpill : IDisposable
     /// <summary>Whether <paramref name="signature"/> is the one spilled for a document without words.</summary>
     public static bool HasNoWords(ReadOnlySpan<uint> signature) => signature[0] == uint.MaxValue && (signature.Length == 1 || signature[1] == uint.MaxValue);
 
-    /// <summary><paramref name="tokens"/> false: no <c>rank-R.tok</c> (the caller writes the shards itself).</summary>
-    public RankSpill(string dir, int rank, int permutations, bool tokens = true)
+    /// <summary>
+    /// <paramref name="tokenWidth"/>: bytes per token in <c>rank-R.tok</c>, the shards' (<see cref="ShardFormat.Encode"/>:
+    /// uint16 for GPT-2's vocabulary, half of int32's spill); 0: no token file (the caller writes the shards itself).
+    /// </summary>
+    public RankSpill(string dir, int rank, int permutations, int tokenWidth)
     {
         _idx = Create(IndexPath(dir, rank));
-        if (tokens) _tok = Create(TokenPath(dir, rank));
+        _tokenWidth = tokenWidth;
+        if (tokenWidth > 0) _tok = Create(TokenPath(dir, rank));
         if (permutations > 0) _sig = Create(SignaturePath(dir, rank));
         Permutations = permutations;
     }
@@ -52,7 +58,13 @@ public sealed class RankSpill : IDisposable
         BinaryPrimitives.WriteInt32LittleEndian(_record.AsSpan(12), chars);
         BinaryPrimitives.WriteUInt128LittleEndian(_record.AsSpan(16), key);
         _idx.Write(_record);
-        _tok?.Write(MemoryMarshal.AsBytes(tokens.AsSpan()));
+        if (_tok is not null)
+        {
+            int bytes = tokens.Length * _tokenWidth;
+            if (_encoded.Length < bytes) _encoded = new byte[Math.Max(bytes, 2 * _encoded.Length)];
+            ShardFormat.Encode(tokens, _encoded.AsSpan(0, bytes), _tokenWidth);
+            _tok.Write(_encoded, 0, bytes);
+        }
         if (_sig is not null)
         {
             signature ??= _none ??= NoWords(Permutations);

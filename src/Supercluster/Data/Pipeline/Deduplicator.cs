@@ -86,7 +86,7 @@ public sealed class Deduplicator(ICommunicator comm, string staging, long[] offs
                     send[(int)(key % (ulong)World)].Add((key, id));
                 }
             }
-            // Every bucket in id order (the sort by key is not stable), so the verification is the same for any rank count.
+            // Every bucket in id order, so the verification is the same for any rank count.
             var received = Exchange(send);
             var keys = new ulong[received.Length];
             var order = new int[received.Length];

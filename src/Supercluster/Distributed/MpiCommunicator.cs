@@ -197,7 +197,9 @@ public sealed class MpiCommunicator : ICommunicator
         var recvCounts = new int[WorldSize];
         fixed (int* sc = sendCounts, rc = recvCounts)
             Check(MPI_Alltoall((IntPtr)sc, 1, Handle("ompi_mpi_int"), (IntPtr)rc, 1, Handle("ompi_mpi_int"), _world), "MPI_Alltoall");
-        var sendFlat = send.SelectMany(b => b).ToArray();
+        if (sendCounts.Sum(c => (long)c) > int.MaxValue) throw new InvalidOperationException("MPI_Alltoallv: over 2 GiB to send in one call");
+        var sendFlat = new byte[sendCounts.Sum()]; // block copies: SelectMany enumerated byte by byte (~1 s per 100 MB)
+        for (int d = 0, at = 0; d < send.Length; at += send[d].Length, d++) Buffer.BlockCopy(send[d], 0, sendFlat, at, send[d].Length);
         if (recvCounts.Sum(c => (long)c) > int.MaxValue) throw new InvalidOperationException("MPI_Alltoallv: over 2 GiB to receive in one call");
         var recvFlat = new byte[recvCounts.Sum()];
         var sendDispls = Displacements(sendCounts);

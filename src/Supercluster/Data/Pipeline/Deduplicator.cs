@@ -76,7 +76,8 @@ public sealed class Deduplicator(ICommunicator comm, string staging, long[] offs
         for (int band0 = 0; band0 < lsh.Bands; band0 += perRound)
         {
             int bands = Math.Min(perRound, lsh.Bands - band0);
-            var send = Buckets<(ulong Key, long Id)>();
+            // Keys spread evenly over ranks (they are hashes): lists sized for that share, so they do not regrow and copy.
+            var send = Buckets<(ulong Key, long Id)>((int)Math.Min(int.MaxValue, (long)rows.Count * bands / World * 21 / 20 + 16));
             foreach (var (row, id) in rows)
             {
                 var sig = store.Row(Rank, row);
@@ -179,10 +180,10 @@ public sealed class Deduplicator(ICommunicator comm, string staging, long[] offs
         }
     }
 
-    List<T>[] Buckets<T>()
+    List<T>[] Buckets<T>(int capacity = 0)
     {
         var buckets = new List<T>[World];
-        for (int r = 0; r < World; r++) buckets[r] = [];
+        for (int r = 0; r < World; r++) buckets[r] = new List<T>(capacity);
         return buckets;
     }
 

@@ -89,6 +89,20 @@ public interface ICommunicator : IDisposable
     /// </summary>
     byte[][] AllToAllBytes(byte[][] send) => throw new NotSupportedException($"{Backend}: byte all-to-all is not supported");
 
+    /// <summary>
+    /// <see cref="AllToAllBytes"/> on one buffer: <paramref name="send"/> holds <c>sendCounts[0]</c> bytes for rank 0, then
+    /// rank 1's, …; returns what every rank sent here, in rank order, back to back (no per-rank copies).
+    /// </summary>
+    byte[] AllToAllFlat(ReadOnlySpan<byte> send, int[] sendCounts)
+    {
+        var parts = new byte[sendCounts.Length][];
+        for (int d = 0, at = 0; d < parts.Length; at += sendCounts[d], d++) parts[d] = send.Slice(at, sendCounts[d]).ToArray();
+        var recv = AllToAllBytes(parts);
+        var flat = new byte[recv.Sum(p => (long)p.Length)];
+        for (int s = 0, at = 0; s < recv.Length; at += recv[s].Length, s++) recv[s].CopyTo(flat, at);
+        return flat;
+    }
+
     /// <summary>Host bytes, all-gather of variable length: returns every rank's <paramref name="send"/> in rank order.</summary>
     byte[][] AllGatherBytes(byte[] send) => throw new NotSupportedException($"{Backend}: byte all-gather is not supported");
 }

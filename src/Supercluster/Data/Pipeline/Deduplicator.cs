@@ -73,35 +73,34 @@ public sealed class Deduplicator(ICommunicator comm, string staging, long[] offs
         long most = 0;
         for (int r = 0; r < World; r++) most = Math.Max(most, offsets[r + 1] - offsets[r]);
         int perRound = (int)Math.Clamp(NearKeyBytesPerRound / Math.Max(1, 16 * most), 1, lsh.Bands);
+        // One pair of buffers for every round (fresh memory is the costly kind: each round used to allocate ~1.2 GB of
+        // lists, byte copies and sort arrays at 2 GB of corpus).
+        var keys = new BandKey[(long)rows.Count * perRound];
+        BandKey[] scratch = [];
+        var bucket = new List<long>();
         for (int band0 = 0; band0 < lsh.Bands; band0 += perRound)
         {
             int bands = Math.Min(perRound, lsh.Bands - band0);
-            // Keys spread evenly over ranks (they are hashes): lists sized for that share, so they do not regrow and copy.
-            var send = Buckets<(ulong Key, long Id)>((int)Math.Min(int.MaxValue, (long)rows.Count * bands / World * 21 / 20 + 16));
+            int n = 0;
             foreach (var (row, id) in rows)
             {
                 var sig = store.Row(Rank, row);
                 for (int band = band0; band < band0 + bands; band++)
-                {
-                    ulong key = lsh.Key(sig, band); // seeded by the band: keys of different bands differ
-                    send[(int)(key % (ulong)World)].Add((key, id));
-                }
+                    keys[n++] = new(lsh.Key(sig, band), id); // seeded by the band: keys of different bands differ
             }
-            // Every bucket in id order, so the verification is the same for any rank count.
-            var received = Exchange(send);
-            var keys = new ulong[received.Length];
-            var order = new int[received.Length];
-            for (int i = 0; i < keys.Length; i++) (keys[i], order[i]) = (received[i].Key, i);
-            RadixSort.SortByKey(keys, order);
-            var bucket = new List<long>();
-            for (int i = 0; i < keys.Length;)
+            // Each key goes to rank key mod W, which sees every document with that key (one rank: no exchange).
+            Span<BandKey> received = World == 1 ? keys.AsSpan(0, n) : Exchange(keys.AsSpan(0, n));
+            if (scratch.Length < received.Length) scratch = new BandKey[Math.Max(received.Length, keys.Length)];
+            // Every bucket in id order, so the verification is the same for any rank count (the sort is stable).
+            RadixSort.SortByKey(received, scratch);
+            for (int i = 0; i < received.Length;)
             {
                 int j = i + 1;
-                while (j < keys.Length && keys[j] == keys[i]) j++;
+                while (j < received.Length && received[j].Key == received[i].Key) j++;
                 if (j - i > 1)
                 {
                     bucket.Clear();
-                    for (int q = i; q < j; q++) bucket.Add(received[order[q]].Id);
+                    for (int q = i; q < j; q++) bucket.Add(received[q].Id);
                     bucket.Sort();
                     Verify(bucket, store, threshold, edges, tried);
                 }
@@ -190,15 +189,25 @@ public sealed class Deduplicator(ICommunicator comm, string staging, long[] offs
     /// <summary>One all-to-all of fixed-size records: list r goes to rank r; what every rank sent here, in rank order.</summary>
     T[] Exchange<T>(List<T>[] send) where T : unmanaged
     {
-        var bytes = new byte[send.Length][];
-        for (int r = 0; r < send.Length; r++) bytes[r] = MemoryMarshal.AsBytes(CollectionsMarshal.AsSpan(send[r])).ToArray();
-        var parts = comm.AllToAllBytes(bytes);
-        long total = 0;
-        foreach (var p in parts) total += p.Length;
-        var all = new T[total / Unsafe.SizeOf<T>()];
-        var into = MemoryMarshal.AsBytes(all.AsSpan());
-        foreach (var p in parts) { p.CopyTo(into); into = into[p.Length..]; }
-        return all;
+        if (send.Length == 1) return [.. send[0]];
+        var counts = new int[send.Length];
+        for (int r = 0; r < send.Length; r++) counts[r] = send[r].Count * Unsafe.SizeOf<T>();
+        var flat = new T[send.Sum(l => (long)l.Count)];
+        for (int r = 0, at = 0; r < send.Length; at += send[r].Count, r++) CollectionsMarshal.AsSpan(send[r]).CopyTo(flat.AsSpan(at));
+        return MemoryMarshal.Cast<byte, T>(comm.AllToAllFlat(MemoryMarshal.AsBytes(flat.AsSpan()), counts)).ToArray();
+    }
+
+    /// <summary>Band keys to rank key mod W, in their order (a stable counting scatter); what every rank sent here, in rank order.</summary>
+    Span<BandKey> Exchange(ReadOnlySpan<BandKey> keys)
+    {
+        var counts = new int[World];
+        foreach (var k in keys) counts[(int)(k.Key % (ulong)World)]++;
+        var next = new int[World];
+        for (int r = 1; r < World; r++) next[r] = next[r - 1] + counts[r - 1];
+        var send = new BandKey[keys.Length];
+        foreach (var k in keys) send[next[(int)(k.Key % (ulong)World)]++] = k;
+        for (int r = 0; r < World; r++) counts[r] *= Unsafe.SizeOf<BandKey>();
+        return MemoryMarshal.Cast<byte, BandKey>(comm.AllToAllFlat(MemoryMarshal.AsBytes(send.AsSpan()), counts).AsSpan());
     }
 
     /// <summary>Every rank's clusters, in kept-id order, on every rank.</summary>

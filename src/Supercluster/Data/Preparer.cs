@@ -110,10 +110,11 @@ public static class Preparer
             // ---- pass 1: this rank's documents → filters → tokens, keys, signatures → spill ----
             var stats = new LocalStats();
             long peak = 0, ordinal = 0, localTokens = 0;
-            // One rank that removes nothing after pass 1 (no --dedup, which only counts duplicates) writes the shards
-            // as pass 1 hands back documents: no spilled tokens to write and read back in a serial pass 2 afterwards.
-            direct = world == 1 && options.Dedup == DedupMode.None ? new ShardSink(staging, options, version, tokenizer.EotToken) : null;
-            using (var spill = new RankSpill(staging, rank, near ? options.NearPermutations : 0, tokenWidth: direct is null ? ShardFormat.TokenWidth(version) : 0))
+            // Rank 0's documents come first in the global order: it writes them into the shards as pass 1 hands them back
+            // (ids = its ordinals), and pass 2 compacts them in place when deduplication removes some. Only the other
+            // ranks spill tokens, for rank 0 to append in pass 2.
+            direct = rank == 0 ? new ShardSink(staging, options, version, tokenizer.EotToken, compactionAhead: options.Dedup != DedupMode.None) : null;
+            using (var spill = new RankSpill(staging, rank, near ? options.NearPermutations : 0, tokenWidth: rank == 0 ? 0 : ShardFormat.TokenWidth(version)))
             {
                 var work = ProcessInOrder(localDocuments, options.ChunkChars, Math.Max(1, options.Threads),
                     (doc, pii) => Process(doc, options, tokenizer, minHash, pii), stats.Pii, chars => peak = chars);
@@ -126,7 +127,7 @@ public static class Preparer
                         else
                         {
                             spill.Append(ordinal, o.Tokens!, o.Chars, o.Key, o.Signature);
-                            direct?.Add(o.Tokens);
+                            direct?.Add(ordinal, o.Tokens);
                             localTokens += o.Tokens!.Length;
                         }
                         ordinal++;
@@ -170,10 +171,10 @@ public static class Preparer
                 if (options.Dedup != DedupMode.None) removed["dedup_exact"] = removedExact;
                 if (near) removed["dedup_near"] = removedNear;
                 var dedupCounts = removed.Keys.ToDictionary(k => k, _ => new StageCount(0, 0, 0));
-                var sink = direct ?? Assemble(staging, offsets, options, tokenizer.EotToken, version, removed, dedupCounts);
-                using (sink)
+                using (var sink = direct!)
                 {
-                    sink.Finish(offsets[world]);
+                    Assemble(staging, offsets, sink, version, removed, dedupCounts);
+                    var (trainShards, valShards) = sink.Finish(offsets[world]);
                     var (train, val) = (sink.Train, sink.Val);
                     var removedStats = new SortedDictionary<string, StageCount>(StringComparer.Ordinal);
                     foreach (var s2 in allStats)
@@ -197,8 +198,8 @@ public static class Preparer
                         TokenWidth = ShardFormat.TokenWidth(version),
                         TrainDocuments = train.Documents,
                         ValDocuments = val.Documents,
-                        TrainShards = train.Shards,
-                        ValShards = val.Shards,
+                        TrainShards = trainShards,
+                        ValShards = valShards,
                         Source = options.Source,
                         Pipeline = pipeline,
                     };
@@ -361,98 +362,39 @@ public static class Preparer
         return new(null, text.Length, tokenizer.Encode(text), TextNormalizer.ExactKey(normalized), signature);
     }
 
-    /// <summary>Streams every rank's spill in rank order, skipping removed documents, into train/val shards.</summary>
+    /// <summary>
+    /// Pass 2 (rank 0): its own documents, written in pass 1, are compacted in place when deduplication removed some;
+    /// every other rank's spill follows in rank order, removed documents skipped. Counts the removals per stage.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // a prepare run is seconds long: no slow first tier
-    static ShardSink Assemble(string staging, long[] offsets, PrepareOptions options, int eot, int version, Dictionary<string, HashSet<long>> removed,
+    static void Assemble(string staging, long[] offsets, ShardSink sink, int version, Dictionary<string, HashSet<long>> removed,
         Dictionary<string, StageCount> dedupCounts)
     {
-        var sink = new ShardSink(staging, options, version, eot);
         int width = ShardFormat.TokenWidth(version);
         var stages = removed.ToArray();
-        try
+        bool Removed(long id, RankSpill.Record rec)
         {
-            for (int r = 0; r < offsets.Length - 1; r++)
-            {
-                using var tok = new FileStream(RankSpill.TokenPath(staging, r), FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 20);
-                foreach (var rec in RankSpill.ReadIndex(staging, r))
+            foreach (var (name, ids) in stages)
+                if (ids.Contains(id))
                 {
-                    long id = offsets[r] + rec.Ordinal;
-                    string? stage = null;
-                    foreach (var (name, ids) in stages) if (ids.Contains(id)) { stage = name; break; }
-                    if (stage is not null)
-                    {
-                        tok.Seek((long)width * rec.Tokens, SeekOrigin.Current);
-                        var c = dedupCounts[stage];
-                        dedupCounts[stage] = new StageCount(c.Documents + 1, c.Characters + rec.Chars, c.Tokens + rec.Tokens + 1);
-                        continue;
-                    }
-                    tok.ReadExactly(MemoryMarshal.AsBytes(sink.Next(rec.Tokens)));
-                    sink.Push();
+                    var c = dedupCounts[name];
+                    dedupCounts[name] = new StageCount(c.Documents + 1, c.Characters + rec.Chars, c.Tokens + rec.Tokens + 1);
+                    return true;
                 }
+            return false;
+        }
+        if (stages.Length > 0) sink.Compact(RankSpill.ReadIndex(staging, 0), rec => Removed(rec.Ordinal, rec));
+        for (int r = 1; r < offsets.Length - 1; r++)
+        {
+            using var tok = new FileStream(RankSpill.TokenPath(staging, r), FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 20);
+            foreach (var rec in RankSpill.ReadIndex(staging, r))
+            {
+                long id = offsets[r] + rec.Ordinal;
+                if (Removed(id, rec)) { tok.Seek((long)width * rec.Tokens, SeekOrigin.Current); continue; }
+                tok.ReadExactly(sink.Next(rec.Tokens));
+                sink.Push(id);
             }
-            return sink;
         }
-        catch { sink.Dispose(); throw; }
-    }
-
-    /// <summary>
-    /// Documents in their final order → train/val shards: the i-th goes to val iff <see cref="IsVal"/>(i). One document
-    /// is held back (two buffers, swapped) so that the last can move to val when val would otherwise be empty. The one
-    /// place that decides the split, for pass 2 and for pass 1's direct path alike.
-    /// </summary>
-    sealed class ShardSink(string dir, PrepareOptions options, int version, int eot) : IDisposable
-    {
-        // Documents are held as encoded bytes (ShardFormat.Encode), the form of the spill and the shards: pass 2 copies bytes.
-        readonly int _width = ShardFormat.TokenWidth(version);
-        byte[] _pending = new byte[4096], _next = new byte[4096];
-        int _pendingLength = -1, _nextLength;
-        bool _pendingVal;
-        long _index;
-        byte[]? _eot;
-
-        public SplitWriter Train { get; } = new(dir, "train", version, options.ShardTokens);
-        public SplitWriter Val { get; } = new(dir, "val", version, options.ShardTokens);
-
-        /// <summary>A buffer for the next document's <paramref name="tokens"/> tokens, encoded; <see cref="Push"/> takes it.</summary>
-        public Span<byte> Next(int tokens)
-        {
-            int bytes = tokens * _width;
-            if (_next.Length < bytes) _next = new byte[Math.Max(bytes, 2 * _next.Length)];
-            _nextLength = bytes;
-            return _next.AsSpan(0, bytes);
-        }
-
-        [MethodImpl(MethodImplOptions.AggressiveOptimization)] // once per document in a serial loop: no slow first tier
-        public void Push()
-        {
-            if (_pendingLength >= 0) Append(_pendingVal ? Val : Train);
-            (_pending, _next, _pendingLength) = (_next, _pending, _nextLength);
-            _pendingVal = IsVal(_index++, options.ValFraction);
-        }
-
-        void Append(SplitWriter split)
-        {
-            if (_eot is null) ShardFormat.Encode([eot], _eot = new byte[_width], _width);
-            split.Append(_pending.AsSpan(0, _pendingLength), _eot);
-        }
-
-        public void Add(ReadOnlySpan<int> tokens) { ShardFormat.Encode(tokens, Next(tokens.Length), _width); Push(); }
-
-        /// <summary>Writes the held-back document and commits the last shards; <paramref name="documentsRead"/> names the empty corpus.</summary>
-        public void Finish(long documentsRead)
-        {
-            if (_pendingLength < 0)
-                throw new BadInputException(documentsRead == 0
-                    ? "the corpus is empty: no documents found in the inputs"
-                    : $"the corpus is empty: none of the {documentsRead:N0} documents read is left after empty-text removal, filters and deduplication");
-            if (options.ValFraction > 0 && _index >= 2 && Val.Documents == 0 && !_pendingVal) _pendingVal = true;
-            Append(_pendingVal ? Val : Train);
-            _pendingLength = -1;
-            Train.Finish();
-            Val.Finish();
-        }
-
-        public void Dispose() { Train.Dispose(); Val.Dispose(); }
     }
 
     /// <summary>One JSON line per cluster: <c>{"stage","kept","removed":[ids]}</c>; ids are positions in the input (0-based).</summary>
@@ -542,71 +484,5 @@ public static class Preparer
             File.Move(Path.Combine(staging, shard.File), Path.Combine(outDir, shard.File));
         meta.Save(outDir);
         Directory.Delete(staging, recursive: true);
-    }
-
-    /// <summary>Appends documents to <c>SPLIT_NNNNNN.bin</c> shards, starting a new one at the token limit.</summary>
-    sealed class SplitWriter(string dir, string split, int version, long shardTokens) : IDisposable
-    {
-        readonly List<ShardInfo> _shards = [];
-        readonly int _width = ShardFormat.TokenWidth(version);
-        // A full shard is committed (header, fsync, rename) in the background while the next one fills: the fsync of a
-        // 200 MB shard waits ~0.4 s for the disk, which otherwise stalls the serial writer (pass 2, or pass 1's spill).
-        readonly List<Task> _commits = [];
-        ShardWriter? _current;
-
-        public IReadOnlyList<ShardInfo> Shards => _shards;
-        public long Tokens { get; private set; }
-        public long Documents { get; private set; }
-
-        /// <summary>A document's tokens and then the end-of-text token, both encoded (<see cref="ShardFormat.Encode"/>).</summary>
-        public void Append(ReadOnlySpan<byte> tokens, ReadOnlySpan<byte> eot)
-        {
-            Write(tokens);
-            Write(eot);
-            Documents++;
-        }
-
-        void Write(ReadOnlySpan<byte> tokens)
-        {
-            while (tokens.Length > 0)
-            {
-                _current ??= new ShardWriter(Path.Combine(dir, $"{split}_{_shards.Count:D6}.bin"), version);
-                int n = (int)Math.Min(tokens.Length / _width, shardTokens - _current.TokenCount);
-                _current.WriteEncoded(tokens[..(n * _width)]);
-                Tokens += n;
-                tokens = tokens[(n * _width)..];
-                if (_current.TokenCount == shardTokens) Rotate();
-            }
-        }
-
-        void Rotate()
-        {
-            var full = _current!;
-            _current = null;
-            _shards.Add(new ShardInfo($"{split}_{_shards.Count:D6}.bin", full.TokenCount));
-            _commits.Add(Task.Run(() => { using (full) full.Commit(); }));
-        }
-
-        /// <summary>Commits the last shard and waits for every commit: afterwards all <see cref="Shards"/> are in place.</summary>
-        public void Finish()
-        {
-            if (_current is not null)
-            {
-                _current.Commit();
-                _shards.Add(new ShardInfo($"{split}_{_shards.Count:D6}.bin", _current.TokenCount));
-                _current.Dispose();
-                _current = null;
-            }
-            // A failed commit (disk full) fails the run here, with its own exception.
-            try { Task.WaitAll(_commits); }
-            catch (AggregateException e) { System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(e.InnerExceptions[0]); }
-        }
-
-        public void Dispose()
-        {
-            _current?.Dispose();
-            // On failure: let background commits end before the staging folder is deleted; their errors are not the first.
-            try { Task.WaitAll(_commits); } catch (AggregateException) { }
-        }
     }
 }

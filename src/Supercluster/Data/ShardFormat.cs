@@ -20,6 +20,17 @@ public static class ShardFormat
     /// <summary>The narrowest version that holds every id of a vocabulary of this size.</summary>
     public static int VersionFor(int vocabSize) => vocabSize > 65536 ? VersionUInt32 : VersionUInt16;
 
+    /// <summary>The header of a shard of <paramref name="tokens"/> tokens (the one place that writes it).</summary>
+    public static byte[] Header(int version, long tokens)
+    {
+        if (tokens > int.MaxValue) throw new InvalidOperationException("llm.c headers hold an int32 token count; use smaller shards");
+        var header = new byte[HeaderBytes];
+        System.Buffers.Binary.BinaryPrimitives.WriteInt32LittleEndian(header, Magic);
+        System.Buffers.Binary.BinaryPrimitives.WriteInt32LittleEndian(header.AsSpan(4), version);
+        System.Buffers.Binary.BinaryPrimitives.WriteInt32LittleEndian(header.AsSpan(8), (int)tokens);
+        return header;
+    }
+
     /// <summary>Bytes per token for a version.</summary>
     public static int TokenWidth(int version) => version switch
     {

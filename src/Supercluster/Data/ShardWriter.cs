@@ -1,4 +1,3 @@
-using System.Buffers.Binary;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 
@@ -58,11 +57,7 @@ public sealed class ShardWriter : IDisposable
     public void Commit()
     {
         if (_done) throw new InvalidOperationException("shard already committed");
-        if (TokenCount > int.MaxValue) throw new InvalidOperationException("llm.c headers hold an int32 token count; use smaller shards");
-        var header = new byte[ShardFormat.HeaderBytes];
-        BinaryPrimitives.WriteInt32LittleEndian(header, ShardFormat.Magic);
-        BinaryPrimitives.WriteInt32LittleEndian(header.AsSpan(4), Version);
-        BinaryPrimitives.WriteInt32LittleEndian(header.AsSpan(8), (int)TokenCount);
+        var header = ShardFormat.Header(Version, TokenCount);
         _file.Position = 0;
         _file.Write(header);
         _file.Flush(flushToDisk: true);

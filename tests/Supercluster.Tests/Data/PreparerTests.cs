@@ -63,6 +63,55 @@ public class PreparerTests
         Assert.NotEqual('{', first[0]); // the text field, not the raw JSON line
     }
 
+    /// <summary>
+    /// Deduplication compacts the shards rank 0 wrote in pass 1 in place (removed documents leave, later ones move up,
+    /// across shard files). Reference: the kept documents' bytes + EOT, split by input id, cut into shards of S tokens,
+    /// computed here from the texts. Removals at the start, in runs, of val documents, spanning shards, and the last one.
+    /// </summary>
+    [Theory]
+    [InlineData(300, 0.1, 97, 1)]
+    [InlineData(300, 0.1, 97, 3)]
+    [InlineData(300, 0.0, 211, 2)]
+    [InlineData(8, 0.25, 5, 2)]   // every val document (ids 3, 7) is a duplicate: the last kept one moves to val
+    public void DedupCompactsTheShardsToTheKeptDocuments(int count, double fraction, int shardTokens, int threads)
+    {
+        var rng = new Random(count + shardTokens);
+        var texts = new List<string>();
+        for (int i = 0; i < count; i++)
+        {
+            bool duplicate = i > 0 && (i is 1 or 2 || i == count - 1 || (count > 8 ? rng.Next(4) == 0 || i % 10 == 9 && rng.Next(2) == 0 : i is 3 or 7));
+            texts.Add(i % 23 == 11 ? " \n" // empty after trimming: removed in pass 1, never in the shards
+                : duplicate ? texts[rng.Next(i)] is var t && !string.IsNullOrWhiteSpace(t) ? t : "doc 0 unique"
+                : $"doc {i} unique " + new string((char)('a' + i % 26), rng.Next(1, 3 * shardTokens)));
+        }
+        var seen = new HashSet<string>();
+        var (train, val) = (new List<int>(), new List<int>());
+        var kept = new List<(int Id, List<int> Tokens)>();
+        for (int i = 0; i < count; i++)
+        {
+            if (string.IsNullOrWhiteSpace(texts[i]) || !seen.Add(texts[i])) continue;
+            kept.Add((i, [.. Encoding.UTF8.GetBytes(texts[i]).Select(b => (int)b), 256]));
+        }
+        bool fallback = fraction > 0 && kept.Count >= 2 && !kept.Any(k => Preparer.IsVal(k.Id, fraction));
+        for (int k = 0; k < kept.Count; k++)
+            (fraction > 0 && Preparer.IsVal(kept[k].Id, fraction) || fallback && k == kept.Count - 1 ? val : train).AddRange(kept[k].Tokens);
+        Assert.True(kept.Count < count - 3, "the corpus has duplicates to remove");
+        Assert.Equal(count == 8, fallback);
+
+        using var dir = new TempDir();
+        var meta = Preparer.Run(texts.Select(t => new Document(t)).ToList(), new PrepareOptions
+        {
+            OutDir = dir.Path, Tokenizer = "byte", ShardTokens = shardTokens, ValFraction = fraction, Dedup = DedupMode.Exact, Threads = threads, ChunkChars = 2000,
+        }).Meta;
+        Assert.Equal(train, ReadAll(dir.Path, meta.TrainShards));
+        Assert.Equal(val, ReadAll(dir.Path, meta.ValShards));
+        Assert.All(meta.TrainShards.SkipLast(1).Concat(meta.ValShards.SkipLast(1)), s => Assert.Equal(shardTokens, s.Tokens));
+        Assert.Equal((train.Count + shardTokens - 1) / shardTokens, meta.TrainShards.Count);
+        Assert.Equal(kept.Count, meta.TrainDocuments + meta.ValDocuments);
+        Assert.Equal(val.Count(t => t == 256), meta.ValDocuments);
+        Assert.Equal(["meta.json", .. meta.TrainShards.Concat(meta.ValShards).Select(s => s.File)], Directory.GetFiles(dir.Path).Select(Path.GetFileName).Order(StringComparer.Ordinal));
+    }
+
     [Fact]
     public void ValSplitIsDeterministicAndNeverEmpty()
     {

@@ -3,6 +3,7 @@
 #   REPEAT=5 MB=20 bench/data/prepare-bench.sh   # MB: corpus size (the multi-gigabyte run: MB=2000+)
 #   SOTU_ONLY=1 / CORPUS_ONLY=1                  # one half only
 #   CLI_B=/other/checkout/supercluster            # A/B: another launcher (or a Supercluster.Cli.dll), interleaved with CLI
+#   RANKS="1"                                     # rank counts of the corpus half (default "1 2"; identity check needs both)
 #   dotnet run -c Release bench/data/stages.cs -- bench/data/results/corpus-20.jsonl 5   # per stage, one process
 # Single timings swing ±30% on a loaded 2-core machine, so every configuration runs REPEAT times, interleaved (round r
 # runs each configuration once, in a fixed order) and the tables give min and median; ratios are min/min and
@@ -59,7 +60,7 @@ if [ "${SOTU_ONLY:-0}" != 1 ]; then
   # generated posts are pseudo-words: the English stop-word rule would remove them all
   filters=(--filter --filter-threshold min_words=20 min_stop_words=0 --scrub-pii)
   for r in $(seq 1 "$REPEAT"); do
-    for ranks in 1 2; do
+    for ranks in ${RANKS:-1 2}; do
       for b in "${builds[@]}"; do
         measure "$b" tokenize "$ranks" "$r" "$OUT/o-$b-tokenize-$ranks" "${in[@]}"
         measure "$b" exact "$ranks" "$r" "$OUT/o-$b-exact-$ranks" "${in[@]}" --dedup exact
@@ -101,6 +102,7 @@ if any(k[1] in configs for k in rows):
     print(f"\ncorpus {mb} MB; `time` line (work) seconds min / median, process and CPU (all ranks) min / median, docs/s and tokens/s at min, peak RSS, phases of the min run")
     for b in builds:
         for n in (1, 2):
+            if (b, "tokenize", n) not in rows: continue
             for c in configs:
                 k = (b, c, n)
                 if k not in rows: continue
@@ -123,6 +125,7 @@ if any(k[1] in configs for k in rows):
         tp_ = len(truth & removed)
         print(f"  {b} dedup near: planted {len(truth)}, removed {len(removed)}, recall {tp_ / max(1, len(truth)):.4f}, precision {tp_ / max(1, len(removed)):.4f}")
         a, b2 = f"{out}/o-{b}-near+filters-1", f"{out}/o-{b}-near+filters-2"
+        if not os.path.isdir(b2): continue
         same = sorted(os.listdir(a)) == sorted(os.listdir(b2)) and all(
             open(f"{a}/{f}", "rb").read() == open(f"{b2}/{f}", "rb").read() for f in os.listdir(a) if f.endswith(".bin"))
         print(f"  {b} 1 and 2 ranks (near+filters): {'identical shards' if same else 'SHARDS DIFFER'}")

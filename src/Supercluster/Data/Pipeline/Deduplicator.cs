@@ -31,25 +31,35 @@ public sealed class Deduplicator(ICommunicator comm, string staging, long[] offs
         foreach (var rec in RankSpill.ReadIndex(staging, Rank))
             send[(int)((ulong)rec.Key % (ulong)World)].Add((rec.Key, offsets[Rank] + rec.Ordinal));
         var received = Exchange(send);
-        var keys = new UInt128[received.Length];
-        var order = new int[received.Length];
-        for (int i = 0; i < keys.Length; i++) (keys[i], order[i]) = (received[i].Key, i);
-        Array.Sort(keys, order);
+        // Sorted by the keys' upper 64 bits (the radix sort of band keys; Array.Sort of UInt128 runs unoptimised code in
+        // a prepare process), then each run of equal upper halves is split by the whole key.
+        var order = new BandKey[received.Length];
+        for (int i = 0; i < order.Length; i++) order[i] = new((ulong)(received[i].Key >> 64), i);
+        RadixSort.SortByKey(order, new BandKey[order.Length]);
         var clusters = new List<DuplicateCluster>();
-        for (int i = 0; i < keys.Length;)
+        var run = new List<(UInt128 Key, long Id)>();
+        for (int i = 0; i < order.Length;)
         {
             int j = i + 1;
-            while (j < keys.Length && keys[j] == keys[i]) j++;
+            while (j < order.Length && order[j].Key == order[i].Key) j++;
             if (j - i > 1)
             {
-                var ids = new long[j - i];
-                for (int q = i; q < j; q++) ids[q - i] = received[order[q]].Id;
-                Array.Sort(ids);
-                clusters.Add(new("exact", ids[0], ids[1..]));
+                run.Clear();
+                for (int q = i; q < j; q++) run.Add(received[order[q].Id]);
+                while (run.Count > 1)
+                {
+                    var key = run[0].Key;
+                    var ids = new List<long>();
+                    for (int q = run.Count - 1; q >= 0; q--)
+                        if (run[q].Key == key) { ids.Add(run[q].Id); run.RemoveAt(q); }
+                    if (ids.Count < 2) continue;
+                    ids.Sort();
+                    clusters.Add(new("exact", ids[0], ids.GetRange(1, ids.Count - 1).ToArray()));
+                }
             }
             i = j;
         }
-        return Gather(clusters, "exact");
+        return Gather(clusters, "exact"); // in kept-id order
     }
 
     /// <summary>Bytes of band keys one round of <see cref="Near"/> may hold on a rank (as many bands per round as fit, at least one).</summary>

@@ -158,4 +158,19 @@ public class FusedFilterTests
         Assert.Equal(QualityFilterReference.Measure(text), QualityFilter.Measure(text));
         foreach (var f in Settings) Assert.Equal(new QualityFilterReference(f).Check(text), f.Check(text));
     }
+
+    /// <summary>A document of many lines grows the per-thread line table past the size that is dropped after it: the
+    /// documents after it still count their repeated lines as the reference does (same thread).</summary>
+    [Fact]
+    public void DocumentsAfterAManyLineOneMatchTheReference()
+    {
+        var texts = new[]
+        {
+            string.Join("\n", Enumerable.Range(0, 6000).Select(i => $"line {i % 4500} of many.")),
+            "one line.\nanother line.\none line.",
+            "x y z.\nx y z.\nx y z.\nw.",
+            "single line only.",
+        };
+        foreach (var text in texts) Assert.Equal(QualityFilterReference.Measure(text), QualityFilter.Measure(text));
+    }
 }

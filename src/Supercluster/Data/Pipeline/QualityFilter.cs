@@ -122,7 +122,7 @@ public sealed class QualityFilter
         long _lineChars, _dupLineChars;
         (int Start, int Length) _firstLine;
         bool _lorem, _brace;
-        readonly Dictionary<(int Start, int Length), int> _spans;
+        Dictionary<(int Start, int Length), int> _spans;
         readonly PairIds _pairs = new();
         readonly SpanComparer _comparer = new();
 
@@ -142,7 +142,10 @@ public sealed class QualityFilter
             _words = _hashes = _ellipses = _alphaWords = _stopWords = 0;
             _lines = _bulletLines = _ellipsisLines = _punctLines = _dupLines = 0;
             _wordChars = _lineChars = _dupLineChars = 0;
-            _spans.Clear();
+            // Dictionary.Clear clears every bucket it ever grew: after one document of 10⁵ lines, each later document
+            // with two lines would pay for 10⁵. A table that grew past a few thousand lines is dropped instead.
+            if (_spans.Count > 4096) _spans = new(_comparer);
+            else _spans.Clear();
         }
 
         // Character classes of the pass: one table lookup per ASCII character instead of a chain of tests.

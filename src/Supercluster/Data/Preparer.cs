@@ -158,7 +158,7 @@ public static class Preparer
             Mark("exact");
             List<DuplicateCluster> nearClusters = [];
             if (near)
-                nearClusters = dedup.Near(lsh!, options.NearPermutations, options.NearThreshold, removedExact);
+                nearClusters = dedup.Near(lsh!, options.NearPermutations, options.NearThreshold, removedExact, Math.Max(1, options.Threads));
             var removedNear = RemovedIds(nearClusters);
             if (near) Mark("near");
             long peakRss = comm.AllGatherBytes(BitConverter.GetBytes(PeakRss())).Max(b => BitConverter.ToInt64(b));

@@ -117,6 +117,32 @@ public class DedupTests
         Assert.True(precision >= 0.99, $"precision {precision:0.000}");
     }
 
+    /// <summary>The band keys are computed on several threads (each its own rows' slots): the clusters must not depend on how many.</summary>
+    [Fact]
+    public void NearClustersDoNotDependOnTheThreadCount()
+    {
+        var rng = new Random(7);
+        var texts = new List<string>();
+        for (int i = 0; i < 13_000; i++) // > 3 × 4096 rows: three threads each take a part
+        {
+            var w = Words(rng, 40);
+            if (i > 0 && rng.Next(8) == 0) { w = texts[rng.Next(texts.Count)].Split(' '); w[^1] = "edited"; } // a near copy
+            texts.Add(string.Join(' ', w));
+        }
+        string Clusters(int threads)
+        {
+            using var dir = new TempDir();
+            Preparer.Run(texts.Select(t => new Document(t)), new PrepareOptions
+            {
+                OutDir = dir["o"], Tokenizer = "byte", ValFraction = 0, Dedup = DedupMode.Near, Threads = threads, DedupReport = dir["clusters.jsonl"],
+            });
+            return File.ReadAllText(dir["clusters.jsonl"]);
+        }
+        var one = Clusters(1);
+        Assert.True(one.Split('\n').Count(l => l.Contains("\"near\"")) > 500, "near clusters found");
+        Assert.Equal(one, Clusters(3));
+    }
+
     /// <summary>Base documents of 50–300 words; copies (exact, case/space variants) and near copies (≤10% edits in one place) later on.</summary>
     public static (List<string> Texts, HashSet<long> Planted) PlantedCorpus(Random rng, int bases, double exactRate, double nearRate)
     {

@@ -67,7 +67,8 @@ public sealed class Deduplicator(ICommunicator comm, string staging, long[] offs
 
     /// <summary>Near-duplicate clusters among documents not in <paramref name="skip"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // runs once per prepare, with loops over every document: no slow first tier
-    public List<DuplicateCluster> Near(LshBands lsh, int permutations, double threshold, IReadOnlySet<long> skip)
+    /// <param name="threads">threads for the band keys (this rank's share of the cores); the result does not depend on it.</param>
+    public List<DuplicateCluster> Near(LshBands lsh, int permutations, double threshold, IReadOnlySet<long> skip, int threads = 1)
     {
         using var store = new SignatureStore(staging, offsets, permutations);
         var edges = new HashSet<(long, long)>();
@@ -90,14 +91,20 @@ public sealed class Deduplicator(ICommunicator comm, string staging, long[] offs
         var bucket = new List<long>();
         for (int band0 = 0; band0 < lsh.Bands; band0 += perRound)
         {
-            int bands = Math.Min(perRound, lsh.Bands - band0);
-            int n = 0;
-            foreach (var (row, id) in rows)
+            int bands = Math.Min(perRound, lsh.Bands - band0), n = rows.Count * bands;
+            // Row i's keys at i·bands…: each thread fills its own rows' slots (and faults in its part of the buffer), so
+            // the order is the one loop's whatever the thread count.
+            int parts = Math.Clamp(threads, 1, Math.Max(1, rows.Count / 4096));
+            Parallel.For(0, parts, new ParallelOptions { MaxDegreeOfParallelism = parts }, part =>
             {
-                var sig = store.Row(Rank, row);
-                for (int band = band0; band < band0 + bands; band++)
-                    keys[n++] = new(lsh.Key(sig, band), id); // seeded by the band: keys of different bands differ
-            }
+                for (int i = (int)((long)rows.Count * part / parts), end = (int)((long)rows.Count * (part + 1) / parts); i < end; i++)
+                {
+                    var (row, id) = rows[i];
+                    var sig = store.Row(Rank, row);
+                    for (int band = band0, at = i * bands; band < band0 + bands; band++, at++)
+                        keys[at] = new(lsh.Key(sig, band), id); // seeded by the band: keys of different bands differ
+                }
+            });
             // Each key goes to rank key mod W, which sees every document with that key (one rank: no exchange).
             Span<BandKey> received = World == 1 ? keys.AsSpan(0, n) : Exchange(keys.AsSpan(0, n));
             if (scratch.Length < received.Length) scratch = new BandKey[Math.Max(received.Length, keys.Length)];

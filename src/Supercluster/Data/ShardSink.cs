@@ -189,12 +189,20 @@ sealed class SplitStream(string dir, string split, int version, long shardTokens
         if (_buffered > 0) WriteAt(Tokens - _buffered / _width, _buffer.AsSpan(0, _buffered));
         _buffered = 0;
         if (!CommitWhenFull) return;
-        for (int full = (int)(Tokens / shardTokens); _committed < full; _committed++)
-        {
-            var (h, temp, name) = (Shard(_committed), TempPath(_committed), Path.Combine(dir, FileName(_committed)));
-            _files[_committed] = null;
-            _commits.Add(Task.Run(() => Commit(h, shardTokens, temp, name)));
-        }
+        for (int full = (int)(Tokens / shardTokens); _committed < full;) CommitNext();
+    }
+
+    /// <summary>Tokens in shard <paramref name="k"/>: S but in the last.</summary>
+    long TokensIn(int k) => Math.Min(shardTokens, Tokens - (long)k * shardTokens);
+
+    /// <summary>Commits the first shard not yet committed, on a background task; its handle goes with it.</summary>
+    void CommitNext()
+    {
+        int k = _committed;
+        var (h, tokens, temp, name) = (Shard(k), TokensIn(k), TempPath(k), Path.Combine(dir, FileName(k)));
+        _files[k] = null;
+        _committed++;
+        _commits.Add(Task.Run(() => Commit(h, tokens, temp, name)));
     }
 
     void WriteAt(long at, ReadOnlySpan<byte> bytes)
@@ -263,7 +271,7 @@ sealed class SplitStream(string dir, string split, int version, long shardTokens
         if (Shards > 0)
         {
             int last = Shards - 1;
-            RandomAccess.SetLength(Shard(last), ShardFormat.HeaderBytes + (Tokens - (long)last * shardTokens) * _width);
+            RandomAccess.SetLength(Shard(last), ShardFormat.HeaderBytes + TokensIn(last) * _width);
         }
     }
 
@@ -282,18 +290,12 @@ sealed class SplitStream(string dir, string split, int version, long shardTokens
     {
         Flush();
         int shards = Shards;
-        for (; _committed < shards; _committed++)
-        {
-            long tokens = Math.Min(shardTokens, Tokens - (long)_committed * shardTokens);
-            var (h, temp, name) = (Shard(_committed), TempPath(_committed), Path.Combine(dir, FileName(_committed)));
-            _files[_committed] = null;
-            _commits.Add(Task.Run(() => Commit(h, tokens, temp, name)));
-        }
+        while (_committed < shards) CommitNext();
         // A failed commit (disk full) fails the run here, with its own exception.
         try { Task.WaitAll(_commits); }
         catch (AggregateException e) { System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(e.InnerExceptions[0]); }
         var list = new List<ShardInfo>(shards);
-        for (int k = 0; k < shards; k++) list.Add(new ShardInfo(FileName(k), Math.Min(shardTokens, Tokens - (long)k * shardTokens)));
+        for (int k = 0; k < shards; k++) list.Add(new ShardInfo(FileName(k), TokensIn(k)));
         return list;
     }
 
